@@ -1,0 +1,69 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Tollgate: cost and usage control for AI agents' model calls.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector (OTLP receivers, store, query API).
+    Serve(ServeArgs),
+    /// Show usage and cost grouped by dimensions, from a running collector.
+    Usage(UsageArgs),
+    /// Send realistic GenAI spans to a collector over OTLP.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML). Without one, defaults run a collector on the embedded store.
+    #[arg(long, short, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Also run the demo agent fleet against this collector.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Dimensions to group by, comma-separated: org, project, app, environment,
+    /// user, session, provider, model, route, error_type, operation, agent.
+    #[arg(long, default_value = "project,model")]
+    pub by: String,
+    /// Time window back from now: 30m, 1h, 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// Only calls with these values, e.g. `--filter project=search`.
+    #[arg(long = "filter", value_name = "DIM=VALUE")]
+    pub filters: Vec<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Base URL of the collector's API.
+    #[arg(long, env = "TOLLGATE_API", default_value = "http://127.0.0.1:7070")]
+    pub api: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// OTLP endpoint of the collector (gRPC).
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    pub endpoint: String,
+    /// Calls to send in the first burst.
+    #[arg(long, default_value_t = 300)]
+    pub calls: usize,
+    /// After the burst, keep sending this many calls per second (0 = stop).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seed for the generator, for reproducible runs.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}

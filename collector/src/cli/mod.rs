@@ -1,0 +1,9 @@
+//! The `tollgate` command line: argument definitions and the client-side
+//! commands (`usage`). `serve` and `demo` live in [`crate::server`] and
+//! [`crate::demo`].
+
+mod args;
+mod usage;
+
+pub use args::{Cli, Command, DemoArgs, ServeArgs, UsageArgs};
+pub use usage::{UsageError, run_usage};

@@ -1,0 +1,175 @@
+//! Loading: file text -> `${VAR}` expansion -> TOML -> `TOLLGATE_` env overrides -> validation.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+
+use super::expand_env;
+use super::raw::RawConfig;
+use super::validate::Config;
+
+/// Env variables with the prefix that are not config keys.
+const NON_CONFIG_ENV: &[&str] = &["config"];
+
+/// Why a configuration was refused. Displayed as one line at start-up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Expand { path: String, message: String },
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid config: `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// Loads the configuration from `path` (if any) and the process environment.
+///
+/// Without a file the defaults run a complete collector on the embedded store.
+/// `TOLLGATE_<SECTION>__<FIELD>` variables override the file, e.g.
+/// `TOLLGATE_STORAGE__PATH=/var/lib/tollgate` or `TOLLGATE_GATEWAY__ENABLED=true`.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    load_with_env(path, Env::prefixed("TOLLGATE_"))
+}
+
+pub(crate) fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = path {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let expanded = expand_env(&text, |name| std::env::var(name).ok()).map_err(|message| {
+            ConfigError::Expand {
+                path: shown.clone(),
+                message,
+            }
+        })?;
+        figment = figment.merge(Toml::string(&expanded));
+    }
+    figment = figment.merge(env.split("__").ignore(NON_CONFIG_ENV));
+    let raw: RawConfig = figment
+        .extract()
+        .map_err(|e| ConfigError::Parse(one_line(&e, path)))?;
+    raw.validate()
+}
+
+/// Figment's errors are multi-line and name its internal profile; users get
+/// one line naming the field and where it came from.
+fn one_line(err: &figment::Error, path: Option<&Path>) -> String {
+    let mut parts = Vec::new();
+    for e in err.clone() {
+        let key = e.path.join(".");
+        let origin = match &e.metadata {
+            Some(m) if m.name.contains("environment") => "environment".to_owned(),
+            _ => path.map_or_else(|| "config".to_owned(), |p| p.display().to_string()),
+        };
+        if key.is_empty() {
+            parts.push(format!("{origin}: {}", e.kind));
+        } else {
+            parts.push(format!("{origin}: `{key}`: {}", e.kind));
+        }
+    }
+    format!("invalid config: {}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    fn no_env() -> Env {
+        Env::prefixed("TOLLGATE_TEST_NOTHING_")
+    }
+
+    #[test]
+    fn defaults_run_without_a_file() {
+        let c = load_with_env(None, no_env()).unwrap();
+        assert_eq!(c.grpc_listen.port(), 4317);
+        assert_eq!(c.http_listen.port(), 4318);
+        assert_eq!(c.api_listen.port(), 7070);
+        assert_eq!(c.grpc_max_message_bytes, 4 * 1024 * 1024);
+        assert!(matches!(&c.storage, StorageConfig::Sqlite { dir } if dir.ends_with("data")));
+        assert!(!c.gateway.enabled);
+    }
+
+    #[test]
+    fn unknown_field_is_one_line_naming_it() {
+        let f = write("[storage]\ntype = \"sqlite\"\npaht = \"/tmp\"\n");
+        let err = load_with_env(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("paht"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let f = write("[pipeline]\nqueue_capacity_rows = \"lots\"\n");
+        let err = load_with_env(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pipeline.queue_capacity_rows"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let f = write("[api]\nlisten = \"127.0.0.1:9000\"\n");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TGX_API__LISTEN", "127.0.0.1:9100");
+            jail.set_env("TGX_GATEWAY__ENABLED", "true");
+            let c = load_with_env(Some(f.path()), Env::prefixed("TGX_")).unwrap();
+            assert_eq!(c.api_listen.port(), 9100);
+            assert!(c.gateway.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn variables_expand_in_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_TEST_DIR", "/srv/tg");
+            let f = write("[storage]\ntype = \"sqlite\"\npath = \"${TOLLGATE_TEST_DIR}/rows\"\n");
+            let c = load_with_env(Some(f.path()), no_env()).unwrap();
+            assert!(
+                matches!(&c.storage, StorageConfig::Sqlite { dir } if dir == Path::new("/srv/tg/rows"))
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_field() {
+        let f = write("[receivers.otlp]\ngrpc_listen = \"nowhere\"\n");
+        let err = load_with_env(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("receivers.otlp.grpc_listen"), "{err}");
+        let f = write("[pipeline]\nqueue_capacity_rows = 0\n");
+        let err = load_with_env(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pipeline.queue_capacity_rows"), "{err}");
+        let f = write(
+            "[[pricing.models]]\nmodel = \"m\"\ninput_per_mtok = -1.0\noutput_per_mtok = 1.0\n",
+        );
+        let err = load_with_env(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pricing"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! `tollgate.toml`: raw serde structs (the user documentation), loading with
+//! `${VAR}` expansion and `TOLLGATE_` env overrides, and validation into the
+//! typed [`Config`] the rest of the collector uses.
+
+mod expand;
+mod load;
+mod raw;
+mod validate;
+
+pub use expand::expand_env;
+pub use load::{ConfigError, load};
+pub use raw::{
+    ApiSection, LogFormat, LogSection, OtlpSection, PipelineSection, PricingSection, RawConfig,
+    ReceiversSection, StorageSection,
+};
+pub use validate::{Config, LabelPolicy, StorageConfig};

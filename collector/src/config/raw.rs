@@ -1,0 +1,226 @@
+//! Raw configuration as written in `tollgate.toml`.
+//!
+//! Every field's `///` doc is user documentation: `tollgate.example.toml`
+//! repeats it. Unknown fields are rejected so a typo never goes unnoticed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tollgate_gateway::GatewayConfig;
+use tollgate_rules::pricing::PriceOverride;
+
+/// The whole file. Every section is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub receivers: ReceiversSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    #[serde(default)]
+    pub pricing: PricingSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+}
+
+/// `[receivers]`: where spans come in.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiversSection {
+    #[serde(default)]
+    pub otlp: OtlpSection,
+}
+
+/// `[receivers.otlp]`: the OTLP gRPC and HTTP receivers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSection {
+    /// OTLP/gRPC listen address. Use `0.0.0.0:4317` to accept remote agents.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: String,
+    /// OTLP/HTTP listen address (`POST /v1/traces`).
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
+    /// Largest gRPC message accepted, in bytes, after decompression. Default 4 MiB.
+    #[serde(default = "default_max_message_bytes")]
+    pub grpc_max_message_bytes: usize,
+    /// Largest HTTP body accepted, in bytes; applies to the body as sent and
+    /// again after gzip decompression. Default 4 MiB.
+    #[serde(default = "default_max_message_bytes")]
+    pub http_max_body_bytes: usize,
+    /// Spans reporting more tokens than this in one call are rejected as absurd.
+    #[serde(default = "default_max_tokens_per_call")]
+    pub max_tokens_per_call: u64,
+    /// Custom labels kept from `tollgate.label.<key>` attributes. Empty = any
+    /// key, up to `max_labels` per call.
+    #[serde(default)]
+    pub allowed_labels: Vec<String>,
+    /// Most custom labels kept per call.
+    #[serde(default = "default_max_labels")]
+    pub max_labels: usize,
+}
+
+fn default_grpc_listen() -> String {
+    "127.0.0.1:4317".to_owned()
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:4318".to_owned()
+}
+fn default_max_message_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_tokens_per_call() -> u64 {
+    10_000_000
+}
+fn default_max_labels() -> usize {
+    16
+}
+
+impl Default for OtlpSection {
+    fn default() -> Self {
+        Self {
+            grpc_listen: default_grpc_listen(),
+            http_listen: default_http_listen(),
+            grpc_max_message_bytes: default_max_message_bytes(),
+            http_max_body_bytes: default_max_message_bytes(),
+            max_tokens_per_call: default_max_tokens_per_call(),
+            allowed_labels: Vec::new(),
+            max_labels: default_max_labels(),
+        }
+    }
+}
+
+/// `[api]`: the query API, health checks and Prometheus metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Listen address of `/v1/usage`, `/v1/calls`, `/healthz`, `/readyz`, `/metrics`.
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+}
+
+fn default_api_listen() -> String {
+    "127.0.0.1:7070".to_owned()
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+        }
+    }
+}
+
+/// `[storage]`: where rows are written. Chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StorageSection {
+    /// The embedded store (default): SQLite in WAL mode, zero set-up.
+    Sqlite {
+        /// Directory holding `tollgate.sqlite`; created if missing.
+        #[serde(default = "default_data_dir")]
+        path: String,
+    },
+}
+
+fn default_data_dir() -> String {
+    "./data".to_owned()
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection::Sqlite {
+            path: default_data_dir(),
+        }
+    }
+}
+
+/// `[pipeline]`: the bounded queue between receivers and the store.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Rows that may wait for the store. When full, receivers push back
+    /// (gRPC RESOURCE_EXHAUSTED, HTTP 503 + Retry-After) instead of growing.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity_rows: usize,
+    /// Most rows written in one store transaction.
+    #[serde(default = "default_batch_max_rows")]
+    pub batch_max_rows: usize,
+    /// How long shutdown waits for queued rows to reach the store.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_queue_capacity() -> usize {
+    100_000
+}
+fn default_batch_max_rows() -> usize {
+    10_000
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            queue_capacity_rows: default_queue_capacity(),
+            batch_max_rows: default_batch_max_rows(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// `[pricing]`: the price table and local overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingSection {
+    /// A price table file replacing the built-in one (same format as
+    /// `rules/data/prices.toml`). Default: the built-in table.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Per-model prices that replace or add to the table (negotiated rates,
+    /// self-hosted models).
+    #[serde(default)]
+    pub models: Vec<PriceOverride>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log]`: the collector's own logs (never call content or keys).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `tracing` filter, e.g. `info` or `tollgate_collector=debug`. `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Validation: raw config -> typed [`Config`], rejecting contradictions with
+//! a message naming the field and the fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate_gateway::GatewayConfig;
+use tollgate_rules::pricing::PriceTable;
+
+use super::load::ConfigError;
+use super::raw::{LogSection, RawConfig, StorageSection};
+
+/// Where rows go, validated.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Sqlite { dir: PathBuf },
+}
+
+/// Which `tollgate.label.*` keys are kept.
+#[derive(Debug, Clone)]
+pub struct LabelPolicy {
+    /// Empty = any key.
+    pub allowed: Vec<String>,
+    pub max_labels: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub grpc_max_message_bytes: usize,
+    pub http_max_body_bytes: usize,
+    pub max_tokens_per_call: u64,
+    pub labels: LabelPolicy,
+    pub storage: StorageConfig,
+    pub queue_capacity_rows: usize,
+    pub batch_max_rows: usize,
+    pub shutdown_timeout: Duration,
+    pub prices: Arc<PriceTable>,
+    pub log: LogSection,
+    pub gateway: GatewayConfig,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            field,
+            format!("`{value}` is not an address; write host:port, e.g. 127.0.0.1:4317"),
+        )
+    })
+}
+
+fn positive(field: &str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(invalid(field, "must be greater than 0"));
+    }
+    Ok(value)
+}
+
+impl RawConfig {
+    /// Checks every field and builds the typed configuration.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let otlp = self.receivers.otlp;
+        let grpc_listen = addr("receivers.otlp.grpc_listen", &otlp.grpc_listen)?;
+        let http_listen = addr("receivers.otlp.http_listen", &otlp.http_listen)?;
+        let api_listen = addr("api.listen", &self.api.listen)?;
+        let grpc_max_message_bytes = positive(
+            "receivers.otlp.grpc_max_message_bytes",
+            otlp.grpc_max_message_bytes,
+        )?;
+        let http_max_body_bytes = positive(
+            "receivers.otlp.http_max_body_bytes",
+            otlp.http_max_body_bytes,
+        )?;
+        if otlp.max_tokens_per_call == 0 {
+            return Err(invalid(
+                "receivers.otlp.max_tokens_per_call",
+                "must be greater than 0",
+            ));
+        }
+        let queue_capacity_rows = positive(
+            "pipeline.queue_capacity_rows",
+            self.pipeline.queue_capacity_rows,
+        )?;
+        let batch_max_rows = positive("pipeline.batch_max_rows", self.pipeline.batch_max_rows)?;
+
+        let storage = match self.storage {
+            StorageSection::Sqlite { path } => {
+                if path.trim().is_empty() {
+                    return Err(invalid("storage.path", "must name a directory"));
+                }
+                StorageConfig::Sqlite {
+                    dir: PathBuf::from(path),
+                }
+            }
+        };
+
+        let base = match &self.pricing.table {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| invalid("pricing.table", format!("cannot read `{file}`: {e}")))?;
+                PriceTable::from_toml_str(&text)
+                    .map_err(|e| invalid("pricing.table", e.to_string()))?
+            }
+            None => PriceTable::builtin().map_err(|e| invalid("pricing", e.to_string()))?,
+        };
+        let prices = base
+            .with_overrides(&self.pricing.models)
+            .map_err(|e| invalid("pricing.models", e.to_string()))?;
+
+        if self.gateway.enabled {
+            addr("gateway.listen", &self.gateway.listen)?;
+        }
+
+        Ok(Config {
+            grpc_listen,
+            http_listen,
+            api_listen,
+            grpc_max_message_bytes,
+            http_max_body_bytes,
+            max_tokens_per_call: otlp.max_tokens_per_call,
+            labels: LabelPolicy {
+                allowed: otlp.allowed_labels,
+                max_labels: otlp.max_labels,
+            },
+            storage,
+            queue_capacity_rows,
+            batch_max_rows,
+            shutdown_timeout: self.pipeline.shutdown_timeout,
+            prices: Arc::new(prices),
+            log: self.log,
+            gateway: self.gateway,
+        })
+    }
+}

@@ -1,0 +1,272 @@
+//! Operational events of the collector: each one logs (when worth a line)
+//! and counts. Metric handles are created once at start-up and cloned into
+//! the components; nothing here allocates per request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = [(&'static str, &'static str); 2];
+
+/// Which receiver an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Malformed,
+    TooLarge,
+    UnsupportedMediaType,
+    QueueFull,
+    ShuttingDown,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::TooLarge => "too_large",
+            Refusal::UnsupportedMediaType => "unsupported_media_type",
+            Refusal::QueueFull => "queue_full",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// All metrics of the collector, and the events that move them.
+#[derive(Debug)]
+pub struct InternalEvents {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    grpc_ok: Counter,
+    http_ok: Counter,
+    spans_accepted: Counter,
+    spans_skipped: Counter,
+    spans_rejected: Counter,
+    rows_written: Counter,
+    rows_lost: Counter,
+    queue_depth: Gauge,
+    queue_capacity: Gauge,
+    write_seconds: Histogram,
+    write_errors: Counter,
+    store_down: AtomicBool,
+}
+
+impl InternalEvents {
+    /// Registers every metric once.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("tollgate");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "ingest_requests",
+            "OTLP export requests by transport and outcome",
+            requests.clone(),
+        );
+        let grpc_ok = requests
+            .get_or_create(&[("transport", "grpc"), ("outcome", "ok")])
+            .clone();
+        let http_ok = requests
+            .get_or_create(&[("transport", "http"), ("outcome", "ok")])
+            .clone();
+        let spans = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "ingest_spans",
+            "Spans received: accepted (model calls), skipped (not model calls), rejected (bad values)",
+            spans.clone(),
+        );
+        let spans_accepted = spans.get_or_create(&[("outcome", "accepted")]).clone();
+        let spans_skipped = spans.get_or_create(&[("outcome", "skipped")]).clone();
+        let spans_rejected = spans.get_or_create(&[("outcome", "rejected")]).clone();
+        let rows_written = Counter::default();
+        registry.register(
+            "store_rows_written",
+            "Rows written to the store",
+            rows_written.clone(),
+        );
+        let rows_lost = Counter::default();
+        registry.register(
+            "store_rows_lost",
+            "Acknowledged rows that could not be written before shutdown gave up",
+            rows_lost.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth_rows",
+            "Rows waiting for the store",
+            queue_depth.clone(),
+        );
+        let queue_capacity = Gauge::default();
+        registry.register(
+            "queue_capacity_rows",
+            "Capacity of the row queue",
+            queue_capacity.clone(),
+        );
+        let write_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "store_write_seconds",
+            "Latency of one batch write to the store",
+            write_seconds.clone(),
+        );
+        let write_errors = Counter::default();
+        registry.register(
+            "store_write_errors",
+            "Failed batch writes (retried)",
+            write_errors.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            grpc_ok,
+            http_ok,
+            spans_accepted,
+            spans_skipped,
+            spans_rejected,
+            rows_written,
+            rows_lost,
+            queue_depth,
+            queue_capacity,
+            write_seconds,
+            write_errors,
+            store_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn request_accepted(
+        &self,
+        transport: Transport,
+        accepted: u64,
+        skipped: u64,
+        rejected: u64,
+    ) {
+        match transport {
+            Transport::Grpc => self.grpc_ok.inc(),
+            Transport::Http => self.http_ok.inc(),
+        };
+        self.spans_accepted.inc_by(accepted);
+        self.spans_skipped.inc_by(skipped);
+        self.spans_rejected.inc_by(rejected);
+        if rejected > 0 {
+            tracing::debug!(
+                transport = transport.as_str(),
+                rejected,
+                "spans rejected (partial success)"
+            );
+        }
+    }
+
+    pub fn request_refused(&self, transport: Transport, refusal: Refusal, detail: &str) {
+        self.requests
+            .get_or_create(&[
+                ("transport", transport.as_str()),
+                ("outcome", refusal.as_str()),
+            ])
+            .inc();
+        tracing::debug!(
+            transport = transport.as_str(),
+            reason = refusal.as_str(),
+            detail,
+            "request refused"
+        );
+    }
+
+    pub fn queue_capacity(&self, rows: usize) {
+        self.queue_capacity
+            .set(i64::try_from(rows).unwrap_or(i64::MAX));
+    }
+
+    pub fn queue_depth(&self, rows: usize) {
+        self.queue_depth
+            .set(i64::try_from(rows).unwrap_or(i64::MAX));
+    }
+
+    pub fn batch_written(&self, rows: usize, took: Duration) {
+        self.rows_written.inc_by(rows as u64);
+        self.write_seconds.observe(took.as_secs_f64());
+        if self.store_down.swap(false, Ordering::Relaxed) {
+            tracing::info!("store is writable again");
+        }
+    }
+
+    /// A failed write is logged once per outage, not once per retry.
+    pub fn batch_failed(&self, rows: usize, error: &dyn std::error::Error) {
+        self.write_errors.inc();
+        if !self.store_down.swap(true, Ordering::Relaxed) {
+            tracing::error!(rows, error = %error, "store write failed; retrying with backoff");
+        }
+    }
+
+    pub fn rows_lost(&self, rows: usize, why: &str) {
+        self.rows_lost.inc_by(rows as u64);
+        tracing::error!(rows, why, "acknowledged rows were not written");
+    }
+
+    pub fn rows_written_total(&self) -> u64 {
+        self.rows_written.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let ev = InternalEvents::new();
+        ev.request_accepted(Transport::Grpc, 3, 1, 0);
+        ev.request_refused(Transport::Http, Refusal::QueueFull, "full");
+        ev.queue_capacity(10);
+        ev.batch_written(3, Duration::from_millis(2));
+        let text = ev.encode();
+        assert!(
+            text.contains("tollgate_ingest_spans_total{outcome=\"accepted\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_ingest_spans_total{outcome=\"skipped\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tollgate_ingest_requests_total{transport=\"http\",outcome=\"queue_full\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_queue_capacity_rows 10"), "{text}");
+        assert!(
+            text.contains("tollgate_store_rows_written_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_store_write_seconds_count 1"),
+            "{text}"
+        );
+    }
+}

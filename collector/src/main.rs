@@ -1,0 +1,118 @@
+//! The `tollgate` binary: parse the command line, load config, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tollgate_collector::cli::{Cli, Command, DemoArgs};
+use tollgate_collector::config::{self, LogFormat};
+use tollgate_collector::{demo, server};
+use tracing_subscriber::EnvFilter;
+
+fn init_logs(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        token.cancel();
+    });
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match config::load(args.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("tollgate: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logs(&config.log.level, config.log.format);
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone());
+            let with_demo = args.demo;
+            let demo_stop = shutdown.clone();
+            let result = server::run(config, shutdown, move |addrs| {
+                println!(
+                    "tollgate listening: otlp_grpc={} otlp_http={} api=http://{}",
+                    addrs.otlp_grpc, addrs.otlp_http, addrs.api
+                );
+                if with_demo {
+                    let endpoint = format!("http://{}", addrs.otlp_grpc);
+                    println!(
+                        "demo: sending spans to {endpoint}; try `tollgate usage --by project,model --since 1h --api http://{}`",
+                        addrs.api
+                    );
+                    tokio::spawn(demo::run_until(
+                        DemoArgs { endpoint, calls: 300, rate: 5.0, seed: 7 },
+                        demo_stop,
+                    ));
+                }
+            })
+            .await;
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Usage(args) => match tollgate_collector::cli::run_usage(&args).await {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo(args) => {
+            init_logs("warn", LogFormat::Text);
+            let stop = CancellationToken::new();
+            cancel_on_signal(stop.clone());
+            match demo::run_until(args, stop).await {
+                Ok(sent) => {
+                    println!("demo: sent {sent} model-call spans");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tollgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

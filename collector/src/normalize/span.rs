@@ -1,0 +1,325 @@
+//! One OTLP export request -> priced call records.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use tollgate_rules::pricing::{PriceTable, TokenUsage};
+use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode};
+
+use super::semconv::{
+    FIELD_COUNT, Field, LABEL_PREFIX, OperationKind, field_of, normalize_operation,
+    normalize_provider,
+};
+use super::values::{self, BadNumber};
+use crate::config::LabelPolicy;
+
+/// What the normaliser needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct NormalizerConfig {
+    /// Token counts above this are refused as absurd.
+    pub max_tokens_per_call: u64,
+    pub labels: LabelPolicy,
+}
+
+/// Turns export requests into priced call records. Cheap to share.
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    config: Arc<NormalizerConfig>,
+    prices: Arc<PriceTable>,
+}
+
+/// The result of normalising one export request.
+#[derive(Debug, Default)]
+pub struct NormalizeOutcome {
+    pub records: Vec<CallRecord>,
+    /// Spans that are not model calls (agent, tool, HTTP spans...): accepted, not stored.
+    pub skipped_spans: u64,
+    /// Model-call spans refused (negative or absurd values); reported as OTLP partial success.
+    pub rejected_spans: u64,
+    /// Why the first rejected span was refused.
+    pub first_error: Option<String>,
+}
+
+/// Attribute slots for one span: for each field, the best-ranked attribute seen.
+type Slots<'a> = [Option<(u8, &'a KeyValue)>; FIELD_COUNT];
+
+fn fill<'a>(slots: &mut Slots<'a>, labels: &mut Vec<&'a KeyValue>, attrs: &'a [KeyValue]) {
+    for kv in attrs {
+        if let Some((field, rank)) = field_of(&kv.key) {
+            let slot = &mut slots[field as usize];
+            // `<=`: a span attribute overrides a resource attribute of the same rank.
+            if slot.is_none_or(|(r, _)| rank <= r) {
+                *slot = Some((rank, kv));
+            }
+        } else if kv.key.starts_with(LABEL_PREFIX) {
+            labels.push(kv);
+        }
+    }
+}
+
+struct Rejection(String);
+
+impl Normalizer {
+    pub fn new(config: NormalizerConfig, prices: Arc<PriceTable>) -> Self {
+        Self {
+            config: Arc::new(config),
+            prices,
+        }
+    }
+
+    /// The price table rows are priced with.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    /// Normalises every span of `request`.
+    pub fn normalize(&self, request: &ExportTraceServiceRequest) -> NormalizeOutcome {
+        let mut out = NormalizeOutcome::default();
+        for rs in &request.resource_spans {
+            let mut resource_slots: Slots<'_> = [None; FIELD_COUNT];
+            let mut resource_labels = Vec::new();
+            if let Some(resource) = &rs.resource {
+                fill(
+                    &mut resource_slots,
+                    &mut resource_labels,
+                    &resource.attributes,
+                );
+            }
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    let mut slots = resource_slots;
+                    let mut labels = resource_labels.clone();
+                    fill(&mut slots, &mut labels, &span.attributes);
+                    match self.record(span, &slots, &labels) {
+                        Ok(Some(record)) => out.records.push(record),
+                        Ok(None) => out.skipped_spans += 1,
+                        Err(Rejection(why)) => {
+                            out.rejected_spans += 1;
+                            out.first_error.get_or_insert(why);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn record(
+        &self,
+        span: &Span,
+        slots: &Slots<'_>,
+        labels: &[&KeyValue],
+    ) -> Result<Option<CallRecord>, Rejection> {
+        let get = |f: Field| slots[f as usize].map(|(_, kv)| kv);
+        let string = |f: Field| {
+            get(f)
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(values::as_string)
+        };
+
+        let request_model = string(Field::RequestModel);
+        let response_model = string(Field::ResponseModel);
+        let has_model = request_model.is_some() || response_model.is_some();
+        let operation = match string(Field::Operation) {
+            Some(raw) => match normalize_operation(&raw) {
+                (_, OperationKind::NotModelCall) => return Ok(None),
+                (_, OperationKind::Unknown) if !has_model => return Ok(None),
+                (_, OperationKind::Unknown) => Some(raw),
+                (name, OperationKind::ModelCall) => Some(name.to_owned()),
+            },
+            None if has_model => None,
+            None => return Ok(None),
+        };
+
+        let span_hex = hex::encode(&span.span_id);
+        let max = self.config.max_tokens_per_call;
+        let count = |f: Field| -> Result<Option<u64>, Rejection> {
+            let Some(kv) = get(f) else { return Ok(None) };
+            let Some(v) = kv.value.as_ref() else {
+                return Ok(None);
+            };
+            match values::as_count(v) {
+                Ok(n) if n > max => Err(Rejection(format!(
+                    "span {span_hex}: `{}` = {n} is above the limit of {max} tokens per call",
+                    kv.key
+                ))),
+                Ok(n) => Ok(Some(n)),
+                Err(BadNumber::Negative) => Err(Rejection(format!(
+                    "span {span_hex}: `{}` is negative",
+                    kv.key
+                ))),
+                Err(BadNumber::NotANumber) => Err(Rejection(format!(
+                    "span {span_hex}: `{}` is not a number",
+                    kv.key
+                ))),
+            }
+        };
+        let input = count(Field::InputTokens)?;
+        let output = count(Field::OutputTokens)?;
+        let total = count(Field::TotalTokens)?;
+        let cache_read = count(Field::CacheReadTokens)?.unwrap_or(0);
+        let cache_write = count(Field::CacheWriteTokens)?.unwrap_or(0);
+        let reasoning = count(Field::ReasoningTokens)?.unwrap_or(0);
+        let has_usage = input.is_some() || output.is_some() || total.is_some();
+
+        let mut input_tokens = input.unwrap_or(0);
+        // GenAI conventions count cached tokens inside the input; Anthropic's
+        // raw usage (and instrumentations copying it) does not. An input
+        // smaller than its own cached parts can only mean the latter.
+        let cached = cache_read.saturating_add(cache_write);
+        if input_tokens < cached {
+            input_tokens = input_tokens.saturating_add(cached);
+        }
+        let output_tokens = match (output, total) {
+            (Some(o), _) => o,
+            (None, Some(t)) => t.saturating_sub(input_tokens),
+            (None, None) => 0,
+        };
+        if input_tokens > max || output_tokens > max {
+            return Err(Rejection(format!(
+                "span {span_hex}: {} tokens is above the limit of {max} tokens per call",
+                input_tokens.max(output_tokens)
+            )));
+        }
+
+        let number = |f: Field| -> Result<Option<f64>, Rejection> {
+            let Some(kv) = get(f) else { return Ok(None) };
+            let Some(v) = kv.value.as_ref() else {
+                return Ok(None);
+            };
+            values::as_non_negative_f64(v).map(Some).map_err(|_| {
+                Rejection(format!(
+                    "span {span_hex}: `{}` must be a non-negative number",
+                    kv.key
+                ))
+            })
+        };
+        let provider_cost = number(Field::CostUsd)?;
+        let ttft_ms = number(Field::TtftMs)?;
+
+        let provider = string(Field::Provider).map(|p| normalize_provider(&p));
+        let span_failed = span
+            .status
+            .as_ref()
+            .is_some_and(|s| s.code == StatusCode::Error as i32);
+        let http_status = get(Field::HttpStatus)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| values::as_count(v).ok())
+            .and_then(|n| u16::try_from(n).ok());
+        let mut error_type = string(Field::ErrorType);
+        if error_type.is_none() && span_failed {
+            // OpenTelemetry's fallback value when the error class is unknown.
+            error_type = Some(http_status.map_or_else(|| "_OTHER".to_owned(), |s| s.to_string()));
+        }
+        let status = if error_type.is_some() {
+            CallStatus::Error
+        } else {
+            CallStatus::Ok
+        };
+
+        let usage = TokenUsage {
+            input: input_tokens,
+            output: output_tokens,
+            cache_read,
+            cache_write,
+        };
+        let (cost_usd, cost_source) = match provider_cost {
+            Some(c) => (Some(c), CostSource::Provider),
+            None => {
+                let priced = [response_model.as_deref(), request_model.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|m| self.prices.cost(provider.as_deref(), m, &usage));
+                match priced {
+                    // A failed call that reports no usage was not billed.
+                    Some(_) if !has_usage && status == CallStatus::Error => {
+                        (Some(0.0), CostSource::PriceTable)
+                    }
+                    // A successful call without usage cannot be priced: unknown, not $0.
+                    Some(_) if !has_usage => (None, CostSource::Unpriced),
+                    Some(c) => (Some(c), CostSource::PriceTable),
+                    None => (None, CostSource::Unpriced),
+                }
+            }
+        };
+
+        let start = i64::try_from(span.start_time_unix_nano).unwrap_or(i64::MAX);
+        let end = i64::try_from(span.end_time_unix_nano).unwrap_or(i64::MAX);
+        let upstream = match (string(Field::ServerAddress), string(Field::ServerPort)) {
+            (Some(host), Some(port)) if !host.contains(':') => Some(format!("{host}:{port}")),
+            (host, _) => host,
+        };
+
+        Ok(Some(CallRecord {
+            start_unix_nanos: start,
+            duration_nanos: end.saturating_sub(start).max(0),
+            ttft_nanos: ttft_ms.map(|ms| (ms * 1_000_000.0) as i64),
+            trace_id: hex::encode(&span.trace_id),
+            span_id: span_hex,
+            request_id: string(Field::ResponseId),
+            org: string(Field::Org),
+            project: string(Field::Project),
+            app: string(Field::App),
+            environment: string(Field::Environment),
+            route: string(Field::Route),
+            user: string(Field::User),
+            session: string(Field::Session),
+            agent_id: string(Field::AgentId),
+            agent_name: string(Field::AgentName),
+            provider,
+            operation,
+            request_model,
+            response_model,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: reasoning,
+            cost_usd,
+            cost_source,
+            price_version: Some(self.prices.version().to_owned()),
+            status,
+            error_type,
+            http_status,
+            stream: get(Field::Stream)
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(values::as_bool)
+                .unwrap_or(false),
+            finish_reason: string(Field::FinishReason),
+            mode: Mode::Observe,
+            decision: None,
+            rules_fired: Vec::new(),
+            attempt: 0,
+            upstream,
+            labels: self.labels(labels),
+        }))
+    }
+
+    fn labels(&self, attrs: &[&KeyValue]) -> BTreeMap<String, String> {
+        let policy = &self.config.labels;
+        let mut labels = BTreeMap::new();
+        for kv in attrs {
+            let key = &kv.key[LABEL_PREFIX.len()..];
+            if key.is_empty()
+                || (!policy.allowed.is_empty() && !policy.allowed.iter().any(|a| a == key))
+            {
+                continue;
+            }
+            let Some(value) = kv.value.as_ref().and_then(values::as_string) else {
+                continue;
+            };
+            if labels.len() >= policy.max_labels && !labels.contains_key(key) {
+                continue;
+            }
+            labels.insert(values::truncate(key).to_owned(), value);
+        }
+        labels
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,375 @@
+//! Unit tests of span normalisation, one per dialect and per bad input.
+
+use super::*;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+use tollgate_rules::pricing::PriceOverride;
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+fn s(key: &str, v: &str) -> KeyValue {
+    kv(key, Value::StringValue(v.to_owned()))
+}
+fn i(key: &str, v: i64) -> KeyValue {
+    kv(key, Value::IntValue(v))
+}
+
+fn span(attrs: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id: vec![0xab; 16],
+        span_id: vec![0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08],
+        name: "chat test-model".into(),
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_250_000_000,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+fn request(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn normalizer() -> Normalizer {
+    let prices = PriceTable::builtin()
+        .unwrap()
+        .with_overrides(&[PriceOverride {
+            provider: None,
+            model: "test-model".into(),
+            input_per_mtok: 2.0,
+            output_per_mtok: 8.0,
+            cache_read_per_mtok: Some(0.5),
+            cache_write_per_mtok: Some(2.5),
+        }])
+        .unwrap();
+    Normalizer::new(
+        NormalizerConfig {
+            max_tokens_per_call: 1_000_000,
+            labels: LabelPolicy {
+                allowed: Vec::new(),
+                max_labels: 2,
+            },
+        },
+        Arc::new(prices),
+    )
+}
+
+fn one(resource: Vec<KeyValue>, attrs: Vec<KeyValue>) -> CallRecord {
+    let out = normalizer().normalize(&request(resource, vec![span(attrs)]));
+    assert_eq!(out.rejected_spans, 0, "{:?}", out.first_error);
+    assert_eq!(out.records.len(), 1);
+    out.records.into_iter().next().unwrap()
+}
+
+#[test]
+fn current_genai_conventions() {
+    let r = one(
+        vec![
+            s("service.name", "support-bot"),
+            s("deployment.environment.name", "prod"),
+        ],
+        vec![
+            s("gen_ai.provider.name", "openai"),
+            s("gen_ai.operation.name", "chat"),
+            s("gen_ai.request.model", "test-model"),
+            s("gen_ai.response.model", "test-model"),
+            s("gen_ai.response.id", "chatcmpl-1"),
+            i("gen_ai.usage.input_tokens", 1000),
+            i("gen_ai.usage.output_tokens", 500),
+            i("gen_ai.usage.cache_read.input_tokens", 400),
+            s("gen_ai.conversation.id", "conv-9"),
+            s("gen_ai.agent.id", "agent-1"),
+            s("gen_ai.agent.name", "triage"),
+            s("user.id", "alice"),
+            s("tollgate.project", "search"),
+            s("tollgate.org", "acme"),
+            s("tollgate.route", "support-chat"),
+            kv(
+                "gen_ai.response.finish_reasons",
+                Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(Value::StringValue("stop".into())),
+                    }],
+                }),
+            ),
+        ],
+    );
+    assert_eq!(r.provider.as_deref(), Some("openai"));
+    assert_eq!(r.operation.as_deref(), Some("chat"));
+    assert_eq!(r.app.as_deref(), Some("support-bot"));
+    assert_eq!(r.environment.as_deref(), Some("prod"));
+    assert_eq!(r.session.as_deref(), Some("conv-9"));
+    assert_eq!(r.user.as_deref(), Some("alice"));
+    assert_eq!(r.org.as_deref(), Some("acme"));
+    assert_eq!(r.project.as_deref(), Some("search"));
+    assert_eq!(r.route.as_deref(), Some("support-chat"));
+    assert_eq!(r.agent_id.as_deref(), Some("agent-1"));
+    assert_eq!(r.agent_name.as_deref(), Some("triage"));
+    assert_eq!(r.request_id.as_deref(), Some("chatcmpl-1"));
+    assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(
+        (r.input_tokens, r.output_tokens, r.cache_read_tokens),
+        (1000, 500, 400)
+    );
+    assert_eq!(r.trace_id, "ab".repeat(16));
+    assert_eq!(r.span_id, "0102030405060708");
+    assert_eq!(r.duration_nanos, 250_000_000);
+    // 600 plain input x $2 + 400 cached x $0.5 + 500 output x $8, per million.
+    assert_eq!(r.cost_source, CostSource::PriceTable);
+    let cost = r.cost_usd.unwrap();
+    assert!((cost - 0.0054).abs() < 1e-12, "{cost}");
+    assert!(r.price_version.as_deref().is_some_and(|v| !v.is_empty()));
+    assert_eq!(r.status, CallStatus::Ok);
+}
+
+#[test]
+fn older_genai_conventions() {
+    let r = one(
+        vec![],
+        vec![
+            s("gen_ai.system", "az.ai.openai"),
+            s("gen_ai.request.model", "test-model"),
+            i("gen_ai.usage.prompt_tokens", 10),
+            i("gen_ai.usage.completion_tokens", 20),
+        ],
+    );
+    assert_eq!(r.provider.as_deref(), Some("azure.ai.openai"));
+    assert_eq!((r.input_tokens, r.output_tokens), (10, 20));
+    assert_eq!(r.operation, None);
+}
+
+#[test]
+fn openllmetry_attributes() {
+    let r = one(
+        vec![],
+        vec![
+            s("gen_ai.system", "Anthropic"),
+            s("llm.request.type", "completion"),
+            s("gen_ai.request.model", "test-model"),
+            i("llm.usage.prompt_tokens", 30),
+            i("llm.usage.total_tokens", 75),
+            i("gen_ai.usage.cache_read_input_tokens", 100),
+            kv("llm.is_streaming", Value::BoolValue(true)),
+        ],
+    );
+    assert_eq!(r.provider.as_deref(), Some("anthropic"));
+    assert_eq!(r.operation.as_deref(), Some("text_completion"));
+    // Raw Anthropic input excludes cache reads: 30 + 100.
+    assert_eq!(r.input_tokens, 130);
+    assert_eq!(r.cache_read_tokens, 100);
+    // Output derived from the total.
+    assert_eq!(r.output_tokens, 0);
+    assert!(r.stream);
+}
+
+#[test]
+fn openllmetry_total_gives_output() {
+    let r = one(
+        vec![],
+        vec![
+            s("gen_ai.system", "OpenAI"),
+            s("gen_ai.request.model", "test-model"),
+            i("llm.usage.prompt_tokens", 30),
+            i("llm.usage.total_tokens", 75),
+        ],
+    );
+    assert_eq!((r.input_tokens, r.output_tokens), (30, 45));
+}
+
+#[test]
+fn openinference_attributes() {
+    let r = one(
+        vec![],
+        vec![
+            s("openinference.span.kind", "LLM"),
+            s("llm.provider", "openai"),
+            s("llm.system", "openai"),
+            s("llm.model_name", "test-model"),
+            i("llm.token_count.prompt", 12),
+            i("llm.token_count.completion", 7),
+            i("llm.token_count.prompt_details.cache_read", 4),
+            s("session.id", "sess-1"),
+            s("llm.input_messages.0.message.content", "secret prompt text"),
+        ],
+    );
+    assert_eq!(r.operation.as_deref(), Some("chat"));
+    assert_eq!(r.response_model.as_deref(), Some("test-model"));
+    assert_eq!(
+        (r.input_tokens, r.output_tokens, r.cache_read_tokens),
+        (12, 7, 4)
+    );
+    assert_eq!(r.session.as_deref(), Some("sess-1"));
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(
+        !json.contains("secret prompt text"),
+        "content leaked into the row"
+    );
+}
+
+#[test]
+fn tollgate_attributes_win_and_labels_follow_policy() {
+    let r = one(
+        vec![
+            s("tollgate.project", "from-resource"),
+            s("tollgate.label.team", "core"),
+        ],
+        vec![
+            s("gen_ai.request.model", "test-model"),
+            s("tollgate.project", "from-span"),
+            s("tollgate.session", "tg-session"),
+            s("gen_ai.conversation.id", "conv"),
+            s("tollgate.user", "bob"),
+            s("user.id", "alice"),
+            s("tollgate.environment", "staging"),
+            s("tollgate.label.feature", "summaries"),
+            s("tollgate.label.extra", "dropped: over max_labels"),
+            kv("tollgate.cost_usd", Value::DoubleValue(0.125)),
+            kv("tollgate.ttft_ms", Value::DoubleValue(42.5)),
+        ],
+    );
+    assert_eq!(r.project.as_deref(), Some("from-span"));
+    assert_eq!(r.session.as_deref(), Some("tg-session"));
+    assert_eq!(r.user.as_deref(), Some("bob"));
+    assert_eq!(r.environment.as_deref(), Some("staging"));
+    assert_eq!(r.cost_usd, Some(0.125));
+    assert_eq!(r.cost_source, CostSource::Provider);
+    assert_eq!(r.ttft_nanos, Some(42_500_000));
+    assert_eq!(r.labels.len(), 2);
+    assert_eq!(r.labels.get("team").map(String::as_str), Some("core"));
+    assert_eq!(
+        r.labels.get("feature").map(String::as_str),
+        Some("summaries")
+    );
+}
+
+#[test]
+fn non_model_spans_are_skipped() {
+    let spans = vec![
+        span(vec![s("http.request.method", "GET")]),
+        span(vec![
+            s("gen_ai.operation.name", "invoke_agent"),
+            s("gen_ai.agent.name", "a"),
+        ]),
+        span(vec![
+            s("gen_ai.operation.name", "execute_tool"),
+            s("gen_ai.tool.name", "search"),
+        ]),
+        span(vec![s("openinference.span.kind", "CHAIN")]),
+        span(vec![
+            s("gen_ai.operation.name", "chat"),
+            s("gen_ai.request.model", "test-model"),
+        ]),
+    ];
+    let out = normalizer().normalize(&request(vec![], spans));
+    assert_eq!(out.skipped_spans, 4);
+    assert_eq!(out.records.len(), 1);
+}
+
+#[test]
+fn negative_and_absurd_counts_are_rejected_not_stored() {
+    let spans = vec![
+        span(vec![
+            s("gen_ai.request.model", "test-model"),
+            i("gen_ai.usage.input_tokens", -5),
+        ]),
+        span(vec![
+            s("gen_ai.request.model", "test-model"),
+            i("gen_ai.usage.output_tokens", 5_000_000),
+        ]),
+        span(vec![
+            s("gen_ai.request.model", "test-model"),
+            s("gen_ai.usage.input_tokens", "lots"),
+        ]),
+        span(vec![
+            s("gen_ai.request.model", "test-model"),
+            kv("tollgate.cost_usd", Value::DoubleValue(-1.0)),
+        ]),
+        span(vec![
+            s("gen_ai.request.model", "test-model"),
+            i("gen_ai.usage.input_tokens", 5),
+        ]),
+    ];
+    let out = normalizer().normalize(&request(vec![], spans));
+    assert_eq!(out.rejected_spans, 4);
+    assert_eq!(out.records.len(), 1);
+    let why = out.first_error.unwrap();
+    assert!(
+        why.contains("gen_ai.usage.input_tokens") && why.contains("negative"),
+        "{why}"
+    );
+}
+
+#[test]
+fn unknown_model_is_unpriced_never_zero() {
+    let r = one(
+        vec![],
+        vec![
+            s("gen_ai.request.model", "no-such-model-xyz"),
+            i("gen_ai.usage.input_tokens", 100),
+        ],
+    );
+    assert_eq!(r.cost_source, CostSource::Unpriced);
+    assert_eq!(r.cost_usd, None);
+}
+
+#[test]
+fn missing_usage_is_unpriced_unless_the_call_failed() {
+    let r = one(vec![], vec![s("gen_ai.request.model", "test-model")]);
+    assert_eq!((r.cost_usd, r.cost_source), (None, CostSource::Unpriced));
+
+    let mut failed = span(vec![
+        s("gen_ai.request.model", "test-model"),
+        i("http.response.status_code", 429),
+    ]);
+    failed.status = Some(Status {
+        code: StatusCode::Error as i32,
+        message: "rate limited".into(),
+    });
+    let out = normalizer().normalize(&request(vec![], vec![failed]));
+    let r = &out.records[0];
+    assert_eq!(r.status, CallStatus::Error);
+    assert_eq!(r.error_type.as_deref(), Some("429"));
+    assert_eq!(r.http_status, Some(429));
+    assert_eq!(
+        (r.cost_usd, r.cost_source),
+        (Some(0.0), CostSource::PriceTable)
+    );
+}
+
+#[test]
+fn error_type_marks_the_call_failed() {
+    let r = one(
+        vec![],
+        vec![
+            s("gen_ai.request.model", "test-model"),
+            s("error.type", "rate_limit_exceeded"),
+        ],
+    );
+    assert_eq!(r.status, CallStatus::Error);
+    assert_eq!(r.error_type.as_deref(), Some("rate_limit_exceeded"));
+}
+
+#[test]
+fn empty_request_is_fine() {
+    let out = normalizer().normalize(&ExportTraceServiceRequest::default());
+    assert!(out.records.is_empty());
+    assert_eq!((out.skipped_spans, out.rejected_spans), (0, 0));
+}

@@ -1,0 +1,8 @@
+//! The row pipeline: a bounded queue between the receivers and the store,
+//! and the writer task that drains it in batches.
+
+mod queue;
+mod writer;
+
+pub use queue::{Enqueued, QueueError, RowQueue, RowReceiver, row_queue};
+pub use writer::{Writer, WriterHandle};

@@ -1,0 +1,153 @@
+//! A queue bounded in rows, not in requests.
+//!
+//! Receivers reserve room for a whole request with one semaphore call and
+//! either get it or are told to push back; the room is given back only when
+//! the store has written the rows. The queue depth is therefore "rows
+//! acknowledged but not yet stored", which is what shutdown must drain.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
+use tollgate_rules::CallRecord;
+
+/// Why rows were not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    #[error("the row queue is full")]
+    Full,
+    #[error("a request of {rows} rows exceeds the queue capacity of {capacity} rows")]
+    TooLarge { rows: usize, capacity: usize },
+    #[error("the collector is shutting down")]
+    Closed,
+}
+
+impl QueueError {
+    /// Whether the sender should retry later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, QueueError::Full | QueueError::Closed)
+    }
+}
+
+/// Rows in the queue, holding their room until dropped.
+#[derive(Debug)]
+pub struct Enqueued {
+    pub rows: Vec<CallRecord>,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// The sending side, cloned into every receiver.
+#[derive(Debug, Clone)]
+pub struct RowQueue {
+    room: Arc<Semaphore>,
+    capacity: usize,
+    tx: mpsc::UnboundedSender<Enqueued>,
+}
+
+/// The receiving side, owned by the writer.
+#[derive(Debug)]
+pub struct RowReceiver {
+    pub(crate) rx: mpsc::UnboundedReceiver<Enqueued>,
+}
+
+/// A queue holding at most `capacity` rows.
+pub fn row_queue(capacity: usize) -> (RowQueue, RowReceiver) {
+    // The channel itself is unbounded; the semaphore bounds what is in it.
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        RowQueue {
+            room: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            tx,
+        },
+        RowReceiver { rx },
+    )
+}
+
+impl RowQueue {
+    /// Queues `rows` whole, or refuses them whole.
+    pub fn try_push(&self, rows: Vec<CallRecord>) -> Result<(), QueueError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let n = rows.len();
+        if n > self.capacity {
+            return Err(QueueError::TooLarge {
+                rows: n,
+                capacity: self.capacity,
+            });
+        }
+        let permits = u32::try_from(n).map_err(|_| QueueError::TooLarge {
+            rows: n,
+            capacity: self.capacity,
+        })?;
+        let permit = match Arc::clone(&self.room).try_acquire_many_owned(permits) {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => return Err(QueueError::Full),
+            Err(TryAcquireError::Closed) => return Err(QueueError::Closed),
+        };
+        self.tx
+            .send(Enqueued { rows, permit })
+            .map_err(|_| QueueError::Closed)
+    }
+
+    /// Rows queued and not yet written.
+    pub fn depth(&self) -> usize {
+        self.capacity - self.room.available_permits()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Refuses new rows from now on (shutdown); queued rows still drain.
+    pub fn close(&self) {
+        self.room.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize) -> Vec<CallRecord> {
+        vec![CallRecord::default(); n]
+    }
+
+    #[test]
+    fn bounded_in_rows_and_room_returns_on_drop() {
+        let (q, mut rx) = row_queue(10);
+        q.try_push(rows(6)).unwrap();
+        assert_eq!(q.depth(), 6);
+        assert_eq!(q.try_push(rows(5)), Err(QueueError::Full));
+        q.try_push(rows(4)).unwrap();
+        assert_eq!(q.depth(), 10);
+        let first = rx.rx.try_recv().unwrap();
+        assert_eq!(first.rows.len(), 6);
+        drop(first);
+        assert_eq!(q.depth(), 4);
+        q.try_push(rows(6)).unwrap();
+    }
+
+    #[test]
+    fn oversized_and_closed_are_distinct() {
+        let (q, _rx) = row_queue(3);
+        assert_eq!(
+            q.try_push(rows(4)),
+            Err(QueueError::TooLarge {
+                rows: 4,
+                capacity: 3
+            })
+        );
+        assert!(
+            !QueueError::TooLarge {
+                rows: 4,
+                capacity: 3
+            }
+            .is_retryable()
+        );
+        q.close();
+        assert_eq!(q.try_push(rows(1)), Err(QueueError::Closed));
+        assert!(q.try_push(Vec::new()).is_ok());
+    }
+}

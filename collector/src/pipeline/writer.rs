@@ -1,0 +1,247 @@
+//! The writer task: drains the row queue in batches into the sink.
+//!
+//! Room in the queue is released only after a batch is written, so a full
+//! queue means "the store is behind" and receivers push back. A failed write
+//! is retried with backoff; shutdown waits for the queue to drain up to the
+//! configured timeout, then reports what could not be written.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::task::JoinHandle;
+use tollgate_rules::CallRecord;
+
+use super::queue::{Enqueued, RowQueue, RowReceiver};
+use crate::internal_events::InternalEvents;
+use crate::sinks::Sink;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Drains a [`RowReceiver`] into a [`Sink`].
+pub struct Writer {
+    rx: RowReceiver,
+    queue: RowQueue,
+    sink: Arc<dyn Sink>,
+    events: Arc<InternalEvents>,
+    batch_max_rows: usize,
+}
+
+/// Handle to a running writer.
+#[derive(Debug)]
+pub struct WriterHandle {
+    stop: watch::Sender<Option<Instant>>,
+    task: JoinHandle<()>,
+}
+
+impl WriterHandle {
+    /// Stops the writer once every queued row is written, or at `deadline`
+    /// if the store keeps failing. Call after the receivers have stopped.
+    pub async fn drain_and_stop(self, timeout: Duration) {
+        let _ = self.stop.send(Some(Instant::now() + timeout));
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "writer task ended abnormally");
+        }
+    }
+}
+
+impl Writer {
+    pub fn new(
+        rx: RowReceiver,
+        queue: RowQueue,
+        sink: Arc<dyn Sink>,
+        events: Arc<InternalEvents>,
+        batch_max_rows: usize,
+    ) -> Self {
+        Self {
+            rx,
+            queue,
+            sink,
+            events,
+            batch_max_rows,
+        }
+    }
+
+    /// Starts the writer on the runtime.
+    pub fn spawn(self) -> WriterHandle {
+        let (stop, stop_rx) = watch::channel(None);
+        let task = tokio::spawn(self.run(stop_rx));
+        WriterHandle { stop, task }
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
+        let mut pending: Vec<Enqueued> = Vec::with_capacity(64);
+        let mut batch: Vec<CallRecord> = Vec::with_capacity(self.batch_max_rows);
+        let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(64);
+        self.events.queue_capacity(self.queue.capacity());
+        loop {
+            let deadline = *stop.borrow();
+            if pending.is_empty() {
+                if deadline.is_some() {
+                    // Shutdown: take what is left without waiting.
+                    self.take_ready(&mut pending);
+                    if pending.is_empty() {
+                        break;
+                    }
+                } else {
+                    tokio::select! {
+                        n = self.rx.rx.recv_many(&mut pending, 64) => {
+                            if n == 0 {
+                                break;
+                            }
+                            // `pending` is consumed with `pop`: oldest last.
+                            pending.reverse();
+                        }
+                        _ = stop.changed() => continue,
+                    }
+                }
+            }
+            // Fill one batch; a request is never split across batches.
+            while batch.len() < self.batch_max_rows {
+                if pending.is_empty() {
+                    self.take_ready(&mut pending);
+                }
+                let Some(mut e) = pending.pop() else { break };
+                batch.append(&mut e.rows);
+                permits.push(e.permit);
+            }
+            self.events.queue_depth(self.queue.depth());
+            self.write_with_retry(&batch, &mut stop).await;
+            batch.clear();
+            permits.clear();
+            self.events.queue_depth(self.queue.depth());
+        }
+        self.events.queue_depth(self.queue.depth());
+    }
+
+    /// Moves what is already queued into `pending` (oldest last), without waiting.
+    fn take_ready(&mut self, pending: &mut Vec<Enqueued>) {
+        while pending.len() < 64 {
+            match self.rx.rx.try_recv() {
+                Ok(e) => pending.push(e),
+                Err(_) => break,
+            }
+        }
+        pending.reverse();
+    }
+
+    async fn write_with_retry(
+        &self,
+        batch: &[CallRecord],
+        stop: &mut watch::Receiver<Option<Instant>>,
+    ) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let started = Instant::now();
+            match self.sink.write(batch).await {
+                Ok(()) => {
+                    self.events.batch_written(batch.len(), started.elapsed());
+                    return;
+                }
+                Err(e) => {
+                    self.events.batch_failed(batch.len(), &e);
+                    if !e.is_retryable() {
+                        self.events
+                            .rows_lost(batch.len(), "the store refused the batch");
+                        return;
+                    }
+                }
+            }
+            let deadline = *stop.borrow();
+            if let Some(deadline) = deadline
+                && Instant::now() + backoff > deadline
+            {
+                self.events.rows_lost(
+                    batch.len() + self.queue.depth().saturating_sub(batch.len()),
+                    "shutdown timeout reached while the store was failing",
+                );
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::row_queue;
+    use crate::sinks::SinkError;
+    use futures::future::BoxFuture;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Recording {
+        rows: Mutex<Vec<CallRecord>>,
+        fail_first: AtomicUsize,
+    }
+
+    impl Sink for Recording {
+        fn write<'a>(&'a self, batch: &'a [CallRecord]) -> BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async move {
+                if self.fail_first.load(Ordering::SeqCst) > 0 {
+                    self.fail_first.fetch_sub(1, Ordering::SeqCst);
+                    return Err(SinkError::Unavailable("down".into()));
+                }
+                self.rows.lock().unwrap().extend_from_slice(batch);
+                Ok(())
+            })
+        }
+    }
+
+    fn rows(n: usize, tag: &str) -> Vec<CallRecord> {
+        (0..n)
+            .map(|i| CallRecord {
+                span_id: format!("{tag}-{i}"),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn drains_everything_acknowledged_on_shutdown_despite_failures() {
+        let (q, rx) = row_queue(1000);
+        let sink = Arc::new(Recording::default());
+        sink.fail_first.store(3, Ordering::SeqCst);
+        let events = InternalEvents::new();
+        let handle = Writer::new(rx, q.clone(), sink.clone(), events.clone(), 7).spawn();
+        for r in 0..20 {
+            q.try_push(rows(10, &format!("r{r}"))).unwrap();
+        }
+        q.close();
+        handle.drain_and_stop(Duration::from_secs(10)).await;
+        let stored = sink.rows.lock().unwrap();
+        assert_eq!(stored.len(), 200);
+        let mut ids: Vec<_> = stored.iter().map(|r| r.span_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 200, "a row was written twice");
+        assert_eq!(q.depth(), 0);
+        assert_eq!(events.rows_written_total(), 200);
+    }
+
+    #[tokio::test]
+    async fn room_is_released_only_after_the_write() {
+        let (q, rx) = row_queue(10);
+        let sink = Arc::new(Recording::default());
+        sink.fail_first.store(usize::MAX / 2, Ordering::SeqCst);
+        let handle = Writer::new(rx, q.clone(), sink.clone(), InternalEvents::new(), 100).spawn();
+        q.try_push(rows(10, "a")).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The store is down: the rows still hold their room, so the queue pushes back.
+        assert_eq!(
+            q.try_push(rows(1, "b")),
+            Err(crate::pipeline::QueueError::Full)
+        );
+        sink.fail_first.store(0, Ordering::SeqCst);
+        q.close();
+        handle.drain_and_stop(Duration::from_secs(10)).await;
+        assert_eq!(sink.rows.lock().unwrap().len(), 10);
+    }
+}

@@ -1,0 +1,6 @@
+//! The query surface shared by every store: usage grouped by dimensions and
+//! the latest calls. The HTTP API and the CLI speak these types.
+
+mod model;
+
+pub use model::{Dimension, QueryError, QueryStore, UsageQuery, UsageRow, parse_since};

@@ -1,0 +1,238 @@
+//! Query types and the trait a store implements to answer them.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use tollgate_rules::CallRecord;
+
+/// A column usage can be grouped or filtered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    Org,
+    Project,
+    App,
+    Environment,
+    User,
+    Session,
+    Provider,
+    Model,
+    Route,
+    ErrorType,
+    Operation,
+    Agent,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 12] = [
+        Dimension::Org,
+        Dimension::Project,
+        Dimension::App,
+        Dimension::Environment,
+        Dimension::User,
+        Dimension::Session,
+        Dimension::Provider,
+        Dimension::Model,
+        Dimension::Route,
+        Dimension::ErrorType,
+        Dimension::Operation,
+        Dimension::Agent,
+    ];
+
+    /// The name used in `by=` and in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Org => "org",
+            Dimension::Project => "project",
+            Dimension::App => "app",
+            Dimension::Environment => "environment",
+            Dimension::User => "user",
+            Dimension::Session => "session",
+            Dimension::Provider => "provider",
+            Dimension::Model => "model",
+            Dimension::Route => "route",
+            Dimension::ErrorType => "error_type",
+            Dimension::Operation => "operation",
+            Dimension::Agent => "agent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Parses a comma-separated list such as `project,model`.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, QueryError> {
+        let mut dims = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let d = Self::parse(part).ok_or_else(|| {
+                QueryError::BadRequest(format!(
+                    "unknown dimension `{part}`; use any of: {}",
+                    Self::ALL.map(Self::as_str).join(", ")
+                ))
+            })?;
+            if !dims.contains(&d) {
+                dims.push(d);
+            }
+        }
+        Ok(dims)
+    }
+
+    /// The dimension's value in a record.
+    pub fn value_of(self, r: &CallRecord) -> Option<&str> {
+        match self {
+            Dimension::Org => r.org.as_deref(),
+            Dimension::Project => r.project.as_deref(),
+            Dimension::App => r.app.as_deref(),
+            Dimension::Environment => r.environment.as_deref(),
+            Dimension::User => r.user.as_deref(),
+            Dimension::Session => r.session.as_deref(),
+            Dimension::Provider => r.provider.as_deref(),
+            Dimension::Model => r.request_model.as_deref().or(r.response_model.as_deref()),
+            Dimension::Route => r.route.as_deref(),
+            Dimension::ErrorType => r.error_type.as_deref(),
+            Dimension::Operation => r.operation.as_deref(),
+            Dimension::Agent => r.agent_name.as_deref(),
+        }
+    }
+}
+
+/// Parses `since=1h`, `30m`, `7d`, `2w` into a duration.
+pub fn parse_since(s: &str) -> Result<Duration, QueryError> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        QueryError::BadRequest(format!("bad duration `{s}`; write e.g. 30m, 1h, 7d"))
+    })?;
+    let secs = match unit {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(QueryError::BadRequest(format!(
+                "bad duration unit in `{s}`; use s, m, h, d or w"
+            )));
+        }
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// `GET /v1/usage`: totals grouped by `group_by` over calls since a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageQuery {
+    pub group_by: Vec<Dimension>,
+    /// Unix nanoseconds; calls that started at or after this.
+    pub since_unix_nanos: i64,
+    /// Equality filters, e.g. project = "search".
+    pub filters: Vec<(Dimension, String)>,
+    pub limit: usize,
+}
+
+/// One group of a usage answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    /// Values of the grouped dimensions, in `group_by` order.
+    pub dims: Vec<(Dimension, Option<String>)>,
+    pub requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    /// Sum over priced calls.
+    pub cost_usd: f64,
+    /// Calls whose cost is unknown (model not in the price table).
+    pub unpriced_requests: u64,
+}
+
+impl Serialize for UsageRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.dims.len() + 8))?;
+        for (d, v) in &self.dims {
+            m.serialize_entry(d.as_str(), v)?;
+        }
+        m.serialize_entry("requests", &self.requests)?;
+        m.serialize_entry("errors", &self.errors)?;
+        m.serialize_entry("input_tokens", &self.input_tokens)?;
+        m.serialize_entry("output_tokens", &self.output_tokens)?;
+        m.serialize_entry("cache_read_tokens", &self.cache_read_tokens)?;
+        m.serialize_entry("cache_write_tokens", &self.cache_write_tokens)?;
+        m.serialize_entry("cost_usd", &self.cost_usd)?;
+        m.serialize_entry("unpriced_requests", &self.unpriced_requests)?;
+        m.end()
+    }
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+/// A store that answers the query API.
+pub trait QueryStore: Send + Sync {
+    fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>>;
+    /// The latest `limit` calls, newest first.
+    fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>>;
+    /// Whether the store answers at all (readiness).
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dimensions_and_refuses_unknown_ones() {
+        assert_eq!(
+            Dimension::parse_list("project, model,project").unwrap(),
+            vec![Dimension::Project, Dimension::Model]
+        );
+        let err = Dimension::parse_list("project,colour")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("colour") && err.contains("error_type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parses_since() {
+        assert_eq!(parse_since("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_since("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_since("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert!(parse_since("h").is_err());
+        assert!(parse_since("5y").is_err());
+    }
+
+    #[test]
+    fn usage_rows_flatten_dimensions() {
+        let row = UsageRow {
+            dims: vec![
+                (Dimension::Project, Some("search".into())),
+                (Dimension::Model, None),
+            ],
+            requests: 2,
+            errors: 0,
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            cost_usd: 0.5,
+            unpriced_requests: 0,
+        };
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["project"], "search");
+        assert!(v["model"].is_null());
+        assert_eq!(v["requests"], 2);
+        assert_eq!(v["cost_usd"], 0.5);
+    }
+}

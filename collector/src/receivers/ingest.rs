@@ -1,0 +1,84 @@
+//! What both receivers do with a decoded export request.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+use crate::internal_events::{InternalEvents, Refusal, Transport};
+use crate::normalize::Normalizer;
+use crate::pipeline::{QueueError, RowQueue};
+
+/// Seconds a client is told to wait when the queue is full.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Why a whole request was refused after decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestRefusal {
+    /// The queue has no room: retry after [`RETRY_AFTER_SECS`].
+    QueueFull,
+    /// More model calls in one request than the queue can ever hold.
+    TooManyRows(String),
+    /// Shutdown in progress: retry elsewhere or later.
+    ShuttingDown,
+}
+
+/// Normalise, price, queue. Shared by the gRPC and HTTP receivers.
+#[derive(Debug)]
+pub struct Ingest {
+    normalizer: Normalizer,
+    queue: RowQueue,
+    events: Arc<InternalEvents>,
+}
+
+impl Ingest {
+    pub fn new(normalizer: Normalizer, queue: RowQueue, events: Arc<InternalEvents>) -> Self {
+        Self {
+            normalizer,
+            queue,
+            events,
+        }
+    }
+
+    pub fn events(&self) -> &InternalEvents {
+        &self.events
+    }
+
+    /// Queues the model calls of `request`; the response reports spans
+    /// refused for bad values the OTLP way (partial success).
+    pub fn export(
+        &self,
+        transport: Transport,
+        request: &ExportTraceServiceRequest,
+    ) -> Result<ExportTraceServiceResponse, IngestRefusal> {
+        let outcome = self.normalizer.normalize(request);
+        let accepted = outcome.records.len() as u64;
+        match self.queue.try_push(outcome.records) {
+            Ok(()) => {}
+            Err(e) => {
+                let (refusal, answer) = match e {
+                    QueueError::Full => (Refusal::QueueFull, IngestRefusal::QueueFull),
+                    QueueError::Closed => (Refusal::ShuttingDown, IngestRefusal::ShuttingDown),
+                    QueueError::TooLarge { .. } => {
+                        (Refusal::TooLarge, IngestRefusal::TooManyRows(e.to_string()))
+                    }
+                };
+                self.events
+                    .request_refused(transport, refusal, &e.to_string());
+                return Err(answer);
+            }
+        }
+        self.events.request_accepted(
+            transport,
+            accepted,
+            outcome.skipped_spans,
+            outcome.rejected_spans,
+        );
+        let partial_success = (outcome.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: i64::try_from(outcome.rejected_spans).unwrap_or(i64::MAX),
+            error_message: outcome.first_error.unwrap_or_default(),
+        });
+        Ok(ExportTraceServiceResponse { partial_success })
+    }
+}

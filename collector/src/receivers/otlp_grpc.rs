@@ -1,0 +1,129 @@
+//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::Service;
+
+use super::ingest::{Ingest, IngestRefusal, RETRY_AFTER_SECS};
+use crate::internal_events::{Refusal, Transport};
+
+/// The tonic service behind `TraceService/Export`.
+#[derive(Debug, Clone)]
+pub struct OtlpGrpcService {
+    ingest: Arc<Ingest>,
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpGrpcService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+        match self.ingest.export(Transport::Grpc, request.get_ref()) {
+            Ok(response) => Ok(tonic::Response::new(response)),
+            Err(IngestRefusal::QueueFull) => Err(Status::with_error_details(
+                Code::ResourceExhausted,
+                "the collector's queue is full; retry later",
+                ErrorDetails::with_retry_info(Some(Duration::from_secs(RETRY_AFTER_SECS))),
+            )),
+            Err(IngestRefusal::TooManyRows(why)) => Err(Status::resource_exhausted(why)),
+            Err(IngestRefusal::ShuttingDown) => Err(Status::unavailable(
+                "the collector is shutting down; retry later",
+            )),
+        }
+    }
+}
+
+/// The gRPC routes, ready to serve: `max_message_bytes` caps each message
+/// after decompression; gzip is accepted.
+pub fn grpc_router(ingest: Arc<Ingest>, max_message_bytes: usize) -> tonic::service::Routes {
+    let service = TraceServiceServer::new(OtlpGrpcService {
+        ingest: Arc::clone(&ingest),
+    })
+    .max_decoding_message_size(max_message_bytes)
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip);
+    let service = OversizeAsResourceExhausted {
+        inner: service,
+        ingest,
+    };
+    tonic::service::Routes::new(service)
+}
+
+/// OTLP wants RESOURCE_EXHAUSTED for a message over the size limit; tonic
+/// reports OUT_OF_RANGE (its decompression-bomb check already says
+/// RESOURCE_EXHAUSTED). `Export` itself never answers OUT_OF_RANGE, so the
+/// code is rewritten on this service only, and the refusal is counted.
+#[derive(Debug, Clone)]
+struct OversizeAsResourceExhausted<S> {
+    inner: S,
+    ingest: Arc<Ingest>,
+}
+
+impl<S> tonic::server::NamedService for OversizeAsResourceExhausted<S>
+where
+    S: tonic::server::NamedService,
+{
+    const NAME: &'static str = S::NAME;
+}
+
+const GRPC_OUT_OF_RANGE: &str = "11";
+const GRPC_RESOURCE_EXHAUSTED: &str = "8";
+
+impl<S, B, RB> Service<Request<B>> for OversizeAsResourceExhausted<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let fut = self.inner.call(req);
+        let ingest = Arc::clone(&self.ingest);
+        Box::pin(async move {
+            let mut response = fut.await?;
+            let headers = response.headers_mut();
+            let status = headers.get("grpc-status").map(HeaderValue::as_bytes);
+            if status == Some(GRPC_OUT_OF_RANGE.as_bytes()) {
+                headers.insert(
+                    "grpc-status",
+                    HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED),
+                );
+                ingest.events().request_refused(
+                    Transport::Grpc,
+                    Refusal::TooLarge,
+                    "message over the size limit",
+                );
+            } else if status == Some(GRPC_RESOURCE_EXHAUSTED.as_bytes())
+                && headers
+                    .get("grpc-message")
+                    .is_some_and(|m| m.as_bytes().starts_with(b"Error%20decompressing"))
+            {
+                ingest.events().request_refused(
+                    Transport::Grpc,
+                    Refusal::TooLarge,
+                    "decompressed message over the size limit",
+                );
+            }
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,289 @@
+//! OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies,
+//! optionally gzip-compressed.
+//!
+//! The body limit applies twice: to the bytes as sent, and to the
+//! decompressed bytes, so a small gzip bomb cannot inflate past it. Errors
+//! follow the OTLP/HTTP spec: a `google.rpc.Status` body in the request's
+//! encoding (JSON when the encoding is unknown).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::ingest::{Ingest, IngestRefusal, RETRY_AFTER_SECS};
+use crate::internal_events::{Refusal, Transport};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// Limits of the HTTP receiver.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpReceiverConfig {
+    /// Largest body, as sent and after decompression.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone)]
+struct HttpState {
+    ingest: Arc<Ingest>,
+    config: HttpReceiverConfig,
+}
+
+/// The `/v1/traces` route.
+pub fn http_router(ingest: Arc<Ingest>, config: HttpReceiverConfig) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export))
+        // The handler enforces its own limit (raw and decompressed).
+        .layer(DefaultBodyLimit::disable())
+        .with_state(HttpState { ingest, config })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// An OTLP/HTTP error answer.
+struct Failure {
+    status: StatusCode,
+    grpc_code: i32,
+    message: String,
+    encoding: Encoding,
+    retry_after: Option<u64>,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = tonic_types::Status {
+            code: self.grpc_code,
+            message: self.message.clone(),
+            details: Vec::new(),
+        };
+        let (content_type, body) = match self.encoding {
+            Encoding::Protobuf => (PROTOBUF, status.encode_to_vec()),
+            Encoding::Json => (
+                JSON,
+                serde_json::json!({ "code": self.grpc_code, "message": self.message })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        };
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+fn fail(
+    state: &HttpState,
+    refusal: Refusal,
+    status: StatusCode,
+    grpc_code: tonic::Code,
+    message: String,
+    encoding: Encoding,
+) -> Failure {
+    state
+        .ingest
+        .events()
+        .request_refused(Transport::Http, refusal, &message);
+    Failure {
+        status,
+        grpc_code: grpc_code as i32,
+        message,
+        encoding,
+        retry_after: None,
+    }
+}
+
+async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    match handle(&state, &headers, body).await {
+        Ok(r) => r,
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
+    let limit = state.config.max_body_bytes;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let encoding = match content_type.as_deref() {
+        Some(PROTOBUF) => Encoding::Protobuf,
+        Some(JSON) => Encoding::Json,
+        other => {
+            return Err(fail(
+                state,
+                Refusal::UnsupportedMediaType,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                format!(
+                    "unsupported content-type {}; send {PROTOBUF} or {JSON}",
+                    other.map_or_else(|| "(none)".to_owned(), |t| format!("`{t}`"))
+                ),
+                Encoding::Json,
+            ));
+        }
+    };
+    let too_large = |what: &str| {
+        fail(
+            state,
+            Refusal::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            format!(
+                "{what} exceeds the limit of {limit} bytes (receivers.otlp.http_max_body_bytes)"
+            ),
+            encoding,
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large("request body"));
+    }
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large("request body")
+        } else {
+            fail(
+                state,
+                Refusal::Malformed,
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                format!("cannot read the request body: {e}"),
+                encoding,
+            )
+        }
+    })?;
+
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let bytes: Bytes = match content_encoding.as_deref() {
+        None | Some("") | Some("identity") => raw,
+        Some("gzip") => {
+            let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+            // Read one byte past the limit to tell "exactly at" from "over".
+            let read = flate2::read::GzDecoder::new(&raw[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out);
+            match read {
+                Ok(n) if n > limit => return Err(too_large("decompressed request body")),
+                Ok(_) => Bytes::from(out),
+                Err(e) => {
+                    return Err(fail(
+                        state,
+                        Refusal::Malformed,
+                        StatusCode::BAD_REQUEST,
+                        tonic::Code::InvalidArgument,
+                        format!("invalid gzip body: {e}"),
+                        encoding,
+                    ));
+                }
+            }
+        }
+        Some(other) => {
+            return Err(fail(
+                state,
+                Refusal::UnsupportedMediaType,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                format!("unsupported content-encoding `{other}`; send gzip or no encoding"),
+                encoding,
+            ));
+        }
+    };
+
+    let request = match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes).map_err(|e| e.to_string()),
+        Encoding::Json => {
+            serde_json::from_slice::<ExportTraceServiceRequest>(&bytes).map_err(|e| e.to_string())
+        }
+    }
+    .map_err(|e| {
+        fail(
+            state,
+            Refusal::Malformed,
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            format!("malformed OTLP export request: {e}"),
+            encoding,
+        )
+    })?;
+
+    match state.ingest.export(Transport::Http, &request) {
+        Ok(response) => Ok(success(&response, encoding)),
+        Err(IngestRefusal::QueueFull) => Err(Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            grpc_code: tonic::Code::Unavailable as i32,
+            message: "the collector's queue is full; retry later".to_owned(),
+            encoding,
+            retry_after: Some(RETRY_AFTER_SECS),
+        }),
+        Err(IngestRefusal::ShuttingDown) => Err(Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            grpc_code: tonic::Code::Unavailable as i32,
+            message: "the collector is shutting down; retry later".to_owned(),
+            encoding,
+            retry_after: Some(RETRY_AFTER_SECS),
+        }),
+        Err(IngestRefusal::TooManyRows(why)) => Err(Failure {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            grpc_code: tonic::Code::ResourceExhausted as i32,
+            message: why,
+            encoding,
+            retry_after: None,
+        }),
+    }
+}
+
+fn success(response: &ExportTraceServiceResponse, encoding: Encoding) -> Response {
+    match encoding {
+        Encoding::Protobuf => {
+            ([(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response()
+        }
+        Encoding::Json => match serde_json::to_vec(response) {
+            Ok(body) => ([(header::CONTENT_TYPE, JSON)], body).into_response(),
+            Err(_) => ([(header::CONTENT_TYPE, JSON)], b"{}".to_vec()).into_response(),
+        },
+    }
+}
+
+/// Whether a body read failed on the length limit (and not on the connection).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}

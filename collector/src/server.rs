@@ -1,0 +1,219 @@
+//! Assembles and runs the collector: store, queue and writer, receivers,
+//! API; stops them in order on shutdown so acknowledged rows are written.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{ApiState, api_router};
+use crate::config::{Config, StorageConfig};
+use crate::internal_events::InternalEvents;
+use crate::normalize::{Normalizer, NormalizerConfig};
+use crate::pipeline::{Writer, row_queue};
+use crate::query::QueryStore;
+use crate::receivers::{HttpReceiverConfig, Ingest, grpc_router, http_router};
+use crate::sinks::sqlite::SqliteStore;
+use crate::sinks::{Sink, SinkError};
+
+/// Why the collector could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("cannot listen on {addr} ({what}): {source}; set {field} to a free address")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        field: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] SinkError),
+    #[error(
+        "gateway.enabled = true, but the inline gateway is not part of this build yet; set gateway.enabled = false"
+    )]
+    GatewayUnavailable,
+}
+
+/// Addresses the collector actually listens on (ports resolved when 0 was asked).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub api: SocketAddr,
+}
+
+impl StorageConfig {
+    /// Opens the configured store: its writing side and its query side.
+    pub fn build(&self) -> Result<(Arc<dyn Sink>, Arc<dyn QueryStore>), SinkError> {
+        match self {
+            StorageConfig::Sqlite { dir } => {
+                let store = SqliteStore::open(dir)?;
+                tracing::info!(path = %store.path().display(), "embedded store open");
+                Ok((Arc::new(store.clone()), Arc::new(store)))
+            }
+        }
+    }
+}
+
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    field: &'static str,
+) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr,
+            what,
+            field,
+            source,
+        })
+}
+
+fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(fallback)
+}
+
+/// Runs the collector until `shutdown` is cancelled, then drains the queue.
+/// `on_ready` is called with the bound addresses once every listener is up.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(BoundAddrs) + Send,
+) -> Result<(), ServeError> {
+    if config.gateway.enabled {
+        return Err(ServeError::GatewayUnavailable);
+    }
+    let events = InternalEvents::new();
+    let (sink, store) = config.storage.build()?;
+
+    let grpc_listener = bind(
+        config.grpc_listen,
+        "OTLP/gRPC",
+        "receivers.otlp.grpc_listen",
+    )
+    .await?;
+    let http_listener = bind(
+        config.http_listen,
+        "OTLP/HTTP",
+        "receivers.otlp.http_listen",
+    )
+    .await?;
+    let api_listener = bind(config.api_listen, "API", "api.listen").await?;
+    let addrs = BoundAddrs {
+        otlp_grpc: local(&grpc_listener, config.grpc_listen),
+        otlp_http: local(&http_listener, config.http_listen),
+        api: local(&api_listener, config.api_listen),
+    };
+
+    let (queue, rx) = row_queue(config.queue_capacity_rows);
+    let writer = Writer::new(
+        rx,
+        queue.clone(),
+        sink,
+        Arc::clone(&events),
+        config.batch_max_rows,
+    )
+    .spawn();
+    let normalizer = Normalizer::new(
+        NormalizerConfig {
+            max_tokens_per_call: config.max_tokens_per_call,
+            labels: config.labels.clone(),
+        },
+        Arc::clone(&config.prices),
+    );
+    tracing::info!(
+        version = normalizer.prices().version(),
+        "price table loaded"
+    );
+    let ingest = Arc::new(Ingest::new(normalizer, queue.clone(), Arc::clone(&events)));
+
+    let receivers_ready = Arc::new(AtomicBool::new(false));
+    let tasks = TaskTracker::new();
+    // Receivers stop first; the API stays up until the queue has drained.
+    let receivers_stop = shutdown.child_token();
+    let api_stop = CancellationToken::new();
+
+    let grpc_routes = grpc_router(Arc::clone(&ingest), config.grpc_max_message_bytes);
+    let grpc_incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let stop = receivers_stop.clone();
+    tasks.spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_routes(grpc_routes)
+            .serve_with_incoming_shutdown(grpc_incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "OTLP/gRPC receiver stopped with an error");
+        }
+    });
+
+    let http_app = http_router(
+        Arc::clone(&ingest),
+        HttpReceiverConfig {
+            max_body_bytes: config.http_max_body_bytes,
+        },
+    );
+    let stop = receivers_stop.clone();
+    tasks.spawn(async move {
+        let listener = http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, http_app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "OTLP/HTTP receiver stopped with an error");
+        }
+    });
+
+    let api_app = api_router(ApiState {
+        store,
+        events: Arc::clone(&events),
+        receivers_ready: Arc::clone(&receivers_ready),
+    });
+    let stop = api_stop.clone();
+    let api_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(api_listener, api_app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "API server stopped with an error");
+        }
+    });
+    tasks.close();
+
+    receivers_ready.store(true, Ordering::Release);
+    tracing::info!(
+        otlp_grpc = %addrs.otlp_grpc,
+        otlp_http = %addrs.otlp_http,
+        api = %addrs.api,
+        "tollgate collector listening"
+    );
+    on_ready(addrs);
+
+    shutdown.cancelled().await;
+    tracing::info!(
+        queued_rows = queue.depth(),
+        "shutting down: draining the queue"
+    );
+    receivers_ready.store(false, Ordering::Release);
+    receivers_stop.cancel();
+    tasks.wait().await;
+    // No receiver is left: refuse stragglers, write what was acknowledged.
+    queue.close();
+    writer.drain_and_stop(config.shutdown_timeout).await;
+    api_stop.cancel();
+    let _ = api_task.await;
+    tracing::info!(
+        rows_written = events.rows_written_total(),
+        "collector stopped"
+    );
+    Ok(())
+}

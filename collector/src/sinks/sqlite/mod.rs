@@ -1,0 +1,8 @@
+//! The embedded store: SQLite in WAL mode, one file under the data directory.
+//! Schema created and migrated on open; batched inserts in one transaction.
+
+mod query;
+mod schema;
+mod sink;
+
+pub use sink::SqliteStore;

@@ -1,0 +1,283 @@
+//! The query API answered by the embedded store.
+
+use futures::future::BoxFuture;
+use rusqlite::types::Value;
+use rusqlite::{Row, params_from_iter};
+use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode};
+
+use super::sink::{SqliteStore, run_blocking};
+use crate::query::{Dimension, QueryError, QueryStore, UsageQuery, UsageRow};
+
+/// Column of each dimension. Only these names ever reach SQL text.
+fn column(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Org => "org",
+        Dimension::Project => "project",
+        Dimension::App => "app",
+        Dimension::Environment => "environment",
+        Dimension::User => "user_id",
+        Dimension::Session => "session_id",
+        Dimension::Provider => "provider",
+        Dimension::Model => "model",
+        Dimension::Route => "route",
+        Dimension::ErrorType => "error_type",
+        Dimension::Operation => "operation",
+        Dimension::Agent => "agent_name",
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> QueryError {
+    QueryError::Store(e.to_string())
+}
+
+impl SqliteStore {
+    fn usage_blocking(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
+        let cols: Vec<&str> = q.group_by.iter().map(|d| column(*d)).collect();
+        let mut sql = String::from("SELECT ");
+        for c in &cols {
+            sql.push_str(c);
+            sql.push_str(", ");
+        }
+        sql.push_str(
+            "COUNT(*), SUM(status = 'error'), SUM(input_tokens), SUM(output_tokens),
+             SUM(cache_read_tokens), SUM(cache_write_tokens), TOTAL(cost_usd), SUM(cost_usd IS NULL)
+             FROM calls WHERE start_unix_nanos >= ?1",
+        );
+        let mut args: Vec<Value> = vec![Value::Integer(q.since_unix_nanos)];
+        for (d, v) in &q.filters {
+            args.push(Value::Text(v.clone()));
+            sql.push_str(&format!(" AND {} = ?{}", column(*d), args.len()));
+        }
+        if !cols.is_empty() {
+            sql.push_str(" GROUP BY ");
+            sql.push_str(&cols.join(", "));
+        }
+        // Most expensive groups first; the cost is select-list position n + 7 (1-based).
+        sql.push_str(&format!(" ORDER BY {} DESC", cols.len() + 7));
+        if !cols.is_empty() {
+            sql.push_str(", 1");
+        }
+        sql.push_str(&format!(" LIMIT {}", q.limit));
+
+        let conn = self
+            .inner()
+            .reader
+            .lock()
+            .map_err(|_| store_err("reader lock poisoned"))?;
+        let mut stmt = conn.prepare(&sql).map_err(store_err)?;
+        let n = cols.len();
+        let rows = stmt
+            .query_map(params_from_iter(args), |row| {
+                let mut dims = Vec::with_capacity(n);
+                for (i, d) in q.group_by.iter().enumerate() {
+                    dims.push((*d, row.get::<_, Option<String>>(i)?));
+                }
+                let count = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(row.get::<_, Option<i64>>(n + i)?.unwrap_or(0).max(0) as u64)
+                };
+                Ok(UsageRow {
+                    dims,
+                    requests: count(0)?,
+                    errors: count(1)?,
+                    input_tokens: count(2)?,
+                    output_tokens: count(3)?,
+                    cache_read_tokens: count(4)?,
+                    cache_write_tokens: count(5)?,
+                    cost_usd: row.get::<_, f64>(n + 6)?,
+                    unpriced_requests: count(7)?,
+                })
+            })
+            .map_err(store_err)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let r = r.map_err(store_err)?;
+            // COUNT(*) without GROUP BY yields one all-zero row on an empty table.
+            if r.requests > 0 {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn calls_blocking(&self, limit: usize) -> Result<Vec<CallRecord>, QueryError> {
+        let conn = self
+            .inner()
+            .reader
+            .lock()
+            .map_err(|_| store_err("reader lock poisoned"))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT start_unix_nanos, duration_nanos, ttft_nanos, trace_id, span_id, request_id,
+                        org, project, app, environment, route, user_id, session_id, agent_id, agent_name,
+                        provider, operation, request_model, response_model,
+                        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+                        cost_usd, cost_source, price_version, status, error_type, http_status, stream,
+                        finish_reason, mode, decision, rules_fired, attempt, upstream, labels
+                 FROM calls ORDER BY start_unix_nanos DESC, id DESC LIMIT ?1",
+            )
+            .map_err(store_err)?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], read_record)
+            .map_err(store_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
+    }
+}
+
+fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
+    let count = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
+    let rules_fired: String = row.get(34)?;
+    let labels: String = row.get(37)?;
+    Ok(CallRecord {
+        start_unix_nanos: row.get(0)?,
+        duration_nanos: row.get(1)?,
+        ttft_nanos: row.get(2)?,
+        trace_id: row.get(3)?,
+        span_id: row.get(4)?,
+        request_id: row.get(5)?,
+        org: row.get(6)?,
+        project: row.get(7)?,
+        app: row.get(8)?,
+        environment: row.get(9)?,
+        route: row.get(10)?,
+        user: row.get(11)?,
+        session: row.get(12)?,
+        agent_id: row.get(13)?,
+        agent_name: row.get(14)?,
+        provider: row.get(15)?,
+        operation: row.get(16)?,
+        request_model: row.get(17)?,
+        response_model: row.get(18)?,
+        input_tokens: count(19)?,
+        output_tokens: count(20)?,
+        cache_read_tokens: count(21)?,
+        cache_write_tokens: count(22)?,
+        reasoning_tokens: count(23)?,
+        cost_usd: row.get(24)?,
+        cost_source: CostSource::parse(&row.get::<_, String>(25)?).unwrap_or_default(),
+        price_version: row.get(26)?,
+        status: CallStatus::parse(&row.get::<_, String>(27)?).unwrap_or_default(),
+        error_type: row.get(28)?,
+        http_status: row.get(29)?,
+        stream: row.get(30)?,
+        finish_reason: row.get(31)?,
+        mode: Mode::parse(&row.get::<_, String>(32)?).unwrap_or_default(),
+        decision: row.get(33)?,
+        rules_fired: serde_json::from_str(&rules_fired).unwrap_or_default(),
+        attempt: row.get(35)?,
+        upstream: row.get(36)?,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+    })
+}
+
+impl QueryStore for SqliteStore {
+    fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>> {
+        Box::pin(async move { run_blocking(|| self.usage_blocking(&query)) })
+    }
+
+    fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>> {
+        Box::pin(async move { run_blocking(|| self.calls_blocking(limit)) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>> {
+        Box::pin(async move {
+            run_blocking(|| {
+                let conn = self
+                    .inner()
+                    .reader
+                    .lock()
+                    .map_err(|_| store_err("reader lock poisoned"))?;
+                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(store_err)
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::Sink;
+
+    fn call(
+        project: &str,
+        model: Option<&str>,
+        input: u64,
+        cost: Option<f64>,
+        start: i64,
+    ) -> CallRecord {
+        CallRecord {
+            start_unix_nanos: start,
+            trace_id: format!("{start:032x}"),
+            span_id: format!("{start:016x}"),
+            project: Some(project.into()),
+            request_model: model.map(Into::into),
+            input_tokens: input,
+            output_tokens: 1,
+            cost_usd: cost,
+            cost_source: if cost.is_some() {
+                CostSource::PriceTable
+            } else {
+                CostSource::Unpriced
+            },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn groups_filters_and_orders_by_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let rows = vec![
+            call("a", Some("m1"), 10, Some(1.0), 100),
+            call("a", Some("m1"), 20, Some(2.0), 101),
+            call("a", Some("m2"), 5, None, 102),
+            call("b", Some("m1"), 7, Some(5.0), 103),
+            call("b", None, 1, Some(0.5), 50),
+        ];
+        store.write(&rows).await.unwrap();
+        let q = |group_by, since, filters| UsageQuery {
+            group_by,
+            since_unix_nanos: since,
+            filters,
+            limit: 100,
+        };
+
+        let by_project = store
+            .usage(q(vec![Dimension::Project], 0, vec![]))
+            .await
+            .unwrap();
+        assert_eq!(by_project.len(), 2);
+        assert_eq!(
+            by_project[0].dims,
+            vec![(Dimension::Project, Some("b".into()))]
+        );
+        assert_eq!(by_project[0].requests, 2);
+        assert_eq!(by_project[1].input_tokens, 35);
+        assert_eq!(by_project[1].cost_usd, 3.0);
+        assert_eq!(by_project[1].unpriced_requests, 1);
+
+        let recent = store
+            .usage(q(
+                vec![Dimension::Project, Dimension::Model],
+                100,
+                vec![(Dimension::Project, "a".into())],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0].dims[1], (Dimension::Model, Some("m1".into())));
+        assert_eq!(recent[0].requests, 2);
+
+        let total = store.usage(q(vec![], 0, vec![])).await.unwrap();
+        assert_eq!(total.len(), 1);
+        assert_eq!(total[0].requests, 5);
+        assert!(
+            store
+                .usage(q(vec![], i64::MAX, vec![]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.ping().await.unwrap();
+    }
+}

@@ -1,0 +1,98 @@
+//! Schema of the embedded store, migrated with `PRAGMA user_version`.
+//!
+//! Each migration runs once, in order, inside a transaction. Never edit a
+//! released migration: add the next one.
+
+use rusqlite::Connection;
+
+/// Migrations by version (index + 1).
+const MIGRATIONS: &[&str] = &[
+    // 1: one row per model call. No content columns exist.
+    "CREATE TABLE calls (
+        id                 INTEGER PRIMARY KEY,
+        start_unix_nanos   INTEGER NOT NULL,
+        duration_nanos     INTEGER NOT NULL,
+        ttft_nanos         INTEGER,
+        trace_id           TEXT NOT NULL,
+        span_id            TEXT NOT NULL,
+        request_id         TEXT,
+        org                TEXT,
+        project            TEXT,
+        app                TEXT,
+        environment        TEXT,
+        route              TEXT,
+        user_id            TEXT,
+        session_id         TEXT,
+        agent_id           TEXT,
+        agent_name         TEXT,
+        provider           TEXT,
+        operation          TEXT,
+        request_model      TEXT,
+        response_model     TEXT,
+        model              TEXT,
+        input_tokens       INTEGER NOT NULL,
+        output_tokens      INTEGER NOT NULL,
+        cache_read_tokens  INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens   INTEGER NOT NULL,
+        cost_usd           REAL,
+        cost_source        TEXT NOT NULL,
+        price_version      TEXT,
+        status             TEXT NOT NULL,
+        error_type         TEXT,
+        http_status        INTEGER,
+        stream             INTEGER NOT NULL,
+        finish_reason      TEXT,
+        mode               TEXT NOT NULL,
+        decision           TEXT,
+        rules_fired        TEXT NOT NULL,
+        attempt            INTEGER NOT NULL,
+        upstream           TEXT,
+        labels             TEXT NOT NULL
+     );
+     CREATE INDEX calls_by_time ON calls (start_unix_nanos);
+     CREATE INDEX calls_by_project_time ON calls (project, start_unix_nanos);
+     -- A retried export must not count a call twice.
+     CREATE UNIQUE INDEX calls_by_span ON calls (trace_id, span_id) WHERE span_id <> '';",
+];
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`]; refuses a newer one.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "database schema version {current} is newer than this tollgate ({SCHEMA_VERSION}); upgrade tollgate"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "store schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer_schemas() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = migrate(&mut conn).unwrap_err().to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Wire types shared by Tollgate's components.
+//!
+//! OTLP types are not regenerated here: they come from the maintained
+//! `opentelemetry-proto` crate and are re-exported so every crate agrees on
+//! one version. Tollgate's own control-plane protocol (kill-switch watch)
+//! lives beside them as it is added.
+
+pub use opentelemetry_proto::tonic as otlp;
+
+/// The OTLP trace service: request/response types and the tonic server.
+pub mod trace {
+    pub use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_client::TraceServiceClient,
+        trace_service_server::{TraceService, TraceServiceServer},
+    };
+    pub use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    pub use opentelemetry_proto::tonic::resource::v1::Resource;
+    pub use opentelemetry_proto::tonic::trace::v1::{
+        ResourceSpans, ScopeSpans, Span, Status, span::SpanKind, status::StatusCode,
+    };
+}

@@ -1,0 +1,13 @@
+//! Tollgate's rules engine and the data it reasons about.
+//!
+//! This crate knows nothing about HTTP, Kafka or storage: it is pure,
+//! synchronous code that both the collector (observe mode) and the inline
+//! gateway (synchronous enforcement) link. It holds:
+//!
+//! - [`CallRecord`], the one row per model call that every component speaks;
+//! - [`pricing`], the versioned price table and the model-name matcher.
+
+pub mod pricing;
+mod record;
+
+pub use record::{CallRecord, CallStatus, CostSource, Mode};

@@ -1,0 +1,16 @@
+//! `tollgate-sdk`: what a Rust agent links.
+//!
+//! - [`init_tracer_provider`] sets up the OTLP exporter with the resource
+//!   attributes the collector reads (`service.name`,
+//!   `deployment.environment.name`).
+//! - [`record_model_call`] records one model call as a span named with the
+//!   current OpenTelemetry GenAI conventions plus Tollgate's `tollgate.*`
+//!   scope attributes. Only metadata is recorded, never prompt or response text.
+
+mod attributes;
+mod call;
+mod exporter;
+
+pub use attributes::names;
+pub use call::{ModelCall, Scope, record_model_call};
+pub use exporter::{ExporterProtocol, SdkError, init_tracer_provider};
