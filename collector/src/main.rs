@@ -1,6 +1,7 @@
 //! The `tollgate` binary: parse the command line, load config, run.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -59,10 +60,24 @@ async fn main() -> ExitCode {
                 }
             };
             init_logs(&config.log.level, config.log.format);
+            // A signal stops the demo first (it flushes its last spans into
+            // the still-open receivers), then the collector.
+            let signal = CancellationToken::new();
+            cancel_on_signal(signal.clone());
             let shutdown = CancellationToken::new();
-            cancel_on_signal(shutdown.clone());
+            let (demo_tx, demo_rx) = tokio::sync::oneshot::channel();
             let with_demo = args.demo;
-            let demo_stop = shutdown.clone();
+            let demo_stop = signal.clone();
+            tokio::spawn({
+                let shutdown = shutdown.clone();
+                async move {
+                    signal.cancelled().await;
+                    if let Ok(demo) = demo_rx.await {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), demo).await;
+                    }
+                    shutdown.cancel();
+                }
+            });
             let result = server::run(config, shutdown, move |addrs| {
                 println!(
                     "tollgate listening: otlp_grpc={} otlp_http={} api=http://{}",
@@ -74,10 +89,11 @@ async fn main() -> ExitCode {
                         "demo: sending spans to {endpoint}; try `tollgate usage --by project,model --since 1h --api http://{}`",
                         addrs.api
                     );
-                    tokio::spawn(demo::run_until(
+                    let demo = tokio::spawn(demo::run_until(
                         DemoArgs { endpoint, calls: 300, rate: 5.0, seed: 7 },
                         demo_stop,
                     ));
+                    let _ = demo_tx.send(demo);
                 }
             })
             .await;

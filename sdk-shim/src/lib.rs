@@ -12,5 +12,5 @@ mod call;
 mod exporter;
 
 pub use attributes::names;
-pub use call::{ModelCall, Scope, record_model_call};
+pub use call::{ModelCall, Scope, call_attributes, record_model_call};
 pub use exporter::{ExporterProtocol, SdkError, init_tracer_provider};

@@ -10,9 +10,9 @@ use std::fmt;
 #[non_exhaustive]
 pub enum Location {
     /// An entry of a price-table file, by the line its `[[models]]` header is on.
-    TableLine(usize),
+    TableLine(u32),
     /// The n-th (1-based) `[[pricing.models]]` override of the configuration.
-    Override(usize),
+    Override(u32),
 }
 
 impl fmt::Display for Location {

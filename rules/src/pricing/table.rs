@@ -168,7 +168,7 @@ impl PriceTable {
         let mut checked = Vec::with_capacity(overrides.len());
         let mut seen: HashMap<(Option<String>, String), Location> = HashMap::new();
         for (n, o) in overrides.iter().enumerate() {
-            let at = Location::Override(n + 1);
+            let at = Location::Override(u32::try_from(n + 1).unwrap_or(u32::MAX));
             let entry = Entry::new(
                 o.provider.as_deref(),
                 &o.model,
@@ -519,8 +519,9 @@ fn name_conflict(first: &Entry, same_entry: bool, second: &Entry, name: &str) ->
 }
 
 /// 1-based line of a byte offset, for error messages.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map_or(0, |before| before.bytes().filter(|&b| b == b'\n').count())
-        + 1
+fn line_of(text: &str, offset: usize) -> u32 {
+    let newlines = text
+        .get(..offset)
+        .map_or(0, |before| before.bytes().filter(|&b| b == b'\n').count());
+    u32::try_from(newlines).map_or(u32::MAX, |n| n.saturating_add(1))
 }

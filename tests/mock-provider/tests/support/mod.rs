@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests: a reqwest client that talks to a
 //! started mock, and a small SSE parser to check event order and payloads.
 
-#![allow(dead_code)] // each test binary uses a different subset
+// Each test binary uses a different subset of the helpers, and they are
+// called only from tests, where a failed request is a failed test.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;

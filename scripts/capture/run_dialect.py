@@ -1,0 +1,374 @@
+"""Runs one instrumentation dialect against the mock provider and exports its
+spans over OTLP/HTTP; one process per dialect so instrumentations never
+patch each other's SDKs.
+
+Usage: python run_dialect.py <dialect> <mock-base-url> <otlp-base-url> <result.json>
+
+Writes <result.json>: the libraries and versions used and, per call in order,
+what was sent, what the mock's deterministic rule says it returned, and what
+the SDK actually parsed (the two must agree, or the run fails).
+"""
+
+import importlib.metadata
+import json
+import os
+import sys
+import traceback
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from usage_rule import expected_usage
+
+API_KEY = "sk-fixture-not-a-secret"
+OPENAI_MODEL = "gpt-4o-mini"
+ANTHROPIC_MODEL = "claude-3-5-haiku-20241022"
+EMBEDDING_MODEL = "text-embedding-3-small"
+
+# Per dialect: the instrumentation package, the provider SDK, and what the
+# library is (for the manifest).
+DIALECTS = {
+    "genai_openai_v2": {
+        "instrumentation": "opentelemetry-instrumentation-openai-v2",
+        "provider": "openai",
+        "family": "OpenTelemetry GenAI (official, opentelemetry-python-contrib), default mode",
+    },
+    "genai_latest": {
+        "instrumentation": "opentelemetry-instrumentation-openai-v2",
+        "provider": "openai",
+        "family": "OpenTelemetry GenAI (official) with OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental",
+    },
+    "openllmetry_openai": {
+        "instrumentation": "opentelemetry-instrumentation-openai",
+        "provider": "openai",
+        "family": "Traceloop OpenLLMetry",
+    },
+    "openllmetry_anthropic": {
+        "instrumentation": "opentelemetry-instrumentation-anthropic",
+        "provider": "anthropic",
+        "family": "Traceloop OpenLLMetry",
+    },
+    "openinference_openai": {
+        "instrumentation": "openinference-instrumentation-openai",
+        "provider": "openai",
+        "family": "Arize OpenInference",
+    },
+}
+
+SUPPORT_PACKAGES = [
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-semantic-conventions",
+    "opentelemetry-util-genai",
+    "opentelemetry-semantic-conventions-ai",
+    "openinference-instrumentation",
+    "openinference-semantic-conventions",
+]
+
+
+def versions(dialect: str) -> dict:
+    spec = DIALECTS[dialect]
+    found = {}
+    for name in [spec["instrumentation"], spec["provider"], *SUPPORT_PACKAGES]:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def setup_tracing(dialect: str, otlp_base: str) -> TracerProvider:
+    resource = Resource.create(
+        {"service.name": f"{dialect}-agent", "deployment.environment.name": "test"}
+    )
+    provider = TracerProvider(resource=resource)
+    exporter = OTLPSpanExporter(endpoint=f"{otlp_base}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def instrument(dialect: str, provider: TracerProvider) -> None:
+    if dialect in ("genai_openai_v2", "genai_latest"):
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif dialect == "openllmetry_openai":
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif dialect == "openllmetry_anthropic":
+        from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
+
+        AnthropicInstrumentor().instrument(tracer_provider=provider)
+    elif dialect == "openinference_openai":
+        from openinference.instrumentation.openai import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    else:
+        raise SystemExit(f"unknown dialect {dialect}")
+
+
+# --- the calls -------------------------------------------------------------
+# Each call uses distinct token counts so a test can tell the rows apart.
+
+OPENAI_MESSAGES = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "Say hello to the Tollgate fixtures."},
+]
+ANTHROPIC_SYSTEM = "You are a terse assistant."
+ANTHROPIC_MESSAGES = [{"role": "user", "content": "Say hello to the Tollgate fixtures."}]
+
+
+def openai_calls() -> list:
+    return [
+        {
+            "name": "chat",
+            "api": "openai_chat",
+            "request": {"model": OPENAI_MODEL, "messages": OPENAI_MESSAGES, "max_tokens": 64},
+            "headers": {},
+        },
+        {
+            "name": "chat_stream",
+            "api": "openai_chat",
+            "request": {
+                "model": OPENAI_MODEL,
+                "messages": OPENAI_MESSAGES,
+                "max_tokens": 64,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            "headers": {"x-mock-output-tokens": "7"},
+        },
+        {
+            "name": "chat_cached",
+            "api": "openai_chat",
+            "request": {"model": OPENAI_MODEL, "messages": OPENAI_MESSAGES, "max_tokens": 64},
+            "headers": {"x-mock-cache-read-tokens": "1024", "x-mock-output-tokens": "12"},
+        },
+        {
+            "name": "embeddings",
+            "api": "openai_embeddings",
+            "request": {"model": EMBEDDING_MODEL, "input": ["alpha beta", "gamma delta epsilon"]},
+            "headers": {},
+        },
+        {
+            "name": "chat_rate_limited",
+            "api": "openai_chat",
+            "request": {"model": OPENAI_MODEL, "messages": OPENAI_MESSAGES, "max_tokens": 64},
+            "headers": {"x-mock-status": "429"},
+        },
+    ]
+
+
+def anthropic_calls() -> list:
+    base = {
+        "model": ANTHROPIC_MODEL,
+        "max_tokens": 64,
+        "system": ANTHROPIC_SYSTEM,
+        "messages": ANTHROPIC_MESSAGES,
+    }
+    return [
+        {"name": "chat", "api": "anthropic_messages", "request": dict(base), "headers": {}},
+        {
+            "name": "chat_stream",
+            "api": "anthropic_messages",
+            "request": {**base, "stream": True},
+            "headers": {"x-mock-output-tokens": "7"},
+        },
+        {
+            "name": "chat_cached",
+            "api": "anthropic_messages",
+            "request": dict(base),
+            "headers": {
+                "x-mock-cache-read-tokens": "1024",
+                "x-mock-cache-write-tokens": "256",
+                "x-mock-output-tokens": "12",
+            },
+        },
+        {
+            "name": "chat_rate_limited",
+            "api": "anthropic_messages",
+            "request": dict(base),
+            "headers": {"x-mock-status": "429"},
+        },
+    ]
+
+
+def run_openai(call: dict, client) -> dict:
+    import openai
+
+    request = call["request"]
+    try:
+        if call["api"] == "openai_embeddings":
+            response = client.embeddings.create(**request, extra_headers=call["headers"])
+            return {
+                "status": 200,
+                "response_id": None,
+                "response_model": response.model,
+                "wire_usage": {
+                    "prompt_tokens": response.usage.prompt_tokens,
+                    "total_tokens": response.usage.total_tokens,
+                },
+                "vectors": len(response.data),
+            }
+        if request.get("stream"):
+            chunks = list(client.chat.completions.create(**request, extra_headers=call["headers"]))
+            usage = chunks[-1].usage
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            return {
+                "status": 200,
+                "response_id": chunks[0].id,
+                "response_model": chunks[0].model,
+                "finish_reason": finish[-1] if finish else None,
+                "chunks": len(chunks),
+                "output_text": text,
+                "wire_usage": openai_usage(usage),
+            }
+        response = client.chat.completions.create(**request, extra_headers=call["headers"])
+        return {
+            "status": 200,
+            "response_id": response.id,
+            "response_model": response.model,
+            "finish_reason": response.choices[0].finish_reason,
+            "output_text": response.choices[0].message.content,
+            "wire_usage": openai_usage(response.usage),
+        }
+    except openai.APIStatusError as err:
+        return {
+            "status": err.status_code,
+            "error_class": f"openai.{type(err).__name__}",
+            "error_body": err.body,
+            "request_id": err.request_id,
+        }
+
+
+def openai_usage(usage) -> dict:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details.cached_tokens": usage.prompt_tokens_details.cached_tokens,
+        "completion_tokens_details.reasoning_tokens": usage.completion_tokens_details.reasoning_tokens,
+    }
+
+
+def run_anthropic(call: dict, client) -> dict:
+    import anthropic
+
+    request = call["request"]
+    try:
+        if request.get("stream"):
+            events = list(client.messages.create(**request, extra_headers=call["headers"]))
+            start = next(e for e in events if e.type == "message_start").message
+            delta = next(e for e in events if e.type == "message_delta")
+            text = "".join(
+                e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta"
+            )
+            return {
+                "status": 200,
+                "response_id": start.id,
+                "response_model": start.model,
+                "finish_reason": delta.delta.stop_reason,
+                "events": [e.type for e in events],
+                "output_text": text,
+                "wire_usage": {
+                    "input_tokens": start.usage.input_tokens,
+                    "output_tokens": delta.usage.output_tokens,
+                    "cache_read_input_tokens": start.usage.cache_read_input_tokens,
+                    "cache_creation_input_tokens": start.usage.cache_creation_input_tokens,
+                },
+            }
+        message = client.messages.create(**request, extra_headers=call["headers"])
+        return {
+            "status": 200,
+            "response_id": message.id,
+            "response_model": message.model,
+            "finish_reason": message.stop_reason,
+            "output_text": message.content[0].text,
+            "wire_usage": {
+                "input_tokens": message.usage.input_tokens,
+                "output_tokens": message.usage.output_tokens,
+                "cache_read_input_tokens": message.usage.cache_read_input_tokens,
+                "cache_creation_input_tokens": message.usage.cache_creation_input_tokens,
+            },
+        }
+    except anthropic.APIStatusError as err:
+        return {
+            "status": err.status_code,
+            "error_class": f"anthropic.{type(err).__name__}",
+            "error_body": err.body,
+            "request_id": err.request_id,
+        }
+
+
+def main() -> None:
+    dialect, mock_base, otlp_base, result_path = sys.argv[1:5]
+    spec = DIALECTS[dialect]
+    provider = setup_tracing(dialect, otlp_base)
+    instrument(dialect, provider)
+
+    # max_retries=0: the failing call must reach the mock exactly once, so
+    # the manifest's request sequence (and the mock's ids) stay predictable.
+    if spec["provider"] == "openai":
+        import openai
+
+        client = openai.OpenAI(api_key=API_KEY, base_url=f"{mock_base}/v1", max_retries=0)
+        calls, runner = openai_calls(), run_openai
+    else:
+        import anthropic
+
+        client = anthropic.Anthropic(api_key=API_KEY, base_url=mock_base, max_retries=0)
+        calls, runner = anthropic_calls(), run_anthropic
+
+    results, mismatches = [], []
+    for call in calls:
+        try:
+            observed = runner(call, client)
+        except Exception as err:  # an instrumentation crash is a finding, not a stop
+            observed = {"status": None, "exception": repr(err), "traceback": traceback.format_exc()}
+        expected_status = int(call["headers"].get("x-mock-status", 200))
+        entry = {
+            "name": call["name"],
+            "api": call["api"],
+            "request_model": call["request"]["model"],
+            "streamed": bool(call["request"].get("stream", False)),
+            "include_usage": bool(call["request"].get("stream_options", {}).get("include_usage", False)),
+            "mock_headers": call["headers"],
+            "expected_status": expected_status,
+            "observed": observed,
+        }
+        if expected_status == 200:
+            entry["expected_usage"] = expected_usage(call["api"], call["request"], call["headers"])
+            if observed.get("wire_usage") != entry["expected_usage"]["wire"]:
+                mismatches.append(call["name"])
+        if observed.get("status") != expected_status:
+            mismatches.append(call["name"])
+        results.append(entry)
+
+    provider.force_flush()
+    provider.shutdown()
+
+    output = {
+        "dialect": dialect,
+        "library_family": spec["family"],
+        "instrumentation_package": spec["instrumentation"],
+        "versions": versions(dialect),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("OTEL_", "TRACELOOP_", "OPENINFERENCE_"))},
+        "calls": results,
+        "mismatches": mismatches,
+    }
+    with open(result_path, "w") as fh:
+        json.dump(output, fh, indent=2, default=str)
+    if mismatches:
+        print(f"{dialect}: usage/status mismatch for {mismatches}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+//! Shared helpers of the end-to-end tests: start the real `tollgate`
+//! binary on free ports with a private data directory, query its API,
+//! export spans to it with the Rust OpenTelemetry SDK.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `tollgate serve` child process.
+pub struct Collector {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub api: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stderr_path: std::path::PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tollgate")
+}
+
+fn parse_addr(line: &str, key: &str) -> SocketAddr {
+    let part = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"));
+    part.trim_start_matches("http://").parse().unwrap()
+}
+
+impl Collector {
+    /// Starts the collector with `extra` appended to a config that listens
+    /// on free loopback ports and stores rows in a fresh directory.
+    pub fn start(extra: &str) -> Collector {
+        Self::start_full(extra, &[], &[])
+    }
+
+    /// Starts with extra arguments and environment; `extra` must not repeat
+    /// the `[receivers.otlp]`, `[api]` or `[storage]` tables (use `TOLLGATE_`
+    /// env overrides for their fields, which also exercises them).
+    pub fn start_full(extra: &str, args: &[&str], envs: &[(&str, &str)]) -> Collector {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = format!(
+            "[receivers.otlp]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\
+             [storage]\ntype = \"sqlite\"\npath = \"{}\"\n{extra}\n",
+            data.display()
+        );
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, config).unwrap();
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(l) if l.starts_with("tollgate listening:") => break l,
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "collector did not start: {}",
+                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                    );
+                }
+            }
+        };
+        Collector {
+            grpc: parse_addr(&line, "otlp_grpc"),
+            http: parse_addr(&line, "otlp_http"),
+            api: parse_addr(&line, "api"),
+            child,
+            dir,
+            stderr_path,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("data").join("tollgate.sqlite")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the collector, in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collector did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path_and_query}", self.api_url()))
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// The latest calls, newest first.
+    pub async fn calls(&self, limit: usize) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/calls?limit={limit}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["rows"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until at least `n` calls are stored, then returns them all.
+    pub async fn wait_calls(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let calls = self.calls(10_000).await;
+            if calls.len() >= n {
+                return calls;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} calls stored; stderr:\n{}",
+                calls.len(),
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.api_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds the stored call whose `field` equals `value`.
+pub fn find<'a>(calls: &'a [Value], field: &str, value: &str) -> &'a Value {
+    calls
+        .iter()
+        .find(|c| c[field] == value)
+        .unwrap_or_else(|| panic!("no call with {field} = {value} in {calls:#?}"))
+}
