@@ -34,46 +34,43 @@ DIALECTS = {
     "genai_openai_v2": {
         "instrumentation": "opentelemetry-instrumentation-openai-v2",
         "provider": "openai",
+        "support": ["opentelemetry-util-genai", "opentelemetry-semantic-conventions", "httpx"],
         "family": "OpenTelemetry GenAI (official, opentelemetry-python-contrib), default mode",
     },
     "genai_latest": {
         "instrumentation": "opentelemetry-instrumentation-openai-v2",
         "provider": "openai",
+        "support": ["opentelemetry-util-genai", "opentelemetry-semantic-conventions", "httpx"],
         "family": "OpenTelemetry GenAI (official) with OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental",
     },
     "openllmetry_openai": {
         "instrumentation": "opentelemetry-instrumentation-openai",
         "provider": "openai",
+        "support": ["opentelemetry-semantic-conventions-ai", "opentelemetry-semantic-conventions"],
         "family": "Traceloop OpenLLMetry",
     },
     "openllmetry_anthropic": {
         "instrumentation": "opentelemetry-instrumentation-anthropic",
         "provider": "anthropic",
+        "support": ["opentelemetry-semantic-conventions-ai", "opentelemetry-semantic-conventions"],
         "family": "Traceloop OpenLLMetry",
     },
     "openinference_openai": {
         "instrumentation": "openinference-instrumentation-openai",
         "provider": "openai",
+        "support": ["openinference-instrumentation", "openinference-semantic-conventions"],
         "family": "Arize OpenInference",
     },
 }
 
-SUPPORT_PACKAGES = [
-    "opentelemetry-api",
-    "opentelemetry-sdk",
-    "opentelemetry-exporter-otlp-proto-http",
-    "opentelemetry-semantic-conventions",
-    "opentelemetry-util-genai",
-    "opentelemetry-semantic-conventions-ai",
-    "openinference-instrumentation",
-    "openinference-semantic-conventions",
-]
+# Packages every dialect runs on.
+COMMON_PACKAGES = ["opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"]
 
 
 def versions(dialect: str) -> dict:
     spec = DIALECTS[dialect]
     found = {}
-    for name in [spec["instrumentation"], spec["provider"], *SUPPORT_PACKAGES]:
+    for name in [spec["instrumentation"], spec["provider"], *spec["support"], *COMMON_PACKAGES]:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -55,34 +55,38 @@ pub fn grpc_router(ingest: Arc<Ingest>, max_message_bytes: usize) -> tonic::serv
     .max_decoding_message_size(max_message_bytes)
     .accept_compressed(CompressionEncoding::Gzip)
     .send_compressed(CompressionEncoding::Gzip);
-    let service = OversizeAsResourceExhausted {
+    let service = OtlpStatusCodes {
         inner: service,
         ingest,
     };
     tonic::service::Routes::new(service)
 }
 
-/// OTLP wants RESOURCE_EXHAUSTED for a message over the size limit; tonic
-/// reports OUT_OF_RANGE (its decompression-bomb check already says
-/// RESOURCE_EXHAUSTED). `Export` itself never answers OUT_OF_RANGE, so the
-/// code is rewritten on this service only, and the refusal is counted.
+/// Gives input errors the codes OTLP clients act on. Tonic answers a message
+/// over the size limit with OUT_OF_RANGE (OTLP: RESOURCE_EXHAUSTED; its
+/// decompression-bomb check already says so) and an undecodable message
+/// with INTERNAL (OTLP: INVALID_ARGUMENT, not retryable). `Export` itself
+/// never answers either code, so they are rewritten on this service only,
+/// and each refusal is counted.
 #[derive(Debug, Clone)]
-struct OversizeAsResourceExhausted<S> {
+struct OtlpStatusCodes<S> {
     inner: S,
     ingest: Arc<Ingest>,
 }
 
-impl<S> tonic::server::NamedService for OversizeAsResourceExhausted<S>
+impl<S> tonic::server::NamedService for OtlpStatusCodes<S>
 where
     S: tonic::server::NamedService,
 {
     const NAME: &'static str = S::NAME;
 }
 
-const GRPC_OUT_OF_RANGE: &str = "11";
+const GRPC_INVALID_ARGUMENT: &str = "3";
 const GRPC_RESOURCE_EXHAUSTED: &str = "8";
+const GRPC_OUT_OF_RANGE: &str = "11";
+const GRPC_INTERNAL: &str = "13";
 
-impl<S, B, RB> Service<Request<B>> for OversizeAsResourceExhausted<S>
+impl<S, B, RB> Service<Request<B>> for OtlpStatusCodes<S>
 where
     S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
     S::Future: Send + 'static,
@@ -112,6 +116,11 @@ where
                     Refusal::TooLarge,
                     "message over the size limit",
                 );
+            } else if status == Some(GRPC_INTERNAL.as_bytes()) {
+                headers.insert("grpc-status", HeaderValue::from_static(GRPC_INVALID_ARGUMENT));
+                ingest
+                    .events()
+                    .request_refused(Transport::Grpc, Refusal::Malformed, "undecodable message");
             } else if status == Some(GRPC_RESOURCE_EXHAUSTED.as_bytes())
                 && headers
                     .get("grpc-message")
