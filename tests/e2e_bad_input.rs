@@ -40,7 +40,10 @@ fn span(id: u8, attrs: Vec<KeyValue>) -> Span {
 fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -50,7 +53,10 @@ fn good_request(id: u8) -> ExportTraceServiceRequest {
     request(vec![span(
         id,
         vec![
-            kv("gen_ai.request.model", Value::StringValue("gpt-4o-mini".into())),
+            kv(
+                "gen_ai.request.model",
+                Value::StringValue("gpt-4o-mini".into()),
+            ),
             kv("gen_ai.usage.input_tokens", Value::IntValue(10)),
             kv("tollgate.project", Value::StringValue("bad-input".into())),
         ],
@@ -73,14 +79,22 @@ fn gzip_zeros(size: usize) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-async fn post(c: &Collector, content_type: &str, encoding: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Option<String>, Vec<u8>) {
+async fn post(
+    c: &Collector,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Option<String>, Vec<u8>) {
     post_with(&reqwest::Client::new(), c, content_type, encoding, body).await
 }
 
 /// HTTP/2 client: an early 413 ends the stream cleanly while the client is
 /// still sending (HTTP/1.1 clients see a broken pipe instead).
 fn h2() -> reqwest::Client {
-    reqwest::Client::builder().http2_prior_knowledge().build().unwrap()
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
 }
 
 async fn post_with(
@@ -99,7 +113,10 @@ async fn post_with(
     }
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
-    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
     (status, retry, r.bytes().await.unwrap().to_vec())
 }
 
@@ -119,7 +136,10 @@ async fn grpc_raw(c: &Collector, compressed: bool, payload: Vec<u8>) -> (String,
     frame.push(u8::from(compressed));
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     frame.extend_from_slice(&payload);
-    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let mut req = client
         .post(format!(
             "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
@@ -133,8 +153,14 @@ async fn grpc_raw(c: &Collector, compressed: bool, payload: Vec<u8>) -> (String,
     }
     let r = req.send().await.unwrap();
     let h = r.headers();
-    let status = h.get("grpc-status").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let message = h.get("grpc-message").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let status = h
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let message = h
+        .get("grpc-message")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     (status, message)
 }
 
@@ -144,14 +170,26 @@ async fn bad_http_input_gets_precise_errors_and_bounded_memory() {
     let valid = good_request(1).encode_to_vec();
 
     // Truncated protobuf: 400 with a google.rpc.Status in protobuf.
-    let (status, _, body) = post(&c, "application/x-protobuf", None, valid[..valid.len() / 2].to_vec()).await;
+    let (status, _, body) = post(
+        &c,
+        "application/x-protobuf",
+        None,
+        valid[..valid.len() / 2].to_vec(),
+    )
+    .await;
     assert_eq!(status, 400);
     let (code, message) = status_message(&body);
     assert_eq!(code, tonic::Code::InvalidArgument as i32);
     assert!(message.contains("malformed OTLP"), "{message}");
 
     // Malformed JSON: 400 with a JSON body.
-    let (status, _, body) = post(&c, "application/json", None, b"{\"resourceSpans\": [".to_vec()).await;
+    let (status, _, body) = post(
+        &c,
+        "application/json",
+        None,
+        b"{\"resourceSpans\": [".to_vec(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(json_message(&body).contains("malformed OTLP"));
 
@@ -159,18 +197,34 @@ async fn bad_http_input_gets_precise_errors_and_bounded_memory() {
     let (status, _, body) = post(&c, "text/plain", None, valid.clone()).await;
     assert_eq!(status, 415);
     let m = json_message(&body);
-    assert!(m.contains("text/plain") && m.contains("application/x-protobuf"), "{m}");
+    assert!(
+        m.contains("text/plain") && m.contains("application/x-protobuf"),
+        "{m}"
+    );
 
     // Unknown content encoding and broken gzip.
     let (status, _, _) = post(&c, "application/x-protobuf", Some("br"), valid.clone()).await;
     assert_eq!(status, 415);
-    let (status, _, body) = post(&c, "application/x-protobuf", Some("gzip"), b"not gzip at all".to_vec()).await;
+    let (status, _, body) = post(
+        &c,
+        "application/x-protobuf",
+        Some("gzip"),
+        b"not gzip at all".to_vec(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(status_message(&body).1.contains("gzip"));
 
     // 50 MiB body against the 4 MiB default: 413, without buffering it,
     // whether the length is announced or the body is streamed.
-    let (status, _, body) = post_with(&h2(), &c, "application/x-protobuf", None, vec![0x0a; 50 * MIB]).await;
+    let (status, _, body) = post_with(
+        &h2(),
+        &c,
+        "application/x-protobuf",
+        None,
+        vec![0x0a; 50 * MIB],
+    )
+    .await;
     assert_eq!(status, 413);
     let (code, message) = status_message(&body);
     assert_eq!(code, tonic::Code::ResourceExhausted as i32);
@@ -193,29 +247,76 @@ async fn bad_http_input_gets_precise_errors_and_bounded_memory() {
 
     // Absurd, negative and non-numeric values: partial success, the good span stored.
     let mixed = request(vec![
-        span(2, vec![kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())), kv("gen_ai.usage.input_tokens", Value::IntValue(-3))]),
-        span(3, vec![kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())), kv("gen_ai.usage.output_tokens", Value::IntValue(i64::MAX))]),
-        span(4, vec![kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())), kv("gen_ai.usage.input_tokens", Value::DoubleValue(f64::NAN))]),
+        span(
+            2,
+            vec![
+                kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())),
+                kv("gen_ai.usage.input_tokens", Value::IntValue(-3)),
+            ],
+        ),
+        span(
+            3,
+            vec![
+                kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())),
+                kv("gen_ai.usage.output_tokens", Value::IntValue(i64::MAX)),
+            ],
+        ),
+        span(
+            4,
+            vec![
+                kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())),
+                kv("gen_ai.usage.input_tokens", Value::DoubleValue(f64::NAN)),
+            ],
+        ),
         // Missing attributes: a chat span without model or usage is kept, unpriced.
-        span(5, vec![kv("gen_ai.operation.name", Value::StringValue("chat".into())), kv("gen_ai.request.model", Value::StringValue("".into()))]),
-        span(6, vec![kv("gen_ai.operation.name", Value::StringValue("chat".into())), kv("gen_ai.request.model", Value::StringValue("gpt-4o".into()))]),
+        span(
+            5,
+            vec![
+                kv("gen_ai.operation.name", Value::StringValue("chat".into())),
+                kv("gen_ai.request.model", Value::StringValue("".into())),
+            ],
+        ),
+        span(
+            6,
+            vec![
+                kv("gen_ai.operation.name", Value::StringValue("chat".into())),
+                kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())),
+            ],
+        ),
     ]);
     let (status, _, body) = post(&c, "application/x-protobuf", None, mixed.encode_to_vec()).await;
     assert_eq!(status, 200);
-    let response = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(&body[..]).unwrap();
+    let response =
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
+            &body[..],
+        )
+        .unwrap();
     let partial = response.partial_success.unwrap();
     assert_eq!(partial.rejected_spans, 3);
-    assert!(partial.error_message.contains("negative"), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("negative"),
+        "{}",
+        partial.error_message
+    );
 
     // Stored: the gzip span (1), the model-less chat span (5), the usage-less one (6).
     let calls = c.wait_calls(3).await;
     assert_eq!(calls.len(), 3, "{calls:#?}");
-    let gzipped = calls.iter().find(|r| r["span_id"] == "0101010101010101").unwrap();
+    let gzipped = calls
+        .iter()
+        .find(|r| r["span_id"] == "0101010101010101")
+        .unwrap();
     assert_eq!(gzipped["input_tokens"], 10);
-    let no_model = calls.iter().find(|r| r["span_id"] == "0505050505050505").unwrap();
+    let no_model = calls
+        .iter()
+        .find(|r| r["span_id"] == "0505050505050505")
+        .unwrap();
     assert!(no_model["request_model"].is_null());
     assert_eq!(no_model["cost_source"], "unpriced");
-    let no_usage = calls.iter().find(|r| r["span_id"] == "0606060606060606").unwrap();
+    let no_usage = calls
+        .iter()
+        .find(|r| r["span_id"] == "0606060606060606")
+        .unwrap();
     assert_eq!(no_usage["cost_source"], "unpriced");
     assert!(no_usage["cost_usd"].is_null());
 
@@ -224,9 +325,18 @@ async fn bad_http_input_gets_precise_errors_and_bounded_memory() {
     assert!(peak < 48 * 1024, "peak RSS {peak} KiB");
 
     let metrics = c.metrics().await;
-    assert!(metrics.contains("transport=\"http\",outcome=\"too_large\"} 3"), "{metrics}");
-    assert!(metrics.contains("transport=\"http\",outcome=\"malformed\"} 3"), "{metrics}");
-    assert!(metrics.contains("tollgate_ingest_spans_total{outcome=\"rejected\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("transport=\"http\",outcome=\"too_large\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("transport=\"http\",outcome=\"malformed\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_ingest_spans_total{outcome=\"rejected\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +354,11 @@ async fn bad_grpc_input_gets_otlp_status_codes() {
     // Gzip bomb: RESOURCE_EXHAUSTED while decompressing, memory bounded.
     let (status, message) = grpc_raw(&c, true, gzip_zeros(256 * MIB)).await;
     assert_eq!(status, "8", "{message}");
-    assert!(c.peak_rss_kib() < 48 * 1024, "peak RSS {} KiB", c.peak_rss_kib());
+    assert!(
+        c.peak_rss_kib() < 48 * 1024,
+        "peak RSS {} KiB",
+        c.peak_rss_kib()
+    );
 
     // The official client still gets through, with partial success reported.
     let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
@@ -262,6 +376,12 @@ async fn bad_grpc_input_gets_otlp_status_codes() {
     assert_eq!(calls[0]["span_id"], "0909090909090909");
     assert!(c.is_running());
     let metrics = c.metrics().await;
-    assert!(metrics.contains("transport=\"grpc\",outcome=\"too_large\"} 2"), "{metrics}");
-    assert!(metrics.contains("transport=\"grpc\",outcome=\"malformed\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("transport=\"grpc\",outcome=\"too_large\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("transport=\"grpc\",outcome=\"malformed\"} 1"),
+        "{metrics}"
+    );
 }

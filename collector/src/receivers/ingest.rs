@@ -69,6 +69,7 @@ impl Ingest {
                 return Err(answer);
             }
         }
+        self.events.queue_depth(self.queue.depth());
         self.events.request_accepted(
             transport,
             accepted,

@@ -117,10 +117,15 @@ where
                     "message over the size limit",
                 );
             } else if status == Some(GRPC_INTERNAL.as_bytes()) {
-                headers.insert("grpc-status", HeaderValue::from_static(GRPC_INVALID_ARGUMENT));
-                ingest
-                    .events()
-                    .request_refused(Transport::Grpc, Refusal::Malformed, "undecodable message");
+                headers.insert(
+                    "grpc-status",
+                    HeaderValue::from_static(GRPC_INVALID_ARGUMENT),
+                );
+                ingest.events().request_refused(
+                    Transport::Grpc,
+                    Refusal::Malformed,
+                    "undecodable message",
+                );
             } else if status == Some(GRPC_RESOURCE_EXHAUSTED.as_bytes())
                 && headers
                     .get("grpc-message")

@@ -1,0 +1,135 @@
+//! End to end: when the store falls behind, the queue fills and receivers
+//! push back (HTTP 503 + Retry-After, gRPC RESOURCE_EXHAUSTED + RetryInfo)
+//! instead of growing; SIGTERM drains every acknowledged row into the store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use support::Collector;
+use tonic_types::StatusExt;
+
+/// A request of `n` model-call spans whose span ids start at `first`.
+fn request(first: u64, n: u64) -> ExportTraceServiceRequest {
+    let spans = (first..first + n)
+        .map(|i| Span {
+            trace_id: vec![1; 16],
+            span_id: i.to_be_bytes().to_vec(),
+            name: "chat".into(),
+            start_time_unix_nano: 1_800_000_000_000_000_000,
+            end_time_unix_nano: 1_800_000_000_100_000_000,
+            attributes: vec![
+                KeyValue {
+                    key: "gen_ai.request.model".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("gpt-4o-mini".into())),
+                    }),
+                    ..Default::default()
+                },
+                KeyValue {
+                    key: "gen_ai.usage.input_tokens".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::IntValue(100)),
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn post(c: &Collector, req: &ExportTraceServiceRequest) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/traces", c.http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_pushes_back_and_sigterm_drains_acknowledged_rows() {
+    let mut c = Collector::start(
+        "[pipeline]\nqueue_capacity_rows = 20\nbatch_max_rows = 10\nshutdown_timeout = \"60s\"\n",
+    );
+
+    // Another process holds the database: the store cannot write.
+    let lock = rusqlite::Connection::open(c.db_path()).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    // 4 x 5 rows fill the queue; each is acknowledged.
+    for i in 0..4 {
+        let r = post(&c, &request(i * 5, 5)).await;
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    // The next request is pushed back over HTTP...
+    let r = post(&c, &request(100, 5)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // ...and over gRPC, with the OTLP retry hint.
+    let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
+    let status = client.export(request(200, 5)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let retry = status.get_details_retry_info().expect("RetryInfo detail");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+
+    let metrics = c.metrics().await;
+    assert!(
+        metrics.contains("tollgate_queue_depth_rows 20"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_queue_capacity_rows 20"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("outcome=\"queue_full\"} 1"), "{metrics}");
+
+    // SIGTERM while the store is still locked; free it after SQLite's 5 s
+    // busy timeout has failed at least one write (logged once, retried).
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(6500));
+        lock.execute_batch("COMMIT").unwrap();
+        drop(lock);
+    });
+    let exit = c.terminate();
+    releaser.join().unwrap();
+    assert!(exit.success(), "exit {exit:?}; stderr:\n{}", c.stderr());
+
+    // Every acknowledged row is in the store, none of the refused ones.
+    let db = rusqlite::Connection::open(c.db_path()).unwrap();
+    let mut ids: Vec<String> = db
+        .prepare("SELECT span_id FROM calls ORDER BY span_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    ids.dedup();
+    let expected: Vec<String> = (0..20u64).map(|i| format!("{i:016x}")).collect();
+    assert_eq!(ids, expected);
+    let stderr = c.stderr();
+    assert_eq!(
+        stderr.matches("store write failed").count(),
+        1,
+        "outage logged once:\n{stderr}"
+    );
+    assert!(stderr.contains("store is writable again"), "{stderr}");
+}
