@@ -100,6 +100,41 @@ def span_summary(span, scope) -> dict:
     }
 
 
+EXTRA_DIALECTS = {"anthropic_sdk_native"}
+
+
+def call_entry(index: int, call: dict, spans: list) -> dict:
+    """One call as the manifest states it: what was asked, what the mock
+    returned (by its deterministic rule, confirmed by the SDK), its spans."""
+    observed = call["observed"]
+    returned = {
+        "status": observed.get("status"),
+        "model": observed.get("response_model"),
+        "response_id": observed.get("response_id"),
+        "finish_reason": observed.get("finish_reason"),
+    }
+    if "expected_usage" in call:
+        returned["usage"] = call["expected_usage"]
+    else:
+        returned["error"] = {
+            "sdk_exception": observed.get("error_class"),
+            "body": observed.get("error_body"),
+            "request_id": observed.get("request_id"),
+        }
+    return {
+        "index": index,
+        "name": call["name"],
+        "api": call["api"],
+        "request_model": call["request_model"],
+        "streamed": call["streamed"],
+        "include_usage": call["include_usage"],
+        "mock_headers": call["mock_headers"],
+        "mock_returned": returned,
+        "sdk_observed": observed,
+        "spans": spans,
+    }
+
+
 def main() -> None:
     raw_dir, results_dir, fixtures_dir = map(pathlib.Path, sys.argv[1:4])
     dialects = sys.argv[4:]
@@ -113,19 +148,32 @@ def main() -> None:
             if dialect in grouped:
                 grouped[dialect].append(rs)
 
-    manifest = {
-        "generated_by": "scripts/capture-fixtures",
-        "note": (
-            "Spans captured from real instrumentation libraries calling the Tollgate mock "
-            "provider (tests/mock-provider). Trace/span ids and timestamps change on every "
-            "capture; token counts, models, response ids and statuses do not. Only traces "
-            "were captured: events some libraries send as OTLP logs are not included."
-        ),
-        "api_key_used": "sk-fixture-not-a-secret",
-        "resource_attributes": {"service.name": "<dialect>-agent", "deployment.environment.name": "test"},
-        "mock_usage_rule": USAGE_RULE,
-        "dialects": {},
-    }
+    manifest_path = fixtures_dir / "MANIFEST.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        manifest = {}
+    # Re-capturing some dialects keeps the others' entries.
+    manifest.update(
+        {
+            "generated_by": "scripts/capture-fixtures",
+            "note": (
+                "Spans captured from real instrumentation libraries calling the Tollgate mock "
+                "provider (tests/mock-provider). Trace/span ids, timestamps and the mock's port "
+                "(in url/api_base attributes) change on every capture; token counts, models, "
+                "response ids and statuses do not. Only traces were captured: events some "
+                "libraries send as OTLP logs are not included. Calls run in the order listed; "
+                "spans are matched to calls by start time."
+            ),
+            "api_key_used": "sk-fixture-not-a-secret",
+            "resource_attributes": {
+                "service.name": "<dialect>-agent",
+                "deployment.environment.name": "test",
+            },
+            "mock_usage_rule": USAGE_RULE,
+        }
+    )
+    manifest.setdefault("dialects", {})
     failures = []
     for dialect in dialects:
         result = json.loads((results_dir / f"{dialect}.json").read_text())
@@ -144,45 +192,61 @@ def main() -> None:
         spans.sort(key=lambda pair: pair[0].start_time_unix_nano)
         if decoded != merged or not spans:
             failures.append(dialect)
-        summaries = [span_summary(span, scope) for span, scope in spans]
-        keys = sorted({k for s in summaries for k in s["attribute_keys"]})
+        keys = sorted({kv.key for span, _ in spans for kv in span.attributes})
 
-        calls = result["calls"]
+        calls, unmatched = [], []
+        per_call: list = [[] for _ in result["calls"]]
+        for span, scope in spans:
+            for i, call in enumerate(result["calls"]):
+                lo, hi = call["window_unix_nano"]
+                if lo <= span.start_time_unix_nano <= hi:
+                    per_call[i].append(span_summary(span, scope))
+                    break
+            else:
+                unmatched.append(span_summary(span, scope))
+        for i, call in enumerate(result["calls"]):
+            calls.append(call_entry(i, call, per_call[i]))
+
         notes = []
-        if len(summaries) == len(calls):
-            for call, summary in zip(calls, summaries):
-                call["span"] = summary
-        else:
-            notes.append(
-                f"{len(summaries)} spans for {len(calls)} calls; spans listed separately, in start order"
-            )
+        scopes = sorted({scope.name for _, scope in spans})
+        if len(spans) != len(calls):
+            notes.append(f"{len(spans)} spans for {len(calls)} calls (scopes: {', '.join(scopes)})")
         if dialect == "genai_latest":
-            has_provider = "gen_ai.provider.name" in keys
             notes.append(
                 "gen_ai.provider.name is emitted (latest experimental conventions supported)"
-                if has_provider
+                if "gen_ai.provider.name" in keys
                 else "gen_ai.provider.name is NOT emitted by this version; still captured"
             )
         for call in calls:
-            if call["observed"].get("exception"):
-                notes.append(f"call {call['name']} raised in the SDK/instrumentation: {call['observed']['exception']}")
+            if call["sdk_observed"].get("exception"):
+                notes.append(
+                    f"call {call['name']} raised in the SDK/instrumentation: "
+                    f"{call['sdk_observed']['exception']}"
+                )
+            if not call["spans"]:
+                notes.append(f"call {call['name']} produced no span")
 
-        manifest["dialects"][dialect] = {
+        entry = {
             "fixture": pb_path.name,
             "text_rendering": f"{dialect}.txt",
             "service_name": f"{dialect}-agent",
+            "extra": dialect in EXTRA_DIALECTS,
             "library_family": result["library_family"],
             "instrumentation_package": result["instrumentation_package"],
             "versions": result["versions"],
             "env": result["env"],
-            "span_count": len(summaries),
+            "span_count": len(spans),
+            "scopes": scopes,
             "attribute_keys_seen": keys,
             "notes": notes,
             "calls": calls,
-            **({} if len(summaries) == len(calls) else {"spans": summaries}),
         }
+        if unmatched:
+            entry["unmatched_spans"] = unmatched
+        manifest["dialects"][dialect] = entry
 
-    (fixtures_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    manifest["dialects"] = dict(sorted(manifest["dialects"].items()))
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     if failures:
         sys.exit(f"fixtures that did not decode or hold no spans: {failures}")
 

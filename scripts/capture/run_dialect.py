@@ -13,7 +13,9 @@ import importlib.metadata
 import json
 import os
 import sys
+import time
 import traceback
+import warnings
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -61,6 +63,15 @@ DIALECTS = {
         "support": ["openinference-instrumentation", "openinference-semantic-conventions"],
         "family": "Arize OpenInference",
     },
+    # Not one of the five requested dialects: anthropic>=2 traces its own
+    # calls (scope com.anthropic.sdk.python) whenever a global tracer provider
+    # is set, so these spans reach collectors with no instrumentation library.
+    "anthropic_sdk_native": {
+        "instrumentation": "anthropic",
+        "provider": "anthropic",
+        "support": [],
+        "family": "Anthropic Python SDK built-in OpenTelemetry tracing (no instrumentation library)",
+    },
 }
 
 # Packages every dialect runs on.
@@ -69,7 +80,7 @@ COMMON_PACKAGES = ["opentelemetry-api", "opentelemetry-sdk", "opentelemetry-expo
 
 def versions(dialect: str) -> dict:
     spec = DIALECTS[dialect]
-    found = {}
+    found = {"python": sys.version.split()[0]}
     for name in [spec["instrumentation"], spec["provider"], *spec["support"], *COMMON_PACKAGES]:
         try:
             found[name] = importlib.metadata.version(name)
@@ -106,6 +117,8 @@ def instrument(dialect: str, provider: TracerProvider) -> None:
         from openinference.instrumentation.openai import OpenAIInstrumentor
 
         OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif dialect == "anthropic_sdk_native":
+        pass  # the SDK's own tracing picks up the global tracer provider
     else:
         raise SystemExit(f"unknown dialect {dialect}")
 
@@ -325,10 +338,19 @@ def main() -> None:
 
     results, mismatches = [], []
     for call in calls:
-        try:
-            observed = runner(call, client)
-        except Exception as err:  # an instrumentation crash is a finding, not a stop
-            observed = {"status": None, "exception": repr(err), "traceback": traceback.format_exc()}
+        # Spans are matched to calls by start time (same clock as the SDK's).
+        started = time.time_ns()
+        # Warnings (e.g. the SDK's model-deprecation notice) are findings to
+        # record in the manifest, not noise for the terminal.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                observed = runner(call, client)
+            except Exception as err:  # an instrumentation crash is a finding, not a stop
+                observed = {"status": None, "exception": repr(err), "traceback": traceback.format_exc()}
+        ended = time.time_ns()
+        if caught:
+            observed["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
         expected_status = int(call["headers"].get("x-mock-status", 200))
         entry = {
             "name": call["name"],
@@ -339,6 +361,7 @@ def main() -> None:
             "mock_headers": call["headers"],
             "expected_status": expected_status,
             "observed": observed,
+            "window_unix_nano": [started, ended],
         }
         if expected_status == 200:
             entry["expected_usage"] = expected_usage(call["api"], call["request"], call["headers"])

@@ -1,12 +1,28 @@
 //! `${VAR}` and `${VAR:-default}` expansion in the config file text.
 
 /// Expands `${VAR}` and `${VAR:-default}` using `lookup`; `$${` is a literal `${`.
+/// Full-line comments are left as written.
 ///
 /// An unset variable without a default is an error naming it, so a typo in a
 /// variable name stops start-up instead of silently producing an empty value.
 pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            expand_line(line, &lookup, &mut out).map_err(|e| format!("line {}: {e}", n + 1))?;
+        }
+    }
+    Ok(out)
+}
+
+fn expand_line(
+    line: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+) -> Result<(), String> {
+    let mut rest = line;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
@@ -21,10 +37,7 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             continue;
         };
         let Some(end) = body_start.find('}') else {
-            let line = text[..text.len() - rest.len() + pos].lines().count().max(1);
-            return Err(format!(
-                "line {line}: unterminated `${{` in variable reference"
-            ));
+            return Err("unterminated `${` in variable reference".to_owned());
         };
         let body = &body_start[..end];
         let (name, default) = match body.split_once(":-") {
@@ -47,7 +60,7 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
         rest = &body_start[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -78,9 +91,19 @@ mod tests {
     }
 
     #[test]
+    fn comments_are_not_expanded() {
+        let text = "# use ${VAR} here\npath = \"${HOME_DIR}\"\n";
+        assert_eq!(
+            expand_env(text, env).unwrap(),
+            "# use ${VAR} here\npath = \"/srv/tollgate\"\n"
+        );
+    }
+
+    #[test]
     fn unset_variable_is_an_error_naming_it() {
-        let err = expand_env("a = \"${NOPE}\"", env).unwrap_err();
+        let err = expand_env("x = 1\na = \"${NOPE}\"", env).unwrap_err();
         assert!(err.contains("`NOPE` is not set"), "{err}");
+        assert!(err.starts_with("line 2:"), "{err}");
         assert!(
             expand_env("${unterminated", env)
                 .unwrap_err()

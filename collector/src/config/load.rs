@@ -173,3 +173,17 @@ mod tests {
         assert!(err.contains("pricing"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The documented example must stay loadable, and equal to the defaults.
+    #[test]
+    fn example_config_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tollgate.example.toml");
+        let example = load_with_env(Some(&path), Env::prefixed("TOLLGATE_TEST_NOTHING_")).unwrap();
+        let defaults = load_with_env(None, Env::prefixed("TOLLGATE_TEST_NOTHING_")).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+}
