@@ -39,10 +39,10 @@ async fn export(provider: SdkTracerProvider, call: ModelCall, scope: Scope) -> (
     ids
 }
 
-fn gpt4o_mini_call(start: SystemTime) -> ModelCall {
+fn gpt4o_mini_call(start: SystemTime, response_id: &str) -> ModelCall {
     let mut call = ModelCall::new("openai", "chat", "gpt-4o-mini");
     call.response_model = Some("gpt-4o-mini-2024-07-18".into());
-    call.response_id = Some("chatcmpl-e2e-1".into());
+    call.response_id = Some(response_id.into());
     call.input_tokens = Some(200_000);
     call.output_tokens = Some(50_000);
     call.cache_read_tokens = Some(100_000);
@@ -89,7 +89,12 @@ async fn rows_from_grpc_and_http_protobuf_and_json_are_exact() {
     for (protocol, endpoint, project) in &protocols {
         let provider =
             init_tracer_provider(endpoint, *protocol, "support-bot", Some("prod")).unwrap();
-        let (trace, span) = export(provider, gpt4o_mini_call(start), scope(project)).await;
+        let (trace, span) = export(
+            provider,
+            gpt4o_mini_call(start, &format!("chatcmpl-{project}")),
+            scope(project),
+        )
+        .await;
         assert_eq!((trace.len(), span.len()), (32, 16));
         sent.push((*project, trace, span));
     }
@@ -114,7 +119,7 @@ async fn rows_from_grpc_and_http_protobuf_and_json_are_exact() {
         let c = find(&calls, "project", project);
         assert_eq!(c["trace_id"], *trace);
         assert_eq!(c["span_id"], *span);
-        assert_eq!(c["request_id"], "chatcmpl-e2e-1");
+        assert_eq!(c["request_id"], format!("chatcmpl-{project}"));
         assert_eq!(c["org"], "acme");
         assert_eq!(c["app"], "support-bot");
         assert_eq!(c["environment"], "prod");

@@ -34,13 +34,16 @@ pub(crate) enum Field {
     FinishReason,
     Stream,
     TtftMs,
+    TtftSeconds,
     CostUsd,
     ServerAddress,
     ServerPort,
+    /// OpenInference's JSON string of request parameters (`model`, `stream`).
+    InvocationParameters,
 }
 
 /// Number of [`Field`] variants.
-pub(crate) const FIELD_COUNT: usize = Field::ServerPort as usize + 1;
+pub(crate) const FIELD_COUNT: usize = Field::InvocationParameters as usize + 1;
 
 /// The field and rank of a span or resource attribute, if it is one we read.
 pub(crate) fn field_of(key: &str) -> Option<(Field, u8)> {
@@ -80,9 +83,11 @@ pub(crate) fn field_of(key: &str) -> Option<(Field, u8)> {
         "llm.usage.cache_read_input_tokens" => (CacheReadTokens, 2),
         "llm.token_count.prompt_details.cache_read" => (CacheReadTokens, 3),
         "gen_ai.usage.cache_creation.input_tokens" => (CacheWriteTokens, 0),
-        "gen_ai.usage.cache_creation_input_tokens" => (CacheWriteTokens, 1),
-        "llm.usage.cache_creation_input_tokens" => (CacheWriteTokens, 2),
-        "llm.token_count.prompt_details.cache_write" => (CacheWriteTokens, 3),
+        // The Anthropic SDK's own tracing spells it `cache_write`.
+        "gen_ai.usage.cache_write.input_tokens" => (CacheWriteTokens, 1),
+        "gen_ai.usage.cache_creation_input_tokens" => (CacheWriteTokens, 2),
+        "llm.usage.cache_creation_input_tokens" => (CacheWriteTokens, 3),
+        "llm.token_count.prompt_details.cache_write" => (CacheWriteTokens, 4),
         "gen_ai.usage.reasoning.output_tokens" => (ReasoningTokens, 0),
         "gen_ai.usage.reasoning_tokens" => (ReasoningTokens, 1),
         "llm.usage.reasoning_tokens" => (ReasoningTokens, 2),
@@ -113,14 +118,17 @@ pub(crate) fn field_of(key: &str) -> Option<(Field, u8)> {
         "llm.response.finish_reason" => (FinishReason, 1),
         "tollgate.stream" => (Stream, 0),
         "gen_ai.request.stream" => (Stream, 1),
-        "llm.is_streaming" => (Stream, 2),
+        "gen_ai.is_streaming" => (Stream, 2),
+        "llm.is_streaming" => (Stream, 3),
         "tollgate.ttft_ms" => (TtftMs, 0),
+        "gen_ai.response.time_to_first_chunk" => (TtftSeconds, 0),
         "tollgate.cost_usd" => (CostUsd, 0),
         "gen_ai.usage.cost" => (CostUsd, 1),
         "llm.cost.total" => (CostUsd, 2),
         "tollgate.upstream" => (ServerAddress, 0),
         "server.address" => (ServerAddress, 1),
         "server.port" => (ServerPort, 0),
+        "llm.invocation_parameters" => (InvocationParameters, 0),
         _ => return None,
     })
 }
@@ -247,9 +255,11 @@ mod tests {
             "gen_ai.response.finish_reasons",
             "tollgate.stream",
             "tollgate.ttft_ms",
+            "gen_ai.response.time_to_first_chunk",
             "tollgate.cost_usd",
             "tollgate.upstream",
             "server.port",
+            "llm.invocation_parameters",
         ];
         let mut seen = [false; FIELD_COUNT];
         for k in keys {

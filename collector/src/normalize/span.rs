@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use tollgate_rules::pricing::{PriceTable, TokenUsage};
@@ -121,8 +122,22 @@ impl Normalizer {
                 .and_then(values::as_string)
         };
 
-        let request_model = string(Field::RequestModel);
+        // OpenInference names the requested model only inside its JSON
+        // invocation parameters; read them only when needed.
+        let invocation = || -> Option<serde_json::Value> {
+            let kv = get(Field::InvocationParameters)?;
+            match kv.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) if s.len() <= 64 * 1024 => serde_json::from_str(s).ok(),
+                _ => None,
+            }
+        };
         let response_model = string(Field::ResponseModel);
+        let request_model = string(Field::RequestModel).or_else(|| {
+            invocation()?
+                .get("model")?
+                .as_str()
+                .map(|m| values::truncate(m).to_owned())
+        });
         let has_model = request_model.is_some() || response_model.is_some();
         let operation = match string(Field::Operation) {
             Some(raw) => match normalize_operation(&raw) {
@@ -199,7 +214,10 @@ impl Normalizer {
             })
         };
         let provider_cost = number(Field::CostUsd)?;
-        let ttft_ms = number(Field::TtftMs)?;
+        let ttft_ms = match number(Field::TtftMs)? {
+            Some(ms) => Some(ms),
+            None => number(Field::TtftSeconds)?.map(|s| s * 1000.0),
+        };
 
         let provider = string(Field::Provider).map(|p| normalize_provider(&p));
         let span_failed = span
@@ -212,8 +230,11 @@ impl Normalizer {
             .and_then(|n| u16::try_from(n).ok());
         let mut error_type = string(Field::ErrorType);
         if error_type.is_none() && span_failed {
-            // OpenTelemetry's fallback value when the error class is unknown.
-            error_type = Some(http_status.map_or_else(|| "_OTHER".to_owned(), |s| s.to_string()));
+            // The recorded exception's type, else the HTTP status, else
+            // OpenTelemetry's fallback value for an unknown error class.
+            error_type = exception_type(span)
+                .or_else(|| http_status.map(|s| s.to_string()))
+                .or_else(|| Some("_OTHER".to_owned()));
         }
         let status = if error_type.is_some() {
             CallStatus::Error
@@ -288,6 +309,7 @@ impl Normalizer {
             stream: get(Field::Stream)
                 .and_then(|kv| kv.value.as_ref())
                 .and_then(values::as_bool)
+                .or_else(|| invocation()?.get("stream")?.as_bool())
                 .unwrap_or(false),
             finish_reason: string(Field::FinishReason),
             mode: Mode::Observe,
@@ -319,6 +341,18 @@ impl Normalizer {
         }
         labels
     }
+}
+
+/// `exception.type` of the span's first `exception` event (OpenTelemetry's
+/// way of recording errors, used by OpenInference among others).
+fn exception_type(span: &Span) -> Option<String> {
+    span.events
+        .iter()
+        .filter(|e| e.name == "exception")
+        .flat_map(|e| &e.attributes)
+        .find(|kv| kv.key == "exception.type")
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(values::as_string)
 }
 
 #[cfg(test)]

@@ -53,7 +53,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX calls_by_time ON calls (start_unix_nanos);
      CREATE INDEX calls_by_project_time ON calls (project, start_unix_nanos);
      -- A retried export must not count a call twice.
-     CREATE UNIQUE INDEX calls_by_span ON calls (trace_id, span_id) WHERE span_id <> '';",
+     CREATE UNIQUE INDEX calls_by_span ON calls (trace_id, span_id) WHERE span_id <> '';
+     -- Nor must two instrumentations of one call (e.g. a provider SDK's own
+     -- tracing plus an instrumentation library): one row per provider response.
+     CREATE UNIQUE INDEX calls_by_response ON calls (provider, request_id) WHERE request_id IS NOT NULL;",
 ];
 
 /// The schema version this build writes.
