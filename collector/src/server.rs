@@ -11,14 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{ApiState, api_router};
-use crate::config::{Config, StorageConfig};
+use crate::config::Config;
 use crate::internal_events::InternalEvents;
 use crate::normalize::{Normalizer, NormalizerConfig};
 use crate::pipeline::{Writer, row_queue};
-use crate::query::QueryStore;
 use crate::receivers::{HttpReceiverConfig, Ingest, grpc_router, http_router};
-use crate::sinks::sqlite::SqliteStore;
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::{SinkError, Store};
 
 /// Why the collector could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -46,19 +44,6 @@ pub struct BoundAddrs {
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
     pub api: SocketAddr,
-}
-
-impl StorageConfig {
-    /// Opens the configured store: its writing side and its query side.
-    pub fn build(&self) -> Result<(Arc<dyn Sink>, Arc<dyn QueryStore>), SinkError> {
-        match self {
-            StorageConfig::Sqlite { dir } => {
-                let store = SqliteStore::open(dir)?;
-                tracing::info!(path = %store.path().display(), "embedded store open");
-                Ok((Arc::new(store.clone()), Arc::new(store)))
-            }
-        }
-    }
 }
 
 async fn bind(
@@ -91,7 +76,7 @@ pub async fn run(
         return Err(ServeError::GatewayUnavailable);
     }
     let events = InternalEvents::new();
-    let (sink, store) = config.storage.build()?;
+    let Store { sink, query: store } = config.storage.build()?;
 
     let grpc_listener = bind(
         config.grpc_listen,

@@ -82,6 +82,8 @@ fn one_line(err: &figment::Error, path: Option<&Path>) -> String {
 }
 
 #[cfg(test)]
+// figment's `Jail` closure signature is fixed by the crate.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use crate::config::StorageConfig;

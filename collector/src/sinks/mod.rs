@@ -3,5 +3,7 @@
 
 mod sink;
 pub mod sqlite;
+mod store;
 
 pub use sink::{Sink, SinkError};
+pub use store::Store;

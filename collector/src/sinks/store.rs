@@ -1,0 +1,31 @@
+//! Building the configured store from `[storage]`.
+
+use std::sync::Arc;
+
+use super::sqlite::SqliteStore;
+use super::{Sink, SinkError};
+use crate::config::StorageConfig;
+use crate::query::QueryStore;
+
+/// An open store: the side the writer writes to and the side the API reads.
+#[derive(Clone)]
+pub struct Store {
+    pub sink: Arc<dyn Sink>,
+    pub query: Arc<dyn QueryStore>,
+}
+
+impl StorageConfig {
+    /// Opens the configured store.
+    pub fn build(&self) -> Result<Store, SinkError> {
+        match self {
+            StorageConfig::Sqlite { dir } => {
+                let store = SqliteStore::open(dir)?;
+                tracing::info!(path = %store.path().display(), "embedded store open");
+                Ok(Store {
+                    sink: Arc::new(store.clone()),
+                    query: Arc::new(store),
+                })
+            }
+        }
+    }
+}
