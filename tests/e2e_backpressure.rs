@@ -10,49 +10,25 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use support::Collector;
+use support::{Collector, otlp};
 use tonic_types::StatusExt;
 
 /// A request of `n` model-call spans whose span ids start at `first`.
 fn request(first: u64, n: u64) -> ExportTraceServiceRequest {
-    let spans = (first..first + n)
-        .map(|i| Span {
-            trace_id: vec![1; 16],
-            span_id: i.to_be_bytes().to_vec(),
-            name: "chat".into(),
-            start_time_unix_nano: 1_800_000_000_000_000_000,
-            end_time_unix_nano: 1_800_000_000_100_000_000,
-            attributes: vec![
-                KeyValue {
-                    key: "gen_ai.request.model".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue("gpt-4o-mini".into())),
-                    }),
-                    ..Default::default()
-                },
-                KeyValue {
-                    key: "gen_ai.usage.input_tokens".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::IntValue(100)),
-                    }),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    otlp::request(
+        (first..first + n)
+            .map(|i| {
+                otlp::span(
+                    i.to_be_bytes().to_vec(),
+                    vec![
+                        otlp::string("gen_ai.request.model", "gpt-4o-mini"),
+                        otlp::int("gen_ai.usage.input_tokens", 100),
+                    ],
+                )
+            })
+            .collect(),
+    )
 }
 
 async fn post(c: &Collector, req: &ExportTraceServiceRequest) -> reqwest::Response {

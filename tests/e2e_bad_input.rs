@@ -10,43 +10,16 @@ use std::io::Write;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use support::Collector;
+use support::otlp::{self, kv, request};
 
 const MIB: usize = 1024 * 1024;
 
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
 fn span(id: u8, attrs: Vec<KeyValue>) -> Span {
-    Span {
-        trace_id: vec![7; 16],
-        span_id: vec![id; 8],
-        name: "chat".into(),
-        start_time_unix_nano: 1_800_000_000_000_000_000,
-        end_time_unix_nano: 1_800_000_000_100_000_000,
-        attributes: attrs,
-        ..Default::default()
-    }
-}
-
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    otlp::span(vec![id; 8], attrs)
 }
 
 fn good_request(id: u8) -> ExportTraceServiceRequest {

@@ -14,25 +14,8 @@ async fn serve_with_demo_shows_usage_within_30_seconds() {
     let started = Instant::now();
     let mut c = Collector::start_full("", &["--demo"], &[]);
     let usage = loop {
-        let out = std::process::Command::new(support::bin())
-            .args([
-                "usage",
-                "--by",
-                "project,model",
-                "--since",
-                "1h",
-                "--json",
-                "--api",
-                &c.api_url(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = c.usage_cli(&["--by", "project,model", "--since", "1h", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         if v["rows"].as_array().is_some_and(|r| r.len() >= 10) {
             break v;
         }
@@ -66,19 +49,7 @@ async fn serve_with_demo_shows_usage_within_30_seconds() {
     );
 
     // The readable table names its columns.
-    let out = std::process::Command::new(support::bin())
-        .args([
-            "usage",
-            "--by",
-            "org",
-            "--since",
-            "1h",
-            "--api",
-            &c.api_url(),
-        ])
-        .output()
-        .unwrap();
-    let table = String::from_utf8(out.stdout).unwrap();
+    let table = c.usage_cli(&["--by", "org", "--since", "1h"]);
     assert!(
         table.contains("ORG") && table.contains("acme") && table.contains("COST USD"),
         "{table}"

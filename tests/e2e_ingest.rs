@@ -180,24 +180,7 @@ async fn rows_from_grpc_and_http_protobuf_and_json_are_exact() {
     assert!((grpc["cost_usd"].as_f64().unwrap() - 0.0525).abs() < 1e-9);
 
     // The CLI shows the same numbers.
-    let out = std::process::Command::new(support::bin())
-        .args([
-            "usage",
-            "--by",
-            "project,model",
-            "--since",
-            "1h",
-            "--api",
-            &collector.api_url(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8(out.stdout).unwrap();
+    let table = collector.usage_cli(&["--by", "project,model", "--since", "1h"]);
     assert!(
         table.contains("http-json") && table.contains("gpt-4o-mini"),
         "{table}"

@@ -194,6 +194,17 @@ impl Collector {
         }
     }
 
+    /// `tollgate usage ARGS --api <this collector>`; asserts success, returns stdout.
+    pub fn usage_cli(&self, args: &[&str]) -> String {
+        let api = self.api_url();
+        let mut all = vec!["usage"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--api", &api]);
+        let (ok, stdout, stderr) = cli(&all);
+        assert!(ok, "tollgate {all:?} failed: {stderr}");
+        stdout
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.api_url()))
             .await
@@ -217,4 +228,63 @@ pub fn find<'a>(calls: &'a [Value], field: &str, value: &str) -> &'a Value {
         .iter()
         .find(|c| c[field] == value)
         .unwrap_or_else(|| panic!("no call with {field} = {value} in {calls:#?}"))
+}
+
+/// Runs the `tollgate` CLI with `args`; returns (success, stdout, stderr).
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Hand-built OTLP payloads for tests that need exact bytes on the wire.
+pub mod otlp {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    pub fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    pub fn string(key: &str, value: &str) -> KeyValue {
+        kv(key, Value::StringValue(value.into()))
+    }
+
+    pub fn int(key: &str, value: i64) -> KeyValue {
+        kv(key, Value::IntValue(value))
+    }
+
+    /// A 100 ms span with the given span id and attributes.
+    pub fn span(span_id: Vec<u8>, attrs: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![7; 16],
+            span_id,
+            name: "chat".into(),
+            start_time_unix_nano: 1_800_000_000_000_000_000,
+            end_time_unix_nano: 1_800_000_000_100_000_000,
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    /// One resource, one scope, these spans.
+    pub fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
 }
