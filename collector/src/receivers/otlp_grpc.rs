@@ -81,10 +81,18 @@ where
     const NAME: &'static str = S::NAME;
 }
 
-const GRPC_INVALID_ARGUMENT: &str = "3";
 const GRPC_RESOURCE_EXHAUSTED: &str = "8";
-const GRPC_OUT_OF_RANGE: &str = "11";
-const GRPC_INTERNAL: &str = "13";
+
+/// (code tonic answers, code OTLP wants, how the refusal is counted).
+const REWRITES: [(&str, &str, Refusal, &str); 2] = [
+    (
+        "11",
+        GRPC_RESOURCE_EXHAUSTED,
+        Refusal::TooLarge,
+        "message over the size limit",
+    ),
+    ("13", "3", Refusal::Malformed, "undecodable message"),
+];
 
 impl<S, B, RB> Service<Request<B>> for OtlpStatusCodes<S>
 where
@@ -106,26 +114,14 @@ where
             let mut response = fut.await?;
             let headers = response.headers_mut();
             let status = headers.get("grpc-status").map(HeaderValue::as_bytes);
-            if status == Some(GRPC_OUT_OF_RANGE.as_bytes()) {
-                headers.insert(
-                    "grpc-status",
-                    HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED),
-                );
-                ingest.events().request_refused(
-                    Transport::Grpc,
-                    Refusal::TooLarge,
-                    "message over the size limit",
-                );
-            } else if status == Some(GRPC_INTERNAL.as_bytes()) {
-                headers.insert(
-                    "grpc-status",
-                    HeaderValue::from_static(GRPC_INVALID_ARGUMENT),
-                );
-                ingest.events().request_refused(
-                    Transport::Grpc,
-                    Refusal::Malformed,
-                    "undecodable message",
-                );
+            if let Some((_, otlp_code, refusal, detail)) = REWRITES
+                .iter()
+                .find(|(tonic_code, ..)| status == Some(tonic_code.as_bytes()))
+            {
+                headers.insert("grpc-status", HeaderValue::from_static(otlp_code));
+                ingest
+                    .events()
+                    .request_refused(Transport::Grpc, *refusal, detail);
             } else if status == Some(GRPC_RESOURCE_EXHAUSTED.as_bytes())
                 && headers
                     .get("grpc-message")

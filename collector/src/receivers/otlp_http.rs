@@ -287,3 +287,40 @@ fn is_length_limit(e: &axum::Error) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OTLP/JSON as the specification writes it (and JS/Python exporters
+    /// send it): hex ids, 64-bit integers as strings, enums as numbers.
+    #[test]
+    fn decodes_spec_style_otlp_json() {
+        let body = r#"{"resourceSpans":[{"resource":{"attributes":[
+            {"key":"service.name","value":{"stringValue":"support-bot"}}]},
+          "scopeSpans":[{"scope":{"name":"agent"},"spans":[{
+            "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+            "name":"chat gpt-4o","kind":3,
+            "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000",
+            "attributes":[
+              {"key":"gen_ai.request.model","value":{"stringValue":"gpt-4o"}},
+              {"key":"gen_ai.usage.input_tokens","value":{"intValue":"1200"}},
+              {"key":"gen_ai.usage.output_tokens","value":{"intValue":300}}],
+            "status":{"code":2,"message":"boom"}}]}]}]}"#;
+        let request: ExportTraceServiceRequest = serde_json::from_str(body).unwrap();
+        let span = &request.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(
+            hex::encode(&span.trace_id),
+            "5b8efff798038103d269b633813fc60c"
+        );
+        assert_eq!(hex::encode(&span.span_id), "eee19b7ec3c1b174");
+        assert_eq!(span.start_time_unix_nano, 1_544_712_660_000_000_000);
+        assert_eq!(span.kind, 3);
+        assert_eq!(span.status.as_ref().map(|s| s.code), Some(2));
+        let attrs = &span.attributes;
+        assert_eq!(
+            attrs[1].value.as_ref().and_then(|v| v.value.clone()),
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(1200))
+        );
+    }
+}
