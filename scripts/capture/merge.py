@@ -75,6 +75,125 @@ def any_value(value):
     return getattr(value, kind)
 
 
+# Substrings of the attribute keys a span summary lists with their values. The
+# last group (scope, session, cost, ttft) is what hand-recorded Tollgate spans
+# carry; none of the library dialects emits such keys.
+KEY_ATTRIBUTE_MARKERS = (
+    "token", "model", "provider", "system", "operation", "error", "stream",
+    "response.id", "finish", "span.kind", "llm.request.type",
+    "tollgate.", "user.id", "conversation.id", "session", "cost",
+)
+
+# The pre-1.27 GenAI names the legacy OpenLLMetry dialect must really emit.
+LEGACY_NAMES = (
+    "gen_ai.system",
+    "gen_ai.usage.prompt_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.usage.total_tokens",
+    "llm.request.type",
+)
+# Their current replacements, which it must NOT emit.
+CURRENT_NAMES = ("gen_ai.provider.name", "gen_ai.operation.name", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens")
+
+
+def legacy_notes(keys: list, calls: list) -> tuple:
+    """What the legacy dialect emitted, per name; (notes, failures)."""
+    notes, failures = [], []
+    missing = [k for k in LEGACY_NAMES if k not in keys]
+    modern = [k for k in CURRENT_NAMES if k in keys]
+    notes.append("pre-1.27 names emitted: " + ", ".join(k for k in LEGACY_NAMES if k in keys))
+    if missing:
+        failures.append(f"legacy names missing: {missing}")
+    if modern:
+        failures.append(f"current names present: {modern}")
+    for call in calls:
+        for span in call["spans"]:
+            attrs = span["key_attributes"]
+            desc = f"call {call['name']}: "
+            if call["mock_returned"]["status"] != 200:
+                desc += (
+                    f"span status {span['status_code']} ({span['status_message']!r}), "
+                    f"error.type {'present' if 'error.type' in attrs else 'absent'}"
+                )
+            elif "gen_ai.usage.prompt_tokens" not in attrs:
+                desc += "no token attributes on the span"
+            else:
+                desc += ", ".join(
+                    f"{k}={attrs[k]}"
+                    for k in (
+                        "gen_ai.usage.prompt_tokens",
+                        "gen_ai.usage.completion_tokens",
+                        "llm.usage.total_tokens",
+                        "gen_ai.usage.cache_read_input_tokens",
+                    )
+                    if k in attrs
+                )
+            desc += f"; llm.request.type={attrs.get('llm.request.type')}, gen_ai.system={attrs.get('gen_ai.system')}"
+            notes.append(desc)
+    stream = next((c for c in calls if c["streamed"]), None)
+    if stream and stream["spans"] and "gen_ai.usage.prompt_tokens" not in stream["spans"][0]["key_attributes"]:
+        notes.append(
+            "the streamed call's span has llm.is_streaming=true but NO token counts although the "
+            "mock sent usage in the last chunk (include_usage): this release ignores the stream's "
+            "usage and counts stream tokens only with tiktoken when enrich_token_usage=True "
+            "(off by default, and tiktoken would download its encodings)"
+        )
+    cached = next((c for c in calls if c["name"] == "chat_cached"), None)
+    if cached and cached["spans"] and "gen_ai.usage.cache_read_input_tokens" not in cached["spans"][0]["key_attributes"]:
+        notes.append(
+            "no cache-read attribute: this release does not record prompt_tokens_details.cached_tokens, "
+            "so the cached call's gen_ai.usage.prompt_tokens includes the "
+            f"{cached['mock_returned']['usage']['cache_read_tokens']} cached tokens with nothing to tell them apart"
+        )
+    return notes, failures
+
+
+# Roles in priority order: each key is listed under the first role it matches.
+ROLES = (
+    ("cost", ("cost",)),
+    ("streaming", ("stream", "ttft")),
+    ("errors", ("error",)),
+    ("tokens", ("usage.", "token_count")),
+    ("model", ("model",)),
+    ("provider", ("gen_ai.system", "provider")),
+    ("operation", ("operation", "request.type", "span.kind")),
+    ("response id", ("response.id",)),
+    ("scope", ("tollgate.", "user.id", "conversation.id", "session")),
+)
+
+
+def names_by_role(keys: list) -> str:
+    """Which attribute names the capture really holds, grouped by what a row needs."""
+    grouped: dict = {}
+    for key in keys:
+        for role, markers in ROLES:
+            if any(m in key for m in markers):
+                grouped.setdefault(role, []).append(key)
+                break
+    parts = [f"{role}: {', '.join(grouped[role])}" for role, _ in ROLES if role in grouped]
+    return "attribute names by role -- " + "; ".join(parts)
+
+
+def manual_notes(calls: list) -> list:
+    notes = [
+        "no instrumentation library: the agent records one CLIENT span per call with the plain "
+        "OpenTelemetry SDK (tracer 'agent'), values from the openai client's parsed response",
+        "resource carries tollgate.org=acme and tollgate.project=support (see resource_attributes)",
+        "every span: user.id=u-17, gen_ai.conversation.id=conv-9, tollgate.route=support-chat, "
+        "tollgate.label.team=core",
+        "gen_ai.usage.input_tokens = usage.prompt_tokens (includes cached tokens, as in the README), "
+        "gen_ai.usage.cache_read.input_tokens = prompt_tokens_details.cached_tokens or 0",
+        "tollgate.cost_usd=0.0042 on call chat is a fixed provider-reported cost: the mock reports no cost",
+        "tollgate.session=sess-override-7 on call chat_cached overrides gen_ai.conversation.id=conv-9",
+        "tollgate.stream=true and tollgate.ttft_ms (measured client-side, milliseconds, varies per "
+        "capture) on call chat_stream only",
+        "embeddings span is named 'embeddings text-embedding-3-small', gen_ai.operation.name=embeddings, "
+        "no gen_ai.response.id / output / cache attributes (the response has none)",
+        "failed call: error.type=<openai exception class>, span status ERROR, no response/usage attributes",
+    ]
+    return notes
+
+
 def span_summary(span, scope) -> dict:
     return {
         "name": span.name,
@@ -93,7 +212,7 @@ def span_summary(span, scope) -> dict:
             for kv in span.attributes
             if any(
                 marker in kv.key
-                for marker in ("token", "model", "provider", "system", "operation", "error", "stream", "response.id", "finish", "span.kind", "llm.request.type")
+                for marker in KEY_ATTRIBUTE_MARKERS
             )
             and not kv.key.startswith(("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages", "llm.output_messages"))
         },
@@ -217,6 +336,14 @@ def main() -> None:
                 if "gen_ai.provider.name" in keys
                 else "gen_ai.provider.name is NOT emitted by this version; still captured"
             )
+        if dialect in ("legacy_openllmetry_openai", "tollgate_python"):
+            notes.append(names_by_role(keys))
+        if dialect == "legacy_openllmetry_openai":
+            more, bad = legacy_notes(keys, calls)
+            notes.extend(more)
+            failures.extend(f"{dialect}: {b}" for b in bad)
+        if dialect == "tollgate_python":
+            notes.extend(manual_notes(calls))
         for call in calls:
             if call["sdk_observed"].get("exception"):
                 notes.append(
@@ -235,6 +362,12 @@ def main() -> None:
             "instrumentation_package": result["instrumentation_package"],
             "versions": result["versions"],
             "env": result["env"],
+        }
+        # Only where they differ from the manifest-wide resource_attributes.
+        resource = result.get("resource_attributes")
+        if resource and resource != {"service.name": f"{dialect}-agent", "deployment.environment.name": "test"}:
+            entry["resource_attributes"] = resource
+        entry |= {
             "span_count": len(spans),
             "scopes": scopes,
             "attribute_keys_seen": keys,
@@ -248,7 +381,7 @@ def main() -> None:
     manifest["dialects"] = dict(sorted(manifest["dialects"].items()))
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     if failures:
-        sys.exit(f"fixtures that did not decode or hold no spans: {failures}")
+        sys.exit(f"fixtures that did not decode, hold no spans or fail their checks: {failures}")
 
 
 if __name__ == "__main__":

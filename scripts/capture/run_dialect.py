@@ -63,6 +63,31 @@ DIALECTS = {
         "support": ["openinference-instrumentation", "openinference-semantic-conventions"],
         "family": "Arize OpenInference",
     },
+    # An older OpenLLMetry release, run in its own venv (requirements-legacy.txt):
+    # it still emits the pre-1.27 names gen_ai.system, gen_ai.usage.prompt_tokens /
+    # completion_tokens, llm.usage.total_tokens and llm.request.type.
+    "legacy_openllmetry_openai": {
+        "instrumentation": "opentelemetry-instrumentation-openai",
+        "provider": "openai",
+        "support": [
+            "opentelemetry-semantic-conventions-ai",
+            "opentelemetry-semantic-conventions",
+            "opentelemetry-instrumentation",
+            "tiktoken",
+        ],
+        "family": "Traceloop OpenLLMetry, older release (pre-1.27 GenAI attribute names)",
+        "venv": "legacy",
+    },
+    # No instrumentation library: the agent records one span per model call by
+    # hand with the plain OpenTelemetry SDK, as Tollgate's README shows, taking
+    # every value from the real response the openai client parsed.
+    "tollgate_python": {
+        "instrumentation": "opentelemetry-sdk",
+        "provider": "openai",
+        "support": [],
+        "family": "Hand-recorded spans, plain OpenTelemetry Python SDK, Tollgate README attributes (no instrumentation library)",
+        "resource": {"tollgate.org": "acme", "tollgate.project": "support"},
+    },
     # Not one of the five requested dialects: anthropic>=2 traces its own
     # calls (scope com.anthropic.sdk.python) whenever a global tracer provider
     # is set, so these spans reach collectors with no instrumentation library.
@@ -89,10 +114,16 @@ def versions(dialect: str) -> dict:
     return found
 
 
+def resource_attributes(dialect: str) -> dict:
+    return {
+        "service.name": f"{dialect}-agent",
+        "deployment.environment.name": "test",
+        **DIALECTS[dialect].get("resource", {}),
+    }
+
+
 def setup_tracing(dialect: str, otlp_base: str) -> TracerProvider:
-    resource = Resource.create(
-        {"service.name": f"{dialect}-agent", "deployment.environment.name": "test"}
-    )
+    resource = Resource.create(resource_attributes(dialect))
     provider = TracerProvider(resource=resource)
     exporter = OTLPSpanExporter(endpoint=f"{otlp_base}/v1/traces")
     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -105,7 +136,7 @@ def instrument(dialect: str, provider: TracerProvider) -> None:
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
         OpenAIInstrumentor().instrument(tracer_provider=provider)
-    elif dialect == "openllmetry_openai":
+    elif dialect in ("openllmetry_openai", "legacy_openllmetry_openai"):
         from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 
         OpenAIInstrumentor().instrument(tracer_provider=provider)
@@ -119,6 +150,8 @@ def instrument(dialect: str, provider: TracerProvider) -> None:
         OpenAIInstrumentor().instrument(tracer_provider=provider)
     elif dialect == "anthropic_sdk_native":
         pass  # the SDK's own tracing picks up the global tracer provider
+    elif dialect == "tollgate_python":
+        pass  # spans are recorded by hand in run_openai_manual
     else:
         raise SystemExit(f"unknown dialect {dialect}")
 
@@ -268,6 +301,129 @@ def openai_usage(usage) -> dict:
     }
 
 
+# --- tollgate_python: spans recorded by hand --------------------------------
+# Scope attributes on every model-call span, as an agent following the README
+# would set them (resource attributes carry tollgate.org / tollgate.project).
+MANUAL_SCOPE = {
+    "user.id": "u-17",
+    "gen_ai.conversation.id": "conv-9",
+    "tollgate.route": "support-chat",
+    "tollgate.label.team": "core",
+}
+# Per call, on top of MANUAL_SCOPE. The mock reports no cost, so the
+# provider-reported cost on the first call is a fixed value (as if an upstream
+# gateway had returned it); everything else comes from the real response.
+MANUAL_EXTRA = {
+    "chat": {"tollgate.cost_usd": 0.0042},
+    "chat_cached": {"tollgate.session": "sess-override-7"},
+}
+
+
+def run_openai_manual(call: dict, client, tracer) -> dict:
+    """One model call wrapped in a hand-made CLIENT span: request attributes
+    before the call, response model/id/usage from what the openai client
+    parsed, error.type + status ERROR when it raises."""
+    import openai
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    request = call["request"]
+    operation = "embeddings" if call["api"] == "openai_embeddings" else "chat"
+    attributes = {
+        "gen_ai.provider.name": "openai",
+        "gen_ai.operation.name": operation,
+        "gen_ai.request.model": request["model"],
+        **MANUAL_SCOPE,
+        **MANUAL_EXTRA.get(call["name"], {}),
+    }
+    span = tracer.start_span(f"{operation} {request['model']}", kind=SpanKind.CLIENT, attributes=attributes)
+    after: dict = {}
+    try:
+        if call["api"] == "openai_embeddings":
+            response = client.embeddings.create(**request, extra_headers=call["headers"])
+            # Embeddings have no id, no output tokens and no cache details.
+            after = {
+                "gen_ai.response.model": response.model,
+                "gen_ai.usage.input_tokens": response.usage.prompt_tokens,
+            }
+            observed = {
+                "status": 200,
+                "response_id": None,
+                "response_model": response.model,
+                "wire_usage": {
+                    "prompt_tokens": response.usage.prompt_tokens,
+                    "total_tokens": response.usage.total_tokens,
+                },
+                "vectors": len(response.data),
+            }
+        elif request.get("stream"):
+            started = time.perf_counter()
+            ttft_ms = None
+            chunks = []
+            for chunk in client.chat.completions.create(**request, extra_headers=call["headers"]):
+                if ttft_ms is None and chunk.choices and chunk.choices[0].delta.content:
+                    ttft_ms = round((time.perf_counter() - started) * 1000.0, 3)
+                chunks.append(chunk)
+            usage = chunks[-1].usage  # stream_options.include_usage: the last chunk
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+            after = {
+                "gen_ai.response.model": chunks[0].model,
+                "gen_ai.response.id": chunks[0].id,
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "gen_ai.usage.cache_read.input_tokens": cached_tokens(usage),
+                "tollgate.stream": True,
+                "tollgate.ttft_ms": ttft_ms,
+            }
+            observed = {
+                "status": 200,
+                "response_id": chunks[0].id,
+                "response_model": chunks[0].model,
+                "finish_reason": finish[-1] if finish else None,
+                "chunks": len(chunks),
+                "output_text": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+                "wire_usage": openai_usage(usage),
+            }
+        else:
+            response = client.chat.completions.create(**request, extra_headers=call["headers"])
+            after = {
+                "gen_ai.response.model": response.model,
+                "gen_ai.response.id": response.id,
+                "gen_ai.usage.input_tokens": response.usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": response.usage.completion_tokens,
+                "gen_ai.usage.cache_read.input_tokens": cached_tokens(response.usage),
+            }
+            observed = {
+                "status": 200,
+                "response_id": response.id,
+                "response_model": response.model,
+                "finish_reason": response.choices[0].finish_reason,
+                "output_text": response.choices[0].message.content,
+                "wire_usage": openai_usage(response.usage),
+            }
+    except openai.APIStatusError as err:
+        after = {"error.type": type(err).__qualname__}
+        span.set_status(Status(StatusCode.ERROR, f"{err.status_code} {type(err).__qualname__}"))
+        observed = {
+            "status": err.status_code,
+            "error_class": f"openai.{type(err).__name__}",
+            "error_body": err.body,
+            "request_id": err.request_id,
+        }
+    after = {k: v for k, v in after.items() if v is not None}
+    span.set_attributes(after)
+    span.end()
+    observed["span_attributes_set"] = {**attributes, **after}
+    if observed["status"] != 200:
+        observed["span_status"] = {"code": "ERROR", "description": f"{observed['status']} {after['error.type']}"}
+    return observed
+
+
+def cached_tokens(usage) -> int:
+    # README: prompt_tokens_details?.cached_tokens ?? 0
+    details = getattr(usage, "prompt_tokens_details", None)
+    return (details.cached_tokens if details is not None else None) or 0
+
+
 def run_anthropic(call: dict, client) -> dict:
     import anthropic
 
@@ -330,6 +486,11 @@ def main() -> None:
 
         client = openai.OpenAI(api_key=API_KEY, base_url=f"{mock_base}/v1", max_retries=0)
         calls, runner = openai_calls(), run_openai
+        if dialect == "tollgate_python":
+            tracer = provider.get_tracer("agent")
+
+            def runner(call: dict, client) -> dict:
+                return run_openai_manual(call, client, tracer)
     else:
         import anthropic
 
@@ -379,6 +540,7 @@ def main() -> None:
         "library_family": spec["family"],
         "instrumentation_package": spec["instrumentation"],
         "versions": versions(dialect),
+        "resource_attributes": resource_attributes(dialect),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("OTEL_", "TRACELOOP_", "OPENINFERENCE_"))},
         "calls": results,
         "mismatches": mismatches,
