@@ -5,8 +5,11 @@
 //! gateway (synchronous enforcement) link. It holds:
 //!
 //! - [`CallRecord`], the one row per model call that every component speaks;
-//! - [`pricing`], the versioned price table and the model-name matcher.
+//! - [`pricing`], the versioned price table and the model-name matcher;
+//! - [`engine`], the rules engine (budgets, rate limits, model access,
+//!   region locks, custom CEL rules) with `admit` / `settle` / `observe`.
 
+pub mod engine;
 pub mod pricing;
 mod record;
 

@@ -1,0 +1,280 @@
+//! Custom rules: a CEL expression (the `cel` crate) over `call`.
+//!
+//! `call` has: model, provider, operation, input_tokens, output_tokens,
+//! cache_read_tokens, total_tokens, cost_usd, priced, stream, status,
+//! error_type, org, project, app, environment, user, session, route,
+//! upstream and labels (a map). Missing strings are "", counts are ints.
+//! Before a call runs (`admit`), output_tokens is the most it may produce.
+
+use std::collections::BTreeMap;
+
+use cel::{Context, Program};
+use serde::Serialize;
+
+use super::scope::CallIntent;
+use crate::{CallRecord, CallStatus};
+
+/// A compiled CEL expression that must yield a bool.
+pub struct CustomExpression {
+    program: Program,
+    source: String,
+}
+
+impl std::fmt::Debug for CustomExpression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CustomExpression")
+            .field(&self.source)
+            .finish()
+    }
+}
+
+/// What a CEL expression sees of a call.
+#[derive(Debug, Serialize)]
+pub(crate) struct CallView<'a> {
+    model: &'a str,
+    provider: &'a str,
+    operation: &'a str,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    total_tokens: i64,
+    cost_usd: f64,
+    priced: bool,
+    stream: bool,
+    status: &'a str,
+    error_type: &'a str,
+    org: &'a str,
+    project: &'a str,
+    app: &'a str,
+    environment: &'a str,
+    user: &'a str,
+    session: &'a str,
+    route: &'a str,
+    upstream: &'a str,
+    labels: &'a BTreeMap<String, String>,
+}
+
+/// Field names of [`CallView`], for checking `call.<field>` references.
+const CALL_FIELDS: [&str; 21] = [
+    "model",
+    "provider",
+    "operation",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "total_tokens",
+    "cost_usd",
+    "priced",
+    "stream",
+    "status",
+    "error_type",
+    "org",
+    "project",
+    "app",
+    "environment",
+    "user",
+    "session",
+    "route",
+    "upstream",
+    "labels",
+];
+
+/// Identifiers following `call.` outside string literals.
+fn referenced_fields(source: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut in_string: Option<char> = None;
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        match in_string {
+            Some(_) if c == '\\' => i += 1,
+            Some(q) if c == q => in_string = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => in_string = Some(c),
+            None if source[i..].starts_with("call.")
+                && (i == 0
+                    || !(bytes[i - 1] as char).is_ascii_alphanumeric()
+                        && bytes[i - 1] != b'_'
+                        && bytes[i - 1] != b'.') =>
+            {
+                let start = i + 5;
+                let end = source[start..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(source.len(), |n| start + n);
+                out.push(&source[start..end]);
+                i = end;
+                continue;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl<'a> CallView<'a> {
+    pub(crate) fn of_record(r: &'a CallRecord) -> Self {
+        Self {
+            model: r
+                .request_model
+                .as_deref()
+                .or(r.response_model.as_deref())
+                .unwrap_or(""),
+            provider: r.provider.as_deref().unwrap_or(""),
+            operation: r.operation.as_deref().unwrap_or(""),
+            input_tokens: int(r.input_tokens),
+            output_tokens: int(r.output_tokens),
+            cache_read_tokens: int(r.cache_read_tokens),
+            total_tokens: int(r.total_tokens()),
+            cost_usd: r.cost_usd.unwrap_or(0.0),
+            priced: r.cost_usd.is_some(),
+            stream: r.stream,
+            status: if r.status == CallStatus::Error {
+                "error"
+            } else {
+                "ok"
+            },
+            error_type: r.error_type.as_deref().unwrap_or(""),
+            org: r.org.as_deref().unwrap_or(""),
+            project: r.project.as_deref().unwrap_or(""),
+            app: r.app.as_deref().unwrap_or(""),
+            environment: r.environment.as_deref().unwrap_or(""),
+            user: r.user.as_deref().unwrap_or(""),
+            session: r.session.as_deref().unwrap_or(""),
+            route: r.route.as_deref().unwrap_or(""),
+            upstream: r.upstream.as_deref().unwrap_or(""),
+            labels: &r.labels,
+        }
+    }
+
+    pub(crate) fn of_intent(c: &'a CallIntent) -> Self {
+        Self {
+            model: c.model.as_deref().unwrap_or(""),
+            provider: c.provider.as_deref().unwrap_or(""),
+            operation: "chat",
+            input_tokens: int(c.input_tokens),
+            output_tokens: int(c.max_output_tokens),
+            cache_read_tokens: 0,
+            total_tokens: int(c.input_tokens.saturating_add(c.max_output_tokens)),
+            cost_usd: c.worst_case_cost_usd.unwrap_or(0.0),
+            priced: c.worst_case_cost_usd.is_some(),
+            stream: false,
+            status: "ok",
+            error_type: "",
+            org: c.org.as_deref().unwrap_or(""),
+            project: c.project.as_deref().unwrap_or(""),
+            app: c.app.as_deref().unwrap_or(""),
+            environment: c.environment.as_deref().unwrap_or(""),
+            user: c.user.as_deref().unwrap_or(""),
+            session: c.session.as_deref().unwrap_or(""),
+            route: c.route.as_deref().unwrap_or(""),
+            upstream: c.upstream.as_deref().unwrap_or(""),
+            labels: &c.labels,
+        }
+    }
+}
+
+impl CustomExpression {
+    /// Parses `source`, checks that every `call.<field>` exists, and runs it
+    /// on a sample call so that a type error (e.g. comparing a string with a
+    /// number) fails at start-up. A missing map key (`call.labels["team"]` on
+    /// a call without labels) is not an error: such calls do not match.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let program = Program::compile(source).map_err(|e| e.to_string().replace('\n', " "))?;
+        for field in referenced_fields(source) {
+            if !CALL_FIELDS.contains(&field) {
+                return Err(format!(
+                    "`call.{field}` does not exist; call has: {}",
+                    CALL_FIELDS.join(", ")
+                ));
+            }
+        }
+        let expr = Self {
+            program,
+            source: source.to_owned(),
+        };
+        let sample = CallRecord::default();
+        match expr.run(&CallView::of_record(&sample)) {
+            Ok(cel::Value::Bool(_)) | Err(cel::ExecutionError::NoSuchKey(_)) => Ok(expr),
+            Ok(other) => Err(format!("must yield a bool, got {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn run(&self, call: &CallView<'_>) -> Result<cel::Value, cel::ExecutionError> {
+        let mut ctx = Context::default();
+        ctx.add_variable("call", call)
+            .map_err(|e| cel::ExecutionError::function_error("call", e.to_string()))?;
+        self.program.execute(&ctx)
+    }
+
+    /// Whether the expression holds for `call`; an evaluation error (e.g. a
+    /// label the call does not have) means it does not.
+    pub(crate) fn eval(&self, call: &CallView<'_>) -> bool {
+        matches!(self.run(call), Ok(cel::Value::Bool(true)))
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluates_over_the_call() {
+        let e = CustomExpression::compile(
+            r#"call.output_tokens > 8000 && call.model.startsWith("gpt-4")"#,
+        )
+        .unwrap();
+        let mut r = CallRecord {
+            request_model: Some("gpt-4o".into()),
+            output_tokens: 9000,
+            ..Default::default()
+        };
+        assert!(e.eval(&CallView::of_record(&r)));
+        r.output_tokens = 10;
+        assert!(!e.eval(&CallView::of_record(&r)));
+        r.output_tokens = 9000;
+        r.request_model = Some("claude-sonnet-4-5".into());
+        assert!(!e.eval(&CallView::of_record(&r)));
+    }
+
+    #[test]
+    fn labels_and_cost_are_visible() {
+        let e =
+            CustomExpression::compile(r#"call.labels["team"] == "core" && call.cost_usd > 0.5"#)
+                .unwrap();
+        let mut r = CallRecord {
+            cost_usd: Some(0.75),
+            labels: [("team".to_owned(), "core".to_owned())].into(),
+            ..Default::default()
+        };
+        assert!(e.eval(&CallView::of_record(&r)));
+        // A call without the label does not match (no error escapes).
+        r.labels.clear();
+        assert!(!e.eval(&CallView::of_record(&r)));
+    }
+
+    #[test]
+    fn bad_expressions_fail_at_compile_time() {
+        assert!(CustomExpression::compile("call.output_tokens >").is_err());
+        assert!(
+            CustomExpression::compile("call.output_tokens")
+                .unwrap_err()
+                .contains("bool")
+        );
+        assert!(CustomExpression::compile(r#"call.model > 3"#).is_err());
+        let typo = CustomExpression::compile(r#"call.modle == "gpt-4o""#).unwrap_err();
+        assert!(typo.contains("call.modle"), "{typo}");
+        // Text inside strings is not a field reference.
+        assert!(CustomExpression::compile(r#"call.route == "call.nothing""#).is_ok());
+    }
+}

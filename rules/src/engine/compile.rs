@@ -1,0 +1,400 @@
+//! Compiling raw rules into a [`RuleSet`]: validated once, cheap to evaluate.
+
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+
+use super::cel::CustomExpression;
+use super::config::{Action, Metric, RawBudget, RawRule};
+use super::scope::{ScopeDim, rule_hash};
+use super::window::{Window, WindowKind, WindowUnit};
+
+/// Default alert thresholds: 80, 90 and 100 % of the limit.
+pub const DEFAULT_ALERT_AT: [f64; 3] = [0.8, 0.9, 1.0];
+
+/// A rule that does not compile. Displayed as one line naming rule and field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuleError {
+    #[error("rule `{rule}`: `{field}`: {message}")]
+    Invalid {
+        rule: String,
+        field: String,
+        message: String,
+    },
+    #[error("rules[{index}]: {message}")]
+    Unreadable { index: usize, message: String },
+    #[error("rule `{0}` is defined twice; rule ids must be unique")]
+    Duplicate(String),
+}
+
+fn invalid(rule: &str, field: &str, message: impl Into<String>) -> RuleError {
+    RuleError::Invalid {
+        rule: rule.to_owned(),
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// A usage limit on counters keyed by scope.
+#[derive(Debug, Clone)]
+pub struct BudgetRule {
+    pub metric: Metric,
+    /// In the metric's unit: tokens, requests, or nano-dollars.
+    pub limit: u64,
+    pub window: Window,
+    /// Ascending fractions of the limit, each reported once per window.
+    pub thresholds: Vec<f64>,
+    pub burst: Option<Burst>,
+}
+
+/// A compiled burst allowance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    pub factor: f64,
+    pub duration_nanos: i64,
+}
+
+/// What a rule checks.
+#[derive(Debug, Clone)]
+pub enum RuleKind {
+    Budget(BudgetRule),
+    ModelAccess {
+        /// `None` = everything not denied is allowed.
+        allow: Option<GlobSet>,
+        deny: GlobSet,
+    },
+    Region {
+        allowed: GlobSet,
+    },
+    Custom(Arc<CustomExpression>),
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub id: Arc<str>,
+    /// Keys the rule's counters; a reload keeping the id keeps its counters.
+    pub hash: u64,
+    /// Dimensions that make one counter.
+    pub scope: Vec<ScopeDim>,
+    /// The rule applies only to calls matching every filter.
+    pub filter: Vec<(ScopeDim, GlobMatcher)>,
+    pub action: Action,
+    pub alerts: Vec<String>,
+    pub kind: RuleKind,
+}
+
+/// Every rule, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<CompiledRule>,
+}
+
+/// Reads `[[rules]]` tables one by one so an error names the rule.
+pub fn parse_rules(tables: Vec<toml::Value>) -> Result<Vec<super::config::RawRule>, RuleError> {
+    tables
+        .into_iter()
+        .enumerate()
+        .map(|(index, table)| {
+            let id = table.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+            table.try_into::<RawRule>().map_err(|e| {
+                let message = e.to_string().trim().replace('\n', " ");
+                match id {
+                    Some(rule) => RuleError::Invalid {
+                        rule,
+                        field: "type".to_owned(),
+                        message,
+                    },
+                    None => RuleError::Unreadable { index, message },
+                }
+            })
+        })
+        .collect()
+}
+
+fn scope_dims(rule: &str, scope: &[String]) -> Result<Vec<ScopeDim>, RuleError> {
+    scope
+        .iter()
+        .map(|s| {
+            ScopeDim::parse(s).ok_or_else(|| {
+                invalid(
+                    rule,
+                    "scope",
+                    format!(
+                        "unknown dimension `{s}`; use org, project, app, environment, user, session, key, provider, model, route or label:<name>"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+fn filters(
+    rule: &str,
+    filter: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(ScopeDim, GlobMatcher)>, RuleError> {
+    filter
+        .iter()
+        .map(|(k, v)| {
+            let dim = ScopeDim::parse(k)
+                .ok_or_else(|| invalid(rule, &format!("match.{k}"), "unknown dimension"))?;
+            let glob =
+                Glob::new(v).map_err(|e| invalid(rule, &format!("match.{k}"), e.to_string()))?;
+            Ok((dim, glob.compile_matcher()))
+        })
+        .collect()
+}
+
+fn globs(rule: &str, field: &str, patterns: &[String]) -> Result<GlobSet, RuleError> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).map_err(|e| invalid(rule, field, e.to_string()))?);
+    }
+    b.build().map_err(|e| invalid(rule, field, e.to_string()))
+}
+
+fn non_negative(rule: &str, field: &str, v: f64) -> Result<f64, RuleError> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(invalid(
+            rule,
+            field,
+            format!("{v} must be a finite, non-negative number"),
+        ));
+    }
+    Ok(v)
+}
+
+fn duration(rule: &str, field: &str, s: &str) -> Result<i64, RuleError> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| invalid(rule, field, format!("`{s}`: {e}")))?;
+    i64::try_from(d.as_nanos()).map_err(|_| invalid(rule, field, "too long"))
+}
+
+fn compile_budget(b: &RawBudget) -> Result<RuleKind, RuleError> {
+    let id = b.id.as_str();
+    let (metric, limit, mut burst) = match (b.tier, b.limit) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                id,
+                "tier",
+                "set either `tier` or `limit`, not both",
+            ));
+        }
+        (Some(tier), None) => {
+            if b.metric.is_some_and(|m| m != Metric::Tokens) {
+                return Err(invalid(id, "metric", "tier presets count tokens"));
+            }
+            let (tokens, factor) = tier.plan();
+            let burst = Burst {
+                factor,
+                duration_nanos: 5 * 60 * 1_000_000_000,
+            };
+            (Metric::Tokens, tokens as f64, Some(burst))
+        }
+        (None, Some(limit)) => {
+            let metric = b
+                .metric
+                .ok_or_else(|| invalid(id, "metric", "required: tokens, cost_usd or requests"))?;
+            (metric, non_negative(id, "limit", limit)?, None)
+        }
+        (None, None) => return Err(invalid(id, "limit", "required (or a `tier` preset)")),
+    };
+    let limit = match metric {
+        Metric::CostUsd => (limit * 1e9).round() as u64,
+        Metric::Tokens | Metric::Requests => limit.round() as u64,
+    };
+    if let Some(raw) = &b.burst {
+        let factor = non_negative(id, "burst.factor", raw.factor)?;
+        if factor < 1.0 {
+            return Err(invalid(id, "burst.factor", "must be at least 1.0"));
+        }
+        burst = Some(Burst {
+            factor,
+            duration_nanos: duration(id, "burst.duration", &raw.duration)?,
+        });
+    }
+    let tz: Tz = match &b.time_zone {
+        None => Tz::UTC,
+        Some(name) => name.parse().map_err(|_| {
+            invalid(
+                id,
+                "time_zone",
+                format!("unknown time zone `{name}`; use an IANA name such as Europe/Paris"),
+            )
+        })?,
+    };
+    if b.rolling && b.time_zone.is_some() {
+        return Err(invalid(
+            id,
+            "time_zone",
+            "rolling windows have no time zone",
+        ));
+    }
+    let mut thresholds = b
+        .alert_at
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ALERT_AT.to_vec());
+    for t in &thresholds {
+        if !t.is_finite() || *t <= 0.0 {
+            return Err(invalid(
+                id,
+                "alert_at",
+                format!("{t} must be a fraction above 0, e.g. 0.8"),
+            ));
+        }
+    }
+    if thresholds.len() > 32 {
+        return Err(invalid(id, "alert_at", "at most 32 thresholds"));
+    }
+    thresholds.sort_by(f64::total_cmp);
+    thresholds.dedup();
+    Ok(RuleKind::Budget(BudgetRule {
+        metric,
+        limit,
+        window: Window {
+            unit: b.window.unwrap_or(WindowUnit::Day),
+            kind: if b.rolling {
+                WindowKind::Rolling
+            } else {
+                WindowKind::Calendar(tz)
+            },
+        },
+        thresholds,
+        burst,
+    }))
+}
+
+fn rate_limit_window() -> Window {
+    Window {
+        unit: WindowUnit::Minute,
+        kind: WindowKind::Rolling,
+    }
+}
+
+/// Validates and compiles `raw` rules.
+pub fn compile(raw: &[RawRule]) -> Result<RuleSet, RuleError> {
+    let mut rules = Vec::with_capacity(raw.len());
+    let mut seen = std::collections::HashSet::new();
+    for r in raw {
+        let id = r.id();
+        if id.trim().is_empty() {
+            return Err(invalid("", "id", "must not be empty"));
+        }
+        if !seen.insert(id.to_owned()) {
+            return Err(RuleError::Duplicate(id.to_owned()));
+        }
+        let base = |scope: &[String],
+                    filter,
+                    action,
+                    alerts: &[String],
+                    kind|
+         -> Result<CompiledRule, RuleError> {
+            Ok(CompiledRule {
+                id: Arc::from(id),
+                hash: rule_hash(id),
+                scope: scope_dims(id, scope)?,
+                filter: filters(id, filter)?,
+                action,
+                alerts: alerts.to_vec(),
+                kind,
+            })
+        };
+        match r {
+            RawRule::Budget(b) => {
+                rules.push(base(
+                    &b.scope,
+                    &b.filter,
+                    b.action,
+                    &b.alerts,
+                    compile_budget(b)?,
+                )?);
+            }
+            RawRule::RateLimit(rl) => {
+                let action = rl.action.unwrap_or(Action::Block);
+                if rl.requests_per_minute.is_none() && rl.tokens_per_minute.is_none() {
+                    return Err(invalid(
+                        id,
+                        "requests_per_minute",
+                        "set requests_per_minute and/or tokens_per_minute",
+                    ));
+                }
+                for (field, limit, metric) in [
+                    (
+                        "requests_per_minute",
+                        rl.requests_per_minute,
+                        Metric::Requests,
+                    ),
+                    ("tokens_per_minute", rl.tokens_per_minute, Metric::Tokens),
+                ] {
+                    let Some(limit) = limit else { continue };
+                    let limit = non_negative(id, field, limit)?.round() as u64;
+                    let mut rule = base(
+                        &rl.scope,
+                        &rl.filter,
+                        action,
+                        &rl.alerts,
+                        RuleKind::Budget(BudgetRule {
+                            metric,
+                            limit,
+                            window: rate_limit_window(),
+                            thresholds: vec![1.0],
+                            burst: None,
+                        }),
+                    )?;
+                    // Two counters per rule: keep their keys apart.
+                    rule.hash = rule_hash(&format!("{id}#{field}"));
+                    rules.push(rule);
+                }
+            }
+            RawRule::ModelAccess(m) => {
+                if m.allow.is_empty() && m.deny.is_empty() {
+                    return Err(invalid(id, "allow", "set `allow` and/or `deny`"));
+                }
+                let allow = if m.allow.is_empty() {
+                    None
+                } else {
+                    Some(globs(id, "allow", &m.allow)?)
+                };
+                let deny = globs(id, "deny", &m.deny)?;
+                rules.push(base(
+                    &[],
+                    &m.filter,
+                    m.action.unwrap_or(Action::Block),
+                    &m.alerts,
+                    RuleKind::ModelAccess { allow, deny },
+                )?);
+            }
+            RawRule::Region(g) => {
+                if g.allowed.is_empty() {
+                    return Err(invalid(
+                        id,
+                        "allowed",
+                        "list at least one region or endpoint",
+                    ));
+                }
+                let allowed = globs(id, "allowed", &g.allowed)?;
+                rules.push(base(
+                    &[],
+                    &g.filter,
+                    g.action.unwrap_or(Action::Block),
+                    &g.alerts,
+                    RuleKind::Region { allowed },
+                )?);
+            }
+            RawRule::Custom(c) => {
+                let expr = CustomExpression::compile(&c.expression)
+                    .map_err(|e| invalid(id, "expression", e))?;
+                rules.push(base(
+                    &[],
+                    &c.filter,
+                    c.action,
+                    &c.alerts,
+                    RuleKind::Custom(Arc::new(expr)),
+                )?);
+            }
+        }
+    }
+    Ok(RuleSet { rules })
+}

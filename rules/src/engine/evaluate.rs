@@ -1,0 +1,533 @@
+//! The engine: `admit`, `settle`, `observe`, `quote` over a compiled rule
+//! set and one ledger. Pure and synchronous; safe to share across threads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use super::cel::CallView;
+use super::compile::{BudgetRule, CompiledRule, RuleKind, RuleSet};
+use super::config::{Action, Metric};
+use super::ledger::{Ask, CounterKey, Ledger};
+use super::scope::{CallFacts, CallIntent, ScopeDim, scope_hash, scope_label};
+use super::window::WindowKind;
+use crate::CallRecord;
+
+/// Bit of `Counter::crossed` marking "limit exceeded already reported".
+const EXCEEDED_BIT: u32 = 1 << 31;
+
+/// Why a call is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    BudgetExceeded,
+    RateLimited,
+    ModelNotAllowed,
+    RegionNotAllowed,
+    CustomRule,
+    /// The scope is blocked (kill-switch).
+    Blocked,
+}
+
+impl RefusalReason {
+    /// The `error` code of refusal bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::BudgetExceeded => "budget_exceeded",
+            RefusalReason::RateLimited => "rate_limited",
+            RefusalReason::ModelNotAllowed => "model_not_allowed",
+            RefusalReason::RegionNotAllowed => "region_not_allowed",
+            RefusalReason::CustomRule => "rule_violation",
+            RefusalReason::Blocked => "blocked",
+        }
+    }
+}
+
+/// A refused call: what agents get back (as JSON) to act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub reason: RefusalReason,
+    pub rule_id: Arc<str>,
+    /// `project=search,user=alice`.
+    pub scope: String,
+    pub metric: Option<Metric>,
+    /// In the metric's unit (dollars for cost).
+    pub limit: Option<f64>,
+    pub used: Option<f64>,
+    /// When trying again may succeed (window end), in seconds.
+    pub retry_after_s: Option<u64>,
+}
+
+/// What happened to a call that the collector records and acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// Usage crossed an `alert_at` threshold.
+    Threshold,
+    /// Usage went over the (burst-adjusted) limit.
+    LimitExceeded,
+    ModelNotAllowed,
+    RegionNotAllowed,
+    Custom,
+}
+
+/// An event of a rule on one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub rule_id: Arc<str>,
+    pub kind: ViolationKind,
+    pub scope: String,
+    pub metric: Option<Metric>,
+    pub limit: Option<f64>,
+    pub used: Option<f64>,
+    pub threshold: Option<f64>,
+    pub action: Action,
+    /// End of the window (Unix nanoseconds): when a block lifts by itself.
+    pub window_end: Option<i64>,
+    pub alerts: Vec<String>,
+}
+
+/// Worst-case usage held for an admitted call. Dropping it gives the
+/// reservation back; [`Engine::settle`] replaces it by the actual usage.
+#[derive(Debug)]
+pub struct Reservation {
+    held: Vec<(CounterKey, u64)>,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Reservation {
+    fn release(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut ledger = lock(&self.ledger);
+        for (key, amount) in self.held.drain(..) {
+            ledger.release(&key, amount);
+        }
+    }
+
+    /// Counters and amounts held.
+    pub fn held(&self) -> &[(CounterKey, u64)] {
+        &self.held
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The decision on a call about to be made.
+#[derive(Debug)]
+pub enum Decision {
+    Allow(Reservation),
+    Deny(Refusal),
+}
+
+/// A temporary change to a rule for one scope.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Override {
+    /// The rule ignores the scope until then.
+    Snooze { until: i64 },
+    /// The limit is replaced (`None`: lifted) until then.
+    Limit { limit: Option<u64>, until: i64 },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the ledger half-updated
+    // (every update is one assignment), so its state stays usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The rules engine. Clone it freely: clones share rules and counters.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    rules: Arc<RwLock<Arc<RuleSet>>>,
+    ledger: Arc<Mutex<Ledger>>,
+    overrides: Arc<Mutex<HashMap<(u64, u64), Override>>>,
+}
+
+fn applies(rule: &CompiledRule, facts: &impl CallFacts) -> bool {
+    rule.filter
+        .iter()
+        .all(|(dim, glob)| facts.dim(dim).is_some_and(|v| glob.is_match(v)))
+}
+
+fn nanos_to_secs_ceil(n: i64) -> u64 {
+    u64::try_from(n.max(0)).unwrap_or(0).div_ceil(1_000_000_000)
+}
+
+fn display(metric: Metric, units: u64) -> f64 {
+    match metric {
+        Metric::CostUsd => units as f64 / 1e9,
+        Metric::Tokens | Metric::Requests => units as f64,
+    }
+}
+
+fn cost_units(cost: Option<f64>) -> u64 {
+    cost.filter(|c| c.is_finite() && *c > 0.0)
+        .map_or(0, |c| (c * 1e9).round() as u64)
+}
+
+/// The ceiling of a counter: the limit, raised by the burst allowance
+/// from the first time usage passed the limit until the burst runs out.
+fn with_burst(b: &BudgetRule, limit: u64, over_since: Option<i64>, now: i64) -> u64 {
+    match b.burst {
+        Some(burst) if over_since.is_none_or(|since| now - since < burst.duration_nanos) => {
+            (limit as f64 * burst.factor).floor() as u64
+        }
+        _ => limit,
+    }
+}
+
+/// The counter of `rule` for a scope at time `at`, and when its window ends.
+fn counter_key(rule: &CompiledRule, b: &BudgetRule, scope: u64, at: i64) -> (CounterKey, i64) {
+    let (start, end) = b.window.bounds(at);
+    let window_start = if matches!(b.window.kind, WindowKind::Rolling) {
+        0
+    } else {
+        start
+    };
+    (
+        CounterKey {
+            rule: rule.hash,
+            scope,
+            window_start,
+        },
+        end,
+    )
+}
+
+/// What a model-access, region or custom rule finds wrong with a call.
+fn breach<'a, F: CallFacts>(
+    rule: &CompiledRule,
+    facts: &'a F,
+    view: impl FnOnce() -> CallView<'a>,
+) -> Option<ViolationKind> {
+    match &rule.kind {
+        RuleKind::ModelAccess { allow, deny } => {
+            let model = facts.dim(&ScopeDim::Model)?;
+            let names = model_candidates(facts.dim(&ScopeDim::Provider), model);
+            let denied = names.iter().any(|n| deny.is_match(n));
+            let allowed = allow
+                .as_ref()
+                .is_none_or(|a| names.iter().any(|n| a.is_match(n)));
+            (denied || !allowed).then_some(ViolationKind::ModelNotAllowed)
+        }
+        RuleKind::Region { allowed } => facts
+            .upstream()
+            .is_none_or(|u| !allowed.is_match(u))
+            .then_some(ViolationKind::RegionNotAllowed),
+        RuleKind::Custom(expr) => expr.eval(&view()).then_some(ViolationKind::Custom),
+        RuleKind::Budget(_) => None,
+    }
+}
+
+fn model_candidates<'a>(provider: Option<&'a str>, model: &'a str) -> [String; 2] {
+    [
+        provider.map_or_else(|| model.to_owned(), |p| format!("{p}/{model}")),
+        model.to_owned(),
+    ]
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet) -> Self {
+        Self {
+            rules: Arc::new(RwLock::new(Arc::new(rules))),
+            ..Default::default()
+        }
+    }
+
+    /// Replaces the rules (hot reload). Counters of rules whose id stays are kept.
+    pub fn replace_rules(&self, rules: RuleSet) {
+        let mut guard = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+        *guard = Arc::new(rules);
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        Arc::clone(&self.rules.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Sets an override of `rule_id` for the scope of `facts`.
+    pub fn set_override(&self, rule_id: &str, facts: &impl CallFacts, o: Override) -> bool {
+        let rules = self.rules();
+        let mut found = false;
+        let mut overrides = lock(&self.overrides);
+        for rule in rules.rules.iter().filter(|r| &*r.id == rule_id) {
+            overrides.insert((rule.hash, scope_hash(rule.hash, &rule.scope, facts)), o);
+            found = true;
+        }
+        found
+    }
+
+    fn override_of(&self, rule: &CompiledRule, scope: u64, now: i64) -> Option<Override> {
+        let mut overrides = lock(&self.overrides);
+        let o = *overrides.get(&(rule.hash, scope))?;
+        let until = match o {
+            Override::Snooze { until } | Override::Limit { until, .. } => until,
+        };
+        if now >= until {
+            overrides.remove(&(rule.hash, scope));
+            return None;
+        }
+        Some(o)
+    }
+
+    /// The limit in force for a scope after overrides; `None` = no limit
+    /// (snoozed or lifted).
+    fn limit_in_force(
+        &self,
+        rule: &CompiledRule,
+        b: &BudgetRule,
+        scope: u64,
+        now: i64,
+    ) -> Option<u64> {
+        match self.override_of(rule, scope, now) {
+            Some(Override::Snooze { .. }) | Some(Override::Limit { limit: None, .. }) => None,
+            Some(Override::Limit { limit: Some(l), .. }) => Some(l),
+            None => Some(b.limit),
+        }
+    }
+
+    /// Checks a call before it runs and reserves its worst-case usage on
+    /// every budget it counts against, atomically.
+    pub fn admit(&self, intent: &CallIntent) -> Decision {
+        match self.check(intent, true) {
+            Ok(held) => Decision::Allow(Reservation {
+                held,
+                ledger: Arc::clone(&self.ledger),
+            }),
+            Err(r) => Decision::Deny(r),
+        }
+    }
+
+    /// What `admit` would say, without reserving anything.
+    pub fn quote(&self, intent: &CallIntent) -> Result<(), Refusal> {
+        self.check(intent, false).map(|_| ())
+    }
+
+    fn check(&self, intent: &CallIntent, reserve: bool) -> Result<Vec<(CounterKey, u64)>, Refusal> {
+        let rules = self.rules();
+        let now = intent.at_unix_nanos;
+        let mut asks: Vec<(Ask, &CompiledRule, &BudgetRule)> = Vec::new();
+        for rule in rules.rules.iter().filter(|r| applies(r, intent)) {
+            let b = match &rule.kind {
+                RuleKind::Budget(b) => b,
+                _ if rule.action != Action::Block => continue,
+                _ => match breach(rule, intent, || CallView::of_intent(intent)) {
+                    None => continue,
+                    Some(kind) => {
+                        return Err(Refusal {
+                            reason: match kind {
+                                ViolationKind::ModelNotAllowed => RefusalReason::ModelNotAllowed,
+                                ViolationKind::RegionNotAllowed => RefusalReason::RegionNotAllowed,
+                                _ => RefusalReason::CustomRule,
+                            },
+                            rule_id: Arc::clone(&rule.id),
+                            scope: scope_label(&rule.scope, intent),
+                            metric: None,
+                            limit: None,
+                            used: None,
+                            retry_after_s: None,
+                        });
+                    }
+                },
+            };
+            if rule.action != Action::Block {
+                continue;
+            }
+            let scope = scope_hash(rule.hash, &rule.scope, intent);
+            // The burst-adjusted ceiling is set under the ledger lock below.
+            let Some(limit) = self.limit_in_force(rule, b, scope, now) else {
+                continue;
+            };
+            let amount = match b.metric {
+                Metric::Tokens => intent.input_tokens.saturating_add(intent.max_output_tokens),
+                Metric::Requests => 1,
+                Metric::CostUsd => cost_units(intent.worst_case_cost_usd),
+            };
+            let (key, end) = counter_key(rule, b, scope, now);
+            let ask = Ask {
+                key,
+                window: b.window,
+                amount,
+                ceiling: limit,
+                expires_at: end,
+            };
+            asks.push((ask, rule, b));
+        }
+        let mut ledger = lock(&self.ledger);
+        ledger.maybe_sweep(now);
+        for (ask, _, b) in &mut asks {
+            let over_since = ledger.get(&ask.key).and_then(|c| c.over_since);
+            ask.ceiling = with_burst(b, ask.ceiling, over_since, now);
+        }
+        let plain: Vec<Ask> = asks.iter().map(|(a, ..)| *a).collect();
+        let outcome = if reserve {
+            ledger.try_reserve(&plain, now)
+        } else {
+            // The same check, undone at once: quotes never hold anything.
+            ledger.try_reserve(&plain, now).map(|()| {
+                for a in &plain {
+                    ledger.release(&a.key, a.amount);
+                }
+            })
+        };
+        match outcome {
+            Ok(()) if reserve => Ok(plain.iter().map(|a| (a.key, a.amount)).collect()),
+            Ok(()) => Ok(Vec::new()),
+            Err(no_room) => {
+                let Some((ask, rule, b)) = asks.get(no_room.index) else {
+                    return Ok(Vec::new());
+                };
+                let rolling = matches!(b.window.kind, WindowKind::Rolling);
+                Err(Refusal {
+                    reason: if rolling && b.window.unit == super::window::WindowUnit::Minute {
+                        RefusalReason::RateLimited
+                    } else {
+                        RefusalReason::BudgetExceeded
+                    },
+                    rule_id: Arc::clone(&rule.id),
+                    scope: scope_label(&rule.scope, intent),
+                    metric: Some(b.metric),
+                    limit: Some(display(b.metric, ask.ceiling)),
+                    used: Some(display(b.metric, no_room.used)),
+                    retry_after_s: Some(if rolling {
+                        nanos_to_secs_ceil(b.window.bucket_nanos())
+                    } else {
+                        nanos_to_secs_ceil(ask.expires_at - now)
+                    }),
+                })
+            }
+        }
+    }
+
+    /// Replaces a reservation by the call's actual usage.
+    pub fn settle(&self, mut reservation: Reservation, record: &CallRecord) -> Vec<Violation> {
+        reservation.release();
+        self.observe(record)
+    }
+
+    /// Counts a finished call against every rule; returns what fired.
+    pub fn observe(&self, record: &CallRecord) -> Vec<Violation> {
+        let rules = self.rules();
+        let at = record
+            .start_unix_nanos
+            .saturating_add(record.duration_nanos);
+        let mut out = Vec::new();
+        for rule in rules.rules.iter().filter(|r| applies(r, record)) {
+            let violation = |kind| Violation {
+                rule_id: Arc::clone(&rule.id),
+                kind,
+                scope: scope_label(&rule.scope, record),
+                metric: None,
+                limit: None,
+                used: None,
+                threshold: None,
+                action: rule.action,
+                window_end: None,
+                alerts: rule.alerts.clone(),
+            };
+            match &rule.kind {
+                RuleKind::ModelAccess { .. } | RuleKind::Region { .. } | RuleKind::Custom(_) => {
+                    if let Some(kind) = breach(rule, record, || CallView::of_record(record)) {
+                        out.push(violation(kind));
+                    }
+                }
+                RuleKind::Budget(b) => self.count(rule, b, record, at, &mut out),
+            }
+        }
+        out
+    }
+
+    fn count(
+        &self,
+        rule: &CompiledRule,
+        b: &BudgetRule,
+        record: &CallRecord,
+        at: i64,
+        out: &mut Vec<Violation>,
+    ) {
+        let amount = match b.metric {
+            Metric::Tokens => record.total_tokens(),
+            Metric::Requests => 1,
+            Metric::CostUsd => cost_units(record.cost_usd),
+        };
+        let scope = scope_hash(rule.hash, &rule.scope, record);
+        let rolling = matches!(b.window.kind, WindowKind::Rolling);
+        let (key, end) = counter_key(rule, b, scope, at);
+        let snoozed = matches!(
+            self.override_of(rule, scope, at),
+            Some(Override::Snooze { .. })
+        );
+        let limit = self.limit_in_force(rule, b, scope, at);
+        let mut ledger = lock(&self.ledger);
+        let counter = ledger.settle(key, &b.window, at, amount, end);
+        let (Some(limit), false) = (limit, snoozed) else {
+            return;
+        };
+        let used = counter.settled(&b.window, at);
+        let crossed = counter.crossed;
+        let ceiling = with_burst(b, limit, counter.over_since, at);
+        let base = |kind, threshold| Violation {
+            rule_id: Arc::clone(&rule.id),
+            kind,
+            scope: scope_label(&rule.scope, record),
+            metric: Some(b.metric),
+            limit: Some(display(b.metric, limit)),
+            used: Some(display(b.metric, used)),
+            threshold,
+            action: rule.action,
+            window_end: Some(end),
+            alerts: rule.alerts.clone(),
+        };
+        for (i, t) in b.thresholds.iter().enumerate() {
+            let bit = 1u32 << i;
+            let reached = used as f64 >= t * limit as f64;
+            if reached && crossed & bit == 0 {
+                counter.crossed |= bit;
+                out.push(base(ViolationKind::Threshold, Some(*t)));
+            } else if !reached && rolling {
+                // Usage left a rolling window: the threshold may fire again.
+                counter.crossed &= !bit;
+            }
+        }
+        if used > limit && counter.over_since.is_none() {
+            counter.over_since = Some(at);
+        }
+        if used > ceiling && crossed & EXCEEDED_BIT == 0 {
+            counter.crossed |= EXCEEDED_BIT;
+            let mut v = base(ViolationKind::LimitExceeded, None);
+            v.limit = Some(display(b.metric, ceiling));
+            out.push(v);
+        } else if used <= ceiling && rolling {
+            counter.crossed &= !EXCEEDED_BIT;
+        }
+    }
+
+    /// Rebuilds counters from stored calls (start-up): thresholds already
+    /// crossed are marked so they are not reported again.
+    pub fn restore<'a>(&self, records: impl IntoIterator<Item = &'a CallRecord>) -> usize {
+        let mut n = 0;
+        for r in records {
+            self.observe(r);
+            n += 1;
+        }
+        n
+    }
+
+    /// Usage settled and reserved on the counter of `rule_id` for `facts` at `now`,
+    /// in the metric's unit.
+    pub fn usage(&self, rule_id: &str, facts: &impl CallFacts, now: i64) -> Option<(f64, f64)> {
+        let rules = self.rules();
+        let rule = rules.rules.iter().find(|r| &*r.id == rule_id)?;
+        let RuleKind::Budget(b) = &rule.kind else {
+            return None;
+        };
+        let (key, _) = counter_key(rule, b, scope_hash(rule.hash, &rule.scope, facts), now);
+        let ledger = lock(&self.ledger);
+        let c = ledger.get(&key)?;
+        Some((
+            display(b.metric, c.settled(&b.window, now)),
+            display(b.metric, c.reserved),
+        ))
+    }
+}

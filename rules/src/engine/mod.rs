@@ -1,0 +1,24 @@
+//! The rules engine: budgets, rate limits, model access, region locks and
+//! custom CEL rules, compiled once and evaluated synchronously.
+//!
+//! - [`config`]: `[[rules]]` as written in `tollgate.toml`;
+//! - [`compile`]: validation into a [`RuleSet`];
+//! - [`ledger`]: counters per (rule, scope, window) with atomic reservations;
+//! - [`Engine`]: `admit` / `settle` / `observe` / `quote`.
+
+mod cel;
+pub mod compile;
+pub mod config;
+mod evaluate;
+pub mod ledger;
+mod scope;
+pub mod window;
+
+pub use compile::{RuleError, RuleSet, compile, parse_rules};
+pub use evaluate::{
+    Decision, Engine, Override, Refusal, RefusalReason, Reservation, Violation, ViolationKind,
+};
+pub use scope::{CallFacts, CallIntent, ScopeDim, scope_label};
+
+#[cfg(test)]
+mod tests;

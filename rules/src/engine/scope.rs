@@ -1,0 +1,215 @@
+//! Scopes: which dimensions of a call a rule keys its counters on, and the
+//! facts of a call (before it runs, or once it ran) that rules read.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use crate::CallRecord;
+
+/// A dimension of a call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ScopeDim {
+    Org,
+    Project,
+    App,
+    Environment,
+    User,
+    Session,
+    /// The virtual key (gateway) the call was made with.
+    Key,
+    Provider,
+    Model,
+    Route,
+    /// A custom label, `label:<name>`.
+    Label(String),
+}
+
+impl ScopeDim {
+    /// Parses `project`, `user`, `label:team`...
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "org" => ScopeDim::Org,
+            "project" => ScopeDim::Project,
+            "app" => ScopeDim::App,
+            "environment" => ScopeDim::Environment,
+            "user" => ScopeDim::User,
+            "session" => ScopeDim::Session,
+            "key" => ScopeDim::Key,
+            "provider" => ScopeDim::Provider,
+            "model" => ScopeDim::Model,
+            "route" => ScopeDim::Route,
+            other => {
+                let name = other.strip_prefix("label:")?;
+                if name.is_empty() {
+                    return None;
+                }
+                ScopeDim::Label(name.to_owned())
+            }
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            ScopeDim::Org => "org",
+            ScopeDim::Project => "project",
+            ScopeDim::App => "app",
+            ScopeDim::Environment => "environment",
+            ScopeDim::User => "user",
+            ScopeDim::Session => "session",
+            ScopeDim::Key => "key",
+            ScopeDim::Provider => "provider",
+            ScopeDim::Model => "model",
+            ScopeDim::Route => "route",
+            ScopeDim::Label(n) => n,
+        }
+    }
+}
+
+/// What rules read of a call: [`CallIntent`] before it runs, [`CallRecord`] after.
+pub trait CallFacts {
+    fn dim(&self, dim: &ScopeDim) -> Option<&str>;
+    /// Region or address of the upstream that serves the call.
+    fn upstream(&self) -> Option<&str>;
+}
+
+/// A call about to be made (inline gateway): what `admit` decides on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallIntent {
+    pub at_unix_nanos: i64,
+    pub org: Option<String>,
+    pub project: Option<String>,
+    pub app: Option<String>,
+    pub environment: Option<String>,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub key: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub route: Option<String>,
+    pub upstream: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Input tokens of the request (estimated from its size).
+    pub input_tokens: u64,
+    /// The most output the call may produce (`max_tokens`, or a default).
+    pub max_output_tokens: u64,
+    /// Worst-case cost at list price; `None` when the model is unpriced.
+    pub worst_case_cost_usd: Option<f64>,
+}
+
+impl CallFacts for CallIntent {
+    fn dim(&self, dim: &ScopeDim) -> Option<&str> {
+        match dim {
+            ScopeDim::Org => self.org.as_deref(),
+            ScopeDim::Project => self.project.as_deref(),
+            ScopeDim::App => self.app.as_deref(),
+            ScopeDim::Environment => self.environment.as_deref(),
+            ScopeDim::User => self.user.as_deref(),
+            ScopeDim::Session => self.session.as_deref(),
+            ScopeDim::Key => self.key.as_deref(),
+            ScopeDim::Provider => self.provider.as_deref(),
+            ScopeDim::Model => self.model.as_deref(),
+            ScopeDim::Route => self.route.as_deref(),
+            ScopeDim::Label(n) => self.labels.get(n).map(String::as_str),
+        }
+    }
+
+    fn upstream(&self) -> Option<&str> {
+        self.upstream.as_deref()
+    }
+}
+
+impl CallFacts for CallRecord {
+    fn dim(&self, dim: &ScopeDim) -> Option<&str> {
+        match dim {
+            ScopeDim::Org => self.org.as_deref(),
+            ScopeDim::Project => self.project.as_deref(),
+            ScopeDim::App => self.app.as_deref(),
+            ScopeDim::Environment => self.environment.as_deref(),
+            ScopeDim::User => self.user.as_deref(),
+            ScopeDim::Session => self.session.as_deref(),
+            ScopeDim::Key => self.labels.get("key").map(String::as_str),
+            ScopeDim::Provider => self.provider.as_deref(),
+            ScopeDim::Model => self
+                .request_model
+                .as_deref()
+                .or(self.response_model.as_deref()),
+            ScopeDim::Route => self.route.as_deref(),
+            ScopeDim::Label(n) => self.labels.get(n).map(String::as_str),
+        }
+    }
+
+    fn upstream(&self) -> Option<&str> {
+        self.upstream.as_deref()
+    }
+}
+
+/// The counter key of `facts` for a rule keyed on `dims`: a hash of the
+/// rule and the values, computed without allocating.
+pub(crate) fn scope_hash(rule_hash: u64, dims: &[ScopeDim], facts: &impl CallFacts) -> u64 {
+    let mut h = DefaultHasher::new();
+    rule_hash.hash(&mut h);
+    for d in dims {
+        facts.dim(d).unwrap_or("").hash(&mut h);
+    }
+    h.finish()
+}
+
+/// `project=search,user=alice` for events and 429 bodies (allocates; not per call).
+pub fn scope_label(dims: &[ScopeDim], facts: &impl CallFacts) -> String {
+    if dims.is_empty() {
+        return "global".to_owned();
+    }
+    let mut out = String::new();
+    for (i, d) in dims.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(d.name());
+        out.push('=');
+        out.push_str(facts.dim(d).unwrap_or("-"));
+    }
+    out
+}
+
+/// Hash of a rule id: counters survive a reload that keeps the id.
+pub(crate) fn rule_hash(id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dimensions_and_labels() {
+        assert_eq!(ScopeDim::parse("project"), Some(ScopeDim::Project));
+        assert_eq!(
+            ScopeDim::parse("label:team"),
+            Some(ScopeDim::Label("team".into()))
+        );
+        assert_eq!(ScopeDim::parse("label:"), None);
+        assert_eq!(ScopeDim::parse("colour"), None);
+    }
+
+    #[test]
+    fn scope_keys_separate_values_and_rules() {
+        let dims = [ScopeDim::Project, ScopeDim::User];
+        let a = CallIntent {
+            project: Some("p".into()),
+            user: Some("u1".into()),
+            ..Default::default()
+        };
+        let b = CallIntent {
+            project: Some("p".into()),
+            user: Some("u2".into()),
+            ..Default::default()
+        };
+        assert_ne!(scope_hash(1, &dims, &a), scope_hash(1, &dims, &b));
+        assert_ne!(scope_hash(1, &dims, &a), scope_hash(2, &dims, &a));
+        assert_eq!(scope_hash(1, &dims, &a), scope_hash(1, &dims, &a.clone()));
+        assert_eq!(scope_label(&dims, &a), "project=p,user=u1");
+        assert_eq!(scope_label(&[], &a), "global");
+    }
+}

@@ -1,0 +1,512 @@
+//! Engine tests: each rule type, overrides, and ledger properties.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::config::RawRule;
+use super::*;
+use crate::CallRecord;
+
+const DAY: i64 = 86_400 * 1_000_000_000;
+/// 2026-11-21T12:00:00Z.
+const NOON: i64 = 1_795_262_400 * 1_000_000_000;
+
+fn rules(toml_text: &str) -> RuleSet {
+    let v: toml::Value = toml::from_str(toml_text).unwrap();
+    let tables = v
+        .get("rules")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    compile(&parse_rules(tables).unwrap()).unwrap()
+}
+
+fn rule_error(toml_text: &str) -> String {
+    let v: toml::Value = toml::from_str(toml_text).unwrap();
+    let tables = v
+        .get("rules")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    match parse_rules(tables).and_then(|raw: Vec<RawRule>| compile(&raw)) {
+        Ok(_) => panic!("compiled"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn call(project: &str, tokens: u64, at: i64) -> CallRecord {
+    CallRecord {
+        start_unix_nanos: at,
+        project: Some(project.into()),
+        request_model: Some("gpt-4o-mini".into()),
+        provider: Some("openai".into()),
+        input_tokens: tokens,
+        ..Default::default()
+    }
+}
+
+fn intent(project: &str, max_output: u64, at: i64) -> CallIntent {
+    CallIntent {
+        at_unix_nanos: at,
+        project: Some(project.into()),
+        model: Some("gpt-4o-mini".into()),
+        provider: Some("openai".into()),
+        input_tokens: 0,
+        max_output_tokens: max_output,
+        ..Default::default()
+    }
+}
+
+const DAILY_BLOCK: &str = r#"
+[[rules]]
+id = "daily"
+type = "budget"
+metric = "tokens"
+limit = 10000
+scope = ["project"]
+window = "day"
+action = "block"
+"#;
+
+#[test]
+fn thresholds_fire_once_each_and_the_limit_blocks() {
+    let engine = Engine::new(rules(DAILY_BLOCK));
+    let mut kinds = Vec::new();
+    for _ in 0..12 {
+        for v in engine.observe(&call("search", 1000, NOON)) {
+            kinds.push((v.kind, v.threshold, v.used));
+        }
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (ViolationKind::Threshold, Some(0.8), Some(8000.0)),
+            (ViolationKind::Threshold, Some(0.9), Some(9000.0)),
+            (ViolationKind::Threshold, Some(1.0), Some(10000.0)),
+            (ViolationKind::LimitExceeded, None, Some(11000.0)),
+        ]
+    );
+    // Another project has its own counter.
+    assert!(engine.quote(&intent("other", 100, NOON)).is_ok());
+    let refusal = engine.quote(&intent("search", 1, NOON)).unwrap_err();
+    assert_eq!(refusal.reason, RefusalReason::BudgetExceeded);
+    assert_eq!(&*refusal.rule_id, "daily");
+    assert_eq!(refusal.scope, "project=search");
+    assert_eq!(
+        (refusal.limit, refusal.used),
+        (Some(10000.0), Some(12000.0))
+    );
+    assert_eq!(refusal.retry_after_s, Some(12 * 3600));
+    // The next day starts afresh.
+    assert!(engine.quote(&intent("search", 100, NOON + DAY)).is_ok());
+}
+
+#[test]
+fn admit_reserves_worst_case_and_settle_replaces_it() {
+    let engine = Engine::new(rules(DAILY_BLOCK));
+    let Decision::Allow(r1) = engine.admit(&intent("p", 6000, NOON)) else {
+        panic!()
+    };
+    // 6000 reserved: a second 6000 would overrun.
+    let Decision::Deny(refusal) = engine.admit(&intent("p", 6000, NOON)) else {
+        panic!()
+    };
+    assert_eq!(refusal.used, Some(6000.0));
+    // The call used 1000: settling frees the rest.
+    engine.settle(r1, &call("p", 1000, NOON));
+    assert_eq!(
+        engine.usage("daily", &intent("p", 0, NOON), NOON),
+        Some((1000.0, 0.0))
+    );
+    let Decision::Allow(r2) = engine.admit(&intent("p", 6000, NOON)) else {
+        panic!()
+    };
+    // Dropping a reservation (call never made) gives it back.
+    drop(r2);
+    assert_eq!(
+        engine.usage("daily", &intent("p", 0, NOON), NOON),
+        Some((1000.0, 0.0))
+    );
+}
+
+#[test]
+fn rate_limits_count_requests_and_tokens_per_rolling_minute() {
+    let engine = Engine::new(rules(
+        r#"
+[[rules]]
+id = "per-user"
+type = "rate_limit"
+scope = ["project"]
+requests_per_minute = 3
+tokens_per_minute = 1000
+"#,
+    ));
+    for i in 0..3 {
+        let Decision::Allow(r) = engine.admit(&intent("p", 10, NOON + i)) else {
+            panic!("call {i}")
+        };
+        engine.settle(r, &call("p", 10, NOON + i));
+    }
+    let refusal = engine.quote(&intent("p", 10, NOON + 10)).unwrap_err();
+    assert_eq!(refusal.reason, RefusalReason::RateLimited);
+    assert_eq!(refusal.retry_after_s, Some(1));
+    // A minute later the window has moved on.
+    assert!(
+        engine
+            .quote(&intent("p", 10, NOON + 61_000_000_000))
+            .is_ok()
+    );
+    // Tokens per minute: one big call is refused on its own.
+    let refusal = engine.quote(&intent("q", 2000, NOON)).unwrap_err();
+    assert_eq!(refusal.limit, Some(1000.0));
+}
+
+#[test]
+fn model_access_globs_allow_and_deny() {
+    let engine = Engine::new(rules(
+        r#"
+[[rules]]
+id = "models"
+type = "model_access"
+allow = ["openai/*", "*-haiku*"]
+deny = ["*gpt-4.5*"]
+"#,
+    ));
+    let mut i = intent("p", 10, NOON);
+    assert!(engine.quote(&i).is_ok());
+    i.model = Some("gpt-4.5-preview".into());
+    assert_eq!(
+        engine.quote(&i).unwrap_err().reason,
+        RefusalReason::ModelNotAllowed
+    );
+    i.provider = Some("anthropic".into());
+    i.model = Some("claude-3-5-haiku-20241022".into());
+    assert!(engine.quote(&i).is_ok());
+    i.model = Some("claude-sonnet-4-5".into());
+    assert_eq!(
+        engine.quote(&i).unwrap_err().reason,
+        RefusalReason::ModelNotAllowed
+    );
+    let mut r = call("p", 1, NOON);
+    r.provider = Some("anthropic".into());
+    r.request_model = Some("claude-sonnet-4-5".into());
+    let v = engine.observe(&r);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].kind, ViolationKind::ModelNotAllowed);
+}
+
+#[test]
+fn region_lock_allows_only_approved_upstreams() {
+    let engine = Engine::new(rules(
+        r#"
+[[rules]]
+id = "eu-only"
+type = "region"
+allowed = ["eu-*", "*.eu.example.com"]
+match = { project = "gdpr-*" }
+"#,
+    ));
+    let mut i = intent("gdpr-app", 10, NOON);
+    i.upstream = Some("eu-west-1".into());
+    assert!(engine.quote(&i).is_ok());
+    i.upstream = Some("us-east-1".into());
+    assert_eq!(
+        engine.quote(&i).unwrap_err().reason,
+        RefusalReason::RegionNotAllowed
+    );
+    i.upstream = None;
+    assert_eq!(
+        engine.quote(&i).unwrap_err().reason,
+        RefusalReason::RegionNotAllowed
+    );
+    // The rule only matches gdpr-* projects.
+    let mut other = intent("search", 10, NOON);
+    other.upstream = Some("us-east-1".into());
+    assert!(engine.quote(&other).is_ok());
+}
+
+#[test]
+fn custom_cel_rules_fire_on_matching_calls() {
+    let engine = Engine::new(rules(
+        r#"
+[[rules]]
+id = "long-outputs"
+type = "custom"
+expression = 'call.output_tokens > 8000 && call.model.startsWith("gpt-4")'
+action = "alert"
+"#,
+    ));
+    let mut r = call("p", 10, NOON);
+    r.output_tokens = 9000;
+    let v = engine.observe(&r);
+    assert_eq!(v.len(), 1);
+    assert_eq!(
+        (v[0].kind, v[0].action),
+        (ViolationKind::Custom, config::Action::Alert)
+    );
+    r.output_tokens = 100;
+    assert!(engine.observe(&r).is_empty());
+    // Alert-only rules never refuse.
+    let mut i = intent("p", 9000, NOON);
+    i.model = Some("gpt-4o".into());
+    assert!(engine.quote(&i).is_ok());
+}
+
+#[test]
+fn tier_preset_bursts_then_blocks() {
+    let engine = Engine::new(rules(
+        r#"
+[[rules]]
+id = "solo"
+type = "budget"
+tier = "solo"
+scope = ["user"]
+action = "block"
+"#,
+    ));
+    let user = |at| CallIntent {
+        at_unix_nanos: at,
+        user: Some("u".into()),
+        max_output_tokens: 10_000,
+        ..Default::default()
+    };
+    let used = |n, at| CallRecord {
+        start_unix_nanos: at,
+        user: Some("u".into()),
+        input_tokens: n,
+        ..Default::default()
+    };
+    // 510K of a 500K plan: over the limit, within the 1.5x burst.
+    engine.observe(&used(510_000, NOON));
+    assert!(engine.quote(&user(NOON + 1)).is_ok());
+    // Past 750K (1.5x) nothing more goes through.
+    engine.observe(&used(240_000, NOON + 2));
+    let refusal = engine.quote(&user(NOON + 3)).unwrap_err();
+    assert_eq!(refusal.limit, Some(750_000.0));
+    // Back under 1.5x, but 5 minutes after the burst started it is over.
+    let engine2 = Engine::new(rules(
+        r#"
+[[rules]]
+id = "solo"
+type = "budget"
+tier = "solo"
+scope = ["user"]
+action = "block"
+"#,
+    ));
+    engine2.observe(&used(510_000, NOON));
+    assert!(engine2.quote(&user(NOON + 299_000_000_000)).is_ok());
+    let refusal = engine2.quote(&user(NOON + 301_000_000_000)).unwrap_err();
+    assert_eq!(refusal.limit, Some(500_000.0));
+}
+
+#[test]
+fn snooze_and_limit_overrides() {
+    let engine = Engine::new(rules(DAILY_BLOCK));
+    let scope = intent("p", 0, NOON);
+    assert!(engine.set_override(
+        "daily",
+        &scope,
+        Override::Snooze {
+            until: NOON + 3_600_000_000_000
+        }
+    ));
+    assert!(!engine.set_override("nope", &scope, Override::Snooze { until: NOON }));
+    // Snoozed: usage is counted but nothing fires or refuses.
+    assert!(engine.observe(&call("p", 20_000, NOON)).is_empty());
+    assert!(engine.quote(&intent("p", 100, NOON)).is_ok());
+    // After the snooze the usage counts.
+    assert!(
+        engine
+            .quote(&intent("p", 100, NOON + 3_700_000_000_000))
+            .is_err()
+    );
+    // An admin raise lets the project continue until it expires.
+    engine.set_override(
+        "daily",
+        &scope,
+        Override::Limit {
+            limit: Some(50_000),
+            until: NOON + 2 * 3_600_000_000_000,
+        },
+    );
+    assert!(
+        engine
+            .quote(&intent("p", 100, NOON + 3_700_000_000_000))
+            .is_ok()
+    );
+}
+
+#[test]
+fn bad_rules_are_refused_naming_rule_and_field() {
+    let unknown =
+        rule_error("[[rules]]\nid = \"r1\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimt = 5\n");
+    assert!(
+        unknown.contains("r1") && unknown.contains("limt"),
+        "{unknown}"
+    );
+    let negative =
+        rule_error("[[rules]]\nid = \"r2\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimit = -5\n");
+    assert!(
+        negative.contains("`r2`") && negative.contains("`limit`"),
+        "{negative}"
+    );
+    let cel = rule_error(
+        "[[rules]]\nid = \"r3\"\ntype = \"custom\"\nexpression = \"call.output_tokens >\"\n",
+    );
+    assert!(
+        cel.contains("`r3`") && cel.contains("`expression`"),
+        "{cel}"
+    );
+    let scope = rule_error(
+        "[[rules]]\nid = \"r4\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimit = 5\nscope = [\"colour\"]\n",
+    );
+    assert!(
+        scope.contains("`r4`") && scope.contains("`scope`") && scope.contains("colour"),
+        "{scope}"
+    );
+    let tz = rule_error(
+        "[[rules]]\nid = \"r5\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimit = 5\ntime_zone = \"Mars/Olympus\"\n",
+    );
+    assert!(tz.contains("`time_zone`"), "{tz}");
+    let dup = rule_error(
+        "[[rules]]\nid = \"a\"\ntype = \"custom\"\nexpression = \"true\"\n[[rules]]\nid = \"a\"\ntype = \"custom\"\nexpression = \"true\"\n",
+    );
+    assert!(dup.contains("twice"), "{dup}");
+    assert!(!unknown.contains('\n') && !cel.contains('\n'));
+}
+
+#[test]
+fn counters_survive_a_reload_that_keeps_the_rule() {
+    let engine = Engine::new(rules(DAILY_BLOCK));
+    engine.observe(&call("p", 9_500, NOON));
+    engine.replace_rules(rules(&DAILY_BLOCK.replace("10000", "9000")));
+    let refusal = engine.quote(&intent("p", 100, NOON)).unwrap_err();
+    assert_eq!((refusal.limit, refusal.used), (Some(9000.0), Some(9500.0)));
+}
+
+#[test]
+fn restore_rebuilds_usage_without_reporting_again() {
+    let history: Vec<_> = (0..9).map(|i| call("p", 1000, NOON + i)).collect();
+    let engine = Engine::new(rules(DAILY_BLOCK));
+    assert_eq!(engine.restore(&history), 9);
+    assert_eq!(
+        engine.usage("daily", &intent("p", 0, NOON), NOON),
+        Some((9000.0, 0.0))
+    );
+    // 80 % and 90 % were crossed before the restart: only 100 % is new.
+    let v = engine.observe(&call("p", 1000, NOON + 100));
+    assert_eq!(
+        v.iter().map(|v| v.threshold).collect::<Vec<_>>(),
+        vec![Some(1.0)]
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Admit { project: u8, max_output: u16 },
+    Settle { index: usize, used: u16 },
+    Drop { index: usize },
+    Observe { project: u8, tokens: u16 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..3, 0u16..4000).prop_map(|(project, max_output)| Op::Admit {
+            project,
+            max_output
+        }),
+        (0usize..16, 0u16..4000).prop_map(|(index, used)| Op::Settle { index, used }),
+        (0usize..16).prop_map(|index| Op::Drop { index }),
+        (0u8..3, 0u16..4000).prop_map(|(project, tokens)| Op::Observe { project, tokens }),
+    ]
+}
+
+proptest! {
+    /// For any interleaving: reservations are always released, counters
+    /// equal the sum of settled usage, and settled + reserved never passes
+    /// the limit through admits (only observe, which cannot refuse, may).
+    #[test]
+    fn ledger_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+        let engine = Engine::new(rules(DAILY_BLOCK));
+        let mut open: Vec<(u8, Reservation)> = Vec::new();
+        let mut settled = [0u64; 3];
+        for op in ops {
+            match op {
+                Op::Admit { project, max_output } => {
+                    let name = format!("p{project}");
+                    let before = engine.usage("daily", &intent(&name, 0, NOON), NOON).unwrap_or((0.0, 0.0));
+                    match engine.admit(&intent(&name, u64::from(max_output), NOON)) {
+                        Decision::Allow(r) => {
+                            // Admitted only if it fits under the limit with everything in flight.
+                            prop_assert!(before.0 + before.1 + f64::from(max_output) <= 10_000.0);
+                            open.push((project, r));
+                        }
+                        Decision::Deny(_) => {
+                            prop_assert!(before.0 + before.1 + f64::from(max_output) > 10_000.0);
+                        }
+                    }
+                }
+                Op::Settle { index, used } => {
+                    if !open.is_empty() {
+                        let (project, r) = open.remove(index % open.len());
+                        engine.settle(r, &call(&format!("p{project}"), u64::from(used), NOON));
+                        settled[usize::from(project)] += u64::from(used);
+                    }
+                }
+                Op::Drop { index } => {
+                    if !open.is_empty() {
+                        open.remove(index % open.len());
+                    }
+                }
+                Op::Observe { project, tokens } => {
+                    engine.observe(&call(&format!("p{project}"), u64::from(tokens), NOON));
+                    settled[usize::from(project)] += u64::from(tokens);
+                }
+            }
+            for p in 0u8..3 {
+                let in_flight: u64 = open.iter().filter(|(q, _)| *q == p).map(|(_, r)| r.held()[0].1).sum();
+                let (s, reserved) = engine.usage("daily", &intent(&format!("p{p}"), 0, NOON), NOON).unwrap_or((0.0, 0.0));
+                prop_assert_eq!(s, settled[usize::from(p)] as f64);
+                prop_assert_eq!(reserved, in_flight as f64);
+            }
+        }
+        drop(open);
+        for p in 0u8..3 {
+            let (_, reserved) = engine.usage("daily", &intent(&format!("p{p}"), 0, NOON), NOON).unwrap_or((0.0, 0.0));
+            prop_assert_eq!(reserved, 0.0, "reservations left after every one ended");
+        }
+    }
+}
+
+/// Concurrent admits never overrun a budget by more than what is in flight:
+/// with reservations, by nothing at all.
+#[test]
+fn concurrent_admits_never_overrun() {
+    let engine = Engine::new(rules(DAILY_BLOCK));
+    let admitted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let engine = engine.clone();
+            let admitted = Arc::clone(&admitted);
+            s.spawn(move || {
+                for _ in 0..50 {
+                    if let Decision::Allow(r) = engine.admit(&intent("p", 300, NOON)) {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Each call uses all it reserved.
+                        engine.settle(r, &call("p", 300, NOON));
+                    }
+                }
+            });
+        }
+    });
+    let (used, reserved) = engine.usage("daily", &intent("p", 0, NOON), NOON).unwrap();
+    assert_eq!(reserved, 0.0);
+    assert_eq!(
+        used,
+        admitted.load(std::sync::atomic::Ordering::SeqCst) as f64 * 300.0
+    );
+    assert!(used <= 10_000.0, "overran: {used}");
+    assert_eq!(used, 9_900.0, "33 calls of 300 fit in 10,000");
+}

@@ -1,0 +1,230 @@
+//! Budget windows: calendar (aligned to the start of the minute, hour, day,
+//! ISO week or month in a time zone) or rolling (the last minute, hour, ...
+//! up to now, kept as 60 sub-buckets).
+
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// Length of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowUnit {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl WindowUnit {
+    /// Nominal length in nanoseconds (a month counts 30 days for rolling windows).
+    pub fn nominal_nanos(self) -> i64 {
+        let secs = match self {
+            WindowUnit::Minute => 60,
+            WindowUnit::Hour => 3_600,
+            WindowUnit::Day => 86_400,
+            WindowUnit::Week => 7 * 86_400,
+            WindowUnit::Month => 30 * 86_400,
+        };
+        secs * NANOS_PER_SEC
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowUnit::Minute => "minute",
+            WindowUnit::Hour => "hour",
+            WindowUnit::Day => "day",
+            WindowUnit::Week => "week",
+            WindowUnit::Month => "month",
+        }
+    }
+}
+
+/// How a window moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Resets at calendar boundaries of the time zone.
+    Calendar(Tz),
+    /// Always the last `unit` of time; usage leaves it bucket by bucket.
+    Rolling,
+}
+
+/// A compiled window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub unit: WindowUnit,
+    pub kind: WindowKind,
+}
+
+/// Sub-buckets of a rolling window.
+pub const ROLLING_BUCKETS: i64 = 60;
+
+impl Window {
+    /// The calendar window `[start, end)` containing `t` (Unix nanoseconds).
+    /// For rolling windows: the bucket containing `t` and the end of the
+    /// window that starts with it.
+    pub fn bounds(&self, t: i64) -> (i64, i64) {
+        match self.kind {
+            WindowKind::Rolling => {
+                let width = self.bucket_nanos();
+                let start = t.div_euclid(width) * width;
+                (start, start + self.unit.nominal_nanos())
+            }
+            WindowKind::Calendar(tz) => calendar_bounds(self.unit, tz, t),
+        }
+    }
+
+    /// Width of one rolling sub-bucket.
+    pub fn bucket_nanos(&self) -> i64 {
+        self.unit.nominal_nanos() / ROLLING_BUCKETS
+    }
+}
+
+fn to_nanos(dt: DateTime<Utc>) -> i64 {
+    dt.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// The local start of a calendar day, falling forward over a DST gap.
+fn local_midnight(tz: Tz, date: NaiveDate) -> Option<DateTime<Utc>> {
+    let naive = date.and_hms_opt(0, 0, 0)?;
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| {
+            tz.from_local_datetime(&(naive + ChronoDuration::hours(1)))
+                .earliest()
+        })
+        .map(|d| d.with_timezone(&Utc))
+}
+
+fn calendar_bounds(unit: WindowUnit, tz: Tz, t: i64) -> (i64, i64) {
+    let utc = DateTime::<Utc>::from_timestamp_nanos(t);
+    let local = utc.with_timezone(&tz);
+    let fallback = || {
+        let n = unit.nominal_nanos();
+        let start = t.div_euclid(n) * n;
+        (start, start + n)
+    };
+    match unit {
+        // Minutes and hours are aligned the same way in every zone with
+        // whole-hour offsets; use the local clock to honour the others.
+        WindowUnit::Minute | WindowUnit::Hour => {
+            let secs_into = if unit == WindowUnit::Minute {
+                i64::from(local.second())
+            } else {
+                i64::from(local.minute()) * 60 + i64::from(local.second())
+            };
+            let start = (t.div_euclid(NANOS_PER_SEC) - secs_into) * NANOS_PER_SEC;
+            (start, start + unit.nominal_nanos())
+        }
+        WindowUnit::Day | WindowUnit::Week | WindowUnit::Month => {
+            let date = local.date_naive();
+            let (first, next) = match unit {
+                WindowUnit::Day => (Some(date), date.succ_opt()),
+                WindowUnit::Week => {
+                    let monday = date
+                        - ChronoDuration::days(i64::from(date.weekday().num_days_from_monday()));
+                    (
+                        Some(monday),
+                        monday.checked_add_signed(ChronoDuration::days(7)),
+                    )
+                }
+                _ => {
+                    let first = NaiveDate::from_ymd_opt(date.year(), date.month(), 1);
+                    let next = if date.month() == 12 {
+                        NaiveDate::from_ymd_opt(date.year() + 1, 1, 1)
+                    } else {
+                        NaiveDate::from_ymd_opt(date.year(), date.month() + 1, 1)
+                    };
+                    (first, next)
+                }
+            };
+            match (
+                first.and_then(|d| local_midnight(tz, d)),
+                next.and_then(|d| local_midnight(tz, d)),
+            ) {
+                (Some(s), Some(e)) => (to_nanos(s), to_nanos(e)),
+                _ => fallback(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> i64 {
+        to_nanos(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+    }
+
+    fn cal(unit: WindowUnit, tz: Tz) -> Window {
+        Window {
+            unit,
+            kind: WindowKind::Calendar(tz),
+        }
+    }
+
+    #[test]
+    fn utc_calendar_windows() {
+        let t = at("2026-11-21T14:37:42Z");
+        assert_eq!(
+            cal(WindowUnit::Minute, Tz::UTC).bounds(t),
+            (at("2026-11-21T14:37:00Z"), at("2026-11-21T14:38:00Z"))
+        );
+        assert_eq!(
+            cal(WindowUnit::Hour, Tz::UTC).bounds(t),
+            (at("2026-11-21T14:00:00Z"), at("2026-11-21T15:00:00Z"))
+        );
+        assert_eq!(
+            cal(WindowUnit::Day, Tz::UTC).bounds(t),
+            (at("2026-11-21T00:00:00Z"), at("2026-11-22T00:00:00Z"))
+        );
+        // 2026-11-21 is a Saturday; ISO weeks start on Monday.
+        assert_eq!(
+            cal(WindowUnit::Week, Tz::UTC).bounds(t),
+            (at("2026-11-16T00:00:00Z"), at("2026-11-23T00:00:00Z"))
+        );
+        assert_eq!(
+            cal(WindowUnit::Month, Tz::UTC).bounds(t),
+            (at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z"))
+        );
+        let dec = at("2026-12-31T23:59:59Z");
+        assert_eq!(
+            cal(WindowUnit::Month, Tz::UTC).bounds(dec),
+            (at("2026-12-01T00:00:00Z"), at("2027-01-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn days_follow_the_configured_time_zone_and_dst() {
+        let ny = chrono_tz::America::New_York;
+        // 03:00 UTC on Nov 21 is still Nov 20 in New York (UTC-5).
+        let t = at("2026-11-21T03:00:00Z");
+        assert_eq!(
+            cal(WindowUnit::Day, ny).bounds(t),
+            (at("2026-11-20T05:00:00Z"), at("2026-11-21T05:00:00Z"))
+        );
+        // The day DST ends (2026-11-01) lasts 25 hours there.
+        let (s, e) = cal(WindowUnit::Day, ny).bounds(at("2026-11-01T12:00:00Z"));
+        assert_eq!(e - s, 25 * 3_600 * NANOS_PER_SEC);
+        // India is UTC+5:30: hours start at :30 UTC.
+        let (s, _) =
+            cal(WindowUnit::Hour, chrono_tz::Asia::Kolkata).bounds(at("2026-11-21T14:37:42Z"));
+        assert_eq!(s, at("2026-11-21T14:30:00Z"));
+    }
+
+    #[test]
+    fn rolling_buckets_are_a_sixtieth_of_the_window() {
+        let w = Window {
+            unit: WindowUnit::Hour,
+            kind: WindowKind::Rolling,
+        };
+        assert_eq!(w.bucket_nanos(), 60 * NANOS_PER_SEC);
+        let (s, e) = w.bounds(at("2026-11-21T14:37:42Z"));
+        assert_eq!(s, at("2026-11-21T14:37:00Z"));
+        assert_eq!(e - s, 3_600 * NANOS_PER_SEC);
+    }
+}
