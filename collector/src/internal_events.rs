@@ -70,6 +70,8 @@ pub struct InternalEvents {
     write_seconds: Histogram,
     write_errors: Counter,
     store_down: AtomicBool,
+    alerts: Family<[(&'static str, &'static str); 1], Counter>,
+    rule_events: Counter,
 }
 
 impl InternalEvents {
@@ -133,8 +135,22 @@ impl InternalEvents {
             "Failed batch writes (retried)",
             write_errors.clone(),
         );
+        let alerts = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "alerts",
+            "Alerts by outcome: delivered, failed (after retries), dropped (queue full)",
+            alerts.clone(),
+        );
+        let rule_events = Counter::default();
+        registry.register(
+            "rule_events",
+            "Rule events (thresholds, limits, denials)",
+            rule_events.clone(),
+        );
         Arc::new(Self {
             registry,
+            alerts,
+            rule_events,
             requests,
             grpc_ok,
             http_ok,
@@ -226,6 +242,23 @@ impl InternalEvents {
     pub fn rows_lost(&self, rows: usize, why: &str) {
         self.rows_lost.inc_by(rows as u64);
         tracing::error!(rows, why, "acknowledged rows were not written");
+    }
+
+    pub fn alert_delivered(&self) {
+        self.alerts.get_or_create(&[("outcome", "delivered")]).inc();
+    }
+
+    pub fn alert_failed(&self) {
+        self.alerts.get_or_create(&[("outcome", "failed")]).inc();
+    }
+
+    pub fn alert_dropped(&self) {
+        self.alerts.get_or_create(&[("outcome", "dropped")]).inc();
+        tracing::warn!("alert queue full; alert dropped");
+    }
+
+    pub fn rule_events(&self, n: usize) {
+        self.rule_events.inc_by(n as u64);
     }
 
     pub fn rows_written_total(&self) -> u64 {

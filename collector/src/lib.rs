@@ -1,11 +1,14 @@
 //! The Tollgate collector: OTLP receivers -> normalise + price -> bounded
 //! queue -> sink, plus the query API and the `tollgate` CLI.
 
+pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod internal_events;
+pub mod killswitch;
 pub mod normalize;
 pub mod pipeline;
 pub mod query;

@@ -4,17 +4,26 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tollgate_rules::engine::compile::RuleKind;
+use tollgate_rules::engine::window::WindowKind;
+use tollgate_rules::engine::{Engine, RuleSet, ViolationKind};
+
+use crate::admin::{AdminState, Reloader, admin_router};
+use crate::alerts::Alerts;
 use crate::api::{ApiState, api_router};
 use crate::config::Config;
 use crate::internal_events::InternalEvents;
+use crate::killswitch::{KillSwitch, enforcement_router};
 use crate::normalize::{Normalizer, NormalizerConfig};
-use crate::pipeline::{Writer, row_queue};
+use crate::pipeline::{RuleStage, Writer, row_queue};
+use crate::query::QueryStore;
 use crate::receivers::{HttpReceiverConfig, Ingest, grpc_router, http_router};
 use crate::sinks::{SinkError, Store};
 
@@ -78,6 +87,12 @@ pub async fn run(
     let events = InternalEvents::new();
     let Store { sink, query: store } = config.storage.build()?;
 
+    // Rules: counters rebuilt from the store so a restart keeps usage.
+    let engine = Engine::new((*config.rules).clone());
+    let killswitch = KillSwitch::new();
+    restore(&engine, &killswitch, store.as_ref(), &config.rules).await;
+    let (alerts, alerts_task) = Alerts::start(&config.alerts, Arc::clone(&events));
+
     let grpc_listener = bind(
         config.grpc_listen,
         "OTLP/gRPC",
@@ -105,6 +120,12 @@ pub async fn run(
         Arc::clone(&events),
         config.batch_max_rows,
     )
+    .with_rules(RuleStage {
+        engine: engine.clone(),
+        killswitch: killswitch.clone(),
+        alerts,
+        events: Arc::clone(&events),
+    })
     .spawn();
     let normalizer = Normalizer::new(
         NormalizerConfig {
@@ -158,11 +179,28 @@ pub async fn run(
         }
     });
 
-    let api_app = api_router(ApiState {
+    let reloader = Arc::new(Reloader::new(config.source.clone(), engine.clone()));
+    let mut api_app = api_router(ApiState {
         store,
         events: Arc::clone(&events),
         receivers_ready: Arc::clone(&receivers_ready),
-    });
+    })
+    .merge(enforcement_router(killswitch.clone()));
+    match &config.admin_token {
+        Some(token) => {
+            api_app = api_app.merge(admin_router(AdminState {
+                token: token.clone(),
+                engine: engine.clone(),
+                killswitch: killswitch.clone(),
+                reloader: Arc::clone(&reloader),
+            }));
+        }
+        None => tracing::info!(
+            "admin API off: set admin.token (or TOLLGATE_ADMIN__TOKEN) to enable /admin/v1"
+        ),
+    }
+    let watch_stop = receivers_stop.clone();
+    tasks.spawn(async move { reloader.watch(Duration::from_secs(2), watch_stop).await });
     let stop = api_stop.clone();
     let api_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, api_app)
@@ -194,6 +232,8 @@ pub async fn run(
     // No receiver is left: refuse stragglers, write what was acknowledged.
     queue.close();
     writer.drain_and_stop(config.shutdown_timeout).await;
+    // The writer held the last alert sender: what is queued is delivered now.
+    alerts_task.stop(Duration::from_secs(10)).await;
     api_stop.cancel();
     let _ = api_task.await;
     tracing::info!(
@@ -201,4 +241,58 @@ pub async fn run(
         "collector stopped"
     );
     Ok(())
+}
+
+/// Replays stored calls of every window still open into the engine, and
+/// re-blocks the scopes whose `block` rules are still over their limit.
+async fn restore(
+    engine: &Engine,
+    killswitch: &KillSwitch,
+    store: &dyn QueryStore,
+    rules: &RuleSet,
+) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let since = rules
+        .rules
+        .iter()
+        .filter_map(|r| match &r.kind {
+            RuleKind::Budget(b) => Some(match b.window.kind {
+                WindowKind::Rolling => now - b.window.unit.nominal_nanos(),
+                WindowKind::Calendar(_) => b.window.bounds(now).0,
+            }),
+            _ => None,
+        })
+        .min();
+    let Some(since) = since else { return };
+    let started = std::time::Instant::now();
+    let mut blocks = Vec::new();
+    let replayed = store
+        .replay(
+            since,
+            Box::new(|call| {
+                for v in engine.observe(call) {
+                    if v.kind == ViolationKind::LimitExceeded
+                        && v.window_end.is_some_and(|end| end > now)
+                    {
+                        blocks.push(v);
+                    }
+                }
+            }),
+        )
+        .await;
+    match replayed {
+        Ok(n) => {
+            killswitch.apply(&blocks);
+            tracing::info!(
+                calls = n,
+                took_ms = started.elapsed().as_millis() as u64,
+                "rule counters rebuilt from the store"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not rebuild rule counters from the store; budgets start from zero")
+        }
+    }
 }

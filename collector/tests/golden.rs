@@ -270,7 +270,13 @@ async fn one_row_per_provider_response_in_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let (rows, _, _) = normalise("openllmetry_anthropic");
-    store.write(&rows).await.unwrap();
+    store
+        .write(tollgate_collector::sinks::Batch {
+            calls: &rows,
+            events: &[],
+        })
+        .await
+        .unwrap();
     let stored = store.calls(100).await.unwrap();
     let with_response: Vec<_> = stored.iter().filter(|r| r.request_id.is_some()).collect();
     assert_eq!(with_response.len(), 3, "three answered calls");

@@ -3,7 +3,7 @@
 //! OTLP types are not regenerated here: they come from the maintained
 //! `opentelemetry-proto` crate and are re-exported so every crate agrees on
 //! one version. Tollgate's own control-plane protocol (kill-switch watch)
-//! lives beside them as it is added.
+//! is generated from `proto/` by the build script and lives beside them.
 
 pub use opentelemetry_proto::tonic as otlp;
 
@@ -19,4 +19,16 @@ pub mod trace {
     pub use opentelemetry_proto::tonic::trace::v1::{
         ResourceSpans, ScopeSpans, Span, Status, span::SpanKind, status::StatusCode,
     };
+}
+
+/// Tollgate's kill-switch protocol: agents watch whether their scope is
+/// blocked and refuse model calls without contacting the provider.
+pub mod enforcement {
+    /// Version 1 of `tollgate.enforcement`: `Scope`, `Block`,
+    /// `EnforcementState`, the `Enforcement` service's server and client.
+    pub mod v1 {
+        // Generated code: its style is tonic-prost-build's, not ours.
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("tollgate.enforcement.v1");
+    }
 }

@@ -10,7 +10,9 @@
 //!   region locks, custom CEL rules) with `admit` / `settle` / `observe`.
 
 pub mod engine;
+mod event;
 pub mod pricing;
 mod record;
 
+pub use event::RuleEvent;
 pub use record::{CallRecord, CallStatus, CostSource, Mode};

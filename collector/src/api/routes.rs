@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use crate::internal_events::InternalEvents;
-use crate::query::{Dimension, QueryStore, UsageQuery, parse_since};
+use crate::query::{Dimension, EventsQuery, QueryStore, UsageQuery, parse_since};
 
 /// Most rows `/v1/calls` and `/v1/usage` return at once.
 const MAX_LIMIT: usize = 10_000;
@@ -33,6 +33,7 @@ pub fn api_router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/usage", get(usage))
         .route("/v1/calls", get(calls))
+        .route("/v1/events", get(events))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -104,6 +105,32 @@ async fn calls(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let rows = state.store.calls(limit(&params, 50)?).await?;
+    Ok(Json(json!({ "rows": rows })))
+}
+
+/// `GET /v1/events?since=24h[&rule=ID][&kind=threshold][&limit=N]`: rule events, newest first.
+async fn events(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    for k in params.keys() {
+        if !matches!(k.as_str(), "since" | "rule" | "kind" | "limit") {
+            return Err(ApiError::BadRequest(format!(
+                "unknown parameter `{k}`; use since, rule, kind or limit"
+            )));
+        }
+    }
+    let since = parse_since(params.get("since").map_or("24h", String::as_str))?;
+    let rows = state
+        .store
+        .events(EventsQuery {
+            since_unix_nanos: now_nanos()
+                .saturating_sub(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)),
+            rule_id: params.get("rule").cloned(),
+            kind: params.get("kind").cloned(),
+            limit: limit(&params, 100)?,
+        })
+        .await?;
     Ok(Json(json!({ "rows": rows })))
 }
 

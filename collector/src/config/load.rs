@@ -28,6 +28,8 @@ pub enum ConfigError {
     Parse(String),
     #[error("invalid config: `{field}`: {message}")]
     Invalid { field: String, message: String },
+    #[error("invalid config: {0}")]
+    Rules(tollgate_rules::engine::RuleError),
 }
 
 /// Loads the configuration from `path` (if any) and the process environment.
@@ -184,7 +186,9 @@ mod example_file {
     #[test]
     fn example_config_loads_and_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tollgate.example.toml");
-        let example = load_with_env(Some(&path), Env::prefixed("TOLLGATE_TEST_NOTHING_")).unwrap();
+        let mut example =
+            load_with_env(Some(&path), Env::prefixed("TOLLGATE_TEST_NOTHING_")).unwrap();
+        example.source = None;
         let defaults = load_with_env(None, Env::prefixed("TOLLGATE_TEST_NOTHING_")).unwrap();
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
     }

@@ -10,7 +10,7 @@ mod validate;
 pub use expand::expand_env;
 pub use load::{ConfigError, load};
 pub use raw::{
-    ApiSection, LogFormat, LogSection, OtlpSection, PipelineSection, PricingSection, RawConfig,
-    ReceiversSection, StorageSection,
+    AdminSection, AlertsSection, ApiSection, LogFormat, LogSection, OtlpSection, PipelineSection,
+    PricingSection, RawConfig, ReceiversSection, StorageSection, WebhookFormat, WebhookSection,
 };
-pub use validate::{Config, LabelPolicy, StorageConfig};
+pub use validate::{Config, LabelPolicy, Secret, StorageConfig};

@@ -27,6 +27,79 @@ pub struct RawConfig {
     pub log: LogSection,
     #[serde(default)]
     pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
+    /// `[[rules]]`: budgets, rate limits, model access, region locks and
+    /// custom rules; read one by one so that an error names its rule.
+    #[serde(default)]
+    pub rules: Vec<toml::Value>,
+}
+
+/// `[admin]`: the admin API (`/admin/v1/...` on the API port).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Bearer token the admin API requires. Unset = admin API off.
+    /// Prefer `token = "${TOLLGATE_ADMIN_TOKEN}"` to writing it here.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// Body format of a webhook.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The event as JSON.
+    #[default]
+    Json,
+    /// `{"text": "..."}`, as Slack incoming webhooks (and compatibles) take.
+    Slack,
+}
+
+/// One `[[alerts.webhooks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// Name rules use in `alerts = ["name"]`.
+    pub name: String,
+    /// Where alerts are POSTed.
+    pub url: String,
+    /// `json` (default) or `slack`.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Also receive alerts of rules that name no sink. Default true.
+    #[serde(default = "default_true")]
+    pub default: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[alerts]`: where rule events are sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSection>,
+    /// Attempts per delivery before giving up (with exponential backoff).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    6
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        Self {
+            webhooks: Vec::new(),
+            max_attempts: default_attempts(),
+        }
+    }
 }
 
 /// `[receivers]`: where spans come in.

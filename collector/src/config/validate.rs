@@ -7,10 +7,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate_gateway::GatewayConfig;
+use tollgate_rules::engine::{RuleSet, compile, parse_rules};
 use tollgate_rules::pricing::PriceTable;
 
 use super::load::ConfigError;
-use super::raw::{LogSection, RawConfig, StorageSection};
+use super::raw::{AlertsSection, LogSection, RawConfig, StorageSection};
+
+/// A secret from config: never shown by `Debug` or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 /// Where rows go, validated.
 #[derive(Debug, Clone)]
@@ -43,6 +60,12 @@ pub struct Config {
     pub prices: Arc<PriceTable>,
     pub log: LogSection,
     pub gateway: GatewayConfig,
+    /// Admin API bearer token; `None` = admin API off.
+    pub admin_token: Option<Secret>,
+    pub alerts: AlertsSection,
+    pub rules: Arc<RuleSet>,
+    /// The file this was loaded from (rules are reloaded from it).
+    pub source: Option<PathBuf>,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
@@ -123,6 +146,45 @@ impl RawConfig {
             addr("gateway.listen", &self.gateway.listen)?;
         }
 
+        let rules = parse_rules(self.rules)
+            .and_then(|raw| compile(&raw))
+            .map_err(ConfigError::Rules)?;
+        let mut names = std::collections::HashSet::new();
+        for w in &self.alerts.webhooks {
+            if !names.insert(w.name.as_str()) {
+                return Err(invalid(
+                    "alerts.webhooks",
+                    format!("`{}` is defined twice", w.name),
+                ));
+            }
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(invalid(
+                    "alerts.webhooks",
+                    format!("`{}`: url must start with http:// or https://", w.name),
+                ));
+            }
+        }
+        for rule in &rules.rules {
+            for sink in &rule.alerts {
+                if !names.contains(sink.as_str()) {
+                    return Err(ConfigError::Rules(
+                        tollgate_rules::engine::RuleError::Invalid {
+                            rule: rule.id.to_string(),
+                            field: "alerts".to_owned(),
+                            message: format!("no webhook named `{sink}` in [[alerts.webhooks]]"),
+                        },
+                    ));
+                }
+            }
+        }
+        let admin_token = match self.admin.token {
+            Some(t) if t.trim().len() < 16 => {
+                return Err(invalid("admin.token", "must be at least 16 characters"));
+            }
+            Some(t) => Some(Secret(t)),
+            None => None,
+        };
+
         Ok(Config {
             grpc_listen,
             http_listen,
@@ -141,6 +203,10 @@ impl RawConfig {
             prices: Arc::new(prices),
             log: self.log,
             gateway: self.gateway,
+            admin_token,
+            alerts: self.alerts,
+            rules: Arc::new(rules),
+            source: None,
         })
     }
 }

@@ -2,7 +2,9 @@
 //! and the writer task that drains it in batches.
 
 mod queue;
+mod rules_stage;
 mod writer;
 
 pub use queue::{Enqueued, QueueError, RowQueue, RowReceiver, row_queue};
+pub use rules_stage::RuleStage;
 pub use writer::{Writer, WriterHandle};

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinHandle;
-use tollgate_rules::CallRecord;
+use tollgate_rules::{CallRecord, RuleEvent};
 
 use super::queue::{Enqueued, RowQueue, RowReceiver};
+use super::rules_stage::RuleStage;
 use crate::internal_events::InternalEvents;
-use crate::sinks::Sink;
+use crate::sinks::{Batch, Sink};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -26,6 +27,7 @@ pub struct Writer {
     sink: Arc<dyn Sink>,
     events: Arc<InternalEvents>,
     batch_max_rows: usize,
+    rules: Option<RuleStage>,
 }
 
 /// Handle to a running writer.
@@ -60,7 +62,14 @@ impl Writer {
             sink,
             events,
             batch_max_rows,
+            rules: None,
         }
+    }
+
+    /// Runs `stage` on every batch before it is written.
+    pub fn with_rules(mut self, stage: RuleStage) -> Self {
+        self.rules = Some(stage);
+        self
     }
 
     /// Starts the writer on the runtime.
@@ -74,6 +83,7 @@ impl Writer {
         let mut pending: Vec<Enqueued> = Vec::with_capacity(64);
         let mut batch: Vec<CallRecord> = Vec::with_capacity(self.batch_max_rows);
         let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(64);
+        let mut rule_events: Vec<RuleEvent> = Vec::new();
         self.events.queue_capacity(self.queue.capacity());
         loop {
             let deadline = *stop.borrow();
@@ -107,8 +117,21 @@ impl Writer {
                 permits.push(e.permit);
             }
             self.events.queue_depth(self.queue.depth());
-            self.write_with_retry(&batch, &mut stop).await;
+            // Rules run once per call, before the first attempt: a retried
+            // write stores the same rows and events.
+            if let Some(stage) = &self.rules {
+                stage.evaluate(&mut batch, &mut rule_events);
+            }
+            self.write_with_retry(
+                Batch {
+                    calls: &batch,
+                    events: &rule_events,
+                },
+                &mut stop,
+            )
+            .await;
             batch.clear();
+            rule_events.clear();
             permits.clear();
             self.events.queue_depth(self.queue.depth());
         }
@@ -128,7 +151,7 @@ impl Writer {
 
     async fn write_with_retry(
         &self,
-        batch: &[CallRecord],
+        batch: Batch<'_>,
         stop: &mut watch::Receiver<Option<Instant>>,
     ) {
         let mut backoff = FIRST_BACKOFF;
@@ -136,14 +159,15 @@ impl Writer {
             let started = Instant::now();
             match self.sink.write(batch).await {
                 Ok(()) => {
-                    self.events.batch_written(batch.len(), started.elapsed());
+                    self.events
+                        .batch_written(batch.calls.len(), started.elapsed());
                     return;
                 }
                 Err(e) => {
-                    self.events.batch_failed(batch.len(), &e);
+                    self.events.batch_failed(batch.calls.len(), &e);
                     if !e.is_retryable() {
                         self.events
-                            .rows_lost(batch.len(), "the store refused the batch");
+                            .rows_lost(batch.calls.len(), "the store refused the batch");
                         return;
                     }
                 }
@@ -153,7 +177,7 @@ impl Writer {
                 && Instant::now() + backoff > deadline
             {
                 self.events.rows_lost(
-                    batch.len() + self.queue.depth().saturating_sub(batch.len()),
+                    self.queue.depth().max(batch.calls.len()),
                     "shutdown timeout reached while the store was failing",
                 );
                 return;
@@ -183,13 +207,13 @@ mod tests {
     }
 
     impl Sink for Recording {
-        fn write<'a>(&'a self, batch: &'a [CallRecord]) -> BoxFuture<'a, Result<(), SinkError>> {
+        fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
             Box::pin(async move {
                 if self.fail_first.load(Ordering::SeqCst) > 0 {
                     self.fail_first.fetch_sub(1, Ordering::SeqCst);
                     return Err(SinkError::Unavailable("down".into()));
                 }
-                self.rows.lock().unwrap().extend_from_slice(batch);
+                self.rows.lock().unwrap().extend_from_slice(batch.calls);
                 Ok(())
             })
         }

@@ -3,4 +3,6 @@
 
 mod model;
 
-pub use model::{Dimension, QueryError, QueryStore, UsageQuery, UsageRow, parse_since};
+pub use model::{
+    Dimension, EventsQuery, QueryError, QueryStore, ReplayFn, UsageQuery, UsageRow, parse_since,
+};

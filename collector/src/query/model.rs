@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use tollgate_rules::CallRecord;
+use tollgate_rules::{CallRecord, RuleEvent};
 
 /// A column usage can be grouped or filtered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,11 +176,31 @@ pub enum QueryError {
     Store(String),
 }
 
+/// `GET /v1/events`: rule events since a time, newest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EventsQuery {
+    pub since_unix_nanos: i64,
+    pub rule_id: Option<String>,
+    pub kind: Option<String>,
+    pub limit: usize,
+}
+
+/// Called with every stored call of a replay, oldest first.
+pub type ReplayFn<'a> = Box<dyn FnMut(&CallRecord) + Send + 'a>;
+
 /// A store that answers the query API.
 pub trait QueryStore: Send + Sync {
     fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>>;
     /// The latest `limit` calls, newest first.
     fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>>;
+    fn events(&self, query: EventsQuery) -> BoxFuture<'_, Result<Vec<RuleEvent>, QueryError>>;
+    /// Streams every call that ended at or after `since`, oldest first
+    /// (rebuilding the rules engine's counters at start-up); returns how many.
+    fn replay<'a>(
+        &'a self,
+        since_unix_nanos: i64,
+        each: ReplayFn<'a>,
+    ) -> BoxFuture<'a, Result<u64, QueryError>>;
     /// Whether the store answers at all (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>>;
 }

@@ -5,5 +5,5 @@ mod sink;
 pub mod sqlite;
 mod store;
 
-pub use sink::{Sink, SinkError};
+pub use sink::{Batch, Sink, SinkError};
 pub use store::Store;

@@ -1,7 +1,14 @@
 //! The sink trait every store implements.
 
 use futures::future::BoxFuture;
-use tollgate_rules::CallRecord;
+use tollgate_rules::{CallRecord, RuleEvent};
+
+/// What one write stores: calls and the rule events they caused, together.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub calls: &'a [CallRecord],
+    pub events: &'a [RuleEvent],
+}
 
 /// Why a batch was not written.
 #[derive(Debug, thiserror::Error)]
@@ -31,5 +38,5 @@ impl SinkError {
 /// threads for long without telling the runtime (`block_in_place`).
 pub trait Sink: Send + Sync {
     /// Writes every row of `batch`, or none.
-    fn write<'a>(&'a self, batch: &'a [CallRecord]) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>>;
 }

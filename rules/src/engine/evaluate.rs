@@ -8,7 +8,7 @@ use super::cel::CallView;
 use super::compile::{BudgetRule, CompiledRule, RuleKind, RuleSet};
 use super::config::{Action, Metric};
 use super::ledger::{Ask, CounterKey, Ledger};
-use super::scope::{CallFacts, CallIntent, ScopeDim, scope_hash, scope_label};
+use super::scope::{CallFacts, CallIntent, ScopeDim, scope_hash, scope_label, scope_pairs};
 use super::window::WindowKind;
 use crate::CallRecord;
 
@@ -25,6 +25,18 @@ pub enum RefusalReason {
     CustomRule,
     /// The scope is blocked (kill-switch).
     Blocked,
+}
+
+impl ViolationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViolationKind::Threshold => "threshold",
+            ViolationKind::LimitExceeded => "limit_exceeded",
+            ViolationKind::ModelNotAllowed => "model_not_allowed",
+            ViolationKind::RegionNotAllowed => "region_not_allowed",
+            ViolationKind::Custom => "custom",
+        }
+    }
 }
 
 impl RefusalReason {
@@ -74,6 +86,8 @@ pub struct Violation {
     pub rule_id: Arc<str>,
     pub kind: ViolationKind,
     pub scope: String,
+    /// The same scope as (dimension, value) pairs.
+    pub scope_dims: Vec<(String, String)>,
     pub metric: Option<Metric>,
     pub limit: Option<f64>,
     pub used: Option<f64>,
@@ -82,6 +96,9 @@ pub struct Violation {
     /// End of the window (Unix nanoseconds): when a block lifts by itself.
     pub window_end: Option<i64>,
     pub alerts: Vec<String>,
+    /// Whether people should be notified: false for an exceeded limit that
+    /// a 100 % threshold alert already announced (no burst in between).
+    pub notify: bool,
 }
 
 /// Worst-case usage held for an admitted call. Dropping it gives the
@@ -418,6 +435,7 @@ impl Engine {
                 rule_id: Arc::clone(&rule.id),
                 kind,
                 scope: scope_label(&rule.scope, record),
+                scope_dims: scope_pairs(&rule.scope, record),
                 metric: None,
                 limit: None,
                 used: None,
@@ -425,6 +443,7 @@ impl Engine {
                 action: rule.action,
                 window_end: None,
                 alerts: rule.alerts.clone(),
+                notify: true,
             };
             match &rule.kind {
                 RuleKind::ModelAccess { .. } | RuleKind::Region { .. } | RuleKind::Custom(_) => {
@@ -471,6 +490,7 @@ impl Engine {
             rule_id: Arc::clone(&rule.id),
             kind,
             scope: scope_label(&rule.scope, record),
+            scope_dims: scope_pairs(&rule.scope, record),
             metric: Some(b.metric),
             limit: Some(display(b.metric, limit)),
             used: Some(display(b.metric, used)),
@@ -478,6 +498,7 @@ impl Engine {
             action: rule.action,
             window_end: Some(end),
             alerts: rule.alerts.clone(),
+            notify: true,
         };
         for (i, t) in b.thresholds.iter().enumerate() {
             let bit = 1u32 << i;
@@ -497,6 +518,7 @@ impl Engine {
             counter.crossed |= EXCEEDED_BIT;
             let mut v = base(ViolationKind::LimitExceeded, None);
             v.limit = Some(display(b.metric, ceiling));
+            v.notify = b.burst.is_some() || !b.thresholds.contains(&1.0);
             out.push(v);
         } else if used <= ceiling && rolling {
             counter.crossed &= !EXCEEDED_BIT;

@@ -18,7 +18,7 @@ pub use compile::{RuleError, RuleSet, compile, parse_rules};
 pub use evaluate::{
     Decision, Engine, Override, Refusal, RefusalReason, Reservation, Violation, ViolationKind,
 };
-pub use scope::{CallFacts, CallIntent, ScopeDim, scope_label};
+pub use scope::{CallFacts, CallIntent, ScopeDim, scope_label, scope_pairs};
 
 #[cfg(test)]
 mod tests;

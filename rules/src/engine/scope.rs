@@ -171,6 +171,13 @@ pub fn scope_label(dims: &[ScopeDim], facts: &impl CallFacts) -> String {
     out
 }
 
+/// The scope as (dimension, value) pairs, for matching blocks to callers.
+pub fn scope_pairs(dims: &[ScopeDim], facts: &impl CallFacts) -> Vec<(String, String)> {
+    dims.iter()
+        .map(|d| (d.name().to_owned(), facts.dim(d).unwrap_or("").to_owned()))
+        .collect()
+}
+
 /// Hash of a rule id: counters survive a reload that keeps the id.
 pub(crate) fn rule_hash(id: &str) -> u64 {
     let mut h = DefaultHasher::new();

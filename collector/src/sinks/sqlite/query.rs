@@ -3,10 +3,12 @@
 use futures::future::BoxFuture;
 use rusqlite::types::Value;
 use rusqlite::{Row, params_from_iter};
-use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode};
+use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode, RuleEvent};
 
 use super::sink::{SqliteStore, run_blocking};
-use crate::query::{Dimension, QueryError, QueryStore, UsageQuery, UsageRow};
+use crate::query::{
+    Dimension, EventsQuery, QueryError, QueryStore, ReplayFn, UsageQuery, UsageRow,
+};
 
 /// Column of each dimension. Only these names ever reach SQL text.
 fn column(d: Dimension) -> &'static str {
@@ -121,7 +123,82 @@ impl SqliteStore {
             .map_err(store_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
     }
+
+    fn events_blocking(&self, q: &EventsQuery) -> Result<Vec<RuleEvent>, QueryError> {
+        let conn = self
+            .inner()
+            .reader
+            .lock()
+            .map_err(|_| store_err("reader lock poisoned"))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT time_unix_nanos, rule_id, kind, scope, metric, limit_value, used, threshold,
+                        action, window_end_unix_nanos, trace_id, span_id
+                 FROM rule_events
+                 WHERE time_unix_nanos >= ?1 AND (?2 IS NULL OR rule_id = ?2) AND (?3 IS NULL OR kind = ?3)
+                 ORDER BY time_unix_nanos DESC, id DESC LIMIT ?4",
+            )
+            .map_err(store_err)?;
+        let rows = stmt
+            .query_map(
+                rusqlite::params![
+                    q.since_unix_nanos,
+                    q.rule_id,
+                    q.kind,
+                    i64::try_from(q.limit).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    Ok(RuleEvent {
+                        time_unix_nanos: row.get(0)?,
+                        rule_id: row.get(1)?,
+                        kind: row.get(2)?,
+                        scope: row.get(3)?,
+                        metric: row.get(4)?,
+                        limit: row.get(5)?,
+                        used: row.get(6)?,
+                        threshold: row.get(7)?,
+                        action: row.get(8)?,
+                        window_end_unix_nanos: row.get(9)?,
+                        trace_id: row.get(10)?,
+                        span_id: row.get(11)?,
+                    })
+                },
+            )
+            .map_err(store_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
+    }
+
+    fn replay_blocking(&self, since: i64, each: &mut ReplayFn<'_>) -> Result<u64, QueryError> {
+        // A connection of its own: a long replay must not hold the API's reader.
+        let conn = rusqlite::Connection::open_with_flags(
+            self.path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(store_err)?;
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {CALL_COLUMNS} FROM calls WHERE start_unix_nanos + duration_nanos >= ?1
+                 ORDER BY start_unix_nanos + duration_nanos, id"
+            ))
+            .map_err(store_err)?;
+        let mut rows = stmt.query([since]).map_err(store_err)?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(store_err)? {
+            each(&read_record(row).map_err(store_err)?);
+            n += 1;
+        }
+        Ok(n)
+    }
 }
+
+/// Columns read back into a [`CallRecord`], in [`read_record`]'s order.
+const CALL_COLUMNS: &str =
+    "start_unix_nanos, duration_nanos, ttft_nanos, trace_id, span_id, request_id,
+    org, project, app, environment, route, user_id, session_id, agent_id, agent_name,
+    provider, operation, request_model, response_model,
+    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    cost_usd, cost_source, price_version, status, error_type, http_status, stream,
+    finish_reason, mode, decision, rules_fired, attempt, upstream, labels";
 
 fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
     let count = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
@@ -176,6 +253,18 @@ impl QueryStore for SqliteStore {
 
     fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>> {
         Box::pin(async move { run_blocking(|| self.calls_blocking(limit)) })
+    }
+
+    fn events(&self, query: EventsQuery) -> BoxFuture<'_, Result<Vec<RuleEvent>, QueryError>> {
+        Box::pin(async move { run_blocking(|| self.events_blocking(&query)) })
+    }
+
+    fn replay<'a>(
+        &'a self,
+        since_unix_nanos: i64,
+        mut each: ReplayFn<'a>,
+    ) -> BoxFuture<'a, Result<u64, QueryError>> {
+        Box::pin(async move { run_blocking(|| self.replay_blocking(since_unix_nanos, &mut each)) })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>> {
@@ -234,7 +323,13 @@ mod tests {
             call("b", Some("m1"), 7, Some(5.0), 103),
             call("b", None, 1, Some(0.5), 50),
         ];
-        store.write(&rows).await.unwrap();
+        store
+            .write(crate::sinks::Batch {
+                calls: &rows,
+                events: &[],
+            })
+            .await
+            .unwrap();
         let q = |group_by, since, filters| UsageQuery {
             group_by,
             since_unix_nanos: since,

@@ -57,6 +57,24 @@ const MIGRATIONS: &[&str] = &[
      -- Nor must two instrumentations of one call (e.g. a provider SDK's own
      -- tracing plus an instrumentation library): one row per provider response.
      CREATE UNIQUE INDEX calls_by_response ON calls (provider, request_id) WHERE request_id IS NOT NULL;",
+    // 2: what rules did: threshold crossings, exceeded limits, denied models...
+    "CREATE TABLE rule_events (
+        id                     INTEGER PRIMARY KEY,
+        time_unix_nanos        INTEGER NOT NULL,
+        rule_id                TEXT NOT NULL,
+        kind                   TEXT NOT NULL,
+        scope                  TEXT NOT NULL,
+        metric                 TEXT,
+        limit_value            REAL,
+        used                   REAL,
+        threshold              REAL,
+        action                 TEXT NOT NULL,
+        window_end_unix_nanos  INTEGER,
+        trace_id               TEXT NOT NULL,
+        span_id                TEXT NOT NULL
+     );
+     CREATE INDEX rule_events_by_time ON rule_events (time_unix_nanos);
+     CREATE INDEX rule_events_by_rule_time ON rule_events (rule_id, time_unix_nanos);",
 ];
 
 /// The schema version this build writes.

@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use rusqlite::{Connection, OpenFlags, params};
-use tollgate_rules::CallRecord;
+use tollgate_rules::{CallRecord, RuleEvent};
 
 use super::schema;
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::{Batch, Sink, SinkError};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "tollgate.sqlite";
@@ -23,6 +23,11 @@ const INSERT: &str = "INSERT OR IGNORE INTO calls (
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
           ?35, ?36, ?37, ?38, ?39)";
+
+const INSERT_EVENT: &str = "INSERT INTO rule_events (
+    time_unix_nanos, rule_id, kind, scope, metric, limit_value, used, threshold, action,
+    window_end_unix_nanos, trace_id, span_id
+) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// The embedded store. One connection writes (SQLite allows one writer),
 /// another reads concurrently thanks to WAL.
@@ -101,7 +106,7 @@ impl SqliteStore {
         &self.inner
     }
 
-    fn insert(&self, batch: &[CallRecord]) -> Result<(), SinkError> {
+    fn insert(&self, batch: &[CallRecord], events: &[RuleEvent]) -> Result<(), SinkError> {
         let mut conn = self
             .inner
             .writer
@@ -167,6 +172,26 @@ impl SqliteStore {
                 .map_err(unavailable)?;
             }
         }
+        if !events.is_empty() {
+            let mut stmt = tx.prepare_cached(INSERT_EVENT).map_err(unavailable)?;
+            for e in events {
+                stmt.execute(params![
+                    e.time_unix_nanos,
+                    e.rule_id,
+                    e.kind,
+                    e.scope,
+                    e.metric,
+                    e.limit,
+                    e.used,
+                    e.threshold,
+                    e.action,
+                    e.window_end_unix_nanos,
+                    e.trace_id,
+                    e.span_id,
+                ])
+                .map_err(unavailable)?;
+            }
+        }
         tx.commit().map_err(unavailable)
     }
 }
@@ -181,8 +206,8 @@ fn unavailable(e: rusqlite::Error) -> SinkError {
 }
 
 impl Sink for SqliteStore {
-    fn write<'a>(&'a self, batch: &'a [CallRecord]) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move { run_blocking(|| self.insert(batch)) })
+    fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move { run_blocking(|| self.insert(batch.calls, batch.events)) })
     }
 }
 
@@ -215,9 +240,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let batch: Vec<_> = (0..3).map(record).collect();
-        store.write(&batch).await.unwrap();
+        let write = Batch {
+            calls: &batch,
+            events: &[],
+        };
+        store.write(write).await.unwrap();
         // A retried batch (same trace/span ids) is not stored twice.
-        store.write(&batch).await.unwrap();
+        store.write(write).await.unwrap();
         let calls = store.calls(10).await.unwrap();
         assert_eq!(calls.len(), 3);
         assert_eq!(calls[0], batch[2], "newest first, all fields equal");

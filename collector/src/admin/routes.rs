@@ -1,0 +1,214 @@
+//! `/admin/v1/...`: reload rules, set and lift blocks, snooze or override rules.
+//! Every route needs `Authorization: Bearer <admin.token>`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+use tollgate_rules::engine::{CallIntent, Engine, Override};
+
+use super::reload::Reloader;
+use crate::config::Secret;
+use crate::killswitch::{Block, KillSwitch, ScopeQuery};
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub token: Secret,
+    pub engine: Engine,
+    pub killswitch: KillSwitch,
+    pub reloader: Arc<Reloader>,
+}
+
+/// The admin routes, behind the bearer-token check.
+pub fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/admin/v1/reload", post(reload))
+        .route(
+            "/admin/v1/enforcement",
+            post(set_block).delete(lift_block).get(list_blocks),
+        )
+        .route("/admin/v1/overrides", post(set_override))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.as_bytes(), state.token.expose().as_bytes()) => next.run(req).await,
+        _ => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin API needs `Authorization: Bearer <admin token>`",
+        ),
+    }
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    match state.reloader.reload() {
+        Ok(n) => Json(json!({ "status": "reloaded", "rules": n })).into_response(),
+        Err(why) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+            format!("{why}; the previous rules stay in force"),
+        ),
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn until(for_s: Option<u64>) -> i64 {
+    for_s.map_or(0, |s| {
+        now_nanos().saturating_add(
+            i64::try_from(s)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(1_000_000_000),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBlock {
+    scope: ScopeQuery,
+    #[serde(default)]
+    reason: Option<String>,
+    /// Seconds; none = until lifted.
+    #[serde(default)]
+    for_s: Option<u64>,
+}
+
+async fn set_block(State(state): State<AdminState>, Json(body): Json<SetBlock>) -> Response {
+    let dims = body.scope.dims();
+    if dims.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "scope must name at least one dimension",
+        );
+    }
+    let scope = dims
+        .iter()
+        .map(|(d, v)| format!("{d}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    state.killswitch.set(Block {
+        rule_id: "admin".into(),
+        scope: scope.clone(),
+        reason: body.reason.unwrap_or_else(|| "admin".into()),
+        until_unix_nanos: until(body.for_s),
+        limit: 0.0,
+        used: 0.0,
+        metric: String::new(),
+        dims,
+    });
+    Json(json!({ "status": "blocked", "scope": scope })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct LiftQuery {
+    rule: Option<String>,
+    #[serde(flatten)]
+    scope: ScopeQuery,
+}
+
+async fn lift_block(State(state): State<AdminState>, Query(q): Query<LiftQuery>) -> Response {
+    let lifted = state.killswitch.lift(&q.scope, q.rule.as_deref());
+    Json(json!({ "lifted": lifted })).into_response()
+}
+
+async fn list_blocks(State(state): State<AdminState>) -> Response {
+    Json(json!({ "blocks": state.killswitch.all() })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetOverride {
+    rule_id: String,
+    scope: ScopeQuery,
+    /// `snooze` or `limit`.
+    kind: String,
+    /// New limit in the rule's unit for `limit`; none = no limit.
+    #[serde(default)]
+    limit: Option<f64>,
+    /// How long it lasts, in seconds.
+    for_s: u64,
+}
+
+async fn set_override(State(state): State<AdminState>, Json(body): Json<SetOverride>) -> Response {
+    let until = until(Some(body.for_s));
+    let o = match body.kind.as_str() {
+        "snooze" => Override::Snooze { until },
+        "limit" => match body.limit {
+            Some(l) if !l.is_finite() || l < 0.0 => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "limit must be a non-negative number",
+                );
+            }
+            l => Override::Limit {
+                limit: l.map(|l| l.round() as u64),
+                until,
+            },
+        },
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown kind `{other}`; use snooze or limit"),
+            );
+        }
+    };
+    let facts = CallIntent {
+        org: body.scope.org.clone(),
+        project: body.scope.project.clone(),
+        app: body.scope.app.clone(),
+        environment: body.scope.environment.clone(),
+        user: body.scope.user.clone(),
+        session: body.scope.session.clone(),
+        key: body.scope.key.clone(),
+        route: body.scope.route.clone(),
+        ..Default::default()
+    };
+    if !state.engine.set_override(&body.rule_id, &facts, o) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_rule",
+            format!("no rule `{}`", body.rule_id),
+        );
+    }
+    // An override that lets calls through also lifts the rule's block.
+    state.killswitch.lift(&body.scope, Some(&body.rule_id));
+    Json(json!({ "status": "ok", "rule_id": body.rule_id, "until_unix_nanos": until }))
+        .into_response()
+}

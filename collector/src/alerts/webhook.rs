@@ -1,0 +1,174 @@
+//! Delivering one alert to one webhook, with retries.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tollgate_rules::RuleEvent;
+
+use crate::config::{WebhookFormat, WebhookSection};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A configured webhook. Its URL may itself be a secret (Slack's are): it is
+/// never logged, only its name.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub name: String,
+    url: String,
+    format: WebhookFormat,
+    pub default: bool,
+}
+
+impl From<&WebhookSection> for Webhook {
+    fn from(w: &WebhookSection) -> Self {
+        Self {
+            name: w.name.clone(),
+            url: w.url.clone(),
+            format: w.format,
+            default: w.default,
+        }
+    }
+}
+
+fn human(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        let digits = format!("{}", n as i64);
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 && c != '-' {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else {
+        format!("{n:.4}")
+    }
+}
+
+/// One line for people: what happened, to whom, how much.
+pub fn summary(e: &RuleEvent) -> String {
+    let metric = e.metric.as_deref().unwrap_or("usage");
+    let amounts = match (e.used, e.limit) {
+        (Some(u), Some(l)) => format!("{} of {} {metric}", human(u), human(l)),
+        _ => String::new(),
+    };
+    match e.kind.as_str() {
+        "threshold" => format!(
+            "Tollgate: {} reached {:.0}% of rule `{}` ({amounts})",
+            e.scope,
+            e.threshold.unwrap_or(0.0) * 100.0,
+            e.rule_id
+        ),
+        "limit_exceeded" => format!(
+            "Tollgate: {} exceeded rule `{}` ({amounts}){}",
+            e.scope,
+            e.rule_id,
+            if e.action == "block" {
+                "; calls are blocked until the window ends"
+            } else {
+                ""
+            }
+        ),
+        other => format!(
+            "Tollgate: rule `{}` ({other}) fired for {}",
+            e.rule_id, e.scope
+        ),
+    }
+}
+
+impl Webhook {
+    fn body(&self, e: &RuleEvent) -> serde_json::Value {
+        match self.format {
+            WebhookFormat::Slack => json!({ "text": summary(e) }),
+            WebhookFormat::Json => json!({
+                "source": "tollgate",
+                "summary": summary(e),
+                "event": e,
+            }),
+        }
+    }
+
+    /// Posts `e`, retrying with exponential backoff; true once delivered.
+    pub async fn deliver(
+        &self,
+        client: &reqwest::Client,
+        e: &RuleEvent,
+        max_attempts: u32,
+    ) -> bool {
+        let body = self.body(e);
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=max_attempts.max(1) {
+            match client.post(&self.url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => return true,
+                // A 4xx other than 429 will not get better by retrying.
+                Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                    tracing::warn!(webhook = %self.name, status = r.status().as_u16(), "alert refused by the webhook");
+                    return false;
+                }
+                Ok(r) => {
+                    tracing::debug!(webhook = %self.name, attempt, status = r.status().as_u16(), "alert delivery failed");
+                }
+                Err(err) => {
+                    // reqwest errors name the URL; log only its kind.
+                    tracing::debug!(webhook = %self.name, attempt, timeout = err.is_timeout(), connect = err.is_connect(), "alert delivery failed");
+                }
+            }
+            if attempt < max_attempts {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        tracing::warn!(webhook = %self.name, attempts = max_attempts, "alert not delivered");
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> RuleEvent {
+        RuleEvent {
+            time_unix_nanos: 0,
+            rule_id: "daily".into(),
+            kind: kind.into(),
+            scope: "project=search".into(),
+            metric: Some("tokens".into()),
+            limit: Some(10_000.0),
+            used: Some(8_000.0),
+            threshold: Some(0.8),
+            action: "block".into(),
+            window_end_unix_nanos: None,
+            trace_id: String::new(),
+            span_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn summaries_read_well() {
+        assert_eq!(
+            summary(&event("threshold")),
+            "Tollgate: project=search reached 80% of rule `daily` (8,000 of 10,000 tokens)"
+        );
+        assert!(summary(&event("limit_exceeded")).contains("calls are blocked"));
+        let w = Webhook {
+            name: "s".into(),
+            url: "http://x".into(),
+            format: WebhookFormat::Slack,
+            default: true,
+        };
+        assert!(
+            w.body(&event("threshold"))["text"]
+                .as_str()
+                .unwrap()
+                .contains("80%")
+        );
+        let j = Webhook {
+            format: WebhookFormat::Json,
+            ..w
+        };
+        assert_eq!(j.body(&event("threshold"))["event"]["rule_id"], "daily");
+    }
+}

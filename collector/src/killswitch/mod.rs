@@ -1,0 +1,8 @@
+//! The kill-switch: scopes blocked by `block` rules in observe mode (or by
+//! an admin), served to agents as JSON, SSE and a gRPC stream.
+
+mod http;
+mod state;
+
+pub use http::enforcement_router;
+pub use state::{Block, EnforcementState, KillSwitch, ScopeQuery};

@@ -1,0 +1,312 @@
+//! Which scopes are blocked, and a revision that moves on every change so
+//! watchers (SSE, gRPC) learn of it at once.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tollgate_rules::engine::config::Action;
+use tollgate_rules::engine::{Violation, ViolationKind};
+
+/// One blocked scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    /// The rule that tripped, or `admin`.
+    pub rule_id: String,
+    /// `project=search,user=alice`.
+    pub scope: String,
+    pub reason: String,
+    /// When it lifts by itself, Unix nanoseconds; 0 = until lifted.
+    pub until_unix_nanos: i64,
+    pub limit: f64,
+    pub used: f64,
+    pub metric: String,
+    /// The scope as (dimension, value) pairs; not part of the wire format.
+    #[serde(skip)]
+    pub dims: Vec<(String, String)>,
+}
+
+/// Who asks (`GET /v1/enforcement?project=..&user=..`): a block applies when
+/// every dimension it names has the asker's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeQuery {
+    pub org: Option<String>,
+    pub project: Option<String>,
+    pub app: Option<String>,
+    pub environment: Option<String>,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub key: Option<String>,
+    pub route: Option<String>,
+}
+
+impl ScopeQuery {
+    fn value(&self, dim: &str) -> Option<&str> {
+        match dim {
+            "org" => self.org.as_deref(),
+            "project" => self.project.as_deref(),
+            "app" => self.app.as_deref(),
+            "environment" => self.environment.as_deref(),
+            "user" => self.user.as_deref(),
+            "session" => self.session.as_deref(),
+            "key" => self.key.as_deref(),
+            "route" => self.route.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The (dimension, value) pairs given, for a block set by an admin.
+    pub fn dims(&self) -> Vec<(String, String)> {
+        [
+            "org",
+            "project",
+            "app",
+            "environment",
+            "user",
+            "session",
+            "key",
+            "route",
+        ]
+        .into_iter()
+        .filter_map(|d| self.value(d).map(|v| (d.to_owned(), v.to_owned())))
+        .collect()
+    }
+
+    fn covers(&self, block: &Block) -> bool {
+        block
+            .dims
+            .iter()
+            .all(|(d, v)| self.value(d).is_some_and(|mine| mine == v))
+    }
+}
+
+/// The answer for one scope.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnforcementState {
+    pub blocked: bool,
+    pub blocks: Vec<Block>,
+    pub revision: i64,
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// By (rule, scope).
+    blocks: BTreeMap<(String, String), Block>,
+    revision: i64,
+}
+
+/// The kill-switch. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct KillSwitch {
+    state: Arc<Mutex<State>>,
+    changes: watch::Sender<i64>,
+}
+
+impl Default for KillSwitch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KillSwitch {
+    pub fn new() -> Self {
+        let (changes, _) = watch::channel(0);
+        Self {
+            state: Arc::new(Mutex::new(State::default())),
+            changes,
+        }
+    }
+
+    /// Receives the revision after every change.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.changes.subscribe()
+    }
+
+    fn change(&self, f: impl FnOnce(&mut BTreeMap<(String, String), Block>) -> bool) {
+        let revision = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if !f(&mut state.blocks) {
+                return;
+            }
+            state.revision += 1;
+            state.revision
+        };
+        self.changes.send_replace(revision);
+    }
+
+    /// Blocks the scopes of `block` rules whose limit was exceeded, until their window ends.
+    pub fn apply(&self, violations: &[Violation]) {
+        let new: Vec<Block> = violations
+            .iter()
+            .filter(|v| v.action == Action::Block && v.kind == ViolationKind::LimitExceeded)
+            .map(|v| Block {
+                rule_id: v.rule_id.to_string(),
+                scope: v.scope.clone(),
+                reason: if v
+                    .metric
+                    .is_some_and(|m| m == tollgate_rules::engine::config::Metric::Requests)
+                {
+                    "rate_limited".to_owned()
+                } else {
+                    "budget_exceeded".to_owned()
+                },
+                until_unix_nanos: v.window_end.unwrap_or(0),
+                limit: v.limit.unwrap_or(0.0),
+                used: v.used.unwrap_or(0.0),
+                metric: v.metric.map(|m| m.as_str().to_owned()).unwrap_or_default(),
+                dims: v.scope_dims.clone(),
+            })
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        for b in &new {
+            tracing::warn!(rule = %b.rule_id, scope = %b.scope, reason = %b.reason, "scope blocked");
+        }
+        self.change(|blocks| {
+            for b in new {
+                blocks.insert((b.rule_id.clone(), b.scope.clone()), b);
+            }
+            true
+        });
+    }
+
+    /// Sets a block by hand (admin API).
+    pub fn set(&self, block: Block) {
+        tracing::warn!(rule = %block.rule_id, scope = %block.scope, "scope blocked by an admin");
+        self.change(|blocks| {
+            blocks.insert((block.rule_id.clone(), block.scope.clone()), block);
+            true
+        });
+    }
+
+    /// Lifts the blocks `query` covers (optionally of one rule); returns how many.
+    pub fn lift(&self, query: &ScopeQuery, rule_id: Option<&str>) -> usize {
+        let mut lifted = 0;
+        self.change(|blocks| {
+            blocks.retain(|(rule, _), b| {
+                let hit = query.covers(b) && rule_id.is_none_or(|r| r == rule);
+                lifted += usize::from(hit);
+                !hit
+            });
+            lifted > 0
+        });
+        lifted
+    }
+
+    /// The blocks that apply to `query` now (expired ones are dropped).
+    pub fn state_for(&self, query: &ScopeQuery) -> EnforcementState {
+        let now = now_nanos();
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let blocks: Vec<Block> = state
+            .blocks
+            .values()
+            .filter(|b| b.until_unix_nanos == 0 || b.until_unix_nanos > now)
+            .filter(|b| query.covers(b))
+            .cloned()
+            .collect();
+        EnforcementState {
+            blocked: !blocks.is_empty(),
+            blocks,
+            revision: state.revision,
+        }
+    }
+
+    /// Every live block.
+    pub fn all(&self) -> Vec<Block> {
+        let now = now_nanos();
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .blocks
+            .values()
+            .filter(|b| b.until_unix_nanos == 0 || b.until_unix_nanos > now)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(rule: &str, dims: &[(&str, &str)], until: i64) -> Block {
+        Block {
+            rule_id: rule.into(),
+            scope: dims
+                .iter()
+                .map(|(d, v)| format!("{d}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            reason: "budget_exceeded".into(),
+            until_unix_nanos: until,
+            limit: 1.0,
+            used: 2.0,
+            metric: "tokens".into(),
+            dims: dims
+                .iter()
+                .map(|(d, v)| ((*d).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn blocks_apply_to_every_asker_inside_their_scope() {
+        let ks = KillSwitch::new();
+        let mut rx = ks.subscribe();
+        ks.set(block("daily", &[("project", "search")], 0));
+        assert!(rx.has_changed().unwrap());
+        let asker = ScopeQuery {
+            project: Some("search".into()),
+            user: Some("alice".into()),
+            ..Default::default()
+        };
+        let state = ks.state_for(&asker);
+        assert!(state.blocked);
+        assert_eq!(state.blocks[0].rule_id, "daily");
+        assert_eq!(state.revision, 1);
+        // Another project, or no project, is not covered.
+        assert!(
+            !ks.state_for(&ScopeQuery {
+                project: Some("ops".into()),
+                ..Default::default()
+            })
+            .blocked
+        );
+        assert!(!ks.state_for(&ScopeQuery::default()).blocked);
+        // A per-user block does not cover other users.
+        ks.set(block("per-user", &[("project", "ops"), ("user", "bob")], 0));
+        assert!(
+            !ks.state_for(&ScopeQuery {
+                project: Some("ops".into()),
+                user: Some("eve".into()),
+                ..Default::default()
+            })
+            .blocked
+        );
+        assert_eq!(ks.lift(&asker, None), 1);
+        assert!(!ks.state_for(&asker).blocked);
+        assert_eq!(ks.all().len(), 1);
+    }
+
+    #[test]
+    fn expired_blocks_do_not_apply() {
+        let ks = KillSwitch::new();
+        ks.set(block("daily", &[("project", "p")], 1));
+        assert!(
+            !ks.state_for(&ScopeQuery {
+                project: Some("p".into()),
+                ..Default::default()
+            })
+            .blocked
+        );
+    }
+}
