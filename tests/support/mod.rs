@@ -15,6 +15,9 @@ use serde_json::Value;
 /// A running `tollgate serve` child process.
 pub struct Collector {
     child: Child,
+    config_path: std::path::PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub api: SocketAddr,
@@ -55,15 +58,59 @@ impl Collector {
         );
         let path = dir.path().join("tollgate.toml");
         std::fs::write(&path, config).unwrap();
-        let stderr_path = dir.path().join("stderr.log");
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (child, line, stderr_path) = Self::spawn(dir.path(), &path, &args, &envs);
+        Collector {
+            grpc: parse_addr(&line, "otlp_grpc"),
+            http: parse_addr(&line, "otlp_http"),
+            api: parse_addr(&line, "api"),
+            child,
+            config_path: path,
+            args,
+            envs,
+            dir,
+            stderr_path,
+        }
+    }
+
+    /// Stops the collector (SIGTERM) and starts it again on the same data
+    /// and config; the ports change.
+    pub fn restart(&mut self) {
+        let exit = self.terminate();
+        assert!(exit.success(), "{}", self.stderr());
+        let (child, line, stderr_path) =
+            Self::spawn(self.dir.path(), &self.config_path, &self.args, &self.envs);
+        self.child = child;
+        self.stderr_path = stderr_path;
+        self.grpc = parse_addr(&line, "otlp_grpc");
+        self.http = parse_addr(&line, "otlp_http");
+        self.api = parse_addr(&line, "api");
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        path: &std::path::Path,
+        args: &[String],
+        envs: &[(String, String)],
+    ) -> (Child, String, std::path::PathBuf) {
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let stderr_path = dir.join(format!("stderr-{n}.log"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = Command::new(bin())
             .arg("serve")
             .arg("--config")
-            .arg(&path)
+            .arg(path)
             .args(args)
             .env("RUST_LOG", "info")
-            .envs(envs.iter().copied())
+            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -88,14 +135,7 @@ impl Collector {
                 }
             }
         };
-        Collector {
-            grpc: parse_addr(&line, "otlp_grpc"),
-            http: parse_addr(&line, "otlp_http"),
-            api: parse_addr(&line, "api"),
-            child,
-            dir,
-            stderr_path,
-        }
+        (child, line, stderr_path)
     }
 
     pub fn grpc_url(&self) -> String {

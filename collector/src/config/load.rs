@@ -61,7 +61,9 @@ pub(crate) fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, Con
     let raw: RawConfig = figment
         .extract()
         .map_err(|e| ConfigError::Parse(one_line(&e, path)))?;
-    raw.validate()
+    let mut config = raw.validate()?;
+    config.source = path.map(Path::to_path_buf);
+    Ok(config)
 }
 
 /// Figment's errors are multi-line and name its internal profile; users get
