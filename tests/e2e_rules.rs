@@ -14,6 +14,8 @@ use axum::routing::post;
 use prost::Message;
 use serde_json::Value;
 use support::{Collector, otlp};
+use tollgate_proto::enforcement::v1 as pb;
+use tollgate_proto::enforcement::v1::enforcement_client::EnforcementClient;
 
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
@@ -112,10 +114,53 @@ async fn daily_budget_trips_alerts_blocks_and_survives_a_restart() {
     let hook = hook().await;
     let mut c = Collector::start(&config(&hook.url, 10_000));
 
+    // An agent watches its scope over gRPC before anything happens.
+    let mut client = EnforcementClient::connect(c.grpc_url()).await.unwrap();
+    let scope = pb::Scope {
+        project: "search".into(),
+        user: "alice".into(),
+        ..Default::default()
+    };
+    let mut watch = client
+        .watch(pb::WatchRequest { scope: Some(scope) })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert!(!first.blocked);
+    // And another over SSE.
+    let mut sse = reqwest::get(format!(
+        "{}/v1/enforcement/stream?project=search",
+        c.api_url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let chunk = String::from_utf8(sse.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(chunk.starts_with("data: {\"blocked\":false"), "{chunk}");
+
     // 12 calls of 1,000 tokens against a 10,000-token daily budget.
-    for i in 0..12 {
+    for i in 0..11 {
         send(&c, i + 1, "search", 1_000).await;
     }
+    // The 11th call went over: the watcher hears of the block within a second.
+    let crossed = Instant::now();
+    let blocked = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        crossed.elapsed() < Duration::from_secs(1),
+        "block took {:?}",
+        crossed.elapsed()
+    );
+    assert!(blocked.blocked);
+    assert_eq!(blocked.blocks[0].rule_id, "daily-tokens");
+    assert_eq!(blocked.blocks[0].scope, "project=search");
+    let chunk = String::from_utf8(sse.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(chunk.contains("\"blocked\":true"), "{chunk}");
+    send(&c, 12, "search", 1_000).await;
     send(&c, 100, "other", 500).await;
     c.wait_calls(13).await;
 
@@ -176,8 +221,10 @@ async fn daily_budget_trips_alerts_blocks_and_survives_a_restart() {
     let (_, other) = c.get("/v1/enforcement?project=other").await;
     assert_eq!(other["blocked"], false);
 
-    // A restart keeps the day's usage and the block, and does not re-alert.
+    // A restart keeps the day's usage and the block, and does not re-alert
+    // (the open gRPC and SSE watches do not hold the shutdown up).
     c.restart();
+    drop((watch, sse));
     let (_, state) = c.get("/v1/enforcement?project=search").await;
     assert_eq!(
         state["blocked"],

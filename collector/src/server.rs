@@ -20,7 +20,7 @@ use crate::alerts::Alerts;
 use crate::api::{ApiState, api_router};
 use crate::config::Config;
 use crate::internal_events::InternalEvents;
-use crate::killswitch::{KillSwitch, enforcement_router};
+use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
 use crate::normalize::{Normalizer, NormalizerConfig};
 use crate::pipeline::{RuleStage, Writer, row_queue};
 use crate::query::QueryStore;
@@ -146,7 +146,8 @@ pub async fn run(
     let receivers_stop = shutdown.child_token();
     let api_stop = CancellationToken::new();
 
-    let grpc_routes = grpc_router(Arc::clone(&ingest), config.grpc_max_message_bytes);
+    let grpc_routes = grpc_router(Arc::clone(&ingest), config.grpc_max_message_bytes)
+        .add_service(enforcement_service(killswitch.clone()));
     let grpc_incoming =
         tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let stop = receivers_stop.clone();
@@ -227,6 +228,8 @@ pub async fn run(
         "shutting down: draining the queue"
     );
     receivers_ready.store(false, Ordering::Release);
+    // Watch streams (gRPC, SSE) would hold their servers open.
+    killswitch.close();
     receivers_stop.cancel();
     tasks.wait().await;
     // No receiver is left: refuse stragglers, write what was acknowledged.

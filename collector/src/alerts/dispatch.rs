@@ -126,8 +126,11 @@ async fn run(mut rx: mpsc::Receiver<Job>, max_attempts: u32, events: Arc<Interna
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap_or_default();
-    let mut sent: HashMap<(String, String, String, u64, i64), i64> = HashMap::new();
+    // One ordered queue and task per webhook: a slow or failing webhook
+    // delays only its own alerts, and each receives them in order.
+    let mut queues: HashMap<String, mpsc::Sender<RuleEvent>> = HashMap::new();
     let mut deliveries = JoinSet::new();
+    let mut sent: HashMap<(String, String, String, u64, i64), i64> = HashMap::new();
     while let Some(job) = rx.recv().await {
         // Each (rule, scope, threshold, window) is sent once.
         let key = dedupe_key(&job.event);
@@ -138,19 +141,27 @@ async fn run(mut rx: mpsc::Receiver<Job>, max_attempts: u32, events: Arc<Interna
         sent.retain(|_, at| now - *at < 32 * 86_400 * 1_000_000_000);
         sent.insert(key, now);
         for sink in job.sinks {
-            let client = client.clone();
-            let event = job.event.clone();
-            let events = Arc::clone(&events);
-            deliveries.spawn(async move {
-                if sink.deliver(&client, &event, max_attempts).await {
-                    events.alert_delivered();
-                } else {
-                    events.alert_failed();
-                }
+            let queue = queues.entry(sink.name.clone()).or_insert_with(|| {
+                let (tx, mut rx) = mpsc::channel::<RuleEvent>(QUEUE);
+                let client = client.clone();
+                let events = Arc::clone(&events);
+                deliveries.spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        if sink.deliver(&client, &event, max_attempts).await {
+                            events.alert_delivered();
+                        } else {
+                            events.alert_failed();
+                        }
+                    }
+                });
+                tx
             });
+            if queue.try_send(job.event.clone()).is_err() {
+                events.alert_dropped();
+            }
         }
-        while deliveries.try_join_next().is_some() {}
     }
-    // The queue closed (shutdown): let what is in flight finish.
+    // The queue closed (shutdown): each webhook finishes what it has.
+    drop(queues);
     while deliveries.join_next().await.is_some() {}
 }

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tollgate_rules::engine::config::Action;
 use tollgate_rules::engine::{Violation, ViolationKind};
 
@@ -109,6 +110,8 @@ struct State {
 pub struct KillSwitch {
     state: Arc<Mutex<State>>,
     changes: watch::Sender<i64>,
+    /// Cancelled at shutdown: watch streams end so servers can stop.
+    closing: CancellationToken,
 }
 
 impl Default for KillSwitch {
@@ -123,7 +126,47 @@ impl KillSwitch {
         Self {
             state: Arc::new(Mutex::new(State::default())),
             changes,
+            closing: CancellationToken::new(),
         }
+    }
+
+    /// Ends every watch stream (shutdown).
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Cancelled once [`KillSwitch::close`] was called.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    /// The states for `scope`: the current one at once, then each change
+    /// that concerns it, until shutdown. Also re-checked every second so an
+    /// expiring block is noticed.
+    pub fn watch(
+        &self,
+        scope: ScopeQuery,
+    ) -> impl futures::Stream<Item = EnforcementState> + Send + use<> {
+        let start = (
+            self.clone(),
+            scope,
+            self.subscribe(),
+            None::<(bool, Vec<Block>)>,
+        );
+        futures::stream::unfold(start, |(ks, scope, mut changes, last)| async move {
+            loop {
+                let state = ks.state_for(&scope);
+                let key = (state.blocked, state.blocks.clone());
+                if last.as_ref() != Some(&key) {
+                    return Some((state, (ks, scope, changes, Some(key))));
+                }
+                tokio::select! {
+                    _ = ks.closing.cancelled() => return None,
+                    changed = changes.changed() => if changed.is_err() { return None },
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        })
     }
 
     /// Receives the revision after every change.
