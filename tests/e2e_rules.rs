@@ -87,6 +87,10 @@ async fn events(c: &Collector, rule: &str) -> Vec<Value> {
     rows
 }
 
+fn admin_url(c: &Collector, path: &str) -> String {
+    format!("{}/admin/v1/{path}", c.api_url())
+}
+
 fn config(hook: &str, limit: u64) -> String {
     format!(
         r#"
@@ -395,4 +399,77 @@ fn bad_rules_stop_start_up_with_one_line_naming_rule_and_field() {
             assert!(stderr.contains(w), "{w} not in {stderr}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_blocks_lifts_and_overrides_survive_a_restart() {
+    let hook = hook().await;
+    let mut c = Collector::start(&config(&hook.url, 1_000));
+    let client = reqwest::Client::new();
+
+    // Project `search` trips its budget; `audit` is blocked by hand.
+    send(&c, 1, "search", 2_000).await;
+    c.wait_calls(1).await;
+    wait_for("rule block", async || {
+        c.get("/v1/enforcement?project=search").await.1["blocked"] == true
+    })
+    .await;
+    let r = client
+        .post(admin_url(&c, "enforcement"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "scope": { "project": "audit" }, "reason": "security review" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // `search` gets more budget for an hour, which lifts its block.
+    let r = client
+        .post(admin_url(&c, "overrides"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "rule_id": "daily-tokens", "scope": { "project": "search" }, "kind": "limit", "limit": 50000, "for_s": 3600 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        c.get("/v1/enforcement?project=search").await.1["blocked"],
+        false
+    );
+    let r = client
+        .post(admin_url(&c, "overrides"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({ "rule_id": "no-such-rule", "scope": { "project": "x" }, "kind": "snooze", "for_s": 60 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    c.restart();
+    // The replay re-creates `search`'s rule block; the stored override lifts it again.
+    let (_, search) = c.get("/v1/enforcement?project=search").await;
+    assert_eq!(search["blocked"], false, "{search}\n{}", c.stderr());
+    let (_, audit) = c.get("/v1/enforcement?project=audit").await;
+    assert_eq!(audit["blocked"], true, "{audit}");
+    assert_eq!(audit["blocks"][0]["reason"], "security review");
+    // Under the raised limit `search` can keep going without a new block.
+    send(&c, 2, "search", 10_000).await;
+    c.wait_calls(2).await;
+    assert_eq!(
+        c.get("/v1/enforcement?project=search").await.1["blocked"],
+        false
+    );
+
+    // Lifting the manual block is stored too.
+    let r = client
+        .delete(admin_url(&c, "enforcement?project=audit"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["lifted"], 1);
+    c.restart();
+    assert_eq!(
+        c.get("/v1/enforcement?project=audit").await.1["blocked"],
+        false
+    );
 }

@@ -15,7 +15,7 @@ use tollgate_rules::engine::compile::RuleKind;
 use tollgate_rules::engine::window::WindowKind;
 use tollgate_rules::engine::{Engine, RuleSet, ViolationKind};
 
-use crate::admin::{AdminState, Reloader, admin_router};
+use crate::admin::{AdminLog, AdminState, Reloader, admin_router};
 use crate::alerts::Alerts;
 use crate::api::{ApiState, api_router};
 use crate::config::Config;
@@ -85,12 +85,17 @@ pub async fn run(
         return Err(ServeError::GatewayUnavailable);
     }
     let events = InternalEvents::new();
-    let Store { sink, query: store } = config.storage.build()?;
+    let Store {
+        sink,
+        query: store,
+        admin: admin_log,
+    } = config.storage.build()?;
 
     // Rules: counters rebuilt from the store so a restart keeps usage.
     let engine = Engine::new((*config.rules).clone());
     let killswitch = KillSwitch::new();
     restore(&engine, &killswitch, store.as_ref(), &config.rules).await;
+    reapply_admin_actions(&engine, &killswitch, admin_log.as_ref()).await;
     let (alerts, alerts_task) = Alerts::start(&config.alerts, Arc::clone(&events));
 
     let grpc_listener = bind(
@@ -194,6 +199,7 @@ pub async fn run(
                 engine: engine.clone(),
                 killswitch: killswitch.clone(),
                 reloader: Arc::clone(&reloader),
+                log: Arc::clone(&admin_log),
             }));
         }
         None => tracing::info!(
@@ -297,5 +303,26 @@ async fn restore(
         Err(e) => {
             tracing::error!(error = %e, "could not rebuild rule counters from the store; budgets start from zero")
         }
+    }
+}
+
+/// Applies the stored admin actions still in force, after the counters and
+/// rule blocks are back (a stored lift lifts a block the replay re-created).
+async fn reapply_admin_actions(engine: &Engine, killswitch: &KillSwitch, log: &dyn AdminLog) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    match log.load(now).await {
+        Ok(actions) => {
+            for a in &actions {
+                if !a.apply(engine, killswitch) {
+                    tracing::warn!(action = ?a, "stored admin action names a rule that no longer exists");
+                }
+            }
+            if !actions.is_empty() {
+                tracing::info!(actions = actions.len(), "admin actions re-applied");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not read stored admin actions"),
     }
 }

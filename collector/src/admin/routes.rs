@@ -12,11 +12,12 @@ use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_rules::engine::{CallIntent, Engine, Override};
+use tollgate_rules::engine::Engine;
 
+use super::actions::{AdminAction, AdminLog};
 use super::reload::Reloader;
 use crate::config::Secret;
-use crate::killswitch::{Block, KillSwitch, ScopeQuery};
+use crate::killswitch::{KillSwitch, ScopeQuery};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -25,6 +26,22 @@ pub struct AdminState {
     pub engine: Engine,
     pub killswitch: KillSwitch,
     pub reloader: Arc<Reloader>,
+    pub log: Arc<dyn AdminLog>,
+}
+
+/// Stores an applied action; the answer says when it could not be stored.
+async fn store(state: &AdminState, action: &AdminAction, ok: serde_json::Value) -> Response {
+    match state.log.record(action).await {
+        Ok(()) => Json(ok).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "admin action applied but not stored");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "not_stored",
+                format!("applied, but not stored (it will not survive a restart): {e}"),
+            )
+        }
+    }
 }
 
 /// The admin routes, behind the bearer-token check.
@@ -108,30 +125,20 @@ struct SetBlock {
 }
 
 async fn set_block(State(state): State<AdminState>, Json(body): Json<SetBlock>) -> Response {
-    let dims = body.scope.dims();
-    if dims.is_empty() {
+    if body.scope.dims().is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "scope must name at least one dimension",
         );
     }
-    let scope = dims
-        .iter()
-        .map(|(d, v)| format!("{d}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    state.killswitch.set(Block {
-        rule_id: "admin".into(),
-        scope: scope.clone(),
+    let action = AdminAction::Block {
+        scope: body.scope,
         reason: body.reason.unwrap_or_else(|| "admin".into()),
         until_unix_nanos: until(body.for_s),
-        limit: 0.0,
-        used: 0.0,
-        metric: String::new(),
-        dims,
-    });
-    Json(json!({ "status": "blocked", "scope": scope })).into_response()
+    };
+    action.apply(&state.engine, &state.killswitch);
+    store(&state, &action, json!({ "status": "blocked" })).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,7 +150,21 @@ struct LiftQuery {
 
 async fn lift_block(State(state): State<AdminState>, Query(q): Query<LiftQuery>) -> Response {
     let lifted = state.killswitch.lift(&q.scope, q.rule.as_deref());
-    Json(json!({ "lifted": lifted })).into_response()
+    if lifted.is_empty() {
+        return Json(json!({ "lifted": 0 })).into_response();
+    }
+    // Remembered until the lifted blocks would have ended by themselves.
+    let until_unix_nanos = if lifted.iter().any(|b| b.until_unix_nanos == 0) {
+        0
+    } else {
+        lifted.iter().map(|b| b.until_unix_nanos).max().unwrap_or(0)
+    };
+    let action = AdminAction::Lift {
+        scope: q.scope,
+        rule_id: q.rule,
+        until_unix_nanos,
+    };
+    store(&state, &action, json!({ "lifted": lifted.len() })).await
 }
 
 async fn list_blocks(State(state): State<AdminState>) -> Response {
@@ -165,9 +186,9 @@ struct SetOverride {
 }
 
 async fn set_override(State(state): State<AdminState>, Json(body): Json<SetOverride>) -> Response {
-    let until = until(Some(body.for_s));
-    let o = match body.kind.as_str() {
-        "snooze" => Override::Snooze { until },
+    let until_unix_nanos = until(Some(body.for_s));
+    let (snooze, limit) = match body.kind.as_str() {
+        "snooze" => (true, None),
         "limit" => match body.limit {
             Some(l) if !l.is_finite() || l < 0.0 => {
                 return error(
@@ -176,10 +197,7 @@ async fn set_override(State(state): State<AdminState>, Json(body): Json<SetOverr
                     "limit must be a non-negative number",
                 );
             }
-            l => Override::Limit {
-                limit: l.map(|l| l.round() as u64),
-                until,
-            },
+            l => (false, l.map(|l| l.round() as u64)),
         },
         other => {
             return error(
@@ -189,26 +207,24 @@ async fn set_override(State(state): State<AdminState>, Json(body): Json<SetOverr
             );
         }
     };
-    let facts = CallIntent {
-        org: body.scope.org.clone(),
-        project: body.scope.project.clone(),
-        app: body.scope.app.clone(),
-        environment: body.scope.environment.clone(),
-        user: body.scope.user.clone(),
-        session: body.scope.session.clone(),
-        key: body.scope.key.clone(),
-        route: body.scope.route.clone(),
-        ..Default::default()
+    let action = AdminAction::Override {
+        rule_id: body.rule_id.clone(),
+        scope: body.scope,
+        limit,
+        snooze,
+        until_unix_nanos,
     };
-    if !state.engine.set_override(&body.rule_id, &facts, o) {
+    if !action.apply(&state.engine, &state.killswitch) {
         return error(
             StatusCode::NOT_FOUND,
             "unknown_rule",
             format!("no rule `{}`", body.rule_id),
         );
     }
-    // An override that lets calls through also lifts the rule's block.
-    state.killswitch.lift(&body.scope, Some(&body.rule_id));
-    Json(json!({ "status": "ok", "rule_id": body.rule_id, "until_unix_nanos": until }))
-        .into_response()
+    store(
+        &state,
+        &action,
+        json!({ "status": "ok", "rule_id": body.rule_id, "until_unix_nanos": until_unix_nanos }),
+    )
+    .await
 }

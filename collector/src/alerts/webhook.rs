@@ -146,6 +146,64 @@ mod tests {
         }
     }
 
+    /// A webhook that answers 503 twice, then 200, counting what it got.
+    async fn flaky_receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&hits);
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let seen = Arc::clone(&seen);
+                async move {
+                    if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                        http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn retries_until_delivered_then_stops() {
+        let (url, hits) = flaky_receiver().await;
+        let w = Webhook {
+            name: "ops".into(),
+            url,
+            format: WebhookFormat::Json,
+            default: true,
+        };
+        let client = reqwest::Client::new();
+        assert!(w.deliver(&client, &event("threshold"), 5).await);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_attempts_and_on_client_errors() {
+        let (url, hits) = flaky_receiver().await;
+        let w = Webhook {
+            name: "ops".into(),
+            url,
+            format: WebhookFormat::Json,
+            default: true,
+        };
+        let client = reqwest::Client::new();
+        assert!(!w.deliver(&client, &event("threshold"), 2).await);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let gone = Webhook {
+            url: "http://127.0.0.1:9/nothing".into(),
+            ..w
+        };
+        assert!(!gone.deliver(&client, &event("threshold"), 1).await);
+    }
+
     #[test]
     fn summaries_read_well() {
         assert_eq!(

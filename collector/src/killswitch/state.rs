@@ -31,7 +31,7 @@ pub struct Block {
 
 /// Who asks (`GET /v1/enforcement?project=..&user=..`): a block applies when
 /// every dimension it names has the asker's value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeQuery {
     pub org: Option<String>,
@@ -232,16 +232,21 @@ impl KillSwitch {
         });
     }
 
-    /// Lifts the blocks `query` covers (optionally of one rule); returns how many.
-    pub fn lift(&self, query: &ScopeQuery, rule_id: Option<&str>) -> usize {
-        let mut lifted = 0;
+    /// Lifts the blocks `query` covers (optionally of one rule); returns them.
+    pub fn lift(&self, query: &ScopeQuery, rule_id: Option<&str>) -> Vec<Block> {
+        let mut lifted = Vec::new();
         self.change(|blocks| {
-            blocks.retain(|(rule, _), b| {
-                let hit = query.covers(b) && rule_id.is_none_or(|r| r == rule);
-                lifted += usize::from(hit);
-                !hit
-            });
-            lifted > 0
+            let keys: Vec<(String, String)> = blocks
+                .iter()
+                .filter(|((rule, _), b)| query.covers(b) && rule_id.is_none_or(|r| r == rule))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in keys {
+                if let Some(b) = blocks.remove(&k) {
+                    lifted.push(b);
+                }
+            }
+            !lifted.is_empty()
         });
         lifted
     }
@@ -304,7 +309,7 @@ mod tests {
     #[test]
     fn blocks_apply_to_every_asker_inside_their_scope() {
         let ks = KillSwitch::new();
-        let mut rx = ks.subscribe();
+        let rx = ks.subscribe();
         ks.set(block("daily", &[("project", "search")], 0));
         assert!(rx.has_changed().unwrap());
         let asker = ScopeQuery {
@@ -335,7 +340,7 @@ mod tests {
             })
             .blocked
         );
-        assert_eq!(ks.lift(&asker, None), 1);
+        assert_eq!(ks.lift(&asker, None).len(), 1);
         assert!(!ks.state_for(&asker).blocked);
         assert_eq!(ks.all().len(), 1);
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::sqlite::SqliteStore;
 use super::{Sink, SinkError};
+use crate::admin::AdminLog;
 use crate::config::StorageConfig;
 use crate::query::QueryStore;
 
@@ -12,6 +13,7 @@ use crate::query::QueryStore;
 pub struct Store {
     pub sink: Arc<dyn Sink>,
     pub query: Arc<dyn QueryStore>,
+    pub admin: Arc<dyn AdminLog>,
 }
 
 impl StorageConfig {
@@ -23,7 +25,8 @@ impl StorageConfig {
                 tracing::info!(path = %store.path().display(), "embedded store open");
                 Ok(Store {
                     sink: Arc::new(store.clone()),
-                    query: Arc::new(store),
+                    query: Arc::new(store.clone()),
+                    admin: Arc::new(store),
                 })
             }
         }

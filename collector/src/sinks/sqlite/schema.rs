@@ -75,6 +75,13 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX rule_events_by_time ON rule_events (time_unix_nanos);
      CREATE INDEX rule_events_by_rule_time ON rule_events (rule_id, time_unix_nanos);",
+    // 3: admin actions (overrides, blocks, lifts), re-applied at start-up.
+    "CREATE TABLE admin_actions (
+        id                INTEGER PRIMARY KEY,
+        time_unix_nanos   INTEGER NOT NULL,
+        until_unix_nanos  INTEGER,
+        body              TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
