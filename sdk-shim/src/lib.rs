@@ -6,11 +6,19 @@
 //! - [`record_model_call`] records one model call as a span named with the
 //!   current OpenTelemetry GenAI conventions plus Tollgate's `tollgate.*`
 //!   scope attributes. Only metadata is recorded, never prompt or response text.
+//! - [`KillSwitch`] watches the collector's enforcement state for the
+//!   agent's scope and refuses calls for a blocked scope with a typed
+//!   [`Blocked`] error, before anything reaches the provider.
 
 mod attributes;
 mod call;
 mod exporter;
+mod killswitch;
 
 pub use attributes::names;
 pub use call::{ModelCall, Scope, call_attributes, record_model_call};
 pub use exporter::{ExporterProtocol, SdkError, init_tracer_provider};
+pub use killswitch::{
+    BlockUsage, Blocked, EnforcementSnapshot, GuardError, KillSwitch, KillSwitchConfig,
+    KillSwitchError, StateSource,
+};

@@ -48,7 +48,11 @@ pub struct UsageArgs {
     #[arg(long)]
     pub json: bool,
     /// Base URL of the collector's API.
-    #[arg(long, env = "TOLLGATE_API", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "TOLLGATE_API_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub api: String,
 }
 

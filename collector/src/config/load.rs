@@ -9,9 +9,6 @@ use super::expand_env;
 use super::raw::RawConfig;
 use super::validate::Config;
 
-/// Env variables with the prefix that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["config"];
-
 /// Why a configuration was refused. Displayed as one line at start-up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,6 +34,9 @@ pub enum ConfigError {
 /// Without a file the defaults run a complete collector on the embedded store.
 /// `TOLLGATE_<SECTION>__<FIELD>` variables override the file, e.g.
 /// `TOLLGATE_STORAGE__PATH=/var/lib/tollgate` or `TOLLGATE_GATEWAY__ENABLED=true`.
+/// Every config key lives in a section, so a variable without `__`
+/// (`TOLLGATE_CONFIG`, `TOLLGATE_API_URL`, a `TOLLGATE_ADMIN_TOKEN` that the
+/// file expands as `${TOLLGATE_ADMIN_TOKEN}`) is never read as a config key.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     load_with_env(path, Env::prefixed("TOLLGATE_"))
 }
@@ -57,7 +57,7 @@ pub(crate) fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, Con
         })?;
         figment = figment.merge(Toml::string(&expanded));
     }
-    figment = figment.merge(env.split("__").ignore(NON_CONFIG_ENV));
+    figment = figment.merge(env.filter(|key| key.as_str().contains("__")).split("__"));
     let raw: RawConfig = figment
         .extract()
         .map_err(|e| ConfigError::Parse(one_line(&e, path)))?;
@@ -141,6 +141,35 @@ mod tests {
             let c = load_with_env(Some(f.path()), Env::prefixed("TGX_")).unwrap();
             assert_eq!(c.api_listen.port(), 9100);
             assert!(c.gateway.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn prefixed_variables_without_a_section_are_not_config_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TGX_CONFIG", "/etc/tollgate.toml");
+            jail.set_env("TGX_ADMIN_TOKEN", "s3cret");
+            jail.set_env("TGX_TEST_STRICT", "1");
+            jail.set_env("TGX_ADMIN__TOKEN", "from-the-environment");
+            let c = load_with_env(None, Env::prefixed("TGX_")).unwrap();
+            let token = c.admin_token.as_ref().map(|t| t.expose());
+            assert_eq!(token, Some("from-the-environment"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_section_from_the_environment_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TGX_API__LISTNE", "127.0.0.1:9000");
+            let err = load_with_env(None, Env::prefixed("TGX_"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("environment") && err.contains("listne"),
+                "{err}"
+            );
             Ok(())
         });
     }
