@@ -160,7 +160,8 @@ pub fn paired_ratio(results: &[RunResult], transport: Transport) -> Option<f64> 
     (!ratios.is_empty()).then(|| median(&ratios))
 }
 
-fn thousands(x: f64) -> String {
+/// `1234567.4` as `1,234,567`.
+pub fn thousands(x: f64) -> String {
     let n = x.round() as u64;
     let s = n.to_string();
     let mut out = String::new();
@@ -173,7 +174,8 @@ fn thousands(x: f64) -> String {
     out
 }
 
-fn met(ok: bool) -> &'static str {
+/// A target's verdict, in bold.
+pub fn met(ok: bool) -> &'static str {
     if ok { "**met**" } else { "**not met**" }
 }
 
@@ -349,12 +351,18 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
 
 /// `existing` with its generated section replaced by `section` (appended when absent).
 pub fn splice(existing: Option<&str>, section: &str) -> String {
-    let block = format!("{BEGIN}\n{}\n{END}", section.trim_end());
+    splice_between(existing, BEGIN, END, section)
+}
+
+/// `existing` with the text between the `begin` and `end` markers replaced
+/// by `section`; the block is appended when the markers are absent.
+pub fn splice_between(existing: Option<&str>, begin: &str, end: &str, section: &str) -> String {
+    let block = format!("{begin}\n{}\n{end}", section.trim_end());
     match existing {
         None => format!("# Tollgate benchmark results\n\n{block}\n"),
-        Some(text) => match (text.find(BEGIN), text.find(END)) {
+        Some(text) => match (text.find(begin), text.find(end)) {
             (Some(b), Some(e)) if b < e => {
-                format!("{}{block}{}", &text[..b], &text[e + END.len()..])
+                format!("{}{block}{}", &text[..b], &text[e + end.len()..])
             }
             _ => format!("{}\n\n{block}\n", text.trim_end()),
         },
@@ -363,8 +371,16 @@ pub fn splice(existing: Option<&str>, section: &str) -> String {
 
 /// Refreshes the generated section of `path`.
 pub fn write_results(path: &Path, section: &str) -> anyhow::Result<()> {
+    write_section(path, BEGIN, END, section)
+}
+
+/// Refreshes the section of `path` between `begin` and `end`.
+pub fn write_section(path: &Path, begin: &str, end: &str, section: &str) -> anyhow::Result<()> {
     let existing = std::fs::read_to_string(path).ok();
-    std::fs::write(path, splice(existing.as_deref(), section))?;
+    std::fs::write(
+        path,
+        splice_between(existing.as_deref(), begin, end, section),
+    )?;
     Ok(())
 }
 

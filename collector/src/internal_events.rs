@@ -72,6 +72,7 @@ pub struct InternalEvents {
     store_down: AtomicBool,
     alerts: Family<[(&'static str, &'static str); 1], Counter>,
     rule_events: Counter,
+    duplicates: Counter,
 }
 
 impl InternalEvents {
@@ -147,6 +148,12 @@ impl InternalEvents {
             "Rule events (thresholds, limits, denials)",
             rule_events.clone(),
         );
+        let duplicates = Counter::default();
+        registry.register(
+            "pipeline_duplicates_dropped",
+            "Calls dropped as already seen (exporter retries, two instrumentations of one call)",
+            duplicates.clone(),
+        );
         Arc::new(Self {
             registry,
             alerts,
@@ -164,6 +171,7 @@ impl InternalEvents {
             write_seconds,
             write_errors,
             store_down: AtomicBool::new(false),
+            duplicates,
         })
     }
 
@@ -259,6 +267,13 @@ impl InternalEvents {
 
     pub fn rule_events(&self, n: usize) {
         self.rule_events.inc_by(n as u64);
+    }
+
+    pub fn duplicates_dropped(&self, n: usize) {
+        if n > 0 {
+            self.duplicates.inc_by(n as u64);
+            tracing::debug!(calls = n, "duplicate calls dropped");
+        }
     }
 
     pub fn rows_written_total(&self) -> u64 {

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::internal_events::InternalEvents;
 use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
 use crate::normalize::{Normalizer, NormalizerConfig};
-use crate::pipeline::{RuleStage, Writer, row_queue};
+use crate::pipeline::{DedupWindow, RuleStage, Writer, row_queue};
 use crate::query::QueryStore;
 use crate::receivers::{HttpReceiverConfig, Ingest, grpc_router, http_router};
 use crate::sinks::{SinkError, Store};
@@ -89,12 +89,20 @@ pub async fn run(
         sink,
         query: store,
         admin: admin_log,
-    } = config.storage.build()?;
+    } = config.storage.build().await?;
 
     // Rules: counters rebuilt from the store so a restart keeps usage.
     let engine = Engine::new((*config.rules).clone());
     let killswitch = KillSwitch::new();
-    restore(&engine, &killswitch, store.as_ref(), &config.rules).await;
+    let mut dedup = DedupWindow::new(config.dedup_window_calls);
+    restore(
+        &engine,
+        &killswitch,
+        &mut dedup,
+        store.as_ref(),
+        &config.rules,
+    )
+    .await;
     reapply_admin_actions(&engine, &killswitch, admin_log.as_ref()).await;
     let (alerts, alerts_task) = Alerts::start(&config.alerts, Arc::clone(&events));
 
@@ -125,6 +133,7 @@ pub async fn run(
         Arc::clone(&events),
         config.batch_max_rows,
     )
+    .with_dedup(dedup)
     .with_rules(RuleStage {
         engine: engine.clone(),
         killswitch: killswitch.clone(),
@@ -252,11 +261,16 @@ pub async fn run(
     Ok(())
 }
 
+/// How far back the dedup window is refilled at start-up.
+const DEDUP_REFILL_NANOS: i64 = 10 * 60 * 1_000_000_000;
+
 /// Replays stored calls of every window still open into the engine, and
 /// re-blocks the scopes whose `block` rules are still over their limit.
+/// The replayed calls also refill the dedup window.
 async fn restore(
     engine: &Engine,
     killswitch: &KillSwitch,
+    dedup: &mut DedupWindow,
     store: &dyn QueryStore,
     rules: &RuleSet,
 ) {
@@ -273,14 +287,18 @@ async fn restore(
             }),
             _ => None,
         })
-        .min();
-    let Some(since) = since else { return };
+        .min()
+        // The dedup window wants the last minutes even without budgets.
+        .map_or(now - DEDUP_REFILL_NANOS, |s| {
+            s.min(now - DEDUP_REFILL_NANOS)
+        });
     let started = std::time::Instant::now();
     let mut blocks = Vec::new();
     let replayed = store
         .replay(
             since,
             Box::new(|call| {
+                dedup.insert(call);
                 for v in engine.observe(call) {
                     if v.kind == ViolationKind::LimitExceeded
                         && v.window_end.is_some_and(|end| end > now)

@@ -17,6 +17,7 @@ use prost::Message;
 use serde_json::Value;
 use tollgate_collector::config::LabelPolicy;
 use tollgate_collector::normalize::{Normalizer, NormalizerConfig};
+use tollgate_collector::pipeline::DedupWindow;
 use tollgate_collector::query::QueryStore;
 use tollgate_collector::sinks::Sink;
 use tollgate_collector::sinks::sqlite::SqliteStore;
@@ -263,13 +264,16 @@ fn anthropic_sdk_native_tracing() {
     assert!(streamed.ttft_nanos.is_some_and(|t| t > 0));
 }
 
-/// Stored together, each provider response is one row even when two
-/// instrumentations reported it.
+/// Through the pipeline's dedup window into the store, each provider
+/// response is one row even when two instrumentations reported it.
 #[tokio::test]
 async fn one_row_per_provider_response_in_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    let (rows, _, _) = normalise("openllmetry_anthropic");
+    let (mut rows, _, _) = normalise("openllmetry_anthropic");
+    let answered = rows.iter().filter(|r| r.request_id.is_some()).count();
+    let dropped = DedupWindow::new(1_000).retain_new(&mut rows);
+    assert_eq!(dropped, answered - 3, "the second report of each response");
     store
         .write(tollgate_collector::sinks::Batch {
             calls: &rows,

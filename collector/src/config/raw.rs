@@ -200,6 +200,40 @@ pub enum StorageSection {
         #[serde(default = "default_data_dir")]
         path: String,
     },
+    /// ClickHouse (23.8 LTS and newer), for production and dashboards.
+    /// The collector creates the database and migrates the schema itself.
+    Clickhouse {
+        /// HTTP(S) interface, e.g. `http://127.0.0.1:8123` or `https://ch.example.com:8443`.
+        url: String,
+        /// Database holding Tollgate's tables; created if missing.
+        #[serde(default = "default_clickhouse_database")]
+        database: String,
+        /// User; prefer `user = "${CLICKHOUSE_USER}"`.
+        #[serde(default)]
+        user: Option<String>,
+        /// Password; prefer `password = "${CLICKHOUSE_PASSWORD}"`. Never logged.
+        #[serde(default)]
+        password: Option<String>,
+        /// `lz4` (default) or `none` (for servers or proxies without it).
+        #[serde(default = "default_clickhouse_compression")]
+        compression: String,
+        /// Days rows are kept (TTL on calls, rule events and rollups); unset keeps them.
+        #[serde(default)]
+        retention_days: Option<u32>,
+        /// Longest one insert or query may take before it is retried.
+        #[serde(default = "default_clickhouse_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+}
+
+fn default_clickhouse_database() -> String {
+    "tollgate".to_owned()
+}
+fn default_clickhouse_compression() -> String {
+    "lz4".to_owned()
+}
+fn default_clickhouse_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_data_dir() -> String {
@@ -228,6 +262,11 @@ pub struct PipelineSection {
     /// How long shutdown waits for queued rows to reach the store.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Calls whose identities (trace + span id, provider + response id) are
+    /// remembered to drop duplicates (exporter retries, two instrumentations
+    /// of one call) before rules count them. About 80 bytes per call.
+    #[serde(default = "default_dedup_window_calls")]
+    pub dedup_window_calls: usize,
 }
 
 fn default_queue_capacity() -> usize {
@@ -235,6 +274,9 @@ fn default_queue_capacity() -> usize {
 }
 fn default_batch_max_rows() -> usize {
     10_000
+}
+fn default_dedup_window_calls() -> usize {
+    200_000
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
@@ -246,6 +288,7 @@ impl Default for PipelineSection {
             queue_capacity_rows: default_queue_capacity(),
             batch_max_rows: default_batch_max_rows(),
             shutdown_timeout: default_shutdown_timeout(),
+            dedup_window_calls: default_dedup_window_calls(),
         }
     }
 }

@@ -12,6 +12,7 @@ use tollgate_rules::pricing::PriceTable;
 
 use super::load::ConfigError;
 use super::raw::{AlertsSection, LogSection, RawConfig, StorageSection};
+use crate::sinks::clickhouse::{ClickhouseCompression, ClickhouseConfig};
 
 /// A secret from config: never shown by `Debug` or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,6 +34,7 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
     Sqlite { dir: PathBuf },
+    Clickhouse(ClickhouseConfig),
 }
 
 /// Which `tollgate.label.*` keys are kept.
@@ -56,6 +58,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub queue_capacity_rows: usize,
     pub batch_max_rows: usize,
+    pub dedup_window_calls: usize,
     pub shutdown_timeout: Duration,
     pub prices: Arc<PriceTable>,
     pub log: LogSection,
@@ -117,6 +120,10 @@ impl RawConfig {
             self.pipeline.queue_capacity_rows,
         )?;
         let batch_max_rows = positive("pipeline.batch_max_rows", self.pipeline.batch_max_rows)?;
+        let dedup_window_calls = positive(
+            "pipeline.dedup_window_calls",
+            self.pipeline.dedup_window_calls,
+        )?;
 
         let storage = match self.storage {
             StorageSection::Sqlite { path } => {
@@ -126,6 +133,66 @@ impl RawConfig {
                 StorageConfig::Sqlite {
                     dir: PathBuf::from(path),
                 }
+            }
+            StorageSection::Clickhouse {
+                url,
+                database,
+                user,
+                password,
+                compression,
+                retention_days,
+                timeout,
+            } => {
+                let parsed = url::Url::parse(&url).map_err(|e| {
+                    invalid(
+                        "storage.url",
+                        format!("`{url}` is not a URL ({e}); write e.g. http://127.0.0.1:8123"),
+                    )
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(invalid(
+                        "storage.url",
+                        "must start with http:// or https://",
+                    ));
+                }
+                if database.is_empty()
+                    || !database
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(invalid(
+                        "storage.database",
+                        "must be a plain name (letters, digits, _)",
+                    ));
+                }
+                let compression = match compression.as_str() {
+                    "lz4" => ClickhouseCompression::Lz4,
+                    "none" => ClickhouseCompression::None,
+                    other => {
+                        return Err(invalid(
+                            "storage.compression",
+                            format!("`{other}` is not one of: lz4, none"),
+                        ));
+                    }
+                };
+                if retention_days == Some(0) {
+                    return Err(invalid(
+                        "storage.retention_days",
+                        "must be at least 1 (leave it unset to keep rows forever)",
+                    ));
+                }
+                if timeout.is_zero() {
+                    return Err(invalid("storage.timeout", "must be greater than 0"));
+                }
+                StorageConfig::Clickhouse(ClickhouseConfig {
+                    url,
+                    database,
+                    user: user.filter(|u| !u.is_empty()),
+                    password: password.filter(|p| !p.is_empty()).map(Secret),
+                    compression,
+                    retention_days,
+                    timeout,
+                })
             }
         };
 
@@ -199,6 +266,7 @@ impl RawConfig {
             storage,
             queue_capacity_rows,
             batch_max_rows,
+            dedup_window_calls,
             shutdown_timeout: self.pipeline.shutdown_timeout,
             prices: Arc::new(prices),
             log: self.log,

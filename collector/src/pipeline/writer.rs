@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::task::JoinHandle;
 use tollgate_rules::{CallRecord, RuleEvent};
 
+use super::dedup::DedupWindow;
 use super::queue::{Enqueued, RowQueue, RowReceiver};
 use super::rules_stage::RuleStage;
 use crate::internal_events::InternalEvents;
@@ -27,6 +28,7 @@ pub struct Writer {
     sink: Arc<dyn Sink>,
     events: Arc<InternalEvents>,
     batch_max_rows: usize,
+    dedup: Option<DedupWindow>,
     rules: Option<RuleStage>,
 }
 
@@ -62,8 +64,15 @@ impl Writer {
             sink,
             events,
             batch_max_rows,
+            dedup: None,
             rules: None,
         }
+    }
+
+    /// Drops calls already seen within `window` before rules and the store.
+    pub fn with_dedup(mut self, window: DedupWindow) -> Self {
+        self.dedup = Some(window);
+        self
     }
 
     /// Runs `stage` on every batch before it is written.
@@ -117,6 +126,10 @@ impl Writer {
                 permits.push(e.permit);
             }
             self.events.queue_depth(self.queue.depth());
+            if let Some(window) = &mut self.dedup {
+                self.events
+                    .duplicates_dropped(window.retain_new(&mut batch));
+            }
             // Rules run once per call, before the first attempt: a retried
             // write stores the same rows and events.
             if let Some(stage) = &self.rules {
@@ -248,6 +261,30 @@ mod tests {
         assert_eq!(ids.len(), 200, "a row was written twice");
         assert_eq!(q.depth(), 0);
         assert_eq!(events.rows_written_total(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_resent_request_is_stored_once_and_its_room_released() {
+        let (q, rx) = row_queue(1000);
+        let sink = Arc::new(Recording::default());
+        let events = InternalEvents::new();
+        let handle = Writer::new(rx, q.clone(), sink.clone(), events.clone(), 1000)
+            .with_dedup(DedupWindow::new(1000))
+            .spawn();
+        q.try_push(rows(10, "r")).unwrap();
+        q.try_push(rows(10, "r")).unwrap();
+        q.try_push(rows(5, "s")).unwrap();
+        q.close();
+        handle.drain_and_stop(Duration::from_secs(10)).await;
+        assert_eq!(sink.rows.lock().unwrap().len(), 15);
+        assert_eq!(q.depth(), 0, "dropped duplicates give their room back");
+        assert!(
+            events
+                .encode()
+                .contains("tollgate_pipeline_duplicates_dropped_total 10"),
+            "{}",
+            events.encode()
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Sinks: where rows are written. One trait, one implementation per store,
 //! chosen from `[storage]` by [`crate::config::StorageConfig::build`].
 
+pub mod clickhouse;
 mod sink;
 pub mod sqlite;
 mod store;

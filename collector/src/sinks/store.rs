@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::clickhouse::ClickhouseStore;
 use super::sqlite::SqliteStore;
 use super::{Sink, SinkError};
 use crate::admin::AdminLog;
@@ -18,11 +19,20 @@ pub struct Store {
 
 impl StorageConfig {
     /// Opens the configured store.
-    pub fn build(&self) -> Result<Store, SinkError> {
+    pub async fn build(&self) -> Result<Store, SinkError> {
         match self {
             StorageConfig::Sqlite { dir } => {
                 let store = SqliteStore::open(dir)?;
                 tracing::info!(path = %store.path().display(), "embedded store open");
+                Ok(Store {
+                    sink: Arc::new(store.clone()),
+                    query: Arc::new(store.clone()),
+                    admin: Arc::new(store),
+                })
+            }
+            StorageConfig::Clickhouse(config) => {
+                let store = ClickhouseStore::open(config).await?;
+                tracing::info!(url = %config.url, database = %config.database, "ClickHouse store ready");
                 Ok(Store {
                     sink: Arc::new(store.clone()),
                     query: Arc::new(store.clone()),

@@ -6,10 +6,11 @@
 //! upstream and labels (a map). Missing strings are "", counts are ints.
 //! Before a call runs (`admit`), output_tokens is the most it may produce.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 
-use cel::{Context, Program};
-use serde::Serialize;
+use cel::objects::Key;
+use cel::{Context, Env, Program, Value};
 
 use super::scope::CallIntent;
 use crate::{CallRecord, CallStatus};
@@ -18,6 +19,15 @@ use crate::{CallRecord, CallStatus};
 pub struct CustomExpression {
     program: Program,
     source: String,
+    /// The `call` fields the expression reads: only these are built per call.
+    fields: Vec<&'static str>,
+}
+
+/// The CEL standard library, built once: building it is most of what a
+/// fresh `Context::default()` costs.
+fn stdlib() -> Arc<Env> {
+    static STDLIB: OnceLock<Arc<Env>> = OnceLock::new();
+    Arc::clone(STDLIB.get_or_init(|| Arc::new(Env::stdlib())))
 }
 
 impl std::fmt::Debug for CustomExpression {
@@ -29,7 +39,7 @@ impl std::fmt::Debug for CustomExpression {
 }
 
 /// What a CEL expression sees of a call.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub(crate) struct CallView<'a> {
     model: &'a str,
     provider: &'a str,
@@ -113,6 +123,40 @@ fn referenced_fields(source: &str) -> Vec<&str> {
     out
 }
 
+/// Whether `call` appears other than as `call.<field>` (outside strings).
+fn uses_call_whole(source: &str) -> bool {
+    let mut in_string: Option<char> = None;
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i] as char;
+        match in_string {
+            Some(_) if c == '\\' => i += 1,
+            Some(q) if c == q => in_string = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => in_string = Some(c),
+            None if source[i..].starts_with("call")
+                && (i == 0
+                    || !(bytes[i - 1].is_ascii_alphanumeric()
+                        || bytes[i - 1] == b'_'
+                        || bytes[i - 1] == b'.')) =>
+            {
+                let next = bytes.get(i + 4).copied();
+                if !matches!(next, Some(b'.') | Some(b'_'))
+                    && !next.is_some_and(|b| b.is_ascii_alphanumeric())
+                {
+                    return true;
+                }
+                i += 4;
+                continue;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -179,6 +223,47 @@ impl<'a> CallView<'a> {
     }
 }
 
+fn string(s: &str) -> Value {
+    Value::String(Arc::new(s.to_owned()))
+}
+
+impl CallView<'_> {
+    /// The value of one field of [`CALL_FIELDS`].
+    fn field(&self, name: &str) -> Value {
+        match name {
+            "model" => string(self.model),
+            "provider" => string(self.provider),
+            "operation" => string(self.operation),
+            "input_tokens" => Value::Int(self.input_tokens),
+            "output_tokens" => Value::Int(self.output_tokens),
+            "cache_read_tokens" => Value::Int(self.cache_read_tokens),
+            "total_tokens" => Value::Int(self.total_tokens),
+            "cost_usd" => Value::Float(self.cost_usd),
+            "priced" => Value::Bool(self.priced),
+            "stream" => Value::Bool(self.stream),
+            "status" => string(self.status),
+            "error_type" => string(self.error_type),
+            "org" => string(self.org),
+            "project" => string(self.project),
+            "app" => string(self.app),
+            "environment" => string(self.environment),
+            "user" => string(self.user),
+            "session" => string(self.session),
+            "route" => string(self.route),
+            "upstream" => string(self.upstream),
+            "labels" => {
+                let labels: HashMap<Key, Value> = self
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), string(v)))
+                    .collect();
+                Value::from(labels)
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
 impl CustomExpression {
     /// Parses `source`, checks that every `call.<field>` exists, and runs it
     /// on a sample call so that a type error (e.g. comparing a string with a
@@ -186,17 +271,27 @@ impl CustomExpression {
     /// a call without labels) is not an error: such calls do not match.
     pub fn compile(source: &str) -> Result<Self, String> {
         let program = Program::compile(source).map_err(|e| e.to_string().replace('\n', " "))?;
+        let mut fields = Vec::new();
         for field in referenced_fields(source) {
-            if !CALL_FIELDS.contains(&field) {
+            let Some(known) = CALL_FIELDS.iter().find(|f| **f == field) else {
                 return Err(format!(
                     "`call.{field}` does not exist; call has: {}",
                     CALL_FIELDS.join(", ")
                 ));
+            };
+            if !fields.contains(known) {
+                fields.push(*known);
             }
+        }
+        // `call` used as a whole (e.g. `has(call.x)` spelled another way, or
+        // `call` passed to a function): give it every field.
+        if uses_call_whole(source) {
+            fields = CALL_FIELDS.to_vec();
         }
         let expr = Self {
             program,
             source: source.to_owned(),
+            fields,
         };
         let sample = CallRecord::default();
         match expr.run(&CallView::of_record(&sample)) {
@@ -207,9 +302,13 @@ impl CustomExpression {
     }
 
     fn run(&self, call: &CallView<'_>) -> Result<cel::Value, cel::ExecutionError> {
-        let mut ctx = Context::default();
-        ctx.add_variable("call", call)
-            .map_err(|e| cel::ExecutionError::function_error("call", e.to_string()))?;
+        let mut ctx = Context::with_env(stdlib());
+        let view: HashMap<Key, Value> = self
+            .fields
+            .iter()
+            .map(|f| (Key::String(Arc::new((*f).to_owned())), call.field(f)))
+            .collect();
+        ctx.add_variable_from_value("call", Value::from(view));
         self.program.execute(&ctx)
     }
 
@@ -276,5 +375,17 @@ mod tests {
         assert!(typo.contains("call.modle"), "{typo}");
         // Text inside strings is not a field reference.
         assert!(CustomExpression::compile(r#"call.route == "call.nothing""#).is_ok());
+    }
+
+    #[test]
+    fn only_referenced_fields_are_built_unless_call_is_used_whole() {
+        let e = CustomExpression::compile(r#"call.model == "x" && call.input_tokens > 1"#).unwrap();
+        assert_eq!(e.fields, vec!["model", "input_tokens"]);
+        let whole = CustomExpression::compile(r#""labels" in call && size(call) > 3"#).unwrap();
+        assert_eq!(whole.fields.len(), CALL_FIELDS.len());
+        let r = CallRecord::default();
+        assert!(whole.eval(&CallView::of_record(&r)));
+        // `caller` is not `call`.
+        assert!(!uses_call_whole(r#"call.route == "call""#));
     }
 }

@@ -80,7 +80,7 @@ pub struct CompiledRule {
     /// Dimensions that make one counter.
     pub scope: Vec<ScopeDim>,
     /// The rule applies only to calls matching every filter.
-    pub filter: Vec<(ScopeDim, GlobMatcher)>,
+    pub filter: Vec<(ScopeDim, ValueMatch)>,
     pub action: Action,
     pub alerts: Vec<String>,
     pub kind: RuleKind,
@@ -131,18 +131,58 @@ fn scope_dims(rule: &str, scope: &[String]) -> Result<Vec<ScopeDim>, RuleError> 
         .collect()
 }
 
+/// A `match` filter value: most are plain names or a prefix/suffix glob,
+/// checked without a regex; the rest go through `globset`.
+#[derive(Debug, Clone)]
+pub enum ValueMatch {
+    Exact(Box<str>),
+    Prefix(Box<str>),
+    Suffix(Box<str>),
+    Glob(GlobMatcher),
+}
+
+impl ValueMatch {
+    fn new(pattern: &str) -> Result<Self, globset::Error> {
+        let meta = |s: &str| s.contains(['*', '?', '[', ']', '{', '}', '\\']);
+        if !meta(pattern) {
+            return Ok(Self::Exact(pattern.into()));
+        }
+        if let Some(head) = pattern.strip_suffix('*')
+            && !meta(head)
+        {
+            return Ok(Self::Prefix(head.into()));
+        }
+        if let Some(tail) = pattern.strip_prefix('*')
+            && !meta(tail)
+        {
+            return Ok(Self::Suffix(tail.into()));
+        }
+        Ok(Self::Glob(Glob::new(pattern)?.compile_matcher()))
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(s) => value == &**s,
+            // `*` matches `/` too, as in `globset` by default.
+            Self::Prefix(s) => value.starts_with(&**s),
+            Self::Suffix(s) => value.ends_with(&**s),
+            Self::Glob(g) => g.is_match(value),
+        }
+    }
+}
+
 fn filters(
     rule: &str,
     filter: &std::collections::BTreeMap<String, String>,
-) -> Result<Vec<(ScopeDim, GlobMatcher)>, RuleError> {
+) -> Result<Vec<(ScopeDim, ValueMatch)>, RuleError> {
     filter
         .iter()
         .map(|(k, v)| {
             let dim = ScopeDim::parse(k)
                 .ok_or_else(|| invalid(rule, &format!("match.{k}"), "unknown dimension"))?;
-            let glob =
-                Glob::new(v).map_err(|e| invalid(rule, &format!("match.{k}"), e.to_string()))?;
-            Ok((dim, glob.compile_matcher()))
+            let matcher = ValueMatch::new(v)
+                .map_err(|e| invalid(rule, &format!("match.{k}"), e.to_string()))?;
+            Ok((dim, matcher))
         })
         .collect()
 }
@@ -397,4 +437,48 @@ pub fn compile(raw: &[RawRule]) -> Result<RuleSet, RuleError> {
         }
     }
     Ok(RuleSet { rules })
+}
+
+#[cfg(test)]
+mod value_match_tests {
+    use super::ValueMatch;
+
+    #[test]
+    fn plain_prefix_suffix_and_full_globs() {
+        let cases = [
+            ("search", "search", true),
+            ("search", "search2", false),
+            ("team-*", "team-a", true),
+            ("team-*", "xteam-a", false),
+            ("*-mini", "gpt-4o-mini", true),
+            ("*-mini", "gpt-4o", false),
+            ("gpt-4?", "gpt-4o", true),
+            ("{a,b}*", "beta", true),
+            ("{a,b}*", "gamma", false),
+            ("openai/*", "openai/gpt-4o", true),
+        ];
+        for (pattern, value, expected) in cases {
+            let m = ValueMatch::new(pattern).unwrap();
+            assert_eq!(m.is_match(value), expected, "{pattern} vs {value}");
+            // The same answer as globset itself.
+            let g = globset::Glob::new(pattern).unwrap().compile_matcher();
+            assert_eq!(g.is_match(value), expected, "globset: {pattern} vs {value}");
+        }
+        assert!(matches!(
+            ValueMatch::new("x").unwrap(),
+            ValueMatch::Exact(_)
+        ));
+        assert!(matches!(
+            ValueMatch::new("x*").unwrap(),
+            ValueMatch::Prefix(_)
+        ));
+        assert!(matches!(
+            ValueMatch::new("*x").unwrap(),
+            ValueMatch::Suffix(_)
+        ));
+        assert!(matches!(
+            ValueMatch::new("x*y").unwrap(),
+            ValueMatch::Glob(_)
+        ));
+    }
 }

