@@ -25,6 +25,125 @@ pub struct Collector {
     stderr_path: std::path::PathBuf,
 }
 
+/// A ClickHouse test server of this test's own (the real ClickHouse engine
+/// from PyPI `chdb-core` behind `tests/clickhouse-server/server.py`), on a
+/// free loopback port; it can be stopped and started again on the same data
+/// and port to play an outage. Stopped when dropped.
+pub struct ClickhouseServer {
+    python: String,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl ClickhouseServer {
+    /// Starts one, or `None` (with a notice) when the test environment has
+    /// no ClickHouse engine; under `scripts/test` that is a failure.
+    pub fn start(test: &str) -> Option<ClickhouseServer> {
+        let python = match std::env::var("TOLLGATE_TEST_CHDB_PYTHON") {
+            Ok(p) if !p.is_empty() => p,
+            _ if std::env::var_os("TOLLGATE_TEST_STRICT").is_some() => panic!(
+                "{test}: TOLLGATE_TEST_CHDB_PYTHON is not set: scripts/test installs the ClickHouse engine"
+            ),
+            _ => {
+                eprintln!(
+                    "{test}: skipped, no ClickHouse engine (run scripts/test, or set TOLLGATE_TEST_CHDB_PYTHON to a python with chdb-core)"
+                );
+                return None;
+            }
+        };
+        let mut server = ClickhouseServer {
+            python,
+            dir: tempfile::tempdir().unwrap(),
+            port: 0,
+            child: None,
+        };
+        server.start_again();
+        Some(server)
+    }
+
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/clickhouse-server/server.py")
+    }
+
+    /// (Re)starts the server on its data directory (and port, once chosen).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let port_file = self.dir.path().join("port");
+        let _ = std::fs::remove_file(&port_file);
+        let child = Command::new(&self.python)
+            .arg(Self::script())
+            .args(["--port", &self.port.to_string()])
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("server.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u16>().ok())
+            {
+                self.port = port;
+                break;
+            }
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "ClickHouse test server did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server (an outage); the data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `[storage]` table for a collector writing to `database` here.
+    pub fn storage(&self, database: &str) -> String {
+        format!(
+            "type = \"clickhouse\"\nurl = \"{}\"\ndatabase = \"{database}\"\ncompression = \"none\"\ntimeout = \"5s\"",
+            self.url()
+        )
+    }
+
+    /// Runs `sql` and returns the answer as text (`TabSeparated`).
+    pub async fn query(&self, sql: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/?default_format=TabSeparated", self.url()))
+            .body(sql.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(status.is_success(), "{sql}: {status} {text}");
+        text
+    }
+}
+
+impl Drop for ClickhouseServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }
@@ -48,13 +167,27 @@ impl Collector {
     /// the `[receivers.otlp]`, `[api]` or `[storage]` tables (use `TOLLGATE_`
     /// env overrides for their fields, which also exercises them).
     pub fn start_full(extra: &str, args: &[&str], envs: &[(&str, &str)]) -> Collector {
+        Self::start_with_storage(None, extra, args, envs)
+    }
+
+    /// Starts with `storage` as the body of the `[storage]` table (default:
+    /// SQLite in the private directory).
+    pub fn start_with_storage(
+        storage: Option<&str>,
+        extra: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        let storage = storage.map_or_else(
+            || format!("type = \"sqlite\"\npath = \"{}\"", data.display()),
+            str::to_owned,
+        );
         let config = format!(
             "[receivers.otlp]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
              [api]\nlisten = \"127.0.0.1:0\"\n\
-             [storage]\ntype = \"sqlite\"\npath = \"{}\"\n{extra}\n",
-            data.display()
+             [storage]\n{storage}\n{extra}\n"
         );
         let path = dir.path().join("tollgate.toml");
         std::fs::write(&path, config).unwrap();

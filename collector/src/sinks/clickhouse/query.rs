@@ -45,12 +45,17 @@ impl ClickhouseStore {
     async fn usage_rows(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
         let dims: Vec<&str> = q.group_by.iter().map(|d| column(*d)).collect();
         let mut sql = format!(
+            // `c.x` for columns: a bare `x` would be the alias `x` of this query.
+            // Costs are summed to the nano-dollar, as in the embedded store, so
+            // that both round alike whatever order they add in.
             "SELECT [{}]::Array(Nullable(String)) AS dims, count() AS requests,
-                countIf(status = 'error') AS errors, sum(input_tokens) AS input_tokens,
-                sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,
-                sum(cache_write_tokens) AS cache_write_tokens,
-                sum(ifNull(cost_usd, 0)) AS cost_usd, countIf(cost_usd IS NULL) AS unpriced_requests
-             FROM calls WHERE start_unix_nanos >= ?",
+                countIf(c.status = 'error') AS errors, sum(c.input_tokens) AS input_tokens,
+                sum(c.output_tokens) AS output_tokens,
+                sum(c.cache_read_tokens) AS cache_read_tokens,
+                sum(c.cache_write_tokens) AS cache_write_tokens,
+                round(sum(ifNull(c.cost_usd, 0)), 9) AS cost_usd,
+                countIf(c.cost_usd IS NULL) AS unpriced_requests
+             FROM calls AS c WHERE c.start_unix_nanos >= ?",
             dims.join(", ")
         );
         for (d, _) in &q.filters {

@@ -105,7 +105,8 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
         "calls_1m",
         &[
             // Per-minute rollup the dashboards read: totals plus latency and
-            // time-to-first-token quantile states.
+            // time-to-first-token quantile states. The view names columns as
+            // `c.x`: ClickHouse resolves a bare `x` to the alias `x` first.
             "CREATE TABLE IF NOT EXISTS {db}.calls_1m (
                 minute             DateTime('UTC'),
                 org                LowCardinality(String),
@@ -132,24 +133,24 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
             ORDER BY (org, project, app, environment, provider, model, user_id, minute)",
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.calls_1m_mv TO {db}.calls_1m AS
             SELECT
-                toStartOfMinute(time) AS minute,
-                org, project, app,
-                ifNull(environment, '') AS environment,
-                ifNull(provider, '') AS provider,
-                ifNull(model, '') AS model,
-                ifNull(user_id, '') AS user_id,
+                toStartOfMinute(c.time) AS minute,
+                c.org AS org, c.project AS project, c.app AS app,
+                ifNull(c.environment, '') AS environment,
+                ifNull(c.provider, '') AS provider,
+                ifNull(c.model, '') AS model,
+                ifNull(c.user_id, '') AS user_id,
                 count() AS requests,
-                countIf(status = 'error') AS errors,
-                countIf(stream) AS streamed,
-                countIf(attempt > 0) AS fallbacks,
-                countIf(cost_usd IS NULL) AS unpriced,
-                sum(input_tokens) AS input_tokens,
-                sum(output_tokens) AS output_tokens,
-                sum(cache_read_tokens) AS cache_read_tokens,
-                sum(ifNull(cost_usd, 0)) AS cost_usd,
-                quantilesState(0.5, 0.95, 0.99)(duration_nanos / 1e6) AS latency_ms,
-                quantilesStateIf(0.5, 0.95, 0.99)(ifNull(ttft_nanos, 0) / 1e6, ttft_nanos IS NOT NULL) AS ttft_ms
-            FROM {db}.calls
+                countIf(c.status = 'error') AS errors,
+                countIf(c.stream) AS streamed,
+                countIf(c.attempt > 0) AS fallbacks,
+                countIf(c.cost_usd IS NULL) AS unpriced,
+                sum(c.input_tokens) AS input_tokens,
+                sum(c.output_tokens) AS output_tokens,
+                sum(c.cache_read_tokens) AS cache_read_tokens,
+                sum(ifNull(c.cost_usd, 0)) AS cost_usd,
+                quantilesState(0.5, 0.95, 0.99)(c.duration_nanos / 1e6) AS latency_ms,
+                quantilesStateIf(0.5, 0.95, 0.99)(ifNull(c.ttft_nanos, 0) / 1e6, c.ttft_nanos IS NOT NULL) AS ttft_ms
+            FROM {db}.calls AS c
             GROUP BY minute, org, project, app, environment, provider, model, user_id",
         ],
     ),

@@ -42,7 +42,7 @@ impl SqliteStore {
         }
         sql.push_str(
             "COUNT(*), SUM(status = 'error'), SUM(input_tokens), SUM(output_tokens),
-             SUM(cache_read_tokens), SUM(cache_write_tokens), TOTAL(cost_usd), SUM(cost_usd IS NULL)
+             SUM(cache_read_tokens), SUM(cache_write_tokens), ROUND(TOTAL(cost_usd), 9), SUM(cost_usd IS NULL)
              FROM calls WHERE start_unix_nanos >= ?1",
         );
         let mut args: Vec<Value> = vec![Value::Integer(q.since_unix_nanos)];
