@@ -276,3 +276,101 @@ async fn an_outage_of_clickhouse_loses_and_duplicates_nothing() {
     assert_eq!(usage["rows"][0]["requests"], 1000);
     assert!(ch.stderr().contains("rule counters rebuilt from the store"));
 }
+
+/// The store itself: a batch written twice (a retry after a timeout whose
+/// first attempt did land) is stored once, and counted once in the rollup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
+    use tollgate_collector::sinks::clickhouse::{
+        ClickhouseCompression, ClickhouseConfig, ClickhouseStore,
+    };
+    use tollgate_collector::sinks::{Batch, Sink};
+    use tollgate_rules::CallRecord;
+
+    let Some(server) = ClickhouseServer::start("a_retried_batch_is_stored_once_and_rolled_up_once")
+    else {
+        return;
+    };
+    let store = ClickhouseStore::open(&ClickhouseConfig {
+        url: server.url(),
+        database: "tg_retry".into(),
+        user: None,
+        password: None,
+        compression: ClickhouseCompression::None,
+        retention_days: Some(30),
+        timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let base = now_nanos() as i64;
+    let calls: Vec<CallRecord> = (0..20)
+        .map(|i| CallRecord {
+            start_unix_nanos: base + i,
+            duration_nanos: 1_000_000,
+            trace_id: "aa".repeat(16),
+            span_id: format!("{i:016x}"),
+            project: Some("search".into()),
+            input_tokens: 10,
+            ..Default::default()
+        })
+        .collect();
+    let batch = Batch {
+        calls: &calls,
+        events: &[],
+    };
+    store.write(batch).await.unwrap();
+    store.write(batch).await.unwrap();
+    assert_eq!(
+        server
+            .query("SELECT count(), sum(input_tokens) FROM tg_retry.calls")
+            .await
+            .trim(),
+        "20\t200"
+    );
+    assert_eq!(
+        server
+            .query("SELECT sum(requests), sum(input_tokens) FROM tg_retry.calls_1m")
+            .await
+            .trim(),
+        "20\t200"
+    );
+    // Another batch with other rows is not mistaken for a retry.
+    store
+        .write(Batch {
+            calls: &calls[..5],
+            events: &[],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .query("SELECT count() FROM tg_retry.calls")
+            .await
+            .trim(),
+        "25"
+    );
+    // Retention is applied as a TTL.
+    let ddl = server
+        .query("SELECT create_table_query FROM system.tables WHERE database = 'tg_retry' AND name = 'calls'")
+        .await;
+    assert!(ddl.contains("TTL"), "{ddl}");
+    // Opening again finds the schema current and changes nothing.
+    ClickhouseStore::open(&ClickhouseConfig {
+        url: server.url(),
+        database: "tg_retry".into(),
+        user: None,
+        password: None,
+        compression: ClickhouseCompression::None,
+        retention_days: Some(30),
+        timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        server
+            .query("SELECT count(), max(version) FROM tg_retry.tollgate_migrations")
+            .await
+            .trim(),
+        "4\t4"
+    );
+}

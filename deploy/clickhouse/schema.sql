@@ -106,7 +106,8 @@ CREATE TABLE IF NOT EXISTS tollgate.calls_1m (
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY (org, project, app, environment, provider, model, user_id, minute);
+ORDER BY (org, project, app, environment, provider, model, user_id, minute)
+SETTINGS non_replicated_deduplication_window = 10000;
 CREATE MATERIALIZED VIEW IF NOT EXISTS tollgate.calls_1m_mv TO tollgate.calls_1m AS
 SELECT
     toStartOfMinute(c.time) AS minute,

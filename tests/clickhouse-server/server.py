@@ -216,6 +216,7 @@ class Engine:
         self.timezone = self._scalar("SELECT timezone()")
         self.baseline = self._changed_settings()
         self.current_db: str | None = self._scalar("SELECT currentDatabase()")
+        self.dirty = False  # a reset failed: do a full one before the next request
         self.status_by_code: dict[int, int] = {}
         rows = self._raw("SELECT DISTINCT name, code FROM system.errors "
                          "SETTINGS system_events_show_zero_values = 1")
@@ -268,6 +269,9 @@ class Engine:
         with self.lock:
             applied: list[str] = []
             touches_session = bool(SESSION_CHANGING_RE.search(sql))
+            if self.dirty:
+                self._full_reset()
+                self.dirty = False
             try:
                 if self.current_db != database:
                     try:
@@ -298,9 +302,10 @@ class Engine:
                         self._full_reset()
                     else:
                         self._restore(applied)
-                except Exception as exc:  # keep serving; next request resets
+                except Exception as exc:  # keep serving; the next request resets
                     print(f"settings restore failed: {exc}", file=sys.stderr, flush=True)
                     self.current_db = None
+                    self.dirty = True
 
     def _query(self, sql: str, fmt: str, params: dict[str, str]) -> tuple[bytes, dict]:
         try:
@@ -570,10 +575,9 @@ class Handler(BaseHTTPRequestHandler):
         if not sql.strip():
             raise server_error(SYNTAX_ERROR, "SYNTAX_ERROR", "Empty query")
         if read_only and first_keyword(sql) not in READ_ONLY_KEYWORDS | {"SET", "USE"}:
-            raise server_error(READONLY, "READONLY",
-                               "Cannot execute query in readonly mode. For queries over HTTP, "
-                               "method GET implies readonly. You should use method POST for "
-                               "modifying queries")
+            hint = (" For queries over HTTP, method GET implies readonly. You should use method POST "
+                    "for modifying queries" if self.command in ("GET", "HEAD") else "")
+            raise server_error(READONLY, "READONLY", "Cannot execute query in readonly mode." + hint)
         if SET_READONLY_RE.search(sql) and first_keyword(sql) == "SET":
             raise server_error(NOT_IMPLEMENTED, "NOT_IMPLEMENTED",
                                "this test server shares one engine session; SET readonly is not supported")

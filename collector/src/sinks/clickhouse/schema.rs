@@ -107,6 +107,8 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
             // Per-minute rollup the dashboards read: totals plus latency and
             // time-to-first-token quantile states. The view names columns as
             // `c.x`: ClickHouse resolves a bare `x` to the alias `x` first.
+            // The rollup has a deduplication window of its own: without it a
+            // retried insert dropped from `calls` would still be added here.
             "CREATE TABLE IF NOT EXISTS {db}.calls_1m (
                 minute             DateTime('UTC'),
                 org                LowCardinality(String),
@@ -130,7 +132,8 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
             )
             ENGINE = AggregatingMergeTree
             PARTITION BY toYYYYMM(minute)
-            ORDER BY (org, project, app, environment, provider, model, user_id, minute)",
+            ORDER BY (org, project, app, environment, provider, model, user_id, minute)
+            SETTINGS non_replicated_deduplication_window = 10000",
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.calls_1m_mv TO {db}.calls_1m AS
             SELECT
                 toStartOfMinute(c.time) AS minute,
