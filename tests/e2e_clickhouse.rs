@@ -291,7 +291,7 @@ async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
     else {
         return;
     };
-    let store = ClickhouseStore::open(&ClickhouseConfig {
+    let config = ClickhouseConfig {
         url: server.url(),
         database: "tg_retry".into(),
         user: None,
@@ -299,9 +299,8 @@ async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
         compression: ClickhouseCompression::None,
         retention_days: Some(30),
         timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    };
+    let store = ClickhouseStore::open(&config).await.unwrap();
     let base = now_nanos() as i64;
     let calls: Vec<CallRecord> = (0..20)
         .map(|i| CallRecord {
@@ -355,17 +354,7 @@ async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
         .await;
     assert!(ddl.contains("TTL"), "{ddl}");
     // Opening again finds the schema current and changes nothing.
-    ClickhouseStore::open(&ClickhouseConfig {
-        url: server.url(),
-        database: "tg_retry".into(),
-        user: None,
-        password: None,
-        compression: ClickhouseCompression::None,
-        retention_days: Some(30),
-        timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    ClickhouseStore::open(&config).await.unwrap();
     assert_eq!(
         server
             .query("SELECT count(), max(version) FROM tg_retry.tollgate_migrations")

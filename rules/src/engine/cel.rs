@@ -89,44 +89,20 @@ const CALL_FIELDS: [&str; 21] = [
     "labels",
 ];
 
-/// Identifiers following `call.` outside string literals.
-fn referenced_fields(source: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut in_string: Option<char> = None;
-    let bytes = source.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i] as char;
-        match in_string {
-            Some(_) if c == '\\' => i += 1,
-            Some(q) if c == q => in_string = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => in_string = Some(c),
-            None if source[i..].starts_with("call.")
-                && (i == 0
-                    || !(bytes[i - 1] as char).is_ascii_alphanumeric()
-                        && bytes[i - 1] != b'_'
-                        && bytes[i - 1] != b'.') =>
-            {
-                let start = i + 5;
-                let end = source[start..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .map_or(source.len(), |n| start + n);
-                out.push(&source[start..end]);
-                i = end;
-                continue;
-            }
-            None => {}
-        }
-        i += 1;
-    }
-    out
+/// How an expression uses `call`, outside string literals: the fields it
+/// names as `call.<field>`, and whether `call` also appears on its own
+/// (e.g. `"labels" in call`), which needs every field.
+#[derive(Debug, Default, PartialEq)]
+struct CallUse<'a> {
+    fields: Vec<&'a str>,
+    whole: bool,
 }
 
-/// Whether `call` appears other than as `call.<field>` (outside strings).
-fn uses_call_whole(source: &str) -> bool {
+fn call_use(source: &str) -> CallUse<'_> {
+    let mut out = CallUse::default();
     let mut in_string: Option<char> = None;
     let bytes = source.as_bytes();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = 0;
     while i < bytes.len() {
         let c = bytes[i] as char;
@@ -136,25 +112,31 @@ fn uses_call_whole(source: &str) -> bool {
             Some(_) => {}
             None if c == '"' || c == '\'' => in_string = Some(c),
             None if source[i..].starts_with("call")
-                && (i == 0
-                    || !(bytes[i - 1].is_ascii_alphanumeric()
-                        || bytes[i - 1] == b'_'
-                        || bytes[i - 1] == b'.')) =>
+                && (i == 0 || !(ident(bytes[i - 1]) || bytes[i - 1] == b'.')) =>
             {
-                let next = bytes.get(i + 4).copied();
-                if !matches!(next, Some(b'.') | Some(b'_'))
-                    && !next.is_some_and(|b| b.is_ascii_alphanumeric())
-                {
-                    return true;
+                match bytes.get(i + 4).copied() {
+                    Some(b'.') => {
+                        let start = i + 5;
+                        let end = source[start..]
+                            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                            .map_or(source.len(), |n| start + n);
+                        out.fields.push(&source[start..end]);
+                        i = end;
+                    }
+                    // `caller`, `call_x`: another identifier.
+                    Some(b) if ident(b) => i += 4,
+                    _ => {
+                        out.whole = true;
+                        i += 4;
+                    }
                 }
-                i += 4;
                 continue;
             }
             None => {}
         }
         i += 1;
     }
-    false
+    out
 }
 
 fn int(n: u64) -> i64 {
@@ -272,7 +254,8 @@ impl CustomExpression {
     pub fn compile(source: &str) -> Result<Self, String> {
         let program = Program::compile(source).map_err(|e| e.to_string().replace('\n', " "))?;
         let mut fields = Vec::new();
-        for field in referenced_fields(source) {
+        let used = call_use(source);
+        for field in used.fields {
             let Some(known) = CALL_FIELDS.iter().find(|f| **f == field) else {
                 return Err(format!(
                     "`call.{field}` does not exist; call has: {}",
@@ -285,7 +268,7 @@ impl CustomExpression {
         }
         // `call` used as a whole (e.g. `has(call.x)` spelled another way, or
         // `call` passed to a function): give it every field.
-        if uses_call_whole(source) {
+        if used.whole {
             fields = CALL_FIELDS.to_vec();
         }
         let expr = Self {
@@ -385,7 +368,9 @@ mod tests {
         assert_eq!(whole.fields.len(), CALL_FIELDS.len());
         let r = CallRecord::default();
         assert!(whole.eval(&CallView::of_record(&r)));
-        // `caller` is not `call`.
-        assert!(!uses_call_whole(r#"call.route == "call""#));
+        // Text in strings and other identifiers are not `call`.
+        assert!(!call_use(r#"call.route == "call""#).whole);
+        assert!(!call_use(r#"caller.x == 1 && call_x == 2"#).whole);
+        assert!(call_use(r#"size(call) > 1"#).whole);
     }
 }
