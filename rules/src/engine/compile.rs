@@ -1,8 +1,10 @@
 //! Compiling raw rules into a [`RuleSet`]: validated once, cheap to evaluate.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
+
 use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 
 use super::cel::CustomExpression;
@@ -90,6 +92,55 @@ pub struct CompiledRule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub rules: Vec<CompiledRule>,
+    /// Rules whose filter names one project exactly (`match.project =
+    /// "search"`), by that project: a call only meets its own project's.
+    by_project: HashMap<Box<str>, Vec<usize>>,
+    /// Every other rule.
+    unindexed: Vec<usize>,
+}
+
+impl RuleSet {
+    /// `rules`, indexed.
+    pub fn new(rules: Vec<CompiledRule>) -> Self {
+        let mut by_project: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut unindexed = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let project = rule.filter.iter().find_map(|(dim, m)| match (dim, m) {
+                (ScopeDim::Project, ValueMatch::Exact(p)) => Some(p.clone()),
+                _ => None,
+            });
+            match project {
+                Some(p) => by_project.entry(p).or_default().push(i),
+                None => unindexed.push(i),
+            }
+        }
+        Self {
+            rules,
+            by_project,
+            unindexed,
+        }
+    }
+
+    /// The rules a call of `project` may meet, in rule order. Their
+    /// filters still have to be checked; the others cannot match.
+    pub fn candidates<'a>(
+        &'a self,
+        project: Option<&str>,
+    ) -> impl Iterator<Item = &'a CompiledRule> + 'a {
+        let own: &[usize] = project
+            .and_then(|p| self.by_project.get(p))
+            .map_or(&[], Vec::as_slice);
+        let (mut a, mut b) = (self.unindexed.iter().peekable(), own.iter().peekable());
+        std::iter::from_fn(move || {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x < y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, _) => b.next(),
+            }?;
+            self.rules.get(*next)
+        })
+    }
 }
 
 /// Reads `[[rules]]` tables one by one so an error names the rule.
@@ -436,7 +487,7 @@ pub fn compile(raw: &[RawRule]) -> Result<RuleSet, RuleError> {
             }
         }
     }
-    Ok(RuleSet { rules })
+    Ok(RuleSet::new(rules))
 }
 
 #[cfg(test)]

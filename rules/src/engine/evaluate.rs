@@ -336,7 +336,8 @@ impl Engine {
         let now = intent.at_unix_nanos;
         let mut asks: Vec<(Ask, &CompiledRule, &BudgetRule)> = Vec::new();
         let mut names = None;
-        for rule in rules.rules.iter().filter(|r| applies(r, intent)) {
+        let project = intent.dim(&ScopeDim::Project);
+        for rule in rules.candidates(project).filter(|r| applies(r, intent)) {
             let b = match &rule.kind {
                 RuleKind::Budget(b) => b,
                 _ if rule.action != Action::Block => continue,
@@ -462,7 +463,8 @@ impl Engine {
             .saturating_add(record.duration_nanos);
         let mut out = Vec::new();
         let mut names = None;
-        for rule in rules.rules.iter().filter(|r| applies(r, record)) {
+        let project = record.dim(&ScopeDim::Project);
+        for rule in rules.candidates(project).filter(|r| applies(r, record)) {
             let violation = |kind| Violation {
                 rule_id: Arc::clone(&rule.id),
                 kind,

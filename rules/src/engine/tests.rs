@@ -510,3 +510,82 @@ fn concurrent_admits_never_overrun() {
     assert!(used <= 10_000.0, "overran: {used}");
     assert_eq!(used, 9_900.0, "33 calls of 300 fit in 10,000");
 }
+
+/// Rules indexed by project still run in declaration order, and a call
+/// meets every rule that applies to it, whatever the index says.
+#[test]
+fn project_index_keeps_rule_order_and_misses_nothing() {
+    let set = rules(
+        r#"
+[[rules]]
+id = "a-global"
+type = "budget"
+metric = "requests"
+limit = 1
+scope = ["project"]
+window = "day"
+action = "alert"
+alert_at = [1.0]
+
+[[rules]]
+id = "b-search"
+type = "budget"
+metric = "requests"
+limit = 1
+scope = ["project"]
+match = { project = "search" }
+window = "day"
+action = "alert"
+alert_at = [1.0]
+
+[[rules]]
+id = "c-glob"
+type = "budget"
+metric = "requests"
+limit = 1
+scope = ["project"]
+match = { project = "sea*" }
+window = "day"
+action = "alert"
+alert_at = [1.0]
+
+[[rules]]
+id = "d-other"
+type = "budget"
+metric = "requests"
+limit = 1
+scope = ["project"]
+match = { project = "billing" }
+window = "day"
+action = "alert"
+alert_at = [1.0]
+
+[[rules]]
+id = "e-search"
+type = "budget"
+metric = "requests"
+limit = 1
+scope = ["project"]
+match = { project = "search" }
+window = "day"
+action = "alert"
+alert_at = [1.0]
+"#,
+    );
+    let ids =
+        |p: Option<&str>| -> Vec<String> { set.candidates(p).map(|r| r.id.to_string()).collect() };
+    assert_eq!(
+        ids(Some("search")),
+        ["a-global", "b-search", "c-glob", "e-search"]
+    );
+    assert_eq!(ids(Some("billing")), ["a-global", "c-glob", "d-other"]);
+    assert_eq!(ids(None), ["a-global", "c-glob"]);
+    // The engine's answers follow: every threshold of search's rules, in order.
+    let engine = Engine::new(set.clone());
+    let fired: Vec<String> = engine
+        .observe(&call("search", 10, NOON))
+        .iter()
+        .map(|v| v.rule_id.to_string())
+        .collect();
+    assert_eq!(fired, ["a-global", "b-search", "c-glob", "e-search"]);
+}
