@@ -13,8 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use prost::Message;
-use support::{Collector, otlp};
+use support::Collector;
 use tollgate_mock_provider::{MockConfig, MockProvider};
 
 /// The example is built with the workspace's tests (`cargo test --workspace`).
@@ -43,31 +42,6 @@ scope = ["project"]
 window = "day"
 action = "block"
 "#;
-
-async fn send_tokens(c: &Collector, id: u64, tokens: i64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let mut span = otlp::span(
-        id.to_be_bytes().to_vec(),
-        vec![
-            otlp::string("gen_ai.request.model", "gpt-4o-mini"),
-            otlp::int("gen_ai.usage.input_tokens", tokens),
-            otlp::string("tollgate.project", "agents"),
-        ],
-    );
-    span.start_time_unix_nano = now - 1_000_000;
-    span.end_time_unix_nano = now;
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/traces", c.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(otlp::request(vec![span]).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_agent_stops_within_a_second_of_the_budget_crossing() {
@@ -105,7 +79,7 @@ async fn example_agent_stops_within_a_second_of_the_budget_crossing() {
     // Other calls of the project bring it to 12,000 tokens: 11 x 1,000 crosses
     // the 10,000 limit (with the agent's own few tokens) on the 10th or 11th.
     for i in 0..11 {
-        send_tokens(&c, 1_000 + i, 1_000).await;
+        c.send_tokens(1_000 + i, "agents", 1_000).await;
     }
     let sent_at = Instant::now();
     // The agent's own calls are counted too: wait until the block is there.
@@ -120,7 +94,7 @@ async fn example_agent_stops_within_a_second_of_the_budget_crossing() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    send_tokens(&c, 2_000, 1_000).await;
+    c.send_tokens(2_000, "agents", 1_000).await;
 
     let mut calls = 1;
     let (refused_at, line) = loop {

@@ -79,17 +79,6 @@ fn request(r: u64, base: u64) -> ExportTraceServiceRequest {
     otlp::request(spans)
 }
 
-async fn post(c: &Collector, body: &[u8]) -> reqwest::StatusCode {
-    reqwest::Client::new()
-        .post(format!("{}/v1/traces", c.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 /// Rows sorted by span id, for comparing stores.
 fn by_span(mut calls: Vec<Value>) -> Vec<Value> {
     calls.sort_by(|a, b| a["span_id"].as_str().cmp(&b["span_id"].as_str()));
@@ -125,8 +114,8 @@ async fn clickhouse_gives_the_answers_of_the_embedded_store() {
     let base = now_nanos() - 60_000_000_000;
     let requests: Vec<Vec<u8>> = (0..6).map(|r| request(r, base).encode_to_vec()).collect();
     for body in &requests {
-        assert_eq!(post(&ch, body).await, 200);
-        assert_eq!(post(&lite, body).await, 200);
+        assert_eq!(ch.post_traces(body.to_vec()).await, 200);
+        assert_eq!(lite.post_traces(body.to_vec()).await, 200);
     }
     let stored = by_span(ch.wait_calls(300).await);
     let expected = by_span(lite.wait_calls(300).await);
@@ -204,7 +193,7 @@ async fn clickhouse_gives_the_answers_of_the_embedded_store() {
     assert_eq!(events_ch, events_lite);
 
     // A retried export is counted and stored once.
-    assert_eq!(post(&ch, &requests[2]).await, 200);
+    assert_eq!(ch.post_traces(requests[2].clone()).await, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&ch, "tollgate_pipeline_duplicates_dropped_total").await < 50.0 {
         assert!(Instant::now() < deadline, "the retry was not seen");
@@ -234,7 +223,7 @@ async fn an_outage_of_clickhouse_loses_and_duplicates_nothing() {
     );
     let base = now_nanos() - 60_000_000_000;
     for r in 0..4 {
-        assert_eq!(post(&ch, &request(r, base).encode_to_vec()).await, 200);
+        assert_eq!(ch.post_traces(request(r, base).encode_to_vec()).await, 200);
     }
     ch.wait_calls(200).await;
 
@@ -242,7 +231,7 @@ async fn an_outage_of_clickhouse_loses_and_duplicates_nothing() {
     server.stop();
     let down_at = Instant::now();
     for r in 4..20 {
-        assert_eq!(post(&ch, &request(r, base).encode_to_vec()).await, 200);
+        assert_eq!(ch.post_traces(request(r, base).encode_to_vec()).await, 200);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(metric(&ch, "tollgate_store_write_errors_total").await >= 1.0);

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::routing::post;
-use prost::Message;
 use serde_json::Value;
-use support::{Collector, otlp};
+use support::Collector;
 use tollgate_proto::enforcement::v1 as pb;
 use tollgate_proto::enforcement::v1::enforcement_client::EnforcementClient;
 
@@ -42,33 +41,6 @@ async fn hook() -> Hook {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Hook { url, bodies }
-}
-
-/// One model call of `tokens` input tokens for `project`, sent over OTLP/HTTP.
-async fn send(c: &Collector, id: u64, project: &str, tokens: i64) {
-    let mut span = otlp::span(
-        id.to_be_bytes().to_vec(),
-        vec![
-            otlp::string("gen_ai.request.model", "gpt-4o-mini"),
-            otlp::int("gen_ai.usage.input_tokens", tokens),
-            otlp::string("tollgate.project", project),
-        ],
-    );
-    // Now, so the call falls in today's window.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    span.start_time_unix_nano = now - 1_000_000;
-    span.end_time_unix_nano = now;
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/traces", c.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(otlp::request(vec![span]).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
 }
 
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -145,7 +117,7 @@ async fn daily_budget_trips_alerts_blocks_and_survives_a_restart() {
 
     // 12 calls of 1,000 tokens against a 10,000-token daily budget.
     for i in 0..11 {
-        send(&c, i + 1, "search", 1_000).await;
+        c.send_tokens(i + 1, "search", 1_000).await;
     }
     // The 11th call went over: the watcher hears of the block within a second.
     let crossed = Instant::now();
@@ -164,8 +136,8 @@ async fn daily_budget_trips_alerts_blocks_and_survives_a_restart() {
     assert_eq!(blocked.blocks[0].scope, "project=search");
     let chunk = String::from_utf8(sse.chunk().await.unwrap().unwrap().to_vec()).unwrap();
     assert!(chunk.contains("\"blocked\":true"), "{chunk}");
-    send(&c, 12, "search", 1_000).await;
-    send(&c, 100, "other", 500).await;
+    c.send_tokens(12, "search", 1_000).await;
+    c.send_tokens(100, "other", 500).await;
     c.wait_calls(13).await;
 
     let ev = events(&c, "daily-tokens").await;
@@ -236,8 +208,8 @@ async fn daily_budget_trips_alerts_blocks_and_survives_a_restart() {
         "block lost in restart: {state}\n{}",
         c.stderr()
     );
-    send(&c, 200, "search", 10).await;
-    send(&c, 201, "other", 8_000).await;
+    c.send_tokens(200, "search", 10).await;
+    c.send_tokens(201, "other", 8_000).await;
     c.wait_calls(15).await;
     // `other` crosses 80 % only now (500 before the restart + 8,000).
     wait_for("other's threshold", async || {
@@ -286,7 +258,7 @@ async fn rules_hot_reload_and_a_broken_file_keeps_the_old_rules() {
     let hook = hook().await;
     let c = Collector::start(&config(&hook.url, 1_000_000));
     let base = std::fs::read_to_string(c.config_path()).unwrap();
-    send(&c, 1, "search", 500).await;
+    c.send_tokens(1, "search", 500).await;
     c.wait_calls(1).await;
     assert!(events(&c, "daily-tokens").await.is_empty());
 
@@ -307,7 +279,7 @@ async fn rules_hot_reload_and_a_broken_file_keeps_the_old_rules() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rules"], 1);
-    send(&c, 2, "search", 10).await;
+    c.send_tokens(2, "search", 10).await;
     wait_for("events after reload", async || {
         events(&c, "daily-tokens").await.len() >= 2
     })
@@ -338,7 +310,7 @@ async fn rules_hot_reload_and_a_broken_file_keeps_the_old_rules() {
         message.contains("daily-tokens") && message.contains("limit"),
         "{message}"
     );
-    send(&c, 3, "search", 20).await;
+    c.send_tokens(3, "search", 20).await;
     wait_for("old rule still counting", async || {
         events(&c, "daily-tokens").await.len() >= 4
     })
@@ -408,7 +380,7 @@ async fn admin_blocks_lifts_and_overrides_survive_a_restart() {
     let client = reqwest::Client::new();
 
     // Project `search` trips its budget; `audit` is blocked by hand.
-    send(&c, 1, "search", 2_000).await;
+    c.send_tokens(1, "search", 2_000).await;
     c.wait_calls(1).await;
     wait_for("rule block", async || {
         c.get("/v1/enforcement?project=search").await.1["blocked"] == true
@@ -452,7 +424,7 @@ async fn admin_blocks_lifts_and_overrides_survive_a_restart() {
     assert_eq!(audit["blocked"], true, "{audit}");
     assert_eq!(audit["blocks"][0]["reason"], "security review");
     // Under the raised limit `search` can keep going without a new block.
-    send(&c, 2, "search", 10_000).await;
+    c.send_tokens(2, "search", 10_000).await;
     c.wait_calls(2).await;
     assert_eq!(
         c.get("/v1/enforcement?project=search").await.1["blocked"],

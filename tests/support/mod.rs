@@ -350,6 +350,44 @@ impl Collector {
     }
 
     /// Waits until at least `n` calls are stored, then returns them all.
+    /// POSTs an OTLP/HTTP protobuf body to `/v1/traces`; returns the status.
+    pub async fn post_traces(&self, body: Vec<u8>) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}/v1/traces", self.http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// One model call of `tokens` input tokens for `project`, ending now,
+    /// sent over OTLP/HTTP; asserts it was accepted.
+    pub async fn send_tokens(&self, id: u64, project: &str, tokens: i64) {
+        use prost::Message;
+        let mut span = otlp::span(
+            id.to_be_bytes().to_vec(),
+            vec![
+                otlp::string("gen_ai.request.model", "gpt-4o-mini"),
+                otlp::int("gen_ai.usage.input_tokens", tokens),
+                otlp::string("tollgate.project", project),
+            ],
+        );
+        // Now, so the call falls in today's window.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        span.start_time_unix_nano = now - 1_000_000;
+        span.end_time_unix_nano = now;
+        let status = self
+            .post_traces(otlp::request(vec![span]).encode_to_vec())
+            .await;
+        assert_eq!(status, 200);
+    }
+
     pub async fn wait_calls(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

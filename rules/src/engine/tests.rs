@@ -515,63 +515,24 @@ fn concurrent_admits_never_overrun() {
 /// meets every rule that applies to it, whatever the index says.
 #[test]
 fn project_index_keeps_rule_order_and_misses_nothing() {
-    let set = rules(
-        r#"
-[[rules]]
-id = "a-global"
-type = "budget"
-metric = "requests"
-limit = 1
-scope = ["project"]
-window = "day"
-action = "alert"
-alert_at = [1.0]
-
-[[rules]]
-id = "b-search"
-type = "budget"
-metric = "requests"
-limit = 1
-scope = ["project"]
-match = { project = "search" }
-window = "day"
-action = "alert"
-alert_at = [1.0]
-
-[[rules]]
-id = "c-glob"
-type = "budget"
-metric = "requests"
-limit = 1
-scope = ["project"]
-match = { project = "sea*" }
-window = "day"
-action = "alert"
-alert_at = [1.0]
-
-[[rules]]
-id = "d-other"
-type = "budget"
-metric = "requests"
-limit = 1
-scope = ["project"]
-match = { project = "billing" }
-window = "day"
-action = "alert"
-alert_at = [1.0]
-
-[[rules]]
-id = "e-search"
-type = "budget"
-metric = "requests"
-limit = 1
-scope = ["project"]
-match = { project = "search" }
-window = "day"
-action = "alert"
-alert_at = [1.0]
-"#,
-    );
+    // One request budget per rule, firing on the first call it meets.
+    let mut text = String::new();
+    for (id, project) in [
+        ("a-global", None),
+        ("b-search", Some("search")),
+        ("c-glob", Some("sea*")),
+        ("d-other", Some("billing")),
+        ("e-search", Some("search")),
+    ] {
+        text.push_str(&format!(
+            "[[rules]]\nid = \"{id}\"\ntype = \"budget\"\nmetric = \"requests\"\nlimit = 1\n\
+             scope = [\"project\"]\nwindow = \"day\"\naction = \"alert\"\nalert_at = [1.0]\n"
+        ));
+        if let Some(p) = project {
+            text.push_str(&format!("match = {{ project = \"{p}\" }}\n"));
+        }
+    }
+    let set = rules(&text);
     let ids =
         |p: Option<&str>| -> Vec<String> { set.candidates(p).map(|r| r.id.to_string()).collect() };
     assert_eq!(
