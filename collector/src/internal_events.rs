@@ -39,6 +39,7 @@ pub enum Refusal {
     UnsupportedMediaType,
     QueueFull,
     ShuttingDown,
+    Unavailable,
 }
 
 impl Refusal {
@@ -49,6 +50,7 @@ impl Refusal {
             Refusal::UnsupportedMediaType => "unsupported_media_type",
             Refusal::QueueFull => "queue_full",
             Refusal::ShuttingDown => "shutting_down",
+            Refusal::Unavailable => "unavailable",
         }
     }
 }
@@ -73,6 +75,8 @@ pub struct InternalEvents {
     alerts: Family<[(&'static str, &'static str); 1], Counter>,
     rule_events: Counter,
     duplicates: Counter,
+    kafka: Family<[(&'static str, &'static str); 1], Counter>,
+    kafka_rebalances: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 impl InternalEvents {
@@ -154,8 +158,22 @@ impl InternalEvents {
             "Calls dropped as already seen (exporter retries, two instrumentations of one call)",
             duplicates.clone(),
         );
+        let kafka = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "kafka_messages",
+            "Kafka messages by outcome: produced, produce_failed, consumed, invalid (undecodable, skipped); commits",
+            kafka.clone(),
+        );
+        let kafka_rebalances = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "kafka_rebalances",
+            "Consumer-group rebalances seen by this instance: assign, revoke",
+            kafka_rebalances.clone(),
+        );
         Arc::new(Self {
             registry,
+            kafka,
+            kafka_rebalances,
             alerts,
             rule_events,
             requests,
@@ -274,6 +292,43 @@ impl InternalEvents {
             self.duplicates.inc_by(n as u64);
             tracing::debug!(calls = n, "duplicate calls dropped");
         }
+    }
+
+    pub fn kafka_produced(&self, n: usize) {
+        self.kafka
+            .get_or_create(&[("outcome", "produced")])
+            .inc_by(n as u64);
+    }
+
+    pub fn kafka_produce_failed(&self, n: usize, error: &str) {
+        self.kafka
+            .get_or_create(&[("outcome", "produce_failed")])
+            .inc_by(n as u64);
+        tracing::debug!(
+            calls = n,
+            error,
+            "Kafka did not take the calls; sender told to retry"
+        );
+    }
+
+    pub fn kafka_consumed(&self, n: usize) {
+        self.kafka
+            .get_or_create(&[("outcome", "consumed")])
+            .inc_by(n as u64);
+    }
+
+    pub fn kafka_invalid(&self, error: &str) {
+        self.kafka.get_or_create(&[("outcome", "invalid")]).inc();
+        tracing::warn!(error, "undecodable Kafka message skipped");
+    }
+
+    pub fn kafka_committed(&self) {
+        self.kafka.get_or_create(&[("outcome", "commits")]).inc();
+    }
+
+    pub fn kafka_rebalance(&self, kind: &'static str, partitions: usize) {
+        self.kafka_rebalances.get_or_create(&[("kind", kind)]).inc();
+        tracing::info!(kind, partitions, "Kafka consumer-group rebalance");
     }
 
     pub fn rows_written_total(&self) -> u64 {

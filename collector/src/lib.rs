@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod internal_events;
+pub mod kafka;
 pub mod killswitch;
 pub mod normalize;
 pub mod pipeline;

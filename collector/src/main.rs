@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tollgate_collector::cli::{Cli, Command, DemoArgs};
+use tollgate_collector::cli::{Cli, Command, ConfigCommand, DemoArgs};
 use tollgate_collector::config::{self, LogFormat};
 use tollgate_collector::{demo, server};
 use tracing_subscriber::EnvFilter;
@@ -57,6 +57,27 @@ fn cancel_on_signal(token: CancellationToken) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Config(ConfigCommand::Check(args)) => match config::load(args.config.as_deref()) {
+            Ok(c) => {
+                println!(
+                    "config ok: storage {}, kafka {}, {} rules, gateway {}",
+                    match c.storage {
+                        config::StorageConfig::Sqlite { .. } => "sqlite",
+                        config::StorageConfig::Clickhouse(_) => "clickhouse",
+                    },
+                    c.kafka
+                        .as_ref()
+                        .map_or("off".to_owned(), |k| format!("{:?}", k.role).to_lowercase()),
+                    c.rules.rules.len(),
+                    if c.gateway.enabled { "on" } else { "off" },
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve(args) => {
             let config = match config::load(args.config.as_deref()) {
                 Ok(c) => c,
@@ -87,7 +108,9 @@ async fn main() -> ExitCode {
             let result = server::run(config, shutdown, move |addrs| {
                 println!(
                     "tollgate listening: otlp_grpc={} otlp_http={} api=http://{}",
-                    addrs.otlp_grpc, addrs.otlp_http, addrs.api
+                    addrs.otlp_grpc,
+                    addrs.otlp_http.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+                    addrs.api
                 );
                 if with_demo {
                     let endpoint = format!("http://{}", addrs.otlp_grpc);

@@ -4,27 +4,26 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use tollgate_rules::engine::compile::RuleKind;
-use tollgate_rules::engine::window::WindowKind;
-use tollgate_rules::engine::{Engine, RuleSet, ViolationKind};
+use tokio::sync::mpsc;
+use tollgate_rules::engine::Engine;
 
-use crate::admin::{AdminLog, AdminState, Reloader, admin_router};
+use crate::admin::{AdminState, Reloader, admin_router};
 use crate::alerts::Alerts;
 use crate::api::{ApiState, api_router};
 use crate::config::Config;
 use crate::internal_events::InternalEvents;
+use crate::kafka::{CallConsumer, CallProducer};
 use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
 use crate::normalize::{Normalizer, NormalizerConfig};
-use crate::pipeline::{DedupWindow, RuleStage, Writer, row_queue};
-use crate::query::QueryStore;
-use crate::receivers::{HttpReceiverConfig, Ingest, grpc_router, http_router};
+use crate::pipeline::{DedupWindow, Restore, RuleStage, Writer, row_queue};
+use crate::receivers::{Destination, HttpReceiverConfig, Ingest, grpc_router, http_router};
 use crate::sinks::{SinkError, Store};
 
 /// Why the collector could not start or run.
@@ -45,13 +44,17 @@ pub enum ServeError {
         "gateway.enabled = true, but the inline gateway is not part of this build yet; set gateway.enabled = false"
     )]
     GatewayUnavailable,
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 /// Addresses the collector actually listens on (ports resolved when 0 was asked).
 #[derive(Debug, Clone, Copy)]
 pub struct BoundAddrs {
+    /// OTLP/gRPC and the kill-switch's gRPC stream.
     pub otlp_grpc: SocketAddr,
-    pub otlp_http: SocketAddr,
+    /// `None` in the Kafka process role (it receives nothing over OTLP).
+    pub otlp_http: Option<SocketAddr>,
     pub api: SocketAddr,
 }
 
@@ -91,19 +94,23 @@ pub async fn run(
         admin: admin_log,
     } = config.storage.build().await?;
 
+    let kafka = config.kafka.clone();
+    let ingests = kafka.as_ref().is_none_or(|k| k.ingests());
+    if let Some(k) = &kafka {
+        crate::kafka::ensure_topic(k)
+            .await
+            .map_err(ServeError::Kafka)?;
+    }
+
     // Rules: counters rebuilt from the store so a restart keeps usage.
     let engine = Engine::new((*config.rules).clone());
     let killswitch = KillSwitch::new();
     let mut dedup = DedupWindow::new(config.dedup_window_calls);
-    restore(
-        &engine,
-        &killswitch,
-        &mut dedup,
-        store.as_ref(),
-        &config.rules,
-    )
-    .await;
-    reapply_admin_actions(&engine, &killswitch, admin_log.as_ref()).await;
+    let restore = Restore {
+        store: Arc::clone(&store),
+        admin_log: Arc::clone(&admin_log),
+    };
+    restore.run(&engine, &killswitch, &mut dedup).await;
     let (alerts, alerts_task) = Alerts::start(&config.alerts, Arc::clone(&events));
 
     let grpc_listener = bind(
@@ -112,20 +119,27 @@ pub async fn run(
         "receivers.otlp.grpc_listen",
     )
     .await?;
-    let http_listener = bind(
-        config.http_listen,
-        "OTLP/HTTP",
-        "receivers.otlp.http_listen",
-    )
-    .await?;
+    let http_listener = if ingests {
+        Some(
+            bind(
+                config.http_listen,
+                "OTLP/HTTP",
+                "receivers.otlp.http_listen",
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let api_listener = bind(config.api_listen, "API", "api.listen").await?;
     let addrs = BoundAddrs {
         otlp_grpc: local(&grpc_listener, config.grpc_listen),
-        otlp_http: local(&http_listener, config.http_listen),
+        otlp_http: http_listener.as_ref().map(|l| local(l, config.http_listen)),
         api: local(&api_listener, config.api_listen),
     };
 
     let (queue, rx) = row_queue(config.queue_capacity_rows);
+    let (resync_tx, resync_rx) = mpsc::unbounded_channel();
     let writer = Writer::new(
         rx,
         queue.clone(),
@@ -140,7 +154,28 @@ pub async fn run(
         alerts,
         events: Arc::clone(&events),
     })
+    .with_resync(resync_rx, restore)
     .spawn();
+    let consumer = match &kafka {
+        Some(k) if k.processes() => Some(
+            CallConsumer::start(
+                k,
+                queue.clone(),
+                resync_tx,
+                Arc::clone(&events),
+                config.shutdown_timeout,
+            )
+            .map_err(|e| ServeError::Kafka(format!("cannot start the consumer: {e}")))?,
+        ),
+        _ => None,
+    };
+    let producer = match &kafka {
+        Some(k) if k.ingests() => Some(
+            CallProducer::new(k)
+                .map_err(|e| ServeError::Kafka(format!("cannot start the producer: {e}")))?,
+        ),
+        _ => None,
+    };
     let normalizer = Normalizer::new(
         NormalizerConfig {
             max_tokens_per_call: config.max_tokens_per_call,
@@ -152,7 +187,15 @@ pub async fn run(
         version = normalizer.prices().version(),
         "price table loaded"
     );
-    let ingest = Arc::new(Ingest::new(normalizer, queue.clone(), Arc::clone(&events)));
+    let destination = match &producer {
+        Some(p) => Destination::Kafka(p.clone()),
+        None => Destination::Queue(queue.clone()),
+    };
+    let ingest = Arc::new(Ingest::with_destination(
+        normalizer,
+        destination,
+        Arc::clone(&events),
+    ));
 
     let receivers_ready = Arc::new(AtomicBool::new(false));
     let tasks = TaskTracker::new();
@@ -160,8 +203,12 @@ pub async fn run(
     let receivers_stop = shutdown.child_token();
     let api_stop = CancellationToken::new();
 
-    let grpc_routes = grpc_router(Arc::clone(&ingest), config.grpc_max_message_bytes)
-        .add_service(enforcement_service(killswitch.clone()));
+    let grpc_routes = if ingests {
+        grpc_router(Arc::clone(&ingest), config.grpc_max_message_bytes)
+            .add_service(enforcement_service(killswitch.clone()))
+    } else {
+        tonic::service::Routes::new(enforcement_service(killswitch.clone()))
+    };
     let grpc_incoming =
         tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let stop = receivers_stop.clone();
@@ -181,18 +228,20 @@ pub async fn run(
             max_body_bytes: config.http_max_body_bytes,
         },
     );
-    let stop = receivers_stop.clone();
-    tasks.spawn(async move {
-        let listener = http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
+    if let Some(http_listener) = http_listener {
+        let stop = receivers_stop.clone();
+        tasks.spawn(async move {
+            let listener = http_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            if let Err(e) = axum::serve(listener, http_app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "OTLP/HTTP receiver stopped with an error");
+            }
         });
-        if let Err(e) = axum::serve(listener, http_app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "OTLP/HTTP receiver stopped with an error");
-        }
-    });
+    }
 
     let reloader = Arc::new(Reloader::new(config.source.clone(), engine.clone()));
     let mut api_app = api_router(ApiState {
@@ -231,7 +280,7 @@ pub async fn run(
     receivers_ready.store(true, Ordering::Release);
     tracing::info!(
         otlp_grpc = %addrs.otlp_grpc,
-        otlp_http = %addrs.otlp_http,
+        otlp_http = ?addrs.otlp_http,
         api = %addrs.api,
         "tollgate collector listening"
     );
@@ -247,6 +296,14 @@ pub async fn run(
     killswitch.close();
     receivers_stop.cancel();
     tasks.wait().await;
+    if let Some(p) = &producer {
+        p.flush(config.shutdown_timeout);
+    }
+    // Consumed rows are written and their offsets committed before the
+    // consumer leaves its group.
+    if let Some(c) = consumer {
+        c.stop().await;
+    }
     // No receiver is left: refuse stragglers, write what was acknowledged.
     queue.close();
     writer.drain_and_stop(config.shutdown_timeout).await;
@@ -259,88 +316,4 @@ pub async fn run(
         "collector stopped"
     );
     Ok(())
-}
-
-/// How far back the dedup window is refilled at start-up.
-const DEDUP_REFILL_NANOS: i64 = 10 * 60 * 1_000_000_000;
-
-/// Replays stored calls of every window still open into the engine, and
-/// re-blocks the scopes whose `block` rules are still over their limit.
-/// The replayed calls also refill the dedup window.
-async fn restore(
-    engine: &Engine,
-    killswitch: &KillSwitch,
-    dedup: &mut DedupWindow,
-    store: &dyn QueryStore,
-    rules: &RuleSet,
-) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    let since = rules
-        .rules
-        .iter()
-        .filter_map(|r| match &r.kind {
-            RuleKind::Budget(b) => Some(match b.window.kind {
-                WindowKind::Rolling => now - b.window.unit.nominal_nanos(),
-                WindowKind::Calendar(_) => b.window.bounds(now).0,
-            }),
-            _ => None,
-        })
-        .min()
-        // The dedup window wants the last minutes even without budgets.
-        .map_or(now - DEDUP_REFILL_NANOS, |s| {
-            s.min(now - DEDUP_REFILL_NANOS)
-        });
-    let started = std::time::Instant::now();
-    let mut blocks = Vec::new();
-    let replayed = store
-        .replay(
-            since,
-            Box::new(|call| {
-                dedup.insert(call);
-                for v in engine.observe(call) {
-                    if v.kind == ViolationKind::LimitExceeded
-                        && v.window_end.is_some_and(|end| end > now)
-                    {
-                        blocks.push(v);
-                    }
-                }
-            }),
-        )
-        .await;
-    match replayed {
-        Ok(n) => {
-            killswitch.apply(&blocks);
-            tracing::info!(
-                calls = n,
-                took_ms = started.elapsed().as_millis() as u64,
-                "rule counters rebuilt from the store"
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not rebuild rule counters from the store; budgets start from zero")
-        }
-    }
-}
-
-/// Applies the stored admin actions still in force, after the counters and
-/// rule blocks are back (a stored lift lifts a block the replay re-created).
-async fn reapply_admin_actions(engine: &Engine, killswitch: &KillSwitch, log: &dyn AdminLog) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    match log.load(now).await {
-        Ok(actions) => {
-            for a in &actions {
-                if !a.apply(engine, killswitch) {
-                    tracing::warn!(action = ?a, "stored admin action names a rule that no longer exists");
-                }
-            }
-            if !actions.is_empty() {
-                tracing::info!(actions = actions.len(), "admin actions re-applied");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "could not read stored admin actions"),
-    }
 }

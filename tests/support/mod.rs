@@ -153,6 +153,10 @@ fn parse_addr(line: &str, key: &str) -> SocketAddr {
         .split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"));
+    if part == "off" {
+        // A listener this role does not run (the Kafka process role has no OTLP/HTTP).
+        return SocketAddr::from(([0, 0, 0, 0], 0));
+    }
     part.trim_start_matches("http://").parse().unwrap()
 }
 
@@ -496,6 +500,125 @@ pub mod otlp {
                 }],
                 ..Default::default()
             }],
+        }
+    }
+}
+
+/// A Kafka-compatible broker of this test's own (`tansu`, in memory, built
+/// by `tests/kafka-broker/launch.sh`) on a free loopback port. Stopped when
+/// dropped.
+pub struct KafkaBroker {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl KafkaBroker {
+    /// Starts one, or `None` (with a notice) when the test environment has
+    /// no broker binary; under `scripts/test` that is a failure.
+    pub fn start(test: &str) -> Option<KafkaBroker> {
+        let bin = match std::env::var("TOLLGATE_TEST_TANSU") {
+            Ok(p) if !p.is_empty() => p,
+            _ if std::env::var_os("TOLLGATE_TEST_STRICT").is_some() => panic!(
+                "{test}: TOLLGATE_TEST_TANSU is not set: scripts/test builds the Kafka broker"
+            ),
+            _ => {
+                eprintln!(
+                    "{test}: skipped, no Kafka broker (run scripts/test, or set TOLLGATE_TEST_TANSU to `tests/kafka-broker/launch.sh path`)"
+                );
+                return None;
+            }
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .arg("broker")
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{test}: cannot start {bin}: {e}"));
+        let mut broker = KafkaBroker { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!("{test}: broker exited ({status}): {}", broker.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{test}: broker did not listen: {}",
+                broker.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(broker)
+    }
+
+    /// `bootstrap.servers` for clients.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A `[kafka]` table for a collector of `role` on this broker.
+    pub fn kafka_toml(&self, role: &str, topic: &str, partitions: u32) -> String {
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\nrole = \"{role}\"\n\
+             group_id = \"{topic}-process\"\npartitions = {partitions}\n\
+             [kafka.options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+            self.brokers()
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Collector {
+    /// Kills the collector (SIGKILL): no drain, no offset commit, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ClickhouseServer {
+    /// Runs `sql` read-only (`readonly=1`, as a dashboard's user) in
+    /// `database`; the answer as `TabSeparatedWithNamesAndTypes`, or the
+    /// server's error text.
+    pub async fn select_in(&self, database: &str, sql: &str) -> Result<String, String> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/", self.url()))
+            .query(&[
+                ("database", database),
+                ("readonly", "1"),
+                ("default_format", "TabSeparatedWithNamesAndTypes"),
+            ])
+            .body(sql.to_owned())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let text = r.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("{status}: {text}"))
         }
     }
 }

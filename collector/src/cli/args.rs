@@ -20,6 +20,23 @@ pub enum Command {
     Usage(UsageArgs),
     /// Send realistic GenAI spans to a collector over OTLP.
     Demo(DemoArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate a config file (and the environment overrides) the
+    /// way `serve` does, without starting anything; exit 2 with the error.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// Config file (TOML). Without one, the defaults and environment are checked.
+    #[arg(long, short, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

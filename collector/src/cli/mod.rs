@@ -5,5 +5,5 @@
 mod args;
 mod usage;
 
-pub use args::{Cli, Command, DemoArgs, ServeArgs, UsageArgs};
+pub use args::{Cli, Command, ConfigCheckArgs, ConfigCommand, DemoArgs, ServeArgs, UsageArgs};
 pub use usage::{UsageError, run_usage};

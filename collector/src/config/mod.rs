@@ -10,7 +10,8 @@ mod validate;
 pub use expand::expand_env;
 pub use load::{ConfigError, load};
 pub use raw::{
-    AdminSection, AlertsSection, ApiSection, LogFormat, LogSection, OtlpSection, PipelineSection,
-    PricingSection, RawConfig, ReceiversSection, StorageSection, WebhookFormat, WebhookSection,
+    AdminSection, AlertsSection, ApiSection, KafkaRole, KafkaSection, LogFormat, LogSection,
+    OtlpSection, PipelineSection, PricingSection, RawConfig, ReceiversSection, StorageSection,
+    WebhookFormat, WebhookSection,
 };
 pub use validate::{Config, LabelPolicy, Secret, StorageConfig};

@@ -31,10 +31,94 @@ pub struct RawConfig {
     pub admin: AdminSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub kafka: KafkaSection,
     /// `[[rules]]`: budgets, rate limits, model access, region locks and
     /// custom rules; read one by one so that an error names its rule.
     #[serde(default)]
     pub rules: Vec<toml::Value>,
+}
+
+/// Which halves of the collector run when Kafka is on.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaRole {
+    /// Receivers produce to Kafka; a consumer in the same process writes the store.
+    #[default]
+    All,
+    /// Receivers produce to Kafka; nothing is consumed here.
+    Ingest,
+    /// Consume from Kafka, run the rules, write the store; no OTLP receivers
+    /// (the API and the kill-switch stream stay up).
+    Process,
+}
+
+/// `[kafka]`: scale-out through a Kafka topic keyed by project.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Bootstrap servers, `host:port[,host:port…]`; empty = Kafka off.
+    #[serde(default)]
+    pub brokers: String,
+    /// Topic of call records (one message per call, keyed by project).
+    #[serde(default = "default_kafka_topic")]
+    pub topic: String,
+    /// `all` | `ingest` | `process`.
+    #[serde(default)]
+    pub role: KafkaRole,
+    /// Consumer group of the process instances.
+    #[serde(default = "default_kafka_group")]
+    pub group_id: String,
+    /// Producer compression: none, gzip, snappy, lz4.
+    #[serde(default = "default_kafka_compression")]
+    pub compression: String,
+    /// Partitions when the collector creates the topic.
+    #[serde(default = "default_kafka_partitions")]
+    pub partitions: i32,
+    /// Replication factor when the collector creates the topic.
+    #[serde(default = "default_kafka_replication")]
+    pub replication_factor: i32,
+    /// Longest wait for Kafka to acknowledge a request's calls.
+    #[serde(default = "default_kafka_produce_timeout", with = "humantime_serde")]
+    pub produce_timeout: Duration,
+    /// Extra librdkafka properties (TLS, SASL, timeouts).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+fn default_kafka_topic() -> String {
+    "tollgate.calls".to_owned()
+}
+fn default_kafka_group() -> String {
+    "tollgate-process".to_owned()
+}
+fn default_kafka_compression() -> String {
+    "lz4".to_owned()
+}
+fn default_kafka_partitions() -> i32 {
+    12
+}
+fn default_kafka_replication() -> i32 {
+    1
+}
+fn default_kafka_produce_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topic: default_kafka_topic(),
+            role: KafkaRole::default(),
+            group_id: default_kafka_group(),
+            compression: default_kafka_compression(),
+            partitions: default_kafka_partitions(),
+            replication_factor: default_kafka_replication(),
+            produce_timeout: default_kafka_produce_timeout(),
+            options: Default::default(),
+        }
+    }
 }
 
 /// `[admin]`: the admin API (`/admin/v1/...` on the API port).

@@ -12,6 +12,7 @@ use tollgate_rules::pricing::PriceTable;
 
 use super::load::ConfigError;
 use super::raw::{AlertsSection, LogSection, RawConfig, StorageSection};
+use crate::kafka::KafkaConfig;
 use crate::sinks::clickhouse::{ClickhouseCompression, ClickhouseConfig};
 
 /// A secret from config: never shown by `Debug` or logs.
@@ -66,6 +67,8 @@ pub struct Config {
     /// Admin API bearer token; `None` = admin API off.
     pub admin_token: Option<Secret>,
     pub alerts: AlertsSection,
+    /// Kafka scale-out; `None` = rows go straight to the store.
+    pub kafka: Option<KafkaConfig>,
     pub rules: Arc<RuleSet>,
     /// The file this was loaded from (rules are reloaded from it).
     pub source: Option<PathBuf>,
@@ -244,6 +247,10 @@ impl RawConfig {
                 }
             }
         }
+        let kafka = self
+            .kafka
+            .validate()
+            .map_err(|e| invalid(e.field, e.message))?;
         let admin_token = match self.admin.token {
             Some(t) if t.trim().len() < 16 => {
                 return Err(invalid("admin.token", "must be at least 16 characters"));
@@ -273,6 +280,7 @@ impl RawConfig {
             gateway: self.gateway,
             admin_token,
             alerts: self.alerts,
+            kafka,
             rules: Arc::new(rules),
             source: None,
         })

@@ -63,6 +63,12 @@ impl DedupWindow {
         before - calls.len()
     }
 
+    /// Forgets every identity (before a refill from the store).
+    pub fn clear(&mut self) {
+        self.seen.clear();
+        self.order.clear();
+    }
+
     /// Identities remembered now.
     pub fn len(&self) -> usize {
         self.seen.len()

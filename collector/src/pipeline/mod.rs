@@ -4,10 +4,12 @@
 
 mod dedup;
 mod queue;
+mod restore;
 mod rules_stage;
 mod writer;
 
 pub use dedup::DedupWindow;
 pub use queue::{Enqueued, QueueError, RowQueue, RowReceiver, row_queue};
+pub use restore::Restore;
 pub use rules_stage::RuleStage;
 pub use writer::{Writer, WriterHandle};

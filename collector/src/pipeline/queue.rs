@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 use tollgate_rules::CallRecord;
 
 /// Why rows were not queued.
@@ -34,6 +34,10 @@ impl QueueError {
 pub struct Enqueued {
     pub rows: Vec<CallRecord>,
     pub permit: OwnedSemaphorePermit,
+    /// Told `true` once the rows are stored (or dropped as duplicates),
+    /// `false` if they could not be written; a Kafka consumer commits its
+    /// offsets on `true` only.
+    pub ack: Option<oneshot::Sender<bool>>,
 }
 
 /// The sending side, cloned into every receiver.
@@ -77,17 +81,38 @@ impl RowQueue {
                 capacity: self.capacity,
             });
         }
-        let permits = u32::try_from(n).map_err(|_| QueueError::TooLarge {
-            rows: n,
+        let permit = self.try_reserve(n)?;
+        self.send_reserved(rows, permit, None)
+    }
+
+    /// Reserves room for `rows` rows (`rows` may be 0), or says why not.
+    pub fn try_reserve(&self, rows: usize) -> Result<OwnedSemaphorePermit, QueueError> {
+        if rows > self.capacity {
+            return Err(QueueError::TooLarge {
+                rows,
+                capacity: self.capacity,
+            });
+        }
+        let permits = u32::try_from(rows).map_err(|_| QueueError::TooLarge {
+            rows,
             capacity: self.capacity,
         })?;
-        let permit = match Arc::clone(&self.room).try_acquire_many_owned(permits) {
-            Ok(p) => p,
-            Err(TryAcquireError::NoPermits) => return Err(QueueError::Full),
-            Err(TryAcquireError::Closed) => return Err(QueueError::Closed),
-        };
+        match Arc::clone(&self.room).try_acquire_many_owned(permits) {
+            Ok(p) => Ok(p),
+            Err(TryAcquireError::NoPermits) => Err(QueueError::Full),
+            Err(TryAcquireError::Closed) => Err(QueueError::Closed),
+        }
+    }
+
+    /// Queues `rows` in the room `permit` holds; `ack` is told the outcome.
+    pub fn send_reserved(
+        &self,
+        rows: Vec<CallRecord>,
+        permit: OwnedSemaphorePermit,
+        ack: Option<oneshot::Sender<bool>>,
+    ) -> Result<(), QueueError> {
         self.tx
-            .send(Enqueued { rows, permit })
+            .send(Enqueued { rows, permit, ack })
             .map_err(|_| QueueError::Closed)
     }
 

@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tollgate_rules::{CallRecord, RuleEvent};
 
 use super::dedup::DedupWindow;
 use super::queue::{Enqueued, RowQueue, RowReceiver};
+use super::restore::Restore;
 use super::rules_stage::RuleStage;
 use crate::internal_events::InternalEvents;
 use crate::sinks::{Batch, Sink};
@@ -30,6 +31,17 @@ pub struct Writer {
     batch_max_rows: usize,
     dedup: Option<DedupWindow>,
     rules: Option<RuleStage>,
+    resync: Option<mpsc::UnboundedReceiver<oneshot::Sender<()>>>,
+    restore: Option<Restore>,
+}
+
+async fn recv_resync(
+    rx: &mut Option<mpsc::UnboundedReceiver<oneshot::Sender<()>>>,
+) -> Option<oneshot::Sender<()>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Handle to a running writer.
@@ -66,7 +78,21 @@ impl Writer {
             batch_max_rows,
             dedup: None,
             rules: None,
+            resync: None,
+            restore: None,
         }
+    }
+
+    /// Rebuilds counters and the dedup window from the store with `restore`
+    /// whenever asked on `requests` (between batches).
+    pub fn with_resync(
+        mut self,
+        requests: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+        restore: Restore,
+    ) -> Self {
+        self.resync = Some(requests);
+        self.restore = Some(restore);
+        self
     }
 
     /// Drops calls already seen within `window` before rules and the store.
@@ -92,6 +118,7 @@ impl Writer {
         let mut pending: Vec<Enqueued> = Vec::with_capacity(64);
         let mut batch: Vec<CallRecord> = Vec::with_capacity(self.batch_max_rows);
         let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(64);
+        let mut acks: Vec<oneshot::Sender<bool>> = Vec::new();
         let mut rule_events: Vec<RuleEvent> = Vec::new();
         self.events.queue_capacity(self.queue.capacity());
         loop {
@@ -113,6 +140,10 @@ impl Writer {
                             pending.reverse();
                         }
                         _ = stop.changed() => continue,
+                        Some(done) = recv_resync(&mut self.resync) => {
+                            self.resync(done).await;
+                            continue;
+                        }
                     }
                 }
             }
@@ -124,6 +155,7 @@ impl Writer {
                 let Some(mut e) = pending.pop() else { break };
                 batch.append(&mut e.rows);
                 permits.push(e.permit);
+                acks.extend(e.ack.take());
             }
             self.events.queue_depth(self.queue.depth());
             if let Some(window) = &mut self.dedup {
@@ -135,14 +167,18 @@ impl Writer {
             if let Some(stage) = &self.rules {
                 stage.evaluate(&mut batch, &mut rule_events);
             }
-            self.write_with_retry(
-                Batch {
-                    calls: &batch,
-                    events: &rule_events,
-                },
-                &mut stop,
-            )
-            .await;
+            let written = self
+                .write_with_retry(
+                    Batch {
+                        calls: &batch,
+                        events: &rule_events,
+                    },
+                    &mut stop,
+                )
+                .await;
+            for ack in acks.drain(..) {
+                let _ = ack.send(written);
+            }
             batch.clear();
             rule_events.clear();
             permits.clear();
@@ -162,11 +198,31 @@ impl Writer {
         pending.reverse();
     }
 
+    /// Rebuilds what the writer knows from the store (a Kafka consumer
+    /// gained partitions): counters, kill-switch blocks, the dedup window.
+    async fn resync(&mut self, done: oneshot::Sender<()>) {
+        if let (Some(rules), Some(restore)) = (&self.rules, &self.restore) {
+            rules.engine.forget_usage();
+            let mut scratch = DedupWindow::new(1);
+            let dedup = match &mut self.dedup {
+                Some(window) => {
+                    window.clear();
+                    window
+                }
+                None => &mut scratch,
+            };
+            restore.run(&rules.engine, &rules.killswitch, dedup).await;
+        }
+        let _ = done.send(());
+    }
+
+    /// Writes `batch`; `false` if it could not be written (then it was
+    /// counted as lost).
     async fn write_with_retry(
         &self,
         batch: Batch<'_>,
         stop: &mut watch::Receiver<Option<Instant>>,
-    ) {
+    ) -> bool {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
@@ -174,14 +230,15 @@ impl Writer {
                 Ok(()) => {
                     self.events
                         .batch_written(batch.calls.len(), started.elapsed());
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     self.events.batch_failed(batch.calls.len(), &e);
                     if !e.is_retryable() {
                         self.events
                             .rows_lost(batch.calls.len(), "the store refused the batch");
-                        return;
+                        // Retrying cannot help: a Kafka consumer moves on.
+                        return true;
                     }
                 }
             }
@@ -193,7 +250,7 @@ impl Writer {
                     self.queue.depth().max(batch.calls.len()),
                     "shutdown timeout reached while the store was failing",
                 );
-                return;
+                return false;
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}

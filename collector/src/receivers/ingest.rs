@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 
 use crate::internal_events::{InternalEvents, Refusal, Transport};
+use crate::kafka::{CallProducer, ProduceError};
 use crate::normalize::Normalizer;
 use crate::pipeline::{QueueError, RowQueue};
 
@@ -22,21 +23,40 @@ pub enum IngestRefusal {
     TooManyRows(String),
     /// Shutdown in progress: retry elsewhere or later.
     ShuttingDown,
+    /// Kafka did not take the calls: retry after [`RETRY_AFTER_SECS`].
+    Unavailable(String),
+}
+
+/// Where accepted calls go.
+#[derive(Debug)]
+pub enum Destination {
+    /// The local row queue (then the store).
+    Queue(RowQueue),
+    /// The Kafka topic (ingest role); answered once Kafka acknowledged.
+    Kafka(CallProducer),
 }
 
 /// Normalise, price, queue. Shared by the gRPC and HTTP receivers.
 #[derive(Debug)]
 pub struct Ingest {
     normalizer: Normalizer,
-    queue: RowQueue,
+    destination: Destination,
     events: Arc<InternalEvents>,
 }
 
 impl Ingest {
     pub fn new(normalizer: Normalizer, queue: RowQueue, events: Arc<InternalEvents>) -> Self {
+        Self::with_destination(normalizer, Destination::Queue(queue), events)
+    }
+
+    pub fn with_destination(
+        normalizer: Normalizer,
+        destination: Destination,
+        events: Arc<InternalEvents>,
+    ) -> Self {
         Self {
             normalizer,
-            queue,
+            destination,
             events,
         }
     }
@@ -47,14 +67,32 @@ impl Ingest {
 
     /// Queues the model calls of `request`; the response reports spans
     /// refused for bad values the OTLP way (partial success).
-    pub fn export(
+    pub async fn export(
         &self,
         transport: Transport,
         request: &ExportTraceServiceRequest,
     ) -> Result<ExportTraceServiceResponse, IngestRefusal> {
-        let outcome = self.normalizer.normalize(request);
+        let mut outcome = self.normalizer.normalize(request);
         let accepted = outcome.records.len() as u64;
-        match self.queue.try_push(outcome.records) {
+        let queue = match &self.destination {
+            Destination::Queue(queue) => queue,
+            Destination::Kafka(producer) => {
+                let n = outcome.records.len();
+                if let Err(e) = producer.send(&outcome.records).await {
+                    let refusal = match e {
+                        ProduceError::Full => IngestRefusal::QueueFull,
+                        ProduceError::Failed(_) => IngestRefusal::Unavailable(e.to_string()),
+                    };
+                    self.events.kafka_produce_failed(n, &e.to_string());
+                    self.events
+                        .request_refused(transport, Refusal::Unavailable, &e.to_string());
+                    return Err(refusal);
+                }
+                self.events.kafka_produced(n);
+                return Ok(self.accepted(transport, accepted, outcome));
+            }
+        };
+        match queue.try_push(std::mem::take(&mut outcome.records)) {
             Ok(()) => {}
             Err(e) => {
                 let (refusal, answer) = match e {
@@ -69,7 +107,16 @@ impl Ingest {
                 return Err(answer);
             }
         }
-        self.events.queue_depth(self.queue.depth());
+        self.events.queue_depth(queue.depth());
+        Ok(self.accepted(transport, accepted, outcome))
+    }
+
+    fn accepted(
+        &self,
+        transport: Transport,
+        accepted: u64,
+        outcome: crate::normalize::NormalizeOutcome,
+    ) -> ExportTraceServiceResponse {
         self.events.request_accepted(
             transport,
             accepted,
@@ -80,6 +127,6 @@ impl Ingest {
             rejected_spans: i64::try_from(outcome.rejected_spans).unwrap_or(i64::MAX),
             error_message: outcome.first_error.unwrap_or_default(),
         });
-        Ok(ExportTraceServiceResponse { partial_success })
+        ExportTraceServiceResponse { partial_success }
     }
 }

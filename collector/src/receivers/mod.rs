@@ -6,6 +6,6 @@ mod ingest;
 mod otlp_grpc;
 mod otlp_http;
 
-pub use ingest::{Ingest, IngestRefusal};
+pub use ingest::{Destination, Ingest, IngestRefusal};
 pub use otlp_grpc::{OtlpGrpcService, grpc_router};
 pub use otlp_http::{HttpReceiverConfig, http_router};

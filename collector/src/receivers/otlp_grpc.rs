@@ -31,7 +31,7 @@ impl TraceService for OtlpGrpcService {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
-        match self.ingest.export(Transport::Grpc, request.get_ref()) {
+        match self.ingest.export(Transport::Grpc, request.get_ref()).await {
             Ok(response) => Ok(tonic::Response::new(response)),
             Err(IngestRefusal::QueueFull) => Err(Status::with_error_details(
                 Code::ResourceExhausted,
@@ -41,6 +41,11 @@ impl TraceService for OtlpGrpcService {
             Err(IngestRefusal::TooManyRows(why)) => Err(Status::resource_exhausted(why)),
             Err(IngestRefusal::ShuttingDown) => Err(Status::unavailable(
                 "the collector is shutting down; retry later",
+            )),
+            Err(IngestRefusal::Unavailable(why)) => Err(Status::with_error_details(
+                Code::Unavailable,
+                format!("{why}; retry later"),
+                ErrorDetails::with_retry_info(Some(Duration::from_secs(RETRY_AFTER_SECS))),
             )),
         }
     }

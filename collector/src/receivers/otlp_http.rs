@@ -238,7 +238,7 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
         )
     })?;
 
-    match state.ingest.export(Transport::Http, &request) {
+    match state.ingest.export(Transport::Http, &request).await {
         Ok(response) => Ok(success(&response, encoding)),
         Err(IngestRefusal::QueueFull) => Err(Failure {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -251,6 +251,13 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
             status: StatusCode::SERVICE_UNAVAILABLE,
             grpc_code: tonic::Code::Unavailable as i32,
             message: "the collector is shutting down; retry later".to_owned(),
+            encoding,
+            retry_after: Some(RETRY_AFTER_SECS),
+        }),
+        Err(IngestRefusal::Unavailable(why)) => Err(Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            grpc_code: tonic::Code::Unavailable as i32,
+            message: format!("{why}; retry later"),
             encoding,
             retry_after: Some(RETRY_AFTER_SECS),
         }),

@@ -566,6 +566,13 @@ impl Engine {
         }
     }
 
+    /// Forgets all settled usage and crossed thresholds, keeping what admitted
+    /// calls still hold reserved; followed by [`Engine::restore`] when the
+    /// calls this engine counts change (a Kafka consumer gained partitions).
+    pub fn forget_usage(&self) {
+        lock(&self.ledger).forget_settled();
+    }
+
     /// Rebuilds counters from stored calls (start-up): thresholds already
     /// crossed are marked so they are not reported again.
     pub fn restore<'a>(&self, records: impl IntoIterator<Item = &'a CallRecord>) -> usize {

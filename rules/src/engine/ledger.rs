@@ -272,6 +272,24 @@ impl Ledger {
         }
     }
 
+    /// Drops every counter's settled usage (and crossed thresholds); a
+    /// counter holding reservations keeps them.
+    pub fn forget_settled(&mut self) {
+        self.counters.retain(|_, c| c.reserved > 0);
+        for c in self.counters.values_mut() {
+            c.settled = match c.settled {
+                Settled::Calendar(_) => Settled::Calendar(0),
+                Settled::Rolling { .. } => Settled::Rolling {
+                    buckets: vec![0; ROLLING_BUCKETS as usize].into_boxed_slice(),
+                    newest: i64::MIN,
+                    total: 0,
+                },
+            };
+            c.crossed = 0;
+            c.over_since = None;
+        }
+    }
+
     /// Number of live counters.
     pub fn len(&self) -> usize {
         self.counters.len()

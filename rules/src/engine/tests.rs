@@ -403,6 +403,42 @@ fn restore_rebuilds_usage_without_reporting_again() {
     );
 }
 
+#[test]
+fn forget_usage_then_restore_counts_only_the_stored_calls_and_keeps_reservations() {
+    let engine = Engine::new(rules(DAILY_BLOCK));
+    for i in 0..5 {
+        engine.observe(&call("p", 1000, NOON + i));
+    }
+    let Decision::Allow(held) = engine.admit(&intent("p", 500, NOON + 10)) else {
+        panic!("admit refused");
+    };
+    let reserved = engine
+        .usage("daily", &intent("p", 0, NOON), NOON + 10)
+        .unwrap()
+        .1;
+    assert!(reserved > 0.0);
+    engine.forget_usage();
+    assert_eq!(
+        engine.usage("daily", &intent("p", 0, NOON), NOON + 10),
+        Some((0.0, reserved)),
+        "settled usage forgotten, the reservation kept"
+    );
+    // Another instance stored 9 calls meanwhile: they are the truth now.
+    let stored: Vec<_> = (0..9).map(|i| call("p", 1000, NOON + i)).collect();
+    engine.restore(&stored);
+    assert_eq!(
+        engine.usage("daily", &intent("p", 0, NOON), NOON + 10),
+        Some((9000.0, reserved))
+    );
+    drop(held);
+    let v = engine.observe(&call("p", 1000, NOON + 100));
+    assert_eq!(
+        v.iter().map(|v| v.threshold).collect::<Vec<_>>(),
+        vec![Some(1.0)],
+        "thresholds crossed in the stored calls are not reported again"
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Admit { project: u8, max_output: u16 },

@@ -1,0 +1,115 @@
+//! Rebuilding what the writer knows from the store: rule counters (so a
+//! restart, or a Kafka consumer gaining partitions, keeps budgets), the
+//! kill-switch blocks still in force, admin actions, and the dedup window.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tollgate_rules::engine::compile::RuleKind;
+use tollgate_rules::engine::window::WindowKind;
+use tollgate_rules::engine::{Engine, ViolationKind};
+
+use super::DedupWindow;
+use crate::admin::AdminLog;
+use crate::killswitch::KillSwitch;
+use crate::query::QueryStore;
+
+/// The store's side of a rebuild.
+#[derive(Clone)]
+pub struct Restore {
+    pub store: Arc<dyn QueryStore>,
+    pub admin_log: Arc<dyn AdminLog>,
+}
+
+impl Restore {
+    /// Replays stored calls into `engine` and `dedup`, re-blocks scopes still
+    /// over a `block` limit, then re-applies stored admin actions.
+    pub async fn run(&self, engine: &Engine, killswitch: &KillSwitch, dedup: &mut DedupWindow) {
+        restore(engine, killswitch, dedup, self.store.as_ref()).await;
+        reapply_admin_actions(engine, killswitch, self.admin_log.as_ref()).await;
+    }
+}
+
+/// How far back the dedup window is refilled at start-up.
+const DEDUP_REFILL_NANOS: i64 = 10 * 60 * 1_000_000_000;
+
+/// Replays stored calls of every window still open into the engine, and
+/// re-blocks the scopes whose `block` rules are still over their limit.
+/// The replayed calls also refill the dedup window.
+async fn restore(
+    engine: &Engine,
+    killswitch: &KillSwitch,
+    dedup: &mut DedupWindow,
+    store: &dyn QueryStore,
+) {
+    let rules = engine.rules();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let since = rules
+        .rules
+        .iter()
+        .filter_map(|r| match &r.kind {
+            RuleKind::Budget(b) => Some(match b.window.kind {
+                WindowKind::Rolling => now - b.window.unit.nominal_nanos(),
+                WindowKind::Calendar(_) => b.window.bounds(now).0,
+            }),
+            _ => None,
+        })
+        .min()
+        // The dedup window wants the last minutes even without budgets.
+        .map_or(now - DEDUP_REFILL_NANOS, |s| {
+            s.min(now - DEDUP_REFILL_NANOS)
+        });
+    let started = std::time::Instant::now();
+    let mut blocks = Vec::new();
+    let replayed = store
+        .replay(
+            since,
+            Box::new(|call| {
+                dedup.insert(call);
+                for v in engine.observe(call) {
+                    if v.kind == ViolationKind::LimitExceeded
+                        && v.window_end.is_some_and(|end| end > now)
+                    {
+                        blocks.push(v);
+                    }
+                }
+            }),
+        )
+        .await;
+    match replayed {
+        Ok(n) => {
+            killswitch.apply(&blocks);
+            tracing::info!(
+                calls = n,
+                took_ms = started.elapsed().as_millis() as u64,
+                "rule counters rebuilt from the store"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not rebuild rule counters from the store; budgets start from zero")
+        }
+    }
+}
+
+/// Applies the stored admin actions still in force, after the counters and
+/// rule blocks are back (a stored lift lifts a block the replay re-created).
+async fn reapply_admin_actions(engine: &Engine, killswitch: &KillSwitch, log: &dyn AdminLog) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    match log.load(now).await {
+        Ok(actions) => {
+            for a in &actions {
+                if !a.apply(engine, killswitch) {
+                    tracing::warn!(action = ?a, "stored admin action names a rule that no longer exists");
+                }
+            }
+            if !actions.is_empty() {
+                tracing::info!(actions = actions.len(), "admin actions re-applied");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not read stored admin actions"),
+    }
+}

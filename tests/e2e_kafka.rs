@@ -1,0 +1,200 @@
+//! End to end through Kafka: one ingest instance produces what it receives
+//! over OTLP to a topic keyed by project; two process instances in one
+//! consumer group write ClickHouse. 100k calls across 50 projects arrive
+//! exactly once, even when one process instance is killed mid-run, and the
+//! budget counters of the projects it owned continue on the survivor from
+//! what was stored (no threshold is reported twice, none is missed).
+//!
+//! Real components: the tansu broker and the ClickHouse engine (chdb)
+//! behind the test server, started on loopback by the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use support::{ClickhouseServer, Collector, KafkaBroker, otlp};
+
+const PROJECTS: usize = 50;
+const CALLS: usize = 100_000;
+const PER_REQUEST: usize = 500;
+const TOKENS_PER_CALL: u64 = 10;
+/// Each project gets 2,000 calls = 20,000 tokens: over this budget once.
+const BUDGET: u64 = 15_000;
+
+fn rules() -> String {
+    format!(
+        r#"
+[[rules]]
+id = "project-daily"
+type = "budget"
+metric = "tokens"
+limit = {BUDGET}
+scope = ["project"]
+window = "day"
+alert_at = [0.5, 1.0]
+action = "alert"
+"#
+    )
+}
+
+/// Request `r`: calls `r*PER_REQUEST ..`, round-robin over the projects.
+fn request(r: usize) -> Vec<u8> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spans = (r * PER_REQUEST..(r + 1) * PER_REQUEST)
+        .map(|i| {
+            let mut span = otlp::span(
+                (i as u64 + 1).to_be_bytes().to_vec(),
+                vec![
+                    otlp::string("gen_ai.provider.name", "openai"),
+                    otlp::string("gen_ai.request.model", "gpt-4o-mini"),
+                    otlp::int("gen_ai.usage.input_tokens", TOKENS_PER_CALL as i64),
+                    otlp::string("tollgate.project", &format!("p{:02}", i % PROJECTS)),
+                ],
+            );
+            span.start_time_unix_nano = now - 1_000_000;
+            span.end_time_unix_nano = now;
+            span
+        })
+        .collect();
+    otlp::request(spans).encode_to_vec()
+}
+
+async fn count(server: &ClickhouseServer, sql: &str) -> u64 {
+    server.query(sql).await.trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
+    let test = "calls_arrive_exactly_once_across_a_killed_process_instance";
+    let Some(broker) = KafkaBroker::start(test) else {
+        return;
+    };
+    let Some(server) = ClickhouseServer::start(test) else {
+        return;
+    };
+    let storage = server.storage("kafka_e2e");
+    let topic = "calls-e2e";
+    let process = format!("{}{}", broker.kafka_toml("process", topic, 8), rules());
+    // Process instances first, so the group is formed before traffic.
+    let survivor = Collector::start_with_storage(Some(&storage), &process, &[], &[]);
+    let mut victim = Collector::start_with_storage(Some(&storage), &process, &[], &[]);
+    let ingest = Collector::start_with_storage(
+        Some(&storage),
+        &broker.kafka_toml("ingest", topic, 8),
+        &[],
+        &[],
+    );
+    // Wait until both members share the partitions.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(survivor
+        .metrics()
+        .await
+        .contains("tollgate_kafka_rebalances_total{kind=\"assign\"}")
+        && victim
+            .metrics()
+            .await
+            .contains("tollgate_kafka_rebalances_total{kind=\"assign\"}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no partitions assigned:\n{}",
+            survivor.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let requests = CALLS / PER_REQUEST;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/traces", ingest.http_url());
+    for r in 0..requests {
+        if r == requests * 2 / 5 {
+            // Let the victim store part of its share, then kill it between
+            // a write and its offset commit as likely as anywhere else.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while count(&server, "SELECT count() FROM kafka_e2e.calls").await < 20_000 {
+                assert!(
+                    Instant::now() < deadline,
+                    "nothing stored:\n{}",
+                    victim.stderr()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            victim.kill();
+        }
+        let body = request(r);
+        // The ingest instance answers only after Kafka acknowledged every call.
+        let status = loop {
+            let status = client
+                .post(&url)
+                .header("content-type", "application/x-protobuf")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if status != 503 {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(status, 200, "request {r}: {}", ingest.stderr());
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let stored = count(&server, "SELECT count() FROM kafka_e2e.calls").await;
+        if stored >= CALLS as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} of {CALLS} calls stored; survivor:\n{}",
+            survivor.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Give a late duplicate the chance to land before counting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let totals = server
+        .query("SELECT count(), uniqExact(span_id), uniqExact(project) FROM kafka_e2e.calls")
+        .await;
+    assert_eq!(totals.trim(), format!("{CALLS}\t{CALLS}\t{PROJECTS}"));
+    let per_project = server
+        .query("SELECT min(c), max(c) FROM (SELECT project, count() AS c FROM kafka_e2e.calls GROUP BY project)")
+        .await;
+    let share = CALLS / PROJECTS;
+    assert_eq!(per_project.trim(), format!("{share}\t{share}"));
+
+    // The survivor took over the victim's partitions and rebuilt counters.
+    let metrics = survivor.metrics().await;
+    assert!(
+        metrics.contains("tollgate_kafka_rebalances_total{kind=\"revoke\"}"),
+        "{metrics}"
+    );
+
+    // Budgets stay correct: each project crossed 50 % and 100 % exactly
+    // once, at the call that took it there.
+    let events = server
+        .query(
+            "SELECT threshold, count(), uniqExact(scope), min(used), max(used) \
+             FROM kafka_e2e.rule_events WHERE rule_id = 'project-daily' \
+             GROUP BY threshold ORDER BY threshold",
+        )
+        .await;
+    let half = BUDGET / 2;
+    assert_eq!(
+        events.trim(),
+        format!(
+            "0.5\t{PROJECTS}\t{PROJECTS}\t{half}\t{half}\n1\t{PROJECTS}\t{PROJECTS}\t{BUDGET}\t{BUDGET}"
+        ),
+        "survivor:\n{}",
+        survivor.stderr()
+    );
+}
