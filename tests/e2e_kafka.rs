@@ -7,6 +7,12 @@
 //!
 //! Real components: the tansu broker and the ClickHouse engine (chdb)
 //! behind the test server, started on loopback by the test.
+//!
+//! After the kill a replacement instance joins, as an orchestrator would
+//! start one: tansu 0.6 drops a member whose session timed out but then
+//! hands the survivor its previous assignment again (it keeps the group's
+//! generation), so without a join the dead member's partitions would sit
+//! unowned. With Kafka itself the survivor alone takes them over.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -84,6 +90,7 @@ async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
     // Process instances first, so the group is formed before traffic.
     let survivor = Collector::start_with_storage(Some(&storage), &process, &[], &[]);
     let mut victim = Collector::start_with_storage(Some(&storage), &process, &[], &[]);
+    let mut replacement = None;
     let ingest = Collector::start_with_storage(
         Some(&storage),
         &broker.kafka_toml("ingest", topic, 8),
@@ -126,6 +133,25 @@ async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             victim.kill();
+            // The broker notices the missing heartbeats (session timeout).
+            let revokes = |m: &str| {
+                m.lines()
+                    .find(|l| l.starts_with("tollgate_kafka_rebalances_total{kind=\"revoke\"}"))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let before = revokes(&survivor.metrics().await);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while revokes(&survivor.metrics().await) == before {
+                assert!(Instant::now() < deadline, "no rebalance after the kill");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            replacement = Some(Collector::start_with_storage(
+                Some(&storage),
+                &process,
+                &[],
+                &[],
+            ));
         }
         let body = request(r);
         // The ingest instance answers only after Kafka acknowledged every call.
@@ -155,8 +181,12 @@ async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
         }
         assert!(
             Instant::now() < deadline,
-            "{stored} of {CALLS} calls stored; survivor:\n{}",
-            survivor.stderr()
+            "{stored} of {CALLS} calls stored; survivor:\n{}\nreplacement:\n{}",
+            survivor.stderr(),
+            replacement
+                .as_ref()
+                .map(Collector::stderr)
+                .unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -180,7 +210,8 @@ async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
     );
 
     // Budgets stay correct: each project crossed 50 % and 100 % exactly
-    // once, at the call that took it there.
+    // once, at the call that took it there, and went over its limit once,
+    // at the next call (threshold NULL: the limit-exceeded event).
     let events = server
         .query(
             "SELECT threshold, count(), uniqExact(scope), min(used), max(used) \
@@ -189,10 +220,13 @@ async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
         )
         .await;
     let half = BUDGET / 2;
+    let over = BUDGET + TOKENS_PER_CALL;
     assert_eq!(
         events.trim(),
         format!(
-            "0.5\t{PROJECTS}\t{PROJECTS}\t{half}\t{half}\n1\t{PROJECTS}\t{PROJECTS}\t{BUDGET}\t{BUDGET}"
+            "0.5\t{PROJECTS}\t{PROJECTS}\t{half}\t{half}\n\
+             1\t{PROJECTS}\t{PROJECTS}\t{BUDGET}\t{BUDGET}\n\
+             \\N\t{PROJECTS}\t{PROJECTS}\t{over}\t{over}"
         ),
         "survivor:\n{}",
         survivor.stderr()
