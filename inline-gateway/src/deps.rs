@@ -1,0 +1,194 @@
+//! What the gateway needs from the process that mounts it: the shared rules
+//! engine and price table, somewhere to hand rows, the virtual keys, and the
+//! kill-switch. One trait per role; each says what must not block.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tollgate_rules::CallRecord;
+use tollgate_rules::engine::{Engine, Violation};
+use tollgate_rules::pricing::PriceTable;
+
+use crate::keys::KeyStore;
+
+/// The collaborators of [`crate::router`].
+#[derive(Clone)]
+pub struct GatewayDeps {
+    /// The collector's engine: same rules, same counters. The gateway calls
+    /// `admit` before and `settle` after every call; rows it submits are
+    /// already counted (the collector must not `observe` gateway rows).
+    pub engine: Engine,
+    /// Prices for worst-case reservations and for the rows' `cost_usd`.
+    pub prices: Arc<PriceTable>,
+    /// Where finished calls go.
+    pub rows: Arc<dyn RowSink>,
+    /// Virtual keys by hash.
+    pub keys: Arc<dyn KeyStore>,
+    /// The kill-switch: scopes blocked in observe mode are refused here too.
+    pub blocks: Arc<dyn BlockCheck>,
+}
+
+impl std::fmt::Debug for GatewayDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayDeps")
+            .field("prices", &self.prices)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands finished calls to the collector's pipeline.
+pub trait RowSink: Send + Sync {
+    /// Called once per call, on the request's task (or when a response body
+    /// is dropped): must not block — enqueue, or drop and count when full.
+    /// `violations` are what `settle` reported for the call (thresholds
+    /// crossed, limits exceeded): the collector turns them into rule events,
+    /// alerts and kill-switch blocks, as its rules stage does for OTLP rows.
+    /// Their ids are already in `record.rules_fired`.
+    fn submit(&self, record: CallRecord, violations: Vec<Violation>);
+}
+
+/// Who is calling, as the kill-switch matches blocks: a block applies when
+/// every dimension it names has the caller's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallScope<'a> {
+    pub org: Option<&'a str>,
+    pub project: Option<&'a str>,
+    pub app: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub session: Option<&'a str>,
+    /// The virtual key's id.
+    pub key: Option<&'a str>,
+    pub route: Option<&'a str>,
+}
+
+/// A blocked scope, as a refusal reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    /// The rule that tripped, or `admin`.
+    pub rule_id: String,
+    pub reason: String,
+    /// When the block lifts by itself, Unix nanoseconds; `None` = until lifted.
+    pub until_unix_nanos: Option<i64>,
+    pub limit: Option<f64>,
+    pub used: Option<f64>,
+}
+
+/// The kill-switch, asked before every call.
+pub trait BlockCheck: Send + Sync {
+    /// The block that applies to `scope`, if any. Called on every request:
+    /// answer from memory, never block on I/O.
+    fn blocked(&self, scope: &CallScope<'_>) -> Option<Block>;
+}
+
+/// A kill-switch that never blocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBlocks;
+
+impl BlockCheck for NoBlocks {
+    fn blocked(&self, _scope: &CallScope<'_>) -> Option<Block> {
+        None
+    }
+}
+
+/// A [`RowSink`] that keeps everything, for tests and embedding.
+#[derive(Debug, Default)]
+pub struct MemoryRows {
+    rows: Mutex<Vec<(CallRecord, Vec<Violation>)>>,
+}
+
+impl MemoryRows {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The records submitted so far, in order.
+    pub fn records(&self) -> Vec<CallRecord> {
+        self.lock().iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// The records and violations submitted so far.
+    pub fn submitted(&self) -> Vec<(CallRecord, Vec<Violation>)> {
+        self.lock().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(CallRecord, Vec<Violation>)>> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl RowSink for MemoryRows {
+    fn submit(&self, record: CallRecord, violations: Vec<Violation>) {
+        self.lock().push((record, violations));
+    }
+}
+
+/// A [`BlockCheck`] over a list, for tests: a block applies when each of
+/// its `(dimension, value)` pairs matches the caller.
+#[derive(Debug, Default)]
+pub struct StaticBlocks {
+    blocks: Mutex<Vec<ScopedBlock>>,
+}
+
+/// `(dimension, value)` pairs and the block they get.
+type ScopedBlock = (Vec<(String, String)>, Block);
+
+impl StaticBlocks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Blocks every caller whose `dims` have these values.
+    pub fn block(&self, dims: &[(&str, &str)], block: Block) {
+        let dims = dims
+            .iter()
+            .map(|(d, v)| ((*d).to_owned(), (*v).to_owned()))
+            .collect();
+        self.blocks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((dims, block));
+    }
+
+    /// Lifts every block.
+    pub fn clear(&self) {
+        self.blocks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+impl CallScope<'_> {
+    /// The caller's value of dimension `dim` (`project`, `user`, ...).
+    pub fn value(&self, dim: &str) -> Option<&str> {
+        match dim {
+            "org" => self.org,
+            "project" => self.project,
+            "app" => self.app,
+            "environment" => self.environment,
+            "user" => self.user,
+            "session" => self.session,
+            "key" => self.key,
+            "route" => self.route,
+            _ => None,
+        }
+    }
+}
+
+impl BlockCheck for StaticBlocks {
+    fn blocked(&self, scope: &CallScope<'_>) -> Option<Block> {
+        let blocks = self.blocks.lock().unwrap_or_else(PoisonError::into_inner);
+        blocks
+            .iter()
+            .find(|(dims, _)| dims.iter().all(|(d, v)| scope.value(d) == Some(v.as_str())))
+            .map(|(_, b)| b.clone())
+    }
+}

@@ -1,0 +1,641 @@
+//! One model call, from the authenticated request to the answer: read the
+//! few fields the gateway needs, resolve `model` to a chain, check the key's
+//! model list and the kill-switch, then for each link (and retry) admit the
+//! worst case, send, and either answer or fall back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::Instant;
+use tollgate_rules::CallRecord;
+use tollgate_rules::engine::{CallIntent, Decision};
+use tollgate_rules::pricing::TokenUsage;
+
+use super::attempt::{self, Failure};
+use super::call::{CallLog, Held, KEY_LABEL, REQUEST_ID_LABEL, new_record};
+use super::error::{ApiError, RefusalInfo, upstream_message};
+use super::relay::{Relay, RelayBody};
+use super::state::{Chain, Link, Shared};
+use crate::clock::now_unix_nanos;
+use crate::deps::CallScope;
+use crate::dialect::{Dialect, Operation};
+use crate::keys::VirtualKey;
+use crate::providers::Provider;
+use crate::translate::{self, RequestPeek, StreamTranslator, rewrite_top_level};
+use crate::usage::{AnthropicUsage, OpenAiUsage, Usage, tokens_of_chars};
+
+pub(crate) const USER_HEADER: &str = "x-tollgate-user";
+pub(crate) const SESSION_HEADER: &str = "x-tollgate-session";
+pub(crate) const ROUTE_HEADER: &str = "x-tollgate-route";
+
+/// Caller headers passed to an Anthropic upstream when the caller speaks Anthropic.
+const ANTHROPIC_FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+
+/// Longest metadata header value taken into a row.
+const MAX_META_LEN: usize = 256;
+
+fn meta(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_META_LEN)
+        .map(str::to_owned)
+}
+
+/// W3C `traceparent`: the caller's trace id, so the gateway's row joins its trace.
+fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = v.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32))
+        .then(|| trace.to_ascii_lowercase())
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    let b = &mut b[..bytes.min(16)];
+    rand::rng().fill_bytes(b);
+    hex::encode(b)
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    op: Operation,
+    key: Arc<VirtualKey>,
+    request_id: HeaderValue,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let dialect = op.dialect();
+    shared.events.request();
+    let limit = shared.max_request_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let err = if too_large {
+                ApiError::TooLarge(limit)
+            } else {
+                ApiError::BadRequest("the request body could not be read".to_owned())
+            };
+            return err.into_response(dialect);
+        }
+    };
+    let peek: RequestPeek<'_> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return ApiError::BadRequest(format!("the request body is not a JSON object ({e})"))
+                .into_response(dialect);
+        }
+    };
+    let Some(model) = peek.model.as_deref().filter(|m| !m.is_empty()) else {
+        return ApiError::BadRequest("`model` is required".to_owned()).into_response(dialect);
+    };
+    let stream = peek.stream() && op != Operation::Embeddings;
+    let request_id_str = request_id.to_str().unwrap_or_default().to_owned();
+
+    let chain = shared.resolve(model);
+    let mut record = new_record(now_unix_nanos(), op.genai_name(), stream);
+    record.trace_id = trace_id(&headers).unwrap_or_else(|| random_hex(16));
+    record.span_id = random_hex(8);
+    record.org = key.org.clone();
+    record.project = key.project.clone();
+    record.user = key.user.clone().or_else(|| meta(&headers, USER_HEADER));
+    record.session = meta(&headers, SESSION_HEADER);
+    record.route = meta(&headers, ROUTE_HEADER).or_else(|| {
+        chain
+            .as_ref()
+            .and_then(|c| c.route.as_deref().map(str::to_owned))
+    });
+    record.request_model = Some(model.to_owned());
+    record.labels = BTreeMap::from([
+        (KEY_LABEL.to_owned(), key.id.clone()),
+        (REQUEST_ID_LABEL.to_owned(), request_id_str.clone()),
+    ]);
+    let mut log = CallLog::new(Arc::clone(&shared), record, dialect, body.clone());
+
+    let Some(chain) = chain else {
+        let err = ApiError::ModelNotFound(model.to_owned());
+        log.fail(err.status().as_u16(), err.error_type());
+        return err.into_response(dialect);
+    };
+
+    let allowed = match (&chain.route, chain.links.first()) {
+        (Some(route), _) => key.allows_model([route.as_ref()]),
+        (None, Some(link)) => {
+            let qualified = format!("{}/{}", link.provider.name, link.model);
+            key.allows_model([model, qualified.as_str(), link.model.as_ref()])
+        }
+        (None, None) => false,
+    };
+    if !allowed {
+        let info = RefusalInfo::key_model(model);
+        return refuse(&shared, &mut log, &request_id_str, info, dialect);
+    }
+
+    let block = {
+        let r = &log.record;
+        let scope = CallScope {
+            org: r.org.as_deref(),
+            project: r.project.as_deref(),
+            app: r.app.as_deref(),
+            environment: r.environment.as_deref(),
+            user: r.user.as_deref(),
+            session: r.session.as_deref(),
+            key: Some(key.id.as_str()),
+            route: r.route.as_deref(),
+        };
+        shared.deps.blocks.blocked(&scope)
+    };
+    if let Some(b) = block {
+        let info = RefusalInfo::from_block(&b, now_unix_nanos());
+        return refuse(&shared, &mut log, &request_id_str, info, dialect);
+    }
+
+    log.set_key_engine(shared.key_limits.engine(&key));
+    let call = Call {
+        shared: &shared,
+        op,
+        dialect,
+        peek: &peek,
+        body: &body,
+        headers: &headers,
+        stream,
+        key_id: &key.id,
+        request_id: &request_id_str,
+        // The worst case: the whole body as input, the most output allowed.
+        input_tokens: tokens_of_chars(body.len() as u64).max(1),
+        max_output_tokens: if op == Operation::Embeddings {
+            0
+        } else {
+            peek.max_output().unwrap_or(shared.default_max_tokens)
+        },
+    };
+    call.run(&chain, log).await
+}
+
+fn refuse(
+    shared: &Shared,
+    log: &mut CallLog,
+    request_id: &str,
+    info: RefusalInfo,
+    dialect: Dialect,
+) -> Response {
+    shared.events.refused(request_id, &info.rule_id, info.code);
+    log.refuse(info.status.as_u16(), info.code, &info.rule_id);
+    ApiError::Refused(info).into_response(dialect)
+}
+
+struct Call<'a> {
+    shared: &'a Arc<Shared>,
+    op: Operation,
+    dialect: Dialect,
+    peek: &'a RequestPeek<'a>,
+    body: &'a Bytes,
+    headers: &'a HeaderMap,
+    stream: bool,
+    key_id: &'a str,
+    request_id: &'a str,
+    input_tokens: u64,
+    max_output_tokens: u64,
+}
+
+/// A successful attempt.
+enum Served {
+    Json(Bytes),
+    Stream(Box<Relay>),
+}
+
+impl Call<'_> {
+    async fn run(&self, chain: &Chain, mut log: CallLog) -> Response {
+        let mut attempt: u32 = 0;
+        let mut last_failure: Option<(Failure, Arc<Provider>)> = None;
+        let mut first_refusal: Option<RefusalInfo> = None;
+        let mut breaker_wait: Option<Duration> = None;
+        let mut unsupported = false;
+        'links: for link in &chain.links {
+            let Some(up_op) = self.op.upstream(link.provider.dialect) else {
+                unsupported = true;
+                continue;
+            };
+            for retry in 0..=chain.retries {
+                if retry > 0 {
+                    tokio::time::sleep(attempt::backoff(chain.backoff, retry)).await;
+                }
+                // A skipped link still counts as an attempt: the row's
+                // index says which link of the chain served.
+                if let Err(wait) = link.provider.breaker.try_pass() {
+                    breaker_wait = Some(breaker_wait.map_or(wait, |w| w.min(wait)));
+                    attempt += 1;
+                    continue 'links;
+                }
+                let held = match self.admit(link, &log) {
+                    Ok(h) => h,
+                    Err(info) => {
+                        if first_refusal.is_none() {
+                            log.record.provider = Some(link.provider.system.to_string());
+                            log.record.request_model = Some(link.model.to_string());
+                            log.record.upstream = Some(link.provider.upstream.to_string());
+                            first_refusal = Some(*info);
+                        }
+                        attempt += 1;
+                        continue 'links;
+                    }
+                };
+                log.attempt(link, attempt, held);
+                let upstream_body = match self.upstream_body(link) {
+                    Ok(b) => b,
+                    Err(message) => {
+                        let err = ApiError::BadRequest(message);
+                        log.fail(err.status().as_u16(), err.error_type());
+                        return err.into_response(self.dialect);
+                    }
+                };
+                let forwarded = self.forwarded(link);
+                let req = match link.provider.request(
+                    up_op,
+                    &link.model,
+                    upstream_body,
+                    self.stream,
+                    &forwarded,
+                ) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        log.release();
+                        unsupported = true;
+                        continue 'links;
+                    }
+                };
+                let deadline = Instant::now() + link.timeout;
+                match self.try_link(link, req, deadline).await {
+                    Ok(served) => {
+                        link.provider.breaker.success();
+                        if attempt > 0 {
+                            self.shared.events.served_by_fallback(
+                                self.request_id,
+                                &link.provider.name,
+                                attempt,
+                            );
+                        }
+                        return self.answer(link, served, log);
+                    }
+                    Err(f) => {
+                        self.shared.events.attempt_failed(
+                            self.request_id,
+                            &link.provider.name,
+                            &link.model,
+                            attempt,
+                            f.label(),
+                        );
+                        if !f.is_retryable() {
+                            // The provider is up; the request is the problem.
+                            link.provider.breaker.success();
+                            let err = self.error_of(f, &link.provider);
+                            log.fail(err.status().as_u16(), err.error_type());
+                            return err.into_response(self.dialect);
+                        }
+                        if link.provider.breaker.failure() {
+                            self.shared.events.breaker_opened(&link.provider.name);
+                        }
+                        log.release();
+                        last_failure = Some((f, Arc::clone(&link.provider)));
+                        attempt += 1;
+                    }
+                }
+            }
+        }
+        let err = match (last_failure, first_refusal) {
+            (Some((f, provider)), _) => self.error_of(f, &provider),
+            (None, Some(info)) => {
+                self.shared
+                    .events
+                    .refused(self.request_id, &info.rule_id, info.code);
+                log.refuse(info.status.as_u16(), info.code, &info.rule_id);
+                return ApiError::Refused(info).into_response(self.dialect);
+            }
+            (None, None) => match breaker_wait {
+                Some(wait) => ApiError::NoHealthyUpstream {
+                    retry_after_s: wait.as_secs().max(1),
+                },
+                None if unsupported => ApiError::Unsupported(format!(
+                    "no provider of `{}` serves this endpoint",
+                    self.peek.model.as_deref().unwrap_or_default()
+                )),
+                None => ApiError::UpstreamUnreachable,
+            },
+        };
+        log.fail(err.status().as_u16(), err.error_type());
+        err.into_response(self.dialect)
+    }
+
+    fn intent(&self, link: &Link, record: &CallRecord) -> CallIntent {
+        let worst = TokenUsage {
+            input: self.input_tokens,
+            output: self.max_output_tokens,
+            cache_read: 0,
+            cache_write: 0,
+        };
+        CallIntent {
+            at_unix_nanos: now_unix_nanos(),
+            org: record.org.clone(),
+            project: record.project.clone(),
+            app: record.app.clone(),
+            environment: record.environment.clone(),
+            user: record.user.clone(),
+            session: record.session.clone(),
+            key: Some(self.key_id.to_owned()),
+            provider: Some(link.provider.system.to_string()),
+            model: Some(link.model.to_string()),
+            route: record.route.clone(),
+            upstream: Some(link.provider.upstream.to_string()),
+            labels: BTreeMap::from([(KEY_LABEL.to_owned(), self.key_id.to_owned())]),
+            input_tokens: self.input_tokens,
+            max_output_tokens: self.max_output_tokens,
+            worst_case_cost_usd: self.shared.deps.prices.cost(
+                Some(&link.provider.system),
+                &link.model,
+                &worst,
+            ),
+        }
+    }
+
+    /// Reserves the worst case on the key's limits, then on the rules. The
+    /// intent is built from the row's own scope, so `settle` meets the
+    /// counters `admit` reserved on.
+    fn admit(&self, link: &Link, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
+        let intent = self.intent(link, &log.record);
+        let key = match log.key_engine() {
+            Some(engine) => match engine.admit(&intent) {
+                Decision::Allow(r) => Some((engine.clone(), r)),
+                Decision::Deny(refusal) => {
+                    return Err(Box::new(RefusalInfo::from_refusal(&refusal)));
+                }
+            },
+            None => None,
+        };
+        match self.shared.deps.engine.admit(&intent) {
+            Decision::Allow(main) => Ok(Held { main, key }),
+            // Dropping `key` gives its reservation back.
+            Decision::Deny(refusal) => Err(Box::new(RefusalInfo::from_refusal(&refusal))),
+        }
+    }
+
+    /// The request body for `link`, in its dialect, naming its model.
+    fn upstream_body(&self, link: &Link) -> Result<Bytes, String> {
+        let model = link.model.as_ref();
+        let invalid = |e: serde_json::Error| format!("the request body is not valid JSON ({e})");
+        match (self.dialect, link.provider.dialect) {
+            (Dialect::OpenAi, Dialect::OpenAi) => {
+                let model_json = serde_json::to_string(model).map_err(invalid)?;
+                let out = if self.stream {
+                    // Always ask for the usage chunk; it is not passed on
+                    // unless the caller asked for it too.
+                    let mut options = self.peek.stream_options.clone().unwrap_or_default();
+                    options.insert("include_usage".into(), Value::Bool(true));
+                    let options_json = serde_json::to_string(&options).map_err(invalid)?;
+                    rewrite_top_level(
+                        self.body,
+                        &[("model", &model_json), ("stream_options", &options_json)],
+                        &[],
+                    )
+                } else {
+                    rewrite_top_level(self.body, &[("model", &model_json)], &[])
+                };
+                out.map(Bytes::from).map_err(invalid)
+            }
+            (Dialect::Anthropic, Dialect::Anthropic) => {
+                let model_json = serde_json::to_string(model).map_err(invalid)?;
+                rewrite_top_level(self.body, &[("model", &model_json)], &[])
+                    .map(Bytes::from)
+                    .map_err(invalid)
+            }
+            (Dialect::OpenAi, Dialect::Anthropic) => {
+                let v: Value = serde_json::from_slice(self.body).map_err(invalid)?;
+                let out = translate::request::openai_to_anthropic(
+                    &v,
+                    model,
+                    self.shared.default_max_tokens,
+                );
+                serde_json::to_vec(&out).map(Bytes::from).map_err(invalid)
+            }
+            (Dialect::Anthropic, Dialect::OpenAi) => {
+                let v: Value = serde_json::from_slice(self.body).map_err(invalid)?;
+                let out = translate::request::anthropic_to_openai(
+                    &v,
+                    model,
+                    link.provider.wants_max_completion_tokens(),
+                );
+                serde_json::to_vec(&out).map(Bytes::from).map_err(invalid)
+            }
+        }
+    }
+
+    /// Caller headers the link may see: Anthropic's version and betas, when
+    /// caller and link both speak Anthropic. Nothing else is forwarded.
+    fn forwarded(&self, link: &Link) -> Vec<(HeaderName, HeaderValue)> {
+        if self.dialect != Dialect::Anthropic || link.provider.dialect != Dialect::Anthropic {
+            return Vec::new();
+        }
+        ANTHROPIC_FORWARDED
+            .iter()
+            .filter_map(|name| {
+                let v = self.headers.get(*name)?.clone();
+                Some((HeaderName::from_static(name), v))
+            })
+            .collect()
+    }
+
+    async fn try_link(
+        &self,
+        link: &Link,
+        req: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<Served, Failure> {
+        let resp = attempt::send(req, deadline).await?;
+        if !self.stream {
+            let bytes = attempt::read_json(resp, deadline).await?;
+            // A success that is not JSON is a broken provider: try the next.
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+                return Err(Failure::Body);
+            }
+            return Ok(Served::Json(bytes));
+        }
+        let created = u64::try_from(now_unix_nanos() / 1_000_000_000).unwrap_or(0);
+        let wants_usage = self.peek.wants_usage();
+        let translator = match (self.dialect, link.provider.dialect) {
+            (Dialect::OpenAi, Dialect::OpenAi) => StreamTranslator::openai_pass(wants_usage),
+            (Dialect::Anthropic, Dialect::Anthropic) => StreamTranslator::anthropic_pass(),
+            (Dialect::OpenAi, Dialect::Anthropic) => {
+                StreamTranslator::anthropic_to_openai(wants_usage, created)
+            }
+            (Dialect::Anthropic, Dialect::OpenAi) => StreamTranslator::openai_to_anthropic(),
+        };
+        let mut relay = Relay::new(resp, translator);
+        attempt::prime(&mut relay, deadline).await?;
+        Ok(Served::Stream(Box::new(relay)))
+    }
+
+    fn answer(&self, link: &Link, served: Served, mut log: CallLog) -> Response {
+        match served {
+            Served::Stream(relay) => {
+                let body = RelayBody::new(*relay, log, link.timeout);
+                let mut r = Response::new(Body::from_stream(body));
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                r
+            }
+            Served::Json(bytes) => {
+                let read = read_answer(self.op, link.provider.dialect, &bytes);
+                let r = &mut log.record;
+                r.response_model = read.model;
+                r.request_id = read.id;
+                r.finish_reason = read.finish_reason;
+                let out = if self.dialect == link.provider.dialect {
+                    bytes
+                } else {
+                    let usage = read.usage.unwrap_or_default();
+                    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let translated = match self.dialect {
+                        Dialect::OpenAi => translate::response::anthropic_to_openai(
+                            &v,
+                            &usage,
+                            u64::try_from(now_unix_nanos() / 1_000_000_000).unwrap_or(0),
+                        ),
+                        Dialect::Anthropic => translate::response::openai_to_anthropic(&v, &usage),
+                    };
+                    Bytes::from(serde_json::to_vec(&translated).unwrap_or_default())
+                };
+                let chars = if read.usage.is_none() {
+                    out.len() as u64
+                } else {
+                    0
+                };
+                log.complete(200, read.usage, chars);
+                let mut resp = Response::new(Body::from(out));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                resp
+            }
+        }
+    }
+
+    /// What the caller gets when `f` was the last word.
+    fn error_of(&self, f: Failure, provider: &Provider) -> ApiError {
+        match f {
+            Failure::Timeout => ApiError::UpstreamTimeout,
+            Failure::Connect | Failure::Body => ApiError::UpstreamUnreachable,
+            Failure::Status { status, .. } if status == StatusCode::UNAUTHORIZED => {
+                ApiError::UpstreamAuth
+            }
+            Failure::Status {
+                status,
+                body,
+                retry_after,
+            } => {
+                let text = String::from_utf8_lossy(&body);
+                let scrubbed = provider.scrub(&text);
+                if provider.dialect == self.dialect && !scrubbed.trim().is_empty() {
+                    ApiError::UpstreamRaw {
+                        status,
+                        body: Bytes::from(scrubbed.into_owned()),
+                        retry_after,
+                    }
+                } else {
+                    let message = upstream_message(scrubbed.as_bytes())
+                        .unwrap_or_else(|| format!("the provider answered {status}"));
+                    ApiError::Upstream {
+                        status,
+                        message: format!("{}: {message}", provider.name),
+                        retry_after,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What rows need from a JSON answer.
+#[derive(Debug, Default)]
+struct Answer {
+    id: Option<String>,
+    model: Option<String>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiAnswer {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Option<Vec<OpenAiChoice>>,
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiChoice {
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicAnswer {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Answer {
+    match dialect {
+        Dialect::OpenAi => {
+            let Ok(a) = serde_json::from_slice::<OpenAiAnswer>(bytes) else {
+                return Answer::default();
+            };
+            Answer {
+                // Embeddings carry no id worth deduplicating on.
+                id: a.id.filter(|_| op != Operation::Embeddings),
+                model: a.model,
+                finish_reason: a
+                    .choices
+                    .and_then(|c| c.into_iter().next())
+                    .and_then(|c| c.finish_reason),
+                usage: a.usage.map(|u| u.to_usage()),
+            }
+        }
+        Dialect::Anthropic => {
+            let Ok(a) = serde_json::from_slice::<AnthropicAnswer>(bytes) else {
+                return Answer::default();
+            };
+            Answer {
+                id: a.id,
+                model: a.model,
+                finish_reason: a.stop_reason,
+                usage: a.usage.map(AnthropicUsage::to_usage),
+            }
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Fallback (500, 429, timeouts, across dialects), retries, circuit
+//! breakers, and streams cut by either side: the row still carries the
+//! attempt that served, the serving model's cost, and never $0 for a stream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use support::*;
+use tollgate_mock_provider::{Endpoint, MockConfig, MockProvider};
+use tollgate_rules::{CallStatus, CostSource};
+
+fn chat(model: &str) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "What is the weather like?"}]})
+}
+
+/// A route `r`: `primary` (on `bad`) first, then `second` (on `good`).
+fn chain(bad: &MockProvider, good: &MockProvider, primary_extra: &str, second: &str) -> String {
+    format!(
+        "{}{}{}[[gateway.routes]]\nname = \"r\"\ntargets = [\n  {{ provider = \"primary\", model = \"gpt-4o-mini\", timeout = \"300ms\" }},\n  {second}\n]\n",
+        provider(
+            "primary",
+            "openai",
+            &format!("{}/v1", bad.base_url()),
+            primary_extra
+        ),
+        provider(
+            "secondary",
+            "openai",
+            &format!("{}/v1", good.base_url()),
+            ""
+        ),
+        provider("claude", "anthropic", &good.base_url(), ""),
+    )
+}
+
+const TO_GPT4O: &str = "{ provider = \"secondary\", model = \"gpt-4o\" }";
+const TO_CLAUDE: &str = "{ provider = \"claude\", model = \"claude-3-5-haiku-20241022\" }";
+
+async fn falls_back(bad: MockProvider, primary_extra: &str) {
+    let good = mock().await;
+    let gw = start(&chain(&bad, &good, primary_extra, TO_GPT4O), "").await;
+    let started = Instant::now();
+    let reply = gw.post("/v1/chat/completions", &chat("r")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(reply.json()["model"], "gpt-4o");
+    assert_eq!(bad.stats().requests_to(Endpoint::ChatCompletions), 1);
+    assert_eq!(good.stats().requests_to(Endpoint::ChatCompletions), 1);
+    let row = gw.one_row().await;
+    assert_eq!(row.status, CallStatus::Ok);
+    assert_eq!(row.attempt, 1);
+    assert_eq!(row.route.as_deref(), Some("r"));
+    assert_eq!(row.request_model.as_deref(), Some("gpt-4o"));
+    assert_eq!(row.response_model.as_deref(), Some("gpt-4o"));
+    assert_eq!(
+        row.upstream.as_deref(),
+        Some(good.addr().to_string().as_str())
+    );
+    let cost = row.cost_usd.unwrap();
+    assert_close(cost, gw.cost("openai", "gpt-4o", &row));
+    assert!(
+        cost > gw.cost("openai", "gpt-4o-mini", &row),
+        "priced at the model that served, not the first link's"
+    );
+    assert_eq!(gw.gateway.stats().fallbacks, 1);
+}
+
+#[tokio::test]
+async fn a_500_falls_back_to_the_next_link() {
+    let bad = mock_with(MockConfig {
+        error_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    falls_back(bad, "").await;
+}
+
+#[tokio::test]
+async fn a_429_falls_back_to_the_next_link() {
+    let bad = mock_with(MockConfig {
+        rate_limit_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    falls_back(bad, "").await;
+}
+
+#[tokio::test]
+async fn a_link_hanging_past_its_timeout_falls_back() {
+    let bad = mock().await;
+    falls_back(bad, "headers = { \"x-mock-hang\" = \"1\" }").await;
+}
+
+#[tokio::test]
+async fn an_openai_request_falls_back_to_an_anthropic_link() {
+    let bad = mock_with(MockConfig {
+        error_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let good = mock().await;
+    let gw = start(&chain(&bad, &good, "", TO_CLAUDE), "").await;
+    let reply = gw.post("/v1/chat/completions", &chat("r")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let out = reply.json();
+    assert_eq!(out["object"], "chat.completion");
+    assert_eq!(out["model"], "claude-3-5-haiku-20241022");
+    assert!(
+        out["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("w0 w1")
+    );
+    assert_eq!(good.stats().requests_to(Endpoint::Messages), 1);
+    let row = gw.one_row().await;
+    assert_eq!(row.attempt, 1);
+    assert_eq!(row.provider.as_deref(), Some("anthropic"));
+    assert_eq!(
+        row.request_model.as_deref(),
+        Some("claude-3-5-haiku-20241022")
+    );
+    assert_close(
+        row.cost_usd.unwrap(),
+        gw.cost("anthropic", "claude-3-5-haiku-20241022", &row),
+    );
+
+    // Streamed: the primary's 500 arrives before any event, so it falls back too.
+    let mut body = chat("r");
+    body["stream"] = json!(true);
+    let reply = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .data_json()
+            .iter()
+            .all(|c| c["model"] == "claude-3-5-haiku-20241022")
+    );
+    let rows = gw.wait_rows(2).await;
+    assert_eq!(rows[1].attempt, 1);
+    assert_eq!(rows[1].output_tokens, 20);
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_before_its_first_event_falls_back() {
+    let bad = mock_with(MockConfig {
+        ttft: Duration::from_secs(10),
+        ..MockConfig::default()
+    })
+    .await;
+    let good = mock().await;
+    let gw = start(&chain(&bad, &good, "", TO_GPT4O), "").await;
+    let mut body = chat("r");
+    body["stream"] = json!(true);
+    let started = Instant::now();
+    let reply = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(reply.data_json().iter().all(|c| c["model"] == "gpt-4o"));
+    assert_eq!(gw.one_row().await.attempt, 1);
+}
+
+#[tokio::test]
+async fn retries_stay_on_a_link_with_backoff_then_move_on() {
+    let bad = mock_with(MockConfig {
+        error_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let good = mock().await;
+    let cfg = chain(&bad, &good, "", TO_GPT4O).replace(
+        "name = \"r\"\n",
+        "name = \"r\"\nretries = 2\nbackoff = \"50ms\"\n",
+    );
+    let gw = start(&cfg, "").await;
+    let started = Instant::now();
+    let reply = gw.post("/v1/chat/completions", &chat("r")).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "50 + 100 ms of backoff"
+    );
+    assert_eq!(bad.stats().requests_to(Endpoint::ChatCompletions), 3);
+    assert_eq!(gw.one_row().await.attempt, 3);
+}
+
+#[tokio::test]
+async fn when_every_link_fails_the_caller_gets_the_last_error_and_a_row() {
+    let bad = mock_with(MockConfig {
+        rate_limit_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let gw = start(
+        &provider("primary", "openai", &format!("{}/v1", bad.base_url()), ""),
+        "",
+    )
+    .await;
+    let reply = gw
+        .post("/v1/chat/completions", &chat("primary/gpt-4o-mini"))
+        .await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.json()["error"]["code"], "rate_limit_exceeded");
+    assert!(reply.header("retry-after").is_some());
+    let row = gw.one_row().await;
+    assert_eq!(row.status, CallStatus::Error);
+    assert_eq!(row.http_status, Some(429));
+    assert_eq!(row.error_type.as_deref(), Some("upstream_rate_limited"));
+    assert_eq!(row.decision.as_deref(), Some("allow"));
+
+    let dead = provider("dead", "openai", "http://127.0.0.1:9/v1", "");
+    let gw = start(&dead, "").await;
+    let reply = gw
+        .post("/v1/chat/completions", &chat("dead/gpt-4o-mini"))
+        .await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(
+        gw.one_row().await.error_type.as_deref(),
+        Some("upstream_unreachable")
+    );
+}
+
+#[tokio::test]
+async fn an_open_breaker_skips_the_failing_provider() {
+    let bad = mock_with(MockConfig {
+        error_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let good = mock().await;
+    let cfg = format!(
+        "circuit_breaker = {{ failure_threshold = 2, cooldown = \"60s\" }}\n{}",
+        chain(&bad, &good, "", TO_GPT4O)
+    );
+    let gw = start(&cfg, "").await;
+    for _ in 0..4 {
+        assert_eq!(
+            gw.post("/v1/chat/completions", &chat("r")).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        bad.stats().requests_to(Endpoint::ChatCompletions),
+        2,
+        "skipped once its breaker opened"
+    );
+    let rows = gw.wait_rows(4).await;
+    let attempts: Vec<u32> = rows.iter().map(|r| r.attempt).collect();
+    assert_eq!(attempts, [1, 1, 1, 1], "the second link served each time");
+    assert_eq!(gw.gateway.stats().breakers_opened, 1);
+}
+
+#[tokio::test]
+async fn a_client_cutting_a_stream_leaves_a_row_with_estimated_usage() {
+    let slow = mock_with(MockConfig {
+        inter_chunk: Duration::from_millis(40),
+        ..MockConfig::default()
+    })
+    .await;
+    let gw = start(&openai_and_anthropic(&slow), "").await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true,
+                   "messages": [{"role": "user", "content": "Tell me a long story please."}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-3-5-haiku-20241022", "stream": true, "max_tokens": 20,
+                   "messages": [{"role": "user", "content": "Tell me a long story please."}]}),
+        ),
+    ] {
+        let before = gw.rows.len();
+        let resp = gw
+            .request(path, Some(&gw.key))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut stream = resp.bytes_stream();
+        let mut seen = String::new();
+        while seen.matches(" w").count() < 3 {
+            let chunk = stream.next().await.unwrap().unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        drop(stream);
+        let rows = gw.wait_rows(before + 1).await;
+        let row = rows.last().unwrap();
+        assert_eq!(row.status, CallStatus::Error);
+        assert_eq!(row.error_type.as_deref(), Some("client_disconnected"));
+        assert_eq!(
+            row.labels.get("usage_estimated").map(String::as_str),
+            Some("true")
+        );
+        assert!(row.input_tokens > 0, "{row:?}");
+        assert!(row.output_tokens > 0 && row.output_tokens < 20, "{row:?}");
+        assert_eq!(row.cost_source, CostSource::PriceTable);
+        assert!(
+            row.cost_usd.unwrap() > 0.0,
+            "a stream is never recorded as $0"
+        );
+    }
+    assert_eq!(gw.gateway.stats().streams_cut, 2);
+}
+
+#[tokio::test]
+async fn a_provider_cutting_a_stream_leaves_a_row_with_estimated_usage() {
+    let mock = mock().await;
+    let cfg = provider(
+        "openai",
+        "openai",
+        &format!("{}/v1", mock.base_url()),
+        "headers = { \"x-mock-cut-after-chunks\" = \"5\" }",
+    );
+    let gw = start(&cfg, "").await;
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+                      "messages": [{"role": "user", "content": "Tell me a story."}]});
+    let reply = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.broken,
+        "the caller sees the stream break, as it did upstream"
+    );
+    let row = gw.one_row().await;
+    assert_eq!(row.error_type.as_deref(), Some("upstream_stream_cut"));
+    assert_eq!(
+        row.labels.get("usage_estimated").map(String::as_str),
+        Some("true")
+    );
+    // "w0 w1 w2 w3 w4" = 14 characters of text.
+    assert_eq!(row.output_tokens, 4);
+    assert_eq!(row.input_tokens, 4, "\"Tell me a story.\" is 16 characters");
+    assert!(row.cost_usd.unwrap() > 0.0);
+}
