@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod gateway;
 pub mod internal_events;
 pub mod kafka;
 pub mod killswitch;

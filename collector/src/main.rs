@@ -107,10 +107,13 @@ async fn main() -> ExitCode {
             });
             let result = server::run(config, shutdown, move |addrs| {
                 println!(
-                    "tollgate listening: otlp_grpc={} otlp_http={} api=http://{}",
+                    "tollgate listening: otlp_grpc={} otlp_http={} api=http://{}{}",
                     addrs.otlp_grpc,
                     addrs.otlp_http.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-                    addrs.api
+                    addrs.api,
+                    addrs
+                        .gateway
+                        .map_or_else(String::new, |g| format!(" gateway=http://{g}")),
                 );
                 if with_demo {
                     let endpoint = format!("http://{}", addrs.otlp_grpc);

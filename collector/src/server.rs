@@ -12,12 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use tokio::sync::mpsc;
+use tollgate_gateway::{Gateway, GatewayDeps, KeyStore};
 use tollgate_rules::engine::Engine;
 
 use crate::admin::{AdminState, Reloader, admin_router};
 use crate::alerts::Alerts;
 use crate::api::{ApiState, api_router};
 use crate::config::Config;
+use crate::gateway::{KeyCache, KillSwitchBlocks, QueueRows};
 use crate::internal_events::InternalEvents;
 use crate::kafka::{CallConsumer, CallProducer};
 use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
@@ -40,10 +42,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] SinkError),
-    #[error(
-        "gateway.enabled = true, but the inline gateway is not part of this build yet; set gateway.enabled = false"
-    )]
-    GatewayUnavailable,
+    #[error("gateway: {0}")]
+    Gateway(String),
     #[error("kafka: {0}")]
     Kafka(String),
 }
@@ -56,6 +56,8 @@ pub struct BoundAddrs {
     /// `None` in the Kafka process role (it receives nothing over OTLP).
     pub otlp_http: Option<SocketAddr>,
     pub api: SocketAddr,
+    /// The inline gateway, when `gateway.enabled`.
+    pub gateway: Option<SocketAddr>,
 }
 
 async fn bind(
@@ -84,9 +86,6 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(BoundAddrs) + Send,
 ) -> Result<(), ServeError> {
-    if config.gateway.enabled {
-        return Err(ServeError::GatewayUnavailable);
-    }
     let events = InternalEvents::new();
     let Store {
         sink,
@@ -132,10 +131,20 @@ pub async fn run(
         None
     };
     let api_listener = bind(config.api_listen, "API", "api.listen").await?;
+    let gateway_listener = match &config.gateway_valid {
+        Some(g) => Some(bind(g.listen(), "gateway", "gateway.listen").await?),
+        None => None,
+    };
+    let keys = Arc::new(
+        KeyCache::load(Arc::clone(&admin_log))
+            .await
+            .map_err(|e| ServeError::Gateway(format!("cannot load virtual keys: {e}")))?,
+    );
     let addrs = BoundAddrs {
         otlp_grpc: local(&grpc_listener, config.grpc_listen),
         otlp_http: http_listener.as_ref().map(|l| local(l, config.http_listen)),
         api: local(&api_listener, config.api_listen),
+        gateway: gateway_listener.as_ref().and_then(|l| l.local_addr().ok()),
     };
 
     let (queue, rx) = row_queue(config.queue_capacity_rows);
@@ -151,7 +160,7 @@ pub async fn run(
     .with_rules(RuleStage {
         engine: engine.clone(),
         killswitch: killswitch.clone(),
-        alerts,
+        alerts: alerts.clone(),
         events: Arc::clone(&events),
     })
     .with_resync(resync_rx, restore)
@@ -243,6 +252,32 @@ pub async fn run(
         });
     }
 
+    if let (Some(valid), Some(listener)) = (&config.gateway_valid, gateway_listener) {
+        let deps = GatewayDeps {
+            engine: engine.clone(),
+            prices: Arc::clone(&config.prices),
+            rows: Arc::new(QueueRows {
+                queue: queue.clone(),
+                killswitch: killswitch.clone(),
+                alerts: alerts.clone(),
+                events: Arc::clone(&events),
+            }),
+            keys: Arc::clone(&keys) as Arc<dyn KeyStore>,
+            blocks: Arc::new(KillSwitchBlocks(killswitch.clone())),
+        };
+        let gateway =
+            Gateway::from_valid(valid, deps).map_err(|e| ServeError::Gateway(e.to_string()))?;
+        let stop = receivers_stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) =
+                tollgate_gateway::serve(listener, gateway.router(), stop.cancelled_owned()).await
+            {
+                tracing::error!(error = %e, "gateway stopped with an error");
+            }
+        });
+    }
+    drop(alerts);
+
     let reloader = Arc::new(Reloader::new(config.source.clone(), engine.clone()));
     let mut api_app = api_router(ApiState {
         store,
@@ -258,6 +293,7 @@ pub async fn run(
                 killswitch: killswitch.clone(),
                 reloader: Arc::clone(&reloader),
                 log: Arc::clone(&admin_log),
+                keys: Arc::clone(&keys),
             }));
         }
         None => tracing::info!(

@@ -21,6 +21,8 @@ pub struct Collector {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub api: SocketAddr,
+    /// The inline gateway, when the config enables it.
+    pub gateway: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     stderr_path: std::path::PathBuf,
 }
@@ -148,6 +150,12 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }
 
+fn parse_optional_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .find(|w| w.starts_with(&format!("{key}=")))
+        .map(|_| parse_addr(line, key))
+}
+
 fn parse_addr(line: &str, key: &str) -> SocketAddr {
     let part = line
         .split_whitespace()
@@ -205,6 +213,7 @@ impl Collector {
             grpc: parse_addr(&line, "otlp_grpc"),
             http: parse_addr(&line, "otlp_http"),
             api: parse_addr(&line, "api"),
+            gateway: parse_optional_addr(&line, "gateway"),
             child,
             config_path: path,
             args,
@@ -226,6 +235,7 @@ impl Collector {
         self.grpc = parse_addr(&line, "otlp_grpc");
         self.http = parse_addr(&line, "otlp_http");
         self.api = parse_addr(&line, "api");
+        self.gateway = parse_optional_addr(&line, "gateway");
     }
 
     pub fn config_path(&self) -> &std::path::Path {

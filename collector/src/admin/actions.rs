@@ -3,6 +3,7 @@
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use tollgate_gateway::VirtualKey;
 use tollgate_rules::engine::{CallIntent, Engine, Override};
 
 use crate::killswitch::{Block, KillSwitch, ScopeQuery};
@@ -34,6 +35,10 @@ pub enum AdminAction {
         rule_id: Option<String>,
         until_unix_nanos: i64,
     },
+    /// A virtual key of the gateway was created; only its hash is kept.
+    CreateKey { key: VirtualKey },
+    /// A virtual key was revoked.
+    RevokeKey { id: String, at_unix_nanos: i64 },
 }
 
 /// Where admin actions are kept.
@@ -111,6 +116,8 @@ impl AdminAction {
                 killswitch.lift(scope, rule_id.as_deref());
                 true
             }
+            // Keys live in the gateway's key cache (loaded on its own).
+            AdminAction::CreateKey { .. } | AdminAction::RevokeKey { .. } => true,
         }
     }
 
@@ -126,6 +133,7 @@ impl AdminAction {
             | AdminAction::Lift {
                 until_unix_nanos, ..
             } => *until_unix_nanos,
+            AdminAction::CreateKey { .. } | AdminAction::RevokeKey { .. } => 0,
         };
         (until > 0).then_some(until)
     }

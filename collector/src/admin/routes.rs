@@ -1,13 +1,14 @@
-//! `/admin/v1/...`: reload rules, set and lift blocks, snooze or override rules.
+//! `/admin/v1/...`: reload rules, set and lift blocks, snooze or override
+//! rules, create, list and revoke the gateway's virtual keys.
 //! Every route needs `Authorization: Bearer <admin.token>`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
@@ -17,6 +18,7 @@ use tollgate_rules::engine::Engine;
 use super::actions::{AdminAction, AdminLog};
 use super::reload::Reloader;
 use crate::config::Secret;
+use crate::gateway::{KeyCache, NewKey};
 use crate::killswitch::{KillSwitch, ScopeQuery};
 
 /// What the admin handlers share.
@@ -27,6 +29,8 @@ pub struct AdminState {
     pub killswitch: KillSwitch,
     pub reloader: Arc<Reloader>,
     pub log: Arc<dyn AdminLog>,
+    /// The gateway's virtual keys.
+    pub keys: Arc<KeyCache>,
 }
 
 /// Stores an applied action; the answer says when it could not be stored.
@@ -53,6 +57,8 @@ pub fn admin_router(state: AdminState) -> Router {
             post(set_block).delete(lift_block).get(list_blocks),
         )
         .route("/admin/v1/overrides", post(set_override))
+        .route("/admin/v1/keys", post(create_key).get(list_keys))
+        .route("/admin/v1/keys/{id}", delete(revoke_key))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -227,4 +233,39 @@ async fn set_override(State(state): State<AdminState>, Json(body): Json<SetOverr
         json!({ "status": "ok", "rule_id": body.rule_id, "until_unix_nanos": until_unix_nanos }),
     )
     .await
+}
+
+async fn create_key(State(state): State<AdminState>, Json(body): Json<NewKey>) -> Response {
+    match state.keys.create(body).await {
+        Ok((secret, info)) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "key": secret,
+                "note": "the key is shown once: only its hash is kept",
+                "info": info,
+            })),
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_stored",
+            format!("the key was not created: {e}"),
+        ),
+    }
+}
+
+async fn list_keys(State(state): State<AdminState>) -> Response {
+    Json(json!({ "keys": state.keys.list() })).into_response()
+}
+
+async fn revoke_key(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    match state.keys.revoke(&id).await {
+        Ok(true) => Json(json!({ "id": id, "revoked": true })).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "not_found", format!("no key `{id}`")),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_stored",
+            format!("the key was not revoked: {e}"),
+        ),
+    }
 }

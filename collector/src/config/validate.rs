@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_gateway::GatewayConfig;
+use tollgate_gateway::{GatewayConfig, ValidConfig};
 use tollgate_rules::engine::{RuleSet, compile, parse_rules};
 use tollgate_rules::pricing::PriceTable;
 
@@ -64,6 +64,8 @@ pub struct Config {
     pub prices: Arc<PriceTable>,
     pub log: LogSection,
     pub gateway: GatewayConfig,
+    /// `[gateway]` validated, provider keys loaded; `Some` when enabled.
+    pub gateway_valid: Option<Arc<ValidConfig>>,
     /// Admin API bearer token; `None` = admin API off.
     pub admin_token: Option<Secret>,
     pub alerts: AlertsSection,
@@ -212,9 +214,24 @@ impl RawConfig {
             .with_overrides(&self.pricing.models)
             .map_err(|e| invalid("pricing.models", e.to_string()))?;
 
-        if self.gateway.enabled {
-            addr("gateway.listen", &self.gateway.listen)?;
-        }
+        let gateway_valid = if self.gateway.enabled {
+            let valid = self.gateway.validate().map_err(|e| match e {
+                tollgate_gateway::GatewayError::Config { field, message }
+                | tollgate_gateway::GatewayError::ProviderKey { field, message } => {
+                    invalid(&field, message)
+                }
+                other => invalid("gateway", other.to_string()),
+            })?;
+            if !self.kafka.brokers.trim().is_empty() {
+                return Err(invalid(
+                    "gateway.enabled",
+                    "the inline gateway does not run with [kafka] yet (its counters would not be shared between instances); run it on an instance without [kafka]",
+                ));
+            }
+            Some(Arc::new(valid))
+        } else {
+            None
+        };
 
         let rules = parse_rules(self.rules)
             .and_then(|raw| compile(&raw))
@@ -278,6 +295,7 @@ impl RawConfig {
             prices: Arc::new(prices),
             log: self.log,
             gateway: self.gateway,
+            gateway_valid,
             admin_token,
             alerts: self.alerts,
             kafka,

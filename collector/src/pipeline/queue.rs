@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
-use tollgate_rules::CallRecord;
+use tollgate_rules::{CallRecord, RuleEvent};
 
 /// Why rows were not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +38,9 @@ pub struct Enqueued {
     /// `false` if they could not be written; a Kafka consumer commits its
     /// offsets on `true` only.
     pub ack: Option<oneshot::Sender<bool>>,
+    /// Rule events already decided for these rows (gateway calls, settled
+    /// synchronously), stored with them.
+    pub events: Vec<RuleEvent>,
 }
 
 /// The sending side, cloned into every receiver.
@@ -112,7 +115,29 @@ impl RowQueue {
         ack: Option<oneshot::Sender<bool>>,
     ) -> Result<(), QueueError> {
         self.tx
-            .send(Enqueued { rows, permit, ack })
+            .send(Enqueued {
+                rows,
+                permit,
+                ack,
+                events: Vec::new(),
+            })
+            .map_err(|_| QueueError::Closed)
+    }
+
+    /// Queues `rows` with the rule events decided for them, or refuses both.
+    pub fn try_push_with_events(
+        &self,
+        rows: Vec<CallRecord>,
+        events: Vec<RuleEvent>,
+    ) -> Result<(), QueueError> {
+        let permit = self.try_reserve(rows.len())?;
+        self.tx
+            .send(Enqueued {
+                rows,
+                permit,
+                ack: None,
+                events,
+            })
             .map_err(|_| QueueError::Closed)
     }
 

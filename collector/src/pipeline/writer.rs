@@ -156,6 +156,7 @@ impl Writer {
                 batch.append(&mut e.rows);
                 permits.push(e.permit);
                 acks.extend(e.ack.take());
+                rule_events.append(&mut e.events);
             }
             self.events.queue_depth(self.queue.depth());
             if let Some(window) = &mut self.dedup {

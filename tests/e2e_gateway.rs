@@ -1,0 +1,211 @@
+//! End to end with `gateway.enabled = true`: the real binary starts the
+//! inline gateway beside the collector. Virtual keys come from the admin
+//! API (shown once, stored hashed, surviving a restart, revocable); calls
+//! through the gateway are admitted and settled on the collector's rules
+//! engine, stored as rows with mode `gateway` and the provider's exact
+//! usage, and refused with 429 once their project's budget is spent. The
+//! provider is the shared mock (the only mocked component).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::Collector;
+use tollgate_mock_provider::{MockConfig, MockProvider};
+
+const ADMIN: &str = "admin-token-for-the-gateway-test";
+const PROVIDER_KEY: &str = "sk-canary-provider-key-7f3a9c";
+
+fn config(mock: &MockProvider, budget: u64) -> String {
+    format!(
+        r#"
+[admin]
+token = "{ADMIN}"
+
+[gateway]
+enabled = true
+listen = "127.0.0.1:0"
+
+[[gateway.providers]]
+name = "openai"
+kind = "openai"
+base_url = "{}/v1"
+api_key_env = "TEST_GATEWAY_OPENAI_KEY"
+
+[[rules]]
+id = "gw-daily"
+type = "budget"
+metric = "tokens"
+limit = {budget}
+scope = ["project"]
+match = {{ project = "gw" }}
+window = "day"
+action = "block"
+"#,
+        mock.base_url()
+    )
+}
+
+async fn admin(
+    c: &Collector,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", c.api_url()))
+        .bearer_auth(ADMIN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn chat(gateway: &str, key: &str, stream: bool) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{gateway}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({
+            "model": "gpt-4o-mini",
+            "max_tokens": 40,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Say hello to the gateway test."}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    if stream && status == 200 {
+        return (status, Value::String(text));
+    }
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn gateway_rows(c: &Collector, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Vec<Value> = c
+            .calls(1000)
+            .await
+            .into_iter()
+            .filter(|r| r["mode"] == "gateway")
+            .collect();
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} gateway rows",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let envs = [
+        ("TEST_GATEWAY_OPENAI_KEY", PROVIDER_KEY),
+        ("RUST_LOG", "debug"),
+    ];
+    let mut c = Collector::start_full(&config(&mock, 400), &[], &envs);
+    let gateway = format!("http://{}", c.gateway.expect("the gateway is listening"));
+
+    // A key, shown once; the listing shows neither the secret nor its hash.
+    let (status, created) = admin(
+        &c,
+        reqwest::Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"name": "search bot", "org": "acme", "project": "gw"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("tg-"));
+    let id = created["info"]["id"].as_str().unwrap().to_owned();
+    let (_, listed) = admin(&c, reqwest::Method::GET, "/admin/v1/keys", None).await;
+    assert_eq!(listed["keys"][0]["id"], id.as_str());
+    assert_eq!(listed["keys"][0]["project"], "gw");
+    assert!(!listed.to_string().contains(&key));
+    assert!(
+        !listed
+            .to_string()
+            .contains(&tollgate_gateway::hash_key(&key))
+    );
+
+    // A bad key: 401, nothing forwarded.
+    let (status, _) = chat(&gateway, "tg-not-a-key", false).await;
+    assert_eq!(status, 401);
+    assert_eq!(mock.stats().total_requests, 0);
+
+    // A call: the provider's usage, exactly, in a gateway row of the key's project.
+    let (status, answer) = chat(&gateway, &key, false).await;
+    assert_eq!(status, 200, "{answer}");
+    let usage = &answer["usage"];
+    let rows = gateway_rows(&c, 1).await;
+    let row = &rows[0];
+    assert_eq!(row["project"], "gw");
+    assert_eq!(row["org"], "acme");
+    assert_eq!(row["input_tokens"], usage["prompt_tokens"]);
+    assert_eq!(row["output_tokens"], usage["completion_tokens"]);
+    assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "{row}");
+
+    // A stream: usage counted too (the gateway asked the provider for it).
+    let (status, body) = chat(&gateway, &key, true).await;
+    assert_eq!(status, 200);
+    assert!(body.as_str().unwrap().contains("[DONE]"));
+    let rows = gateway_rows(&c, 2).await;
+    assert!(
+        rows.iter()
+            .all(|r| r["output_tokens"].as_u64().unwrap() > 0),
+        "{rows:?}"
+    );
+
+    // The key survives a restart (stored hashed), the budget's usage too:
+    // calls go on until the 400-token budget refuses one with 429.
+    c.restart();
+    let gateway = format!("http://{}", c.gateway.expect("the gateway is listening"));
+    let mut refused = None;
+    for _ in 0..40 {
+        let (status, body) = chat(&gateway, &key, false).await;
+        if status != 200 {
+            refused = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("the budget never refused a call");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    assert_eq!(body["error"]["rule_id"], "gw-daily", "{body}");
+    let (_, events) = c.get("/v1/events?limit=100").await;
+    assert!(events.to_string().contains("gw-daily"), "{events}");
+
+    // Revoked: refused at once.
+    let (status, _) = admin(
+        &c,
+        reqwest::Method::DELETE,
+        &format!("/admin/v1/keys/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = chat(&gateway, &key, false).await;
+    assert_eq!(status, 401);
+
+    // Neither the provider key nor the virtual key is in any log line or row.
+    let calls = c.calls(1000).await;
+    let stderr = c.stderr();
+    for secret in [PROVIDER_KEY, key.as_str()] {
+        assert!(!stderr.contains(secret), "a secret in the logs");
+        assert!(!format!("{calls:?}").contains(secret), "a secret in a row");
+    }
+}
