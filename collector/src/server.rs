@@ -109,7 +109,7 @@ pub async fn run(
         store: Arc::clone(&store),
         admin_log: Arc::clone(&admin_log),
     };
-    restore.run(&engine, &killswitch, &mut dedup).await;
+    let already_stored = restore.run(&engine, &killswitch, &mut dedup).await;
     let (alerts, alerts_task) = Alerts::start(&config.alerts, Arc::clone(&events));
 
     let grpc_listener = bind(
@@ -162,6 +162,7 @@ pub async fn run(
         killswitch: killswitch.clone(),
         alerts: alerts.clone(),
         events: Arc::clone(&events),
+        already_stored,
     })
     .with_resync(resync_rx, restore)
     .spawn();

@@ -2,6 +2,7 @@
 //! restart, or a Kafka consumer gaining partitions, keeps budgets), the
 //! kill-switch blocks still in force, admin actions, and the dedup window.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,8 @@ use tollgate_rules::engine::{Engine, ViolationKind};
 use super::DedupWindow;
 use crate::admin::AdminLog;
 use crate::killswitch::KillSwitch;
-use crate::query::QueryStore;
+use crate::query::{EventsQuery, QueryStore};
+use tollgate_rules::RuleEvent;
 
 /// The store's side of a rebuild.
 #[derive(Clone)]
@@ -23,10 +25,56 @@ pub struct Restore {
 
 impl Restore {
     /// Replays stored calls into `engine` and `dedup`, re-blocks scopes still
-    /// over a `block` limit, then re-applies stored admin actions.
-    pub async fn run(&self, engine: &Engine, killswitch: &KillSwitch, dedup: &mut DedupWindow) {
-        restore(engine, killswitch, dedup, self.store.as_ref()).await;
+    /// over a `block` limit, then re-applies stored admin actions. Returns
+    /// the identities of the rule events already stored for the windows
+    /// replayed (see [`event_key`]).
+    pub async fn run(
+        &self,
+        engine: &Engine,
+        killswitch: &KillSwitch,
+        dedup: &mut DedupWindow,
+    ) -> HashSet<String> {
+        let since = restore(engine, killswitch, dedup, self.store.as_ref()).await;
         reapply_admin_actions(engine, killswitch, self.admin_log.as_ref()).await;
+        let stored = self
+            .store
+            .events(EventsQuery {
+                since_unix_nanos: since,
+                rule_id: None,
+                kind: None,
+                limit: STORED_EVENTS_MAX,
+            })
+            .await;
+        match stored {
+            Ok(events) => events.iter().map(event_key).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read stored rule events");
+                HashSet::new()
+            }
+        }
+    }
+}
+
+/// Most stored rule events remembered after a rebuild.
+const STORED_EVENTS_MAX: usize = 1_000_000;
+
+/// What makes two rule events the same event: a budget's crossing is one
+/// per (rule, scope, threshold, window); any other event is one per call.
+///
+/// The store writes a batch's rule events before its calls, in two inserts
+/// (ClickHouse has no transaction across tables). An instance killed between
+/// the two leaves events whose calls are not stored; the instance that reads
+/// those calls again emits the same events, and drops them by this key.
+pub fn event_key(e: &RuleEvent) -> String {
+    match e.kind.as_str() {
+        "threshold" | "limit_exceeded" => format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{:?}\u{1f}{:?}",
+            e.rule_id, e.kind, e.scope, e.threshold, e.window_end_unix_nanos
+        ),
+        _ => format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            e.rule_id, e.kind, e.trace_id, e.span_id
+        ),
     }
 }
 
@@ -41,7 +89,7 @@ async fn restore(
     killswitch: &KillSwitch,
     dedup: &mut DedupWindow,
     store: &dyn QueryStore,
-) {
+) -> i64 {
     let rules = engine.rules();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -91,6 +139,7 @@ async fn restore(
             tracing::error!(error = %e, "could not rebuild rule counters from the store; budgets start from zero")
         }
     }
+    since
 }
 
 /// Applies the stored admin actions still in force, after the counters and

@@ -3,11 +3,13 @@
 //! becomes a rule event (stored with the batch), an alert, and, for `block`
 //! rules over their limit, a kill-switch block.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tollgate_rules::engine::Engine;
 use tollgate_rules::{CallRecord, Mode, RuleEvent};
 
+use super::restore::event_key;
 use crate::alerts::Alerts;
 use crate::internal_events::InternalEvents;
 use crate::killswitch::KillSwitch;
@@ -19,11 +21,14 @@ pub struct RuleStage {
     pub killswitch: KillSwitch,
     pub alerts: Alerts,
     pub events: Arc<InternalEvents>,
+    /// Keys ([`event_key`]) of rule events already in the store, from the
+    /// last rebuild: emitted again, they are neither stored nor alerted.
+    pub already_stored: HashSet<String>,
 }
 
 impl RuleStage {
     /// Observes every call of `calls` (queue order) and appends the events to `out`.
-    pub fn evaluate(&self, calls: &mut [CallRecord], out: &mut Vec<RuleEvent>) {
+    pub fn evaluate(&mut self, calls: &mut [CallRecord], out: &mut Vec<RuleEvent>) {
         let before = out.len();
         for call in calls.iter_mut() {
             // Gateway calls were admitted and settled against the same engine.
@@ -39,11 +44,87 @@ impl RuleStage {
                     call.rules_fired.push(v.rule_id.to_string());
                 }
                 let event = RuleEvent::new(call, v);
+                if !self.already_stored.is_empty() && self.already_stored.remove(&event_key(&event))
+                {
+                    continue;
+                }
                 self.alerts.notify(v, &event);
                 out.push(event);
             }
             self.killswitch.apply(&violations);
         }
         self.events.rule_events(out.len() - before);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use tollgate_rules::engine::{compile, parse_rules};
+
+    use super::*;
+    use crate::config::AlertsSection;
+
+    fn stage(already_stored: HashSet<String>) -> RuleStage {
+        let v: toml::Value = toml::from_str(
+            r#"
+[[rules]]
+id = "daily"
+type = "budget"
+metric = "tokens"
+limit = 100
+scope = ["project"]
+window = "day"
+alert_at = [0.5]
+action = "alert"
+"#,
+        )
+        .unwrap();
+        let tables = v["rules"].as_array().unwrap().clone();
+        let events = InternalEvents::new();
+        let (alerts, _task) = Alerts::start(&AlertsSection::default(), Arc::clone(&events));
+        RuleStage {
+            engine: Engine::new(compile(&parse_rules(tables).unwrap()).unwrap()),
+            killswitch: KillSwitch::new(),
+            alerts,
+            events,
+            already_stored,
+        }
+    }
+
+    fn calls() -> Vec<CallRecord> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        (0..2)
+            .map(|i| CallRecord {
+                start_unix_nanos: now + i,
+                span_id: format!("s{i}"),
+                project: Some("p".into()),
+                input_tokens: 30,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_event_already_stored_is_not_stored_again() {
+        // First pass: the 50 % crossing is an event.
+        let mut first = stage(HashSet::new());
+        let mut out = Vec::new();
+        first.evaluate(&mut calls(), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].threshold, Some(0.5));
+        // The same calls read again after a crash that stored the event
+        // but not the calls: the crossing is recognised and dropped.
+        let mut again = stage([event_key(&out[0])].into());
+        let mut out_again = Vec::new();
+        let mut calls = calls();
+        again.evaluate(&mut calls, &mut out_again);
+        assert!(out_again.is_empty(), "{out_again:?}");
+        assert_eq!(calls[1].rules_fired, vec!["daily".to_owned()]);
+        assert!(again.already_stored.is_empty());
     }
 }

@@ -165,7 +165,7 @@ impl Writer {
             }
             // Rules run once per call, before the first attempt: a retried
             // write stores the same rows and events.
-            if let Some(stage) = &self.rules {
+            if let Some(stage) = &mut self.rules {
                 stage.evaluate(&mut batch, &mut rule_events);
             }
             let written = self
@@ -202,7 +202,7 @@ impl Writer {
     /// Rebuilds what the writer knows from the store (a Kafka consumer
     /// gained partitions): counters, kill-switch blocks, the dedup window.
     async fn resync(&mut self, done: oneshot::Sender<()>) {
-        if let (Some(rules), Some(restore)) = (&self.rules, &self.restore) {
+        if let (Some(rules), Some(restore)) = (&mut self.rules, &self.restore) {
             rules.engine.forget_usage();
             let mut scratch = DedupWindow::new(1);
             let dedup = match &mut self.dedup {
@@ -212,7 +212,7 @@ impl Writer {
                 }
                 None => &mut scratch,
             };
-            restore.run(&rules.engine, &rules.killswitch, dedup).await;
+            rules.already_stored = restore.run(&rules.engine, &rules.killswitch, dedup).await;
         }
         let _ = done.send(());
     }

@@ -161,12 +161,16 @@ impl Sink for ClickhouseStore {
     fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let token = batch_token(batch.calls, batch.events);
-            if !batch.calls.is_empty() {
-                self.insert_calls(batch.calls, &format!("{token}-calls"))
-                    .await?;
-            }
+            // Events first: a writer killed between the two inserts leaves
+            // events without their calls, which whoever reads the calls
+            // again recognises (pipeline::event_key), never calls without
+            // their events.
             if !batch.events.is_empty() {
                 self.insert_events(batch.events, &format!("{token}-events"))
+                    .await?;
+            }
+            if !batch.calls.is_empty() {
+                self.insert_calls(batch.calls, &format!("{token}-calls"))
                     .await?;
             }
             Ok(())
