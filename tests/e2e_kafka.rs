@@ -232,3 +232,75 @@ async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
         survivor.stderr()
     );
 }
+
+async fn blocked(c: &Collector, project: &str) -> bool {
+    let (status, state) = c.get(&format!("/v1/enforcement?project={project}")).await;
+    assert_eq!(status, 200, "{state}");
+    state["blocked"].as_bool().unwrap()
+}
+
+async fn wait_blocked(c: &Collector, project: &str, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while blocked(c, project).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "{project} never became blocked={want}:\n{}",
+            c.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A block is decided where the project's counters live (a process
+/// instance) but an agent may watch any instance: blocks and lifts travel
+/// through `<topic>.enforcement` to every instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_decided_on_one_instance_is_seen_and_lifted_on_every_instance() {
+    let test = "a_block_decided_on_one_instance_is_seen_and_lifted_on_every_instance";
+    let Some(broker) = KafkaBroker::start(test) else {
+        return;
+    };
+    let admin = "admin-token-of-the-kafka-block-test";
+    let rule = r#"
+[[rules]]
+id = "kb-daily"
+type = "budget"
+metric = "tokens"
+limit = 100
+scope = ["project"]
+window = "day"
+action = "block"
+"#;
+    let topic = "calls-blocks";
+    let process = Collector::start(&format!(
+        "[admin]\ntoken = \"{admin}\"\n{}{rule}",
+        broker.kafka_toml("process", topic, 2)
+    ));
+    let ingest = Collector::start(&format!(
+        "[admin]\ntoken = \"{admin}\"\n{}",
+        broker.kafka_toml("ingest", topic, 2)
+    ));
+    assert!(!blocked(&ingest, "kb").await);
+    for id in 1..=3 {
+        ingest.send_tokens(id, "kb", 60).await;
+    }
+    // Decided on the process instance, seen on the ingest instance.
+    wait_blocked(&process, "kb", true).await;
+    wait_blocked(&ingest, "kb", true).await;
+    assert!(!blocked(&ingest, "other").await);
+
+    // Lifted through the ingest instance's admin API: lifted everywhere.
+    let status = reqwest::Client::new()
+        .delete(format!(
+            "{}/admin/v1/enforcement?project=kb",
+            ingest.api_url()
+        ))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    wait_blocked(&process, "kb", false).await;
+    assert!(!blocked(&ingest, "kb").await);
+}

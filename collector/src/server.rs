@@ -179,6 +179,13 @@ pub async fn run(
         ),
         _ => None,
     };
+    let enforcement_sync = match &kafka {
+        Some(k) => Some(
+            crate::kafka::EnforcementSync::start(k, &killswitch)
+                .map_err(|e| ServeError::Kafka(format!("cannot share the kill-switch: {e}")))?,
+        ),
+        None => None,
+    };
     let producer = match &kafka {
         Some(k) if k.ingests() => Some(
             CallProducer::new(k)
@@ -331,6 +338,9 @@ pub async fn run(
     receivers_ready.store(false, Ordering::Release);
     // Watch streams (gRPC, SSE) would hold their servers open.
     killswitch.close();
+    if let Some(sync) = enforcement_sync {
+        sync.stop().await;
+    }
     receivers_stop.cancel();
     tasks.wait().await;
     if let Some(p) = &producer {

@@ -134,7 +134,11 @@ mod tests {
 
     #[test]
     fn env_overrides_the_file() {
-        let f = write("[api]\nlisten = \"127.0.0.1:9000\"\n");
+        let f = write(
+            "[api]\nlisten = \"127.0.0.1:9000\"\n\
+             [[gateway.providers]]\nname = \"local\"\nkind = \"openai_compatible\"\n\
+             base_url = \"http://127.0.0.1:11434/v1\"\n",
+        );
         figment::Jail::expect_with(|jail| {
             jail.set_env("TGX_API__LISTEN", "127.0.0.1:9100");
             jail.set_env("TGX_GATEWAY__ENABLED", "true");

@@ -15,9 +15,14 @@
 //! deduplication token. Every call of a project goes to one partition, so a
 //! project's counters live on one process instance; budgets scoped wider
 //! than a project (an org across projects) are counted per instance.
+//!
+//! The kill-switch is shared: every instance publishes its blocks and lifts
+//! to `<topic>.enforcement` and applies the others' ([`EnforcementSync`]),
+//! so an agent may watch any instance.
 
 mod config;
 mod consume;
+mod enforcement;
 mod produce;
 
 use std::time::Duration;
@@ -28,6 +33,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 pub use config::{KafkaConfig, KafkaConfigError};
 pub use consume::{CallConsumer, ResyncRequests};
+pub use enforcement::{EnforcementSync, enforcement_topic};
 pub use produce::{CallProducer, ProduceError};
 
 /// Creates the topic unless it exists; fails when the brokers cannot be reached.
@@ -41,9 +47,18 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), String> {
         config.partitions,
         TopicReplication::Fixed(config.replication_factor),
     );
+    // Kill-switch changes: one partition (one order), compacted (the last
+    // change of each block is what matters).
+    let changes_topic = enforcement_topic(config);
+    let changes = NewTopic::new(
+        &changes_topic,
+        1,
+        TopicReplication::Fixed(config.replication_factor),
+    )
+    .set("cleanup.policy", "compact");
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
     let results = admin
-        .create_topics([&topic], &options)
+        .create_topics([&topic, &changes], &options)
         .await
         .map_err(|e| format!("cannot reach Kafka at {}: {e}", config.brokers))?;
     for r in results {

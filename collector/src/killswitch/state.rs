@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tollgate_rules::engine::config::Action;
 use tollgate_rules::engine::{Violation, ViolationKind};
@@ -105,11 +105,20 @@ struct State {
     revision: i64,
 }
 
+/// A change made on this instance, for the others (Kafka scale-out).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Set(Block),
+    Lift(Block),
+}
+
 /// The kill-switch. Cheap to clone; clones share state.
 #[derive(Debug, Clone)]
 pub struct KillSwitch {
     state: Arc<Mutex<State>>,
     changes: watch::Sender<i64>,
+    /// Where this instance's own changes are sent, if anywhere.
+    outbox: Arc<Mutex<Option<mpsc::UnboundedSender<Change>>>>,
     /// Cancelled at shutdown: watch streams end so servers can stop.
     closing: CancellationToken,
 }
@@ -126,13 +135,53 @@ impl KillSwitch {
         Self {
             state: Arc::new(Mutex::new(State::default())),
             changes,
+            outbox: Arc::new(Mutex::new(None)),
             closing: CancellationToken::new(),
+        }
+    }
+
+    /// Sends every change made here from now on to `tx` (not the ones
+    /// applied with [`KillSwitch::apply_remote`]).
+    pub fn publish_changes(&self, tx: mpsc::UnboundedSender<Change>) {
+        *self.outbox.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+    }
+
+    fn emit(&self, changes: impl IntoIterator<Item = Change>) {
+        let outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = outbox.as_ref() {
+            for c in changes {
+                let _ = tx.send(c);
+            }
+        }
+    }
+
+    /// Applies a change another instance made.
+    pub fn apply_remote(&self, change: Change) {
+        match change {
+            Change::Set(b) => self.change(|blocks| {
+                let key = (b.rule_id.clone(), b.scope.clone());
+                if blocks.get(&key) == Some(&b) {
+                    return false;
+                }
+                blocks.insert(key, b);
+                true
+            }),
+            Change::Lift(b) => self.change(|blocks| {
+                blocks
+                    .remove(&(b.rule_id.clone(), b.scope.clone()))
+                    .is_some()
+            }),
         }
     }
 
     /// Ends every watch stream (shutdown).
     pub fn close(&self) {
         self.closing.cancel();
+        // Publishing ends: what was sent is still delivered.
+        self.outbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// Cancelled once [`KillSwitch::close`] was called.
@@ -215,6 +264,7 @@ impl KillSwitch {
         for b in &new {
             tracing::warn!(rule = %b.rule_id, scope = %b.scope, reason = %b.reason, "scope blocked");
         }
+        self.emit(new.iter().cloned().map(Change::Set));
         self.change(|blocks| {
             for b in new {
                 blocks.insert((b.rule_id.clone(), b.scope.clone()), b);
@@ -226,6 +276,7 @@ impl KillSwitch {
     /// Sets a block by hand (admin API).
     pub fn set(&self, block: Block) {
         tracing::warn!(rule = %block.rule_id, scope = %block.scope, "scope blocked by an admin");
+        self.emit([Change::Set(block.clone())]);
         self.change(|blocks| {
             blocks.insert((block.rule_id.clone(), block.scope.clone()), block);
             true
@@ -248,6 +299,7 @@ impl KillSwitch {
             }
             !lifted.is_empty()
         });
+        self.emit(lifted.iter().cloned().map(Change::Lift));
         lifted
     }
 
