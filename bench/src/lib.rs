@@ -1,13 +1,18 @@
 //! Benchmarks for Tollgate.
 //!
-//! `ingest` measures OTLP ingest throughput of the real `tollgate` binary,
-//! end to end into SQLite, side by side with a decode-and-count baseline
-//! sink on the same machine, same transports and same runtime size.
+//! `ingest` measures OTLP ingest throughput of the real `tollgate` binary
+//! end to end, side by side with a decode-and-count baseline sink on the
+//! same machine, same transports and same runtime size: into SQLite, into
+//! ClickHouse (the chdb engine behind the test server), and through Kafka
+//! (tansu) into ClickHouse with separate ingest and process instances.
 //!
 //! `rules` (a criterion benchmark, `benches/rules.rs`) measures the rules
 //! engine's `admit` + `settle` and `observe` on rule sets of 10 to 1,000
 //! rules; [`rules`] holds its workload and its report.
 
+pub mod child;
+pub mod deployment;
+pub mod infra;
 pub mod ingest;
 pub mod load;
 pub mod report;

@@ -4,9 +4,11 @@
 //! has one) and a pass-through codec, so the pre-encoded request is sent as
 //! is; senders are spread round-robin over the connections.
 //! HTTP uses a reqwest HTTP/1.1 pool (one connection per in-flight request).
-//! A refusal (gRPC RESOURCE_EXHAUSTED, HTTP 503/429) is counted, not
-//! treated as throughput: the sender backs off briefly and resends the
-//! same request. Any other error stops the run.
+//! A refusal (gRPC RESOURCE_EXHAUSTED, or UNAVAILABLE with a retry delay;
+//! HTTP 503/429: a full queue, or Kafka slow to acknowledge) is
+//! counted, not treated as throughput: the sender backs off briefly and
+//! resends the same request, as an OTLP exporter retries. Any other error
+//! stops the run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,7 +106,7 @@ pub enum Exporter {
 enum Answer {
     /// Accepted; spans the server rejected as invalid (OTLP partial success).
     Accepted { rejected_spans: u64 },
-    /// Queue full: retry later.
+    /// Queue full, or Kafka did not acknowledge in time: retry later.
     Refused,
 }
 
@@ -113,6 +115,17 @@ fn rejected(response: &ExportTraceServiceResponse) -> u64 {
         .partial_success
         .as_ref()
         .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
+}
+
+/// RESOURCE_EXHAUSTED, or UNAVAILABLE with a retry delay (the Kafka ingest
+/// role's answer). A bare UNAVAILABLE is what tonic reports for a dead
+/// connection: that stops the run.
+fn is_refusal(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::ResourceExhausted => true,
+        tonic::Code::Unavailable => !status.details().is_empty(),
+        _ => false,
+    }
 }
 
 impl Exporter {
@@ -169,9 +182,7 @@ impl Exporter {
                     Ok(response) => Ok(Answer::Accepted {
                         rejected_spans: rejected(response.get_ref()),
                     }),
-                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                        Ok(Answer::Refused)
-                    }
+                    Err(status) if is_refusal(&status) => Ok(Answer::Refused),
                     Err(status) => bail!("gRPC export failed: {status}"),
                 }
             }
@@ -300,4 +311,24 @@ pub async fn drive(
     }
     total.elapsed = started.elapsed();
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_retryable_answers_are_refusals() {
+        use tonic::Code;
+        assert!(is_refusal(&tonic::Status::resource_exhausted("full")));
+        let with_retry = tonic::Status::with_details(
+            Code::Unavailable,
+            "Kafka did not acknowledge",
+            Bytes::from_static(b"retry-info"),
+        );
+        assert!(is_refusal(&with_retry));
+        // A dead connection, or a server shutting down.
+        assert!(!is_refusal(&tonic::Status::unavailable("transport error")));
+        assert!(!is_refusal(&tonic::Status::internal("bug")));
+    }
 }

@@ -102,9 +102,17 @@ pub struct Summary {
     pub median_ack_sps: f64,
     pub refused_requests: u64,
     pub cpu_us_per_span: f64,
+    /// Kafka: the process instance's part of `cpu_us_per_span`.
+    pub process_cpu_us_per_span: f64,
+    pub clickhouse_cpu_us_per_span: f64,
+    /// ClickHouse test server CPU over the stored phase, in cores.
+    pub clickhouse_busy: f64,
+    pub broker_cpu_us_per_span: f64,
+    /// Broker CPU over the stored phase, in cores.
+    pub broker_busy: f64,
     /// Load generator CPU use over the acknowledged phase, per core given to it.
     pub client_busy: f64,
-    /// Tollgate: share of the stored phase spent in SQLite writes.
+    /// Tollgate: share of the stored phase the writer spent in store writes.
     pub writer_busy: f64,
     pub rows_per_batch: f64,
     pub timed_out: usize,
@@ -125,6 +133,7 @@ pub fn summarize(
     }
     let sps: Vec<f64> = runs.iter().map(|r| r.spans_per_sec()).collect();
     let of = |f: &dyn Fn(&RunResult) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
+    let per_span = |secs: f64, r: &RunResult| secs * 1e6 / (r.spans.max(1) as f64);
     Some(Summary {
         transport,
         target,
@@ -134,7 +143,12 @@ pub fn summarize(
         max_sps: sps.iter().copied().fold(0.0, f64::max),
         median_ack_sps: of(&|r| r.spans as f64 / r.ack_secs.max(1e-9)),
         refused_requests: runs.iter().map(|r| r.refused_requests).sum(),
-        cpu_us_per_span: of(&|r| r.server_cpu_secs * 1e6 / (r.spans.max(1) as f64)),
+        cpu_us_per_span: of(&|r| per_span(r.server_cpu_secs, r)),
+        process_cpu_us_per_span: of(&|r| per_span(r.process_cpu_secs, r)),
+        clickhouse_cpu_us_per_span: of(&|r| per_span(r.clickhouse_cpu_secs, r)),
+        clickhouse_busy: of(&|r| r.clickhouse_cpu_secs / r.secs.max(1e-9)),
+        broker_cpu_us_per_span: of(&|r| per_span(r.broker_cpu_secs, r)),
+        broker_busy: of(&|r| r.broker_cpu_secs / r.secs.max(1e-9)),
         client_busy: of(&|r| r.client_cpu_secs / r.ack_secs.max(1e-9) / client_cores.max(1) as f64),
         writer_busy: of(&|r| r.write_secs / r.secs.max(1e-9)),
         rows_per_batch: of(&|r| r.spans as f64 / r.batches.max(1) as f64),
@@ -142,11 +156,11 @@ pub fn summarize(
     })
 }
 
-/// Median over rounds of tollgate / baseline measured in the same round.
-pub fn paired_ratio(results: &[RunResult], transport: Transport) -> Option<f64> {
+/// Median over rounds of `target` / baseline measured in the same round.
+pub fn paired_ratio(results: &[RunResult], transport: Transport, target: Target) -> Option<f64> {
     let ratios: Vec<f64> = results
         .iter()
-        .filter(|t| t.transport == transport && t.target == Target::Tollgate)
+        .filter(|t| t.transport == transport && t.target == target)
         .filter_map(|t| {
             results
                 .iter()
@@ -179,6 +193,34 @@ pub fn met(ok: bool) -> &'static str {
     if ok { "**met**" } else { "**not met**" }
 }
 
+/// What each measured target is, one bullet each.
+fn describe_targets(bench: &Bench) -> String {
+    let w = bench.layout.server_workers;
+    let mut s = String::new();
+    for &target in &bench.options.targets {
+        let what = match target {
+            Target::Baseline => "this binary's tonic/prost sink: decodes each request, counts its spans, answers".to_owned(),
+            Target::Tollgate => "`tollgate serve`, embedded store (SQLite, WAL); rows checked with `count(*)` in SQLite".to_owned(),
+            Target::Clickhouse => "`tollgate serve` with `[storage] type = \"clickhouse\"`, `compression = \"none\"` \
+                 (batched RowBinary inserts with a deduplication token; the collector creates the schema, \
+                 `calls_1m` materialized view included), a fresh ClickHouse test server and database per run; \
+                 rows checked with `SELECT count(), uniqExact(trace_id, span_id) FROM db.calls`".to_owned(),
+            Target::Kafka => format!(
+                "a fresh tansu broker (memory storage) and topic per run (created by the collector: 12 \
+                 partitions, keyed by project; the load has 4 projects, so at most 4 partitions carry data); \
+                 a `[kafka] role = \"ingest\"` instance receives the load and answers a request only after \
+                 Kafka acknowledged all its calls (idempotent producer, acks=all, lz4); a `role = \"process\"` \
+                 instance (the one consumer-group member) consumes, runs the rules and writes ClickHouse as \
+                 above, committing offsets after each write. Both instances share the server CPU(s), {w} tokio \
+                 worker thread(s) each, and server CPU is the sum of both. \"Acknowledged\" spans/s below is \
+                 what exporters see; the main table counts until the rows are in ClickHouse"
+            ),
+        };
+        let _ = writeln!(s, "- **{}**: {what}.", target.label());
+    }
+    s
+}
+
 /// The results table, the targets and the per-run figures, as markdown.
 pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String {
     let o = &bench.options;
@@ -203,17 +245,18 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
     };
     let _ = writeln!(
         s,
-        "Method: {runs} rounds; each round runs, per transport, the baseline and Tollgate \
-         (alternating which goes first), each in a fresh child process with a fresh temp dir. \
+        "Method: {runs} rounds; each round runs, per transport, every server below (the order \
+         reversed every other round), each in fresh child processes with a fresh temp dir. \
          Per run: {warm} warm-up spans (stored before the clock starts), then {spans} measured \
          spans in requests of {spr} model-call spans (~{kb} KiB protobuf, GenAI semconv attributes, \
          6 models across openai/anthropic/gcp.gemini, ids unique per span), {conc} requests in flight \
-         (gRPC: one HTTP/2 connection; HTTP: HTTP/1.1 pool). Both servers get {w} tokio worker \
+         (gRPC: one HTTP/2 connection; HTTP: HTTP/1.1 pool). Every server process gets {w} tokio worker \
          thread(s) (`TOKIO_WORKER_THREADS`); {pin}; load generator: {cw} worker thread(s). \
          Throughput = measured spans / time from first send until the last span was stored \
-         (baseline: last answer, it counts before answering; Tollgate: first 5 ms `/metrics` poll \
-         showing all rows written, then `count(*)` checked in SQLite). Refused requests \
-         (RESOURCE_EXHAUSTED / 503) are retried after a 2-100 ms backoff and never counted. \
+         (baseline: last answer, it counts before answering; Tollgate: first 5 ms `/metrics` poll of \
+         the instance that writes the store showing all rows written, then the rows counted in the \
+         store itself: all there, each once). Refused requests (RESOURCE_EXHAUSTED / UNAVAILABLE / 503) \
+         are retried after a 2-100 ms backoff and never counted. \
          Tollgate: `queue_capacity_rows = {q}`, `batch_max_rows = {b}`. Medians of {runs} runs.\n",
         runs = o.runs,
         warm = thousands(o.warmup_spans as f64),
@@ -226,27 +269,49 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
         q = thousands(o.queue_capacity_rows as f64),
         b = thousands(o.batch_max_rows as f64),
     );
+    let _ = writeln!(s, "{}", describe_targets(bench));
+    let with_infra = o.targets.iter().any(|t| t.uses_clickhouse());
+    if with_infra {
+        let placement = match (&l.infra_cpus, &l.client_cpus) {
+            (None, _) => "unpinned".to_owned(),
+            (Some(i), Some(c)) if i == c => {
+                format!("on the load generator's CPU(s) (`taskset -c {i}`)")
+            }
+            (Some(i), _) => format!("pinned with `taskset -c {i}`"),
+        };
+        let _ = writeln!(
+            s,
+            "Infrastructure: the ClickHouse test server and the Kafka broker run {placement}; their \
+             CPU is not in \"server CPU\" but in its own table below. **The ClickHouse server here is \
+             the real ClickHouse engine (PyPI `chdb-core`) behind a single-threaded Python HTTP \
+             front-end (`tests/clickhouse-server/server.py`: one statement at a time, no compression), \
+             so the ClickHouse and Kafka figures are a floor, not a production figure**; likewise \
+             tansu in memory stands in for a Kafka cluster.\n"
+        );
+    }
 
     let _ = writeln!(
         s,
-        "| Transport | Server | spans/s (median) | min – max | tollgate / baseline | refused requests | server CPU µs/span | load-gen CPU busy |"
+        "| Transport | Server | spans/s (median) | min – max | ratio to baseline | refused requests | server CPU µs/span | load-gen CPU busy |"
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
     let mut grpc = (None, None);
     let mut http_ratio = None;
     for &transport in &o.transports {
         let base = summarize(results, transport, Target::Baseline, l.client_workers);
-        let toll = summarize(results, transport, Target::Tollgate, l.client_workers);
-        let ratio = match (&base, &toll) {
-            (Some(b), Some(t)) if b.median_sps > 0.0 => Some(t.median_sps / b.median_sps),
+        let ratio_of = |sum: &Summary| match &base {
+            Some(b) if b.median_sps > 0.0 => Some(sum.median_sps / b.median_sps),
             _ => None,
         };
-        for sum in [&base, &toll].into_iter().flatten() {
-            let ratio_cell = match (sum.target, ratio) {
-                (Target::Tollgate, Some(r)) => format!(
+        let rows = std::iter::once(Target::Baseline)
+            .chain(o.targets.iter().copied().filter(|t| t.is_tollgate()))
+            .filter_map(|t| summarize(results, transport, t, l.client_workers));
+        for sum in rows {
+            let ratio_cell = match (sum.target.is_tollgate(), ratio_of(&sum)) {
+                (true, Some(r)) => format!(
                     "**{:.0} %** (paired {:.0} %)",
                     r * 100.0,
-                    paired_ratio(results, transport).unwrap_or(0.0) * 100.0
+                    paired_ratio(results, transport, sum.target).unwrap_or(0.0) * 100.0
                 ),
                 _ => "—".to_owned(),
             };
@@ -263,35 +328,85 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
                 sum.cpu_us_per_span,
                 sum.client_busy * 100.0,
             );
-        }
-        match transport {
-            Transport::Grpc => grpc = (toll.clone(), ratio),
-            Transport::Http => http_ratio = ratio,
+            if sum.target == Target::Tollgate {
+                let ratio = ratio_of(&sum);
+                match transport {
+                    Transport::Grpc => grpc = (Some(sum.clone()), ratio),
+                    Transport::Http => http_ratio = ratio,
+                }
+            }
         }
     }
 
     let _ = writeln!(s, "\nTollgate details (medians):\n");
     let _ = writeln!(
         s,
-        "| Transport | acknowledged spans/s | stored spans/s | writer busy in SQLite | rows per batch | timed-out runs |"
+        "| Transport | Server | acknowledged spans/s | stored spans/s | writer busy in the store | rows per batch | timed-out runs |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
     for &transport in &o.transports {
-        if let Some(t) = summarize(results, transport, Target::Tollgate, l.client_workers) {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {:.0} % | {:.0} | {} |",
-                transport.label(),
-                thousands(t.median_ack_sps),
-                thousands(t.median_sps),
-                t.writer_busy * 100.0,
-                t.rows_per_batch,
-                t.timed_out,
-            );
+        for &target in o.targets.iter().filter(|t| t.is_tollgate()) {
+            if let Some(t) = summarize(results, transport, target, l.client_workers) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {:.0} % | {:.0} | {} |",
+                    transport.label(),
+                    target.label(),
+                    thousands(t.median_ack_sps),
+                    thousands(t.median_sps),
+                    t.writer_busy * 100.0,
+                    t.rows_per_batch,
+                    t.timed_out,
+                );
+            }
         }
     }
 
-    let _ = writeln!(s, "\nTargets:\n");
+    if with_infra {
+        let _ = writeln!(
+            s,
+            "\nInfrastructure and Kafka roles (medians; busy = CPU seconds / stored seconds, in cores):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| Transport | Server | server CPU µs/span: ingest + process | ClickHouse server CPU µs/span | ClickHouse server busy | broker CPU µs/span | broker busy |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+        for &transport in &o.transports {
+            for &target in o.targets.iter().filter(|t| t.uses_clickhouse()) {
+                let Some(t) = summarize(results, transport, target, l.client_workers) else {
+                    continue;
+                };
+                let (roles, broker_cpu, broker_busy) = if target.uses_kafka() {
+                    (
+                        format!(
+                            "{:.2} + {:.2}",
+                            t.cpu_us_per_span - t.process_cpu_us_per_span,
+                            t.process_cpu_us_per_span
+                        ),
+                        format!("{:.2}", t.broker_cpu_us_per_span),
+                        format!("{:.0} %", t.broker_busy * 100.0),
+                    )
+                } else {
+                    (
+                        format!("{:.2} (one instance)", t.cpu_us_per_span),
+                        "—".to_owned(),
+                        "—".to_owned(),
+                    )
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {roles} | {:.2} | {:.0} % | {broker_cpu} | {broker_busy} |",
+                    transport.label(),
+                    target.label(),
+                    t.clickhouse_cpu_us_per_span,
+                    t.clickhouse_busy * 100.0,
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(s, "\nTargets (tollgate into SQLite):\n");
     match grpc {
         (Some(t), ratio) => {
             let _ = writeln!(
@@ -312,7 +427,10 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
             }
         }
         (None, _) => {
-            let _ = writeln!(s, "- gRPC was not measured in this run.");
+            let _ = writeln!(
+                s,
+                "- tollgate into SQLite over gRPC was not measured in this run."
+            );
         }
     }
     if let Some(r) = http_ratio {
@@ -327,13 +445,23 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
     let _ = writeln!(s, "\nEvery run:\n");
     let _ = writeln!(
         s,
-        "| Round | Transport | Server | spans | seconds (stored) | seconds (acked) | spans/s | refused | server CPU s | load-gen CPU s |"
+        "| Round | Transport | Server | spans | seconds (stored) | seconds (acked) | spans/s | refused | server CPU s | ClickHouse CPU s | broker CPU s | load-gen CPU s |"
     );
-    let _ = writeln!(s, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let cell = |used: bool, secs: f64| {
+        if used {
+            format!("{secs:.2}")
+        } else {
+            "—".to_owned()
+        }
+    };
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {} | {:.2} |",
             r.round + 1,
             r.transport.label(),
             r.target.label(),
@@ -343,6 +471,8 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
             thousands(r.spans_per_sec()),
             r.refused_requests,
             r.server_cpu_secs,
+            cell(r.target.uses_clickhouse(), r.clickhouse_cpu_secs),
+            cell(r.target.uses_kafka(), r.broker_cpu_secs),
             r.client_cpu_secs,
         );
     }
@@ -398,6 +528,9 @@ mod tests {
             ack_secs: 1_000_000.0 / sps,
             refused_requests: 2,
             server_cpu_secs: 4.0,
+            process_cpu_secs: if target.uses_kafka() { 1.5 } else { 0.0 },
+            clickhouse_cpu_secs: if target.uses_clickhouse() { 0.5 } else { 0.0 },
+            broker_cpu_secs: if target.uses_kafka() { 2.0 } else { 0.0 },
             client_cpu_secs: 1.0,
             write_secs: 0.0,
             batches: 100,
@@ -430,10 +563,114 @@ mod tests {
         assert_eq!(b.refused_requests, 6);
         assert!((b.cpu_us_per_span - 4.0).abs() < 1e-9);
         // Paired: 0.5, 0.4, 0.6 -> 0.5.
-        assert!((paired_ratio(&results, g).unwrap() - 0.5).abs() < 1e-9);
+        assert!((paired_ratio(&results, g, Target::Tollgate).unwrap() - 0.5).abs() < 1e-9);
+        assert!(paired_ratio(&results, g, Target::Kafka).is_none());
         assert!(summarize(&results, Transport::Http, Target::Baseline, 1).is_none());
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
+    }
+
+    #[test]
+    fn infrastructure_cpu_is_summarized_apart() {
+        let g = Transport::Grpc;
+        let results = vec![run(0, g, Target::Kafka, 10_000.0)];
+        let k = summarize(&results, g, Target::Kafka, 1).unwrap();
+        // 1M spans in 100 s: 4 s of server CPU, 1.5 s of it the process instance.
+        assert!((k.cpu_us_per_span - 4.0).abs() < 1e-9);
+        assert!((k.process_cpu_us_per_span - 1.5).abs() < 1e-9);
+        assert!((k.clickhouse_cpu_us_per_span - 0.5).abs() < 1e-9);
+        assert!((k.broker_busy - 0.02).abs() < 1e-9);
+        assert!((k.clickhouse_busy - 0.005).abs() < 1e-9);
+    }
+
+    fn bench(args: &[&str]) -> Bench {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: crate::ingest::IngestOptions,
+        }
+        let options = Cli::try_parse_from(std::iter::once("ingest").chain(args.iter().copied()))
+            .unwrap()
+            .options;
+        let layout = crate::ingest::Layout::choose(&options, 2).unwrap();
+        let launch = crate::target::Launch {
+            workers: layout.server_workers,
+            cpus: layout.server_cpus.clone(),
+            infra_cpus: layout.infra_cpus.clone(),
+            tollgate_exe: "tollgate".into(),
+            sink_exe: "ingest".into(),
+            queue_capacity_rows: options.queue_capacity_rows,
+            batch_max_rows: options.batch_max_rows,
+            chdb_python: None,
+            tansu: None,
+        };
+        Bench {
+            pool: std::sync::Arc::new(crate::spans::RequestPool::new(10).unwrap()),
+            options,
+            layout,
+            launch,
+        }
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            cpus: 2,
+            cpu_model: "test".into(),
+            kernel: "6".into(),
+            date: "today".into(),
+            commit: "abc".into(),
+        }
+    }
+
+    #[test]
+    fn report_has_a_row_and_a_ratio_per_tollgate_target() {
+        let g = Transport::Grpc;
+        let b = bench(&["--transports", "grpc", "--runs", "1"]);
+        let results = vec![
+            run(0, g, Target::Baseline, 200_000.0),
+            run(0, g, Target::Tollgate, 100_000.0),
+            run(0, g, Target::Clickhouse, 50_000.0),
+            run(0, g, Target::Kafka, 20_000.0),
+        ];
+        let md = render(&b, &machine(), &results);
+        let row = |label: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| gRPC | {label} | **")))
+                .unwrap_or_else(|| panic!("no main row for {label}:\n{md}"))
+                .to_owned()
+        };
+        assert!(row("baseline (decode + count)").contains("| — |"));
+        assert!(row("tollgate (into SQLite)").contains("**50 %** (paired 50 %)"));
+        assert!(row("tollgate (into ClickHouse)").contains("**25 %** (paired 25 %)"));
+        assert!(row("tollgate (Kafka → ClickHouse)").contains("**10 %** (paired 10 %)"));
+        // The method says what the ClickHouse server is, and where infra runs.
+        assert!(md.contains("single-threaded Python HTTP"));
+        assert!(md.contains("a floor, not a production figure"));
+        assert!(md.contains("on the load generator's CPU(s) (`taskset -c 0`)"));
+        // Kafka's CPU split and the broker's CPU are in the infrastructure table.
+        assert!(md.contains(
+            "| gRPC | tollgate (Kafka → ClickHouse) | 2.50 + 1.50 | 0.50 | 1 % | 2.00 | 4 % |"
+        ));
+        assert!(md.contains("| gRPC | tollgate (into ClickHouse) | 4.00 (one instance) | 0.50 |"));
+        // The issue targets still judge SQLite.
+        assert!(md.contains(
+            "≥ 100,000 spans/s over gRPC end to end into SQLite: 100,000 spans/s → **met**"
+        ));
+    }
+
+    #[test]
+    fn report_without_clickhouse_targets_has_no_infrastructure_text() {
+        let g = Transport::Grpc;
+        let b = bench(&["--transports", "grpc", "--targets", "baseline,tollgate"]);
+        let results = vec![
+            run(0, g, Target::Baseline, 200_000.0),
+            run(0, g, Target::Tollgate, 100_000.0),
+        ];
+        let md = render(&b, &machine(), &results);
+        assert!(!md.contains("Infrastructure"), "{md}");
+        assert!(!md.contains("chdb"), "{md}");
+        assert!(md.contains("| gRPC | tollgate (into SQLite) | **100,000** |"));
     }
 
     #[test]

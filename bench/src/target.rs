@@ -1,24 +1,24 @@
-//! The servers under test, each started as a child process on 127.0.0.1.
+//! The servers under test and how each is configured.
 //!
-//! The baseline sink is this binary re-run as `ingest sink`; Tollgate is the
-//! release `tollgate serve` with a fresh temporary data directory. Both get
-//! the same tokio worker count (`TOKIO_WORKER_THREADS`) and, when pinning,
-//! the same CPUs (`taskset -c`). A child is killed when its
-//! [`ServerProcess`] is dropped, before its temporary directory is removed.
+//! The baseline sink is this binary re-run as `ingest sink`; every Tollgate
+//! target is the release `tollgate serve` with a config rendered here
+//! ([`TollgateConfig`]). Each server gets the same tokio worker count
+//! (`TOKIO_WORKER_THREADS`) and, when pinning, the same CPUs (`taskset -c`).
+//! A [`ServerProcess`] is one such child; [`crate::deployment`] puts a
+//! target's processes together.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::ChildStdout;
 use tokio::task::JoinHandle;
 
+use crate::child::{self, Child, Spawn};
+
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which server a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -27,6 +27,11 @@ pub enum Target {
     Baseline,
     /// Tollgate end to end, counted once rows are in SQLite.
     Tollgate,
+    /// Tollgate end to end into the ClickHouse test server (chdb engine).
+    Clickhouse,
+    /// A Tollgate ingest instance producing to Kafka (tansu) and a process
+    /// instance consuming it into the ClickHouse test server.
+    Kafka,
 }
 
 impl Target {
@@ -34,51 +39,188 @@ impl Target {
         match self {
             Target::Baseline => "baseline (decode + count)",
             Target::Tollgate => "tollgate (into SQLite)",
+            Target::Clickhouse => "tollgate (into ClickHouse)",
+            Target::Kafka => "tollgate (Kafka → ClickHouse)",
         }
+    }
+
+    /// The name on the command line (`--targets`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Baseline => "baseline",
+            Target::Tollgate => "tollgate",
+            Target::Clickhouse => "clickhouse",
+            Target::Kafka => "kafka",
+        }
+    }
+
+    /// Every target, in the default order of `--targets`.
+    pub const ALL: [Target; 4] = [
+        Target::Baseline,
+        Target::Tollgate,
+        Target::Clickhouse,
+        Target::Kafka,
+    ];
+
+    pub fn is_tollgate(self) -> bool {
+        self != Target::Baseline
+    }
+
+    /// Needs the ClickHouse test server (chdb).
+    pub fn uses_clickhouse(self) -> bool {
+        matches!(self, Target::Clickhouse | Target::Kafka)
+    }
+
+    /// Needs the Kafka broker (tansu).
+    pub fn uses_kafka(self) -> bool {
+        self == Target::Kafka
     }
 }
 
-/// How a server process is started.
+/// How servers are started.
 #[derive(Debug, Clone)]
 pub struct Launch {
-    /// `TOKIO_WORKER_THREADS` for the server.
+    /// `TOKIO_WORKER_THREADS` for each server process.
     pub workers: usize,
-    /// `taskset -c` CPU list, if pinned.
+    /// `taskset -c` CPU list of the servers, if pinned.
     pub cpus: Option<String>,
+    /// `taskset -c` CPU list of the ClickHouse test server and the broker.
+    pub infra_cpus: Option<String>,
     pub tollgate_exe: PathBuf,
     pub sink_exe: PathBuf,
     pub queue_capacity_rows: usize,
     pub batch_max_rows: usize,
+    /// The python with `chdb-core`, when found.
+    pub chdb_python: Option<PathBuf>,
+    /// The `tansu` binary, when found.
+    pub tansu: Option<PathBuf>,
+}
+
+/// Where a Tollgate instance stores rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Storage {
+    Sqlite {
+        dir: PathBuf,
+    },
+    /// `compression = "none"`: the test server does not take LZ4 inserts.
+    Clickhouse {
+        url: String,
+        database: String,
+    },
+}
+
+/// The Kafka half a Tollgate instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaRole {
+    /// OTLP in, produce to Kafka; acknowledge once Kafka acknowledged.
+    Ingest,
+    /// Consume from Kafka, rules, write the store.
+    Process,
+}
+
+impl KafkaRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            KafkaRole::Ingest => "ingest",
+            KafkaRole::Process => "process",
+        }
+    }
+}
+
+/// `[kafka]` of a Tollgate instance. Everything not set here keeps the
+/// collector's defaults (lz4, 12 partitions, idempotent producer, acks=all),
+/// as deploy/config/{ingest,process}.toml do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaLink {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub role: KafkaRole,
+}
+
+/// The config of one Tollgate instance: loopback only, free ports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TollgateConfig {
+    pub storage: Storage,
+    pub kafka: Option<KafkaLink>,
+    pub queue_capacity_rows: usize,
+    pub batch_max_rows: usize,
+}
+
+/// A TOML basic string (quoted and escaped).
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+impl TollgateConfig {
+    pub fn render(&self) -> String {
+        let storage = match &self.storage {
+            Storage::Sqlite { dir } => format!(
+                "type = \"sqlite\"\npath = {}\n",
+                toml_str(&dir.display().to_string())
+            ),
+            Storage::Clickhouse { url, database } => format!(
+                "type = \"clickhouse\"\nurl = {}\ndatabase = {}\ncompression = \"none\"\n",
+                toml_str(url),
+                toml_str(database)
+            ),
+        };
+        let kafka = self.kafka.as_ref().map_or_else(String::new, |k| {
+            format!(
+                "\n[kafka]\nbrokers = {}\ntopic = {}\nrole = \"{}\"\ngroup_id = {}\n",
+                toml_str(&k.brokers),
+                toml_str(&k.topic),
+                k.role.name(),
+                toml_str(&k.group_id)
+            )
+        });
+        format!(
+            "[receivers.otlp]\n\
+             grpc_listen = \"127.0.0.1:0\"\n\
+             http_listen = \"127.0.0.1:0\"\n\
+             \n\
+             [api]\n\
+             listen = \"127.0.0.1:0\"\n\
+             \n\
+             [storage]\n\
+             {storage}\
+             \n\
+             [pipeline]\n\
+             queue_capacity_rows = {q}\n\
+             batch_max_rows = {b}\n\
+             {kafka}\
+             \n\
+             [log]\n\
+             level = \"warn\"\n",
+            q = self.queue_capacity_rows,
+            b = self.batch_max_rows,
+        )
+    }
 }
 
 /// Counters read from a running server.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ServerCounters {
-    /// Spans decoded (baseline) or rows written to SQLite (Tollgate).
+    /// Spans decoded (baseline) or rows written to the store (Tollgate).
     pub stored: u64,
-    /// Seconds the Tollgate writer spent in SQLite batch writes.
+    /// Seconds the Tollgate writer spent in batch writes to the store.
     pub write_secs: f64,
     /// Batches written by the Tollgate writer.
     pub batches: u64,
 }
 
-/// A running server.
-#[derive(Debug)]
-pub struct ServerProcess {
-    // Field order is drop order: the child dies before its directory goes.
-    child: Child,
-    stdout_drain: Option<JoinHandle<()>>,
-    pub target: Target,
+/// What a server's ready line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyLine {
     pub otlp_grpc: SocketAddr,
-    pub otlp_http: SocketAddr,
-    /// Tollgate's API, or the sink's HTTP port (for `GET /count`).
-    api: SocketAddr,
-    client: reqwest::Client,
-    dir: TempDir,
+    /// `None` for `otlp_http=off` (the Kafka process role).
+    pub otlp_http: Option<SocketAddr>,
+    /// Tollgate's API; the sink has none (its `/count` is on `otlp_http`).
+    pub api: Option<SocketAddr>,
 }
 
-/// Addresses in a `... listening: otlp_grpc=A otlp_http=B [api=http://C]` line.
-pub fn parse_ready_line(line: &str) -> Option<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
+/// Addresses in a `... listening: otlp_grpc=A otlp_http=B|off [api=http://C]` line.
+pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
     let (_, fields) = line.split_once("listening:")?;
     let mut grpc = None;
     let mut http = None;
@@ -86,15 +228,23 @@ pub fn parse_ready_line(line: &str) -> Option<(SocketAddr, SocketAddr, Option<So
     for field in fields.split_whitespace() {
         let (key, value) = field.split_once('=')?;
         let value = value.strip_prefix("http://").unwrap_or(value);
-        let addr: SocketAddr = value.parse().ok()?;
+        let addr = if value == "off" {
+            None
+        } else {
+            Some(value.parse::<SocketAddr>().ok()?)
+        };
         match key {
-            "otlp_grpc" => grpc = Some(addr),
+            "otlp_grpc" => grpc = Some(addr?),
             "otlp_http" => http = Some(addr),
-            "api" => api = Some(addr),
+            "api" => api = addr,
             _ => {}
         }
     }
-    Some((grpc?, http?, api))
+    Some(ReadyLine {
+        otlp_grpc: grpc?,
+        otlp_http: http?,
+        api,
+    })
 }
 
 /// The value of the first sample named exactly `name` (labels included) in
@@ -107,77 +257,15 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// The Tollgate config for one run: loopback only, free ports.
-pub fn tollgate_config(
-    data_dir: &Path,
-    queue_capacity_rows: usize,
-    batch_max_rows: usize,
-) -> String {
-    let path = toml::Value::String(data_dir.display().to_string());
-    format!(
-        "[receivers.otlp]\n\
-         grpc_listen = \"127.0.0.1:0\"\n\
-         http_listen = \"127.0.0.1:0\"\n\
-         \n\
-         [api]\n\
-         listen = \"127.0.0.1:0\"\n\
-         \n\
-         [storage]\n\
-         type = \"sqlite\"\n\
-         path = {path}\n\
-         \n\
-         [pipeline]\n\
-         queue_capacity_rows = {queue_capacity_rows}\n\
-         batch_max_rows = {batch_max_rows}\n\
-         \n\
-         [log]\n\
-         level = \"warn\"\n"
-    )
-}
-
-/// CPU seconds (user + system) used so far by process `pid`, all threads.
-pub fn process_cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    cpu_secs_from_stat(&stat).context("unexpected /proc/PID/stat format")
-}
-
-/// Fields 14 and 15 (utime, stime) of `/proc/PID/stat`, in seconds.
-fn cpu_secs_from_stat(stat: &str) -> Option<f64> {
-    // The command name may contain spaces; fields restart after its ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks_per_sec())
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
+/// The writer's counters in Tollgate's `/metrics`.
+pub fn tollgate_counters(metrics: &str) -> anyhow::Result<ServerCounters> {
+    let stored = metric_value(metrics, "tollgate_store_rows_written_total")
+        .context("tollgate_store_rows_written_total missing from /metrics")?;
+    Ok(ServerCounters {
+        stored: stored as u64,
+        write_secs: metric_value(metrics, "tollgate_store_write_seconds_sum").unwrap_or(0.0),
+        batches: metric_value(metrics, "tollgate_store_write_seconds_count").unwrap_or(0.0) as u64,
     })
-}
-
-fn has_setpriv() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::process::Command::new("setpriv")
-            .arg("--help")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--pdeathsig"))
-    })
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 async fn read_ready_line(stdout: &mut BufReader<ChildStdout>) -> anyhow::Result<String> {
@@ -193,81 +281,79 @@ async fn read_ready_line(stdout: &mut BufReader<ChildStdout>) -> anyhow::Result<
     }
 }
 
+/// One running server: the baseline sink or one `tollgate serve`.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    stdout_drain: Option<JoinHandle<()>>,
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: Option<SocketAddr>,
+    /// Tollgate's API, or the sink's HTTP port (for `GET /count`).
+    api: SocketAddr,
+    client: reqwest::Client,
+}
+
 impl ServerProcess {
-    pub async fn start(target: Target, launch: &Launch) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("tollgate-bench-")
-            .tempdir()
-            .context("cannot create a temporary directory")?;
-        let log_path = dir.path().join("server.log");
-        let log = std::fs::File::create(&log_path)?;
-        let (exe, args): (&Path, Vec<String>) = match target {
-            Target::Baseline => (&launch.sink_exe, vec!["sink".into()]),
-            Target::Tollgate => {
-                let config = dir.path().join("tollgate.toml");
-                std::fs::write(
-                    &config,
-                    tollgate_config(
-                        &dir.path().join("data"),
-                        launch.queue_capacity_rows,
-                        launch.batch_max_rows,
-                    ),
-                )?;
-                (
-                    &launch.tollgate_exe,
-                    vec![
-                        "serve".into(),
-                        "--config".into(),
-                        config.display().to_string(),
-                    ],
-                )
-            }
-        };
+    /// The baseline sink, logging into `dir`.
+    pub async fn sink(launch: &Launch, dir: &Path) -> anyhow::Result<Self> {
+        Self::start(
+            "the baseline sink",
+            launch,
+            &launch.sink_exe,
+            vec!["sink".into()],
+            dir.join("sink.log"),
+        )
+        .await
+    }
+
+    /// `tollgate serve` with `config`, written to `dir/NAME.toml`; logs to `dir/NAME.log`.
+    pub async fn tollgate(
+        launch: &Launch,
+        dir: &Path,
+        name: &str,
+        config: &TollgateConfig,
+    ) -> anyhow::Result<Self> {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config.render())?;
+        Self::start(
+            &format!("tollgate ({name})"),
+            launch,
+            &launch.tollgate_exe,
+            vec!["serve".into(), "--config".into(), path.into()],
+            dir.join(format!("{name}.log")),
+        )
+        .await
+    }
+
+    async fn start(
+        name: &str,
+        launch: &Launch,
+        exe: &Path,
+        args: Vec<std::ffi::OsString>,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         if !exe.is_file() {
             bail!(
                 "{} not found; build it with `cargo build --release -p tollgate-collector -p tollgate-bench`",
                 exe.display()
             );
         }
-        // `taskset` and `setpriv` exec the server: the child pid stays the server's.
-        let mut argv: Vec<std::ffi::OsString> = Vec::new();
-        if let Some(cpus) = &launch.cpus {
-            argv.extend(["taskset".into(), "-c".into(), cpus.into()]);
-        }
-        if has_setpriv() {
-            // Killed with the bench even if the bench itself is SIGKILLed.
-            argv.extend(["setpriv".into(), "--pdeathsig".into(), "KILL".into()]);
-        }
-        argv.push(exe.into());
-        argv.extend(args.iter().map(Into::into));
-        let mut command = Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .env("TOKIO_WORKER_THREADS", launch.workers.to_string())
-            .env_remove("RUST_LOG")
-            // The sink exits when its stdin closes, i.e. when the bench dies.
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
-        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut spec = Spawn::new(exe, log);
+        spec.args = args;
+        spec.cpus = launch.cpus.as_deref();
+        spec.env = vec![("TOKIO_WORKER_THREADS", launch.workers.to_string())];
+        spec.stdout = true;
+        let mut child = child::spawn(name, &spec)?;
+        let mut stdout = BufReader::new(child.process.stdout.take().context("no stdout")?);
         let line = match tokio::time::timeout(READY_TIMEOUT, read_ready_line(&mut stdout)).await {
             Ok(Ok(line)) => line,
-            Ok(Err(e)) => bail!(
-                "{} did not start: {e}\n{}",
-                exe.display(),
-                log_tail(&log_path)
-            ),
+            Ok(Err(e)) => bail!("{name} did not start: {e}\n{}", child.log_tail()),
             Err(_) => bail!(
-                "{} was not ready within {READY_TIMEOUT:?}\n{}",
-                exe.display(),
-                log_tail(&log_path)
+                "{name} was not ready within {READY_TIMEOUT:?}\n{}",
+                child.log_tail()
             ),
         };
-        let (otlp_grpc, otlp_http, api) =
+        let ready =
             parse_ready_line(&line).with_context(|| format!("unexpected ready line `{line}`"))?;
         // Keep reading stdout so the child never blocks on a full pipe.
         let stdout_drain = tokio::spawn(async move {
@@ -276,124 +362,52 @@ impl ServerProcess {
                 line.clear();
             }
         });
+        let api = match (ready.api, ready.otlp_http) {
+            (Some(api), _) | (None, Some(api)) => api,
+            (None, None) => bail!("`{line}` names no API address"),
+        };
         Ok(Self {
             child,
             stdout_drain: Some(stdout_drain),
-            target,
-            otlp_grpc,
-            otlp_http,
-            api: api.unwrap_or(otlp_http),
+            otlp_grpc: ready.otlp_grpc,
+            otlp_http: ready.otlp_http,
+            api,
             client: reqwest::Client::builder().no_proxy().build()?,
-            dir,
         })
     }
 
-    pub fn pid(&self) -> anyhow::Result<u32> {
-        self.child.id().context("the server has exited")
-    }
-
     pub fn cpu_secs(&self) -> anyhow::Result<f64> {
-        process_cpu_secs(self.pid()?)
+        self.child.cpu_secs()
     }
 
-    pub async fn counters(&self) -> anyhow::Result<ServerCounters> {
-        match self.target {
-            Target::Baseline => {
-                let text = self
-                    .client
-                    .get(format!("http://{}/count", self.api))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .text()
-                    .await?;
-                Ok(ServerCounters {
-                    stored: text.trim().parse().context("bad /count answer")?,
-                    ..Default::default()
-                })
-            }
-            Target::Tollgate => {
-                let text = self
-                    .client
-                    .get(format!("http://{}/metrics", self.api))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .text()
-                    .await?;
-                let stored = metric_value(&text, "tollgate_store_rows_written_total")
-                    .context("tollgate_store_rows_written_total missing from /metrics")?;
-                Ok(ServerCounters {
-                    stored: stored as u64,
-                    write_secs: metric_value(&text, "tollgate_store_write_seconds_sum")
-                        .unwrap_or(0.0),
-                    batches: metric_value(&text, "tollgate_store_write_seconds_count")
-                        .unwrap_or(0.0) as u64,
-                })
-            }
-        }
+    async fn get(&self, path: &str) -> anyhow::Result<String> {
+        Ok(self
+            .client
+            .get(format!("http://{}{path}", self.api))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
     }
 
-    /// Polls until `expected` spans are stored; returns when that was first seen.
-    pub async fn wait_stored(
-        &self,
-        expected: u64,
-        deadline: Instant,
-        every: Duration,
-    ) -> anyhow::Result<(Instant, ServerCounters)> {
-        loop {
-            let counters = self.counters().await?;
-            let now = Instant::now();
-            if counters.stored >= expected {
-                return Ok((now, counters));
-            }
-            if now >= deadline {
-                bail!(
-                    "{} stored {} of {expected} spans before the deadline",
-                    self.target.label(),
-                    counters.stored
-                );
-            }
-            tokio::time::sleep(every).await;
-        }
+    /// Tollgate's `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        self.get("/metrics").await
     }
 
-    /// Distinct rows really in the store (Tollgate), or spans counted (baseline).
-    pub async fn distinct_rows(&self) -> anyhow::Result<u64> {
-        match self.target {
-            Target::Baseline => Ok(self.counters().await?.stored),
-            Target::Tollgate => {
-                let db = self.dir.path().join("data").join("tollgate.sqlite");
-                tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-                    let conn = rusqlite::Connection::open_with_flags(
-                        &db,
-                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                    )?;
-                    let n: i64 = conn.query_row("SELECT count(*) FROM calls", [], |r| r.get(0))?;
-                    Ok(u64::try_from(n).unwrap_or(0))
-                })
-                .await?
-            }
-        }
+    /// The baseline sink's span count.
+    pub async fn sink_count(&self) -> anyhow::Result<u64> {
+        self.get("/count")
+            .await?
+            .trim()
+            .parse()
+            .context("bad /count answer")
     }
 
-    /// Asks the server to stop (SIGTERM; stdin EOF for the sink), kills it
-    /// if it lingers, then removes its directory.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        drop(self.child.stdin.take());
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-        }
-        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-            .await
-            .is_err()
-        {
-            self.child.kill().await?;
-        }
+    /// Asks the server to stop (SIGTERM; stdin EOF for the sink), kills it if it lingers.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.child.stop().await?;
         if let Some(drain) = self.stdout_drain.take() {
             let _ = drain.await;
         }
@@ -406,18 +420,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_both_ready_lines() {
-        let (g, h, a) = parse_ready_line(
+    fn parses_every_ready_line() {
+        let r = parse_ready_line(
             "tollgate listening: otlp_grpc=127.0.0.1:4317 otlp_http=127.0.0.1:4318 api=http://127.0.0.1:8080",
         )
         .unwrap();
-        assert_eq!(g.port(), 4317);
-        assert_eq!(h.port(), 4318);
-        assert_eq!(a.unwrap().port(), 8080);
-        let (g, h, a) =
-            parse_ready_line("sink listening: otlp_grpc=127.0.0.1:1 otlp_http=127.0.0.1:2")
-                .unwrap();
-        assert_eq!((g.port(), h.port(), a), (1, 2, None));
+        assert_eq!(r.otlp_grpc.port(), 4317);
+        assert_eq!(r.otlp_http.map(|a| a.port()), Some(4318));
+        assert_eq!(r.api.map(|a| a.port()), Some(8080));
+        let r = parse_ready_line("sink listening: otlp_grpc=127.0.0.1:1 otlp_http=127.0.0.1:2")
+            .unwrap();
+        assert_eq!(
+            (r.otlp_grpc.port(), r.otlp_http.map(|a| a.port()), r.api),
+            (1, Some(2), None)
+        );
+        // The Kafka process role receives no OTLP/HTTP.
+        let r = parse_ready_line(
+            "tollgate listening: otlp_grpc=127.0.0.1:5 otlp_http=off api=http://127.0.0.1:6",
+        )
+        .unwrap();
+        assert_eq!((r.otlp_http, r.api.map(|a| a.port())), (None, Some(6)));
+        assert!(parse_ready_line("tollgate listening: otlp_grpc=off otlp_http=off").is_none());
         assert!(parse_ready_line("tollgate listening: otlp_grpc=nope").is_none());
         assert!(parse_ready_line("starting").is_none());
     }
@@ -434,30 +457,42 @@ mod tests {
             Some(1200.0)
         );
         assert_eq!(
-            metric_value(text, "tollgate_store_write_seconds_sum"),
-            Some(0.75)
-        );
-        assert_eq!(
             metric_value(text, "tollgate_ingest_spans_total{outcome=\"accepted\"}"),
             Some(1300.0)
         );
         assert_eq!(metric_value(text, "tollgate_store_rows_written"), None);
-    }
-
-    #[test]
-    fn stat_parsing_skips_names_with_spaces() {
-        let stat = "1234 (tokio runtime) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0";
         assert_eq!(
-            cpu_secs_from_stat(stat),
-            Some(300.0 / clock_ticks_per_sec())
+            tollgate_counters(text).unwrap(),
+            ServerCounters {
+                stored: 1200,
+                write_secs: 0.75,
+                batches: 3
+            }
         );
-        assert_eq!(cpu_secs_from_stat("garbage"), None);
+        assert!(tollgate_counters("tollgate_up 1\n").is_err());
+    }
+
+    fn config(storage: Storage, kafka: Option<KafkaLink>) -> toml::Table {
+        TollgateConfig {
+            storage,
+            kafka,
+            queue_capacity_rows: 100_000,
+            batch_max_rows: 10_000,
+        }
+        .render()
+        .parse()
+        .unwrap()
     }
 
     #[test]
-    fn config_is_loopback_and_valid_toml() {
-        let text = tollgate_config(Path::new("/tmp/a \"b\""), 100_000, 10_000);
-        let value: toml::Table = text.parse().unwrap();
+    fn sqlite_config_is_loopback_and_valid_toml() {
+        let value = config(
+            Storage::Sqlite {
+                dir: PathBuf::from("/tmp/a \"b\""),
+            },
+            None,
+        );
+        assert_eq!(value["storage"]["type"].as_str(), Some("sqlite"));
         assert_eq!(value["storage"]["path"].as_str(), Some("/tmp/a \"b\""));
         assert_eq!(
             value["pipeline"]["queue_capacity_rows"].as_integer(),
@@ -467,5 +502,68 @@ mod tests {
             value["receivers"]["otlp"]["grpc_listen"].as_str(),
             Some("127.0.0.1:0")
         );
+        assert_eq!(value["api"]["listen"].as_str(), Some("127.0.0.1:0"));
+        assert!(!value.contains_key("kafka"));
+    }
+
+    #[test]
+    fn clickhouse_config_sends_uncompressed_inserts() {
+        let value = config(
+            Storage::Clickhouse {
+                url: "http://127.0.0.1:8123".into(),
+                database: "bench_r1_grpc_clickhouse".into(),
+            },
+            None,
+        );
+        let storage = &value["storage"];
+        assert_eq!(storage["type"].as_str(), Some("clickhouse"));
+        assert_eq!(storage["url"].as_str(), Some("http://127.0.0.1:8123"));
+        assert_eq!(
+            storage["database"].as_str(),
+            Some("bench_r1_grpc_clickhouse")
+        );
+        assert_eq!(storage["compression"].as_str(), Some("none"));
+        assert_eq!(
+            value["pipeline"]["batch_max_rows"].as_integer(),
+            Some(10_000)
+        );
+    }
+
+    #[test]
+    fn kafka_config_names_role_topic_and_group() {
+        for role in [KafkaRole::Ingest, KafkaRole::Process] {
+            let value = config(
+                Storage::Clickhouse {
+                    url: "http://127.0.0.1:1".into(),
+                    database: "db".into(),
+                },
+                Some(KafkaLink {
+                    brokers: "127.0.0.1:9092".into(),
+                    topic: "bench.calls".into(),
+                    group_id: "bench-process".into(),
+                    role,
+                }),
+            );
+            let kafka = &value["kafka"];
+            assert_eq!(kafka["brokers"].as_str(), Some("127.0.0.1:9092"));
+            assert_eq!(kafka["topic"].as_str(), Some("bench.calls"));
+            assert_eq!(kafka["group_id"].as_str(), Some("bench-process"));
+            assert_eq!(kafka["role"].as_str(), Some(role.name()));
+            // [log] still follows: the [kafka] table did not swallow it.
+            assert_eq!(value["log"]["level"].as_str(), Some("warn"));
+            assert!(kafka.get("level").is_none());
+        }
+    }
+
+    #[test]
+    fn target_names_match_the_command_line() {
+        use clap::ValueEnum;
+        for t in Target::ALL {
+            let parsed = Target::from_str(t.name(), false).unwrap();
+            assert_eq!(parsed, t);
+        }
+        assert!(Target::Kafka.uses_clickhouse() && Target::Kafka.uses_kafka());
+        assert!(Target::Clickhouse.uses_clickhouse() && !Target::Clickhouse.uses_kafka());
+        assert!(!Target::Tollgate.uses_clickhouse() && !Target::Baseline.is_tollgate());
     }
 }

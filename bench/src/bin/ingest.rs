@@ -1,4 +1,5 @@
-//! `ingest`: OTLP ingest throughput, decode-only baseline vs. Tollgate end to end.
+//! `ingest`: OTLP ingest throughput, decode-only baseline vs. Tollgate end
+//! to end into SQLite, into ClickHouse, and through Kafka into ClickHouse.
 //!
 //! Run it with `scripts/bench ingest [OPTIONS]`; `--help` lists the options.
 
@@ -14,7 +15,7 @@ use tollgate_bench::sink;
 #[derive(Parser)]
 #[command(
     name = "ingest",
-    about = "OTLP ingest throughput: decode-only baseline vs. Tollgate end to end into SQLite",
+    about = "OTLP ingest throughput: decode-only baseline vs. Tollgate end to end into SQLite, into ClickHouse (chdb test server) and through Kafka (tansu) into ClickHouse",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -107,8 +108,20 @@ fn run_bench(options: IngestOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md"));
     let no_write = options.no_write;
     let bench = Bench::new(options, layout, std::env::current_exe()?)?;
+    let infra = if bench.options.targets.iter().any(|t| t.uses_clickhouse()) {
+        format!(
+            "; ClickHouse server / broker: {}",
+            bench
+                .layout
+                .infra_cpus
+                .as_ref()
+                .map_or("unpinned".to_owned(), |c| format!("on CPU {c}"))
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "ingest: {} CPUs ({}); servers: {} worker(s){}; load generator: {} worker(s){}; {} spans/request (~{} bytes)",
+        "ingest: {} CPUs ({}); servers: {} worker(s){}; load generator: {} worker(s){}{infra}; targets: {}; {} spans/request (~{} bytes)",
         machine.cpus,
         machine.cpu_model,
         bench.layout.server_workers,
@@ -123,6 +136,13 @@ fn run_bench(options: IngestOptions) -> anyhow::Result<()> {
             .client_cpus
             .as_ref()
             .map_or(String::new(), |c| format!(" on CPU {c}")),
+        bench
+            .options
+            .targets
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(","),
         bench.pool.spans_per_request(),
         bench.pool.mean_request_bytes(),
     );
