@@ -209,3 +209,53 @@ async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
         assert!(!format!("{calls:?}").contains(secret), "a secret in a row");
     }
 }
+
+/// `tollgate gateway enable|disable|status` flips the flag in the file,
+/// keeps its comments, refuses a flip that would make the file invalid,
+/// and `serve` then starts (or not) the gateway accordingly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_flips_the_gateway_flag_and_serve_follows_it() {
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.toml");
+    let config = format!(
+        "# our collector\n[gateway]\n# flipped by the CLI\nenabled = false\nlisten = \"127.0.0.1:0\"\n\n\
+         [[gateway.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         api_key_env = \"TEST_GATEWAY_OPENAI_KEY\"\n",
+        mock.base_url()
+    );
+    std::fs::write(&path, &config).unwrap();
+    let file = path.to_str().unwrap();
+
+    let (ok, out, _) = support::cli(&["gateway", "status", "--config", file]);
+    assert!(ok && out.contains("disabled"), "{out}");
+    // Without the provider key in the environment the result would be invalid.
+    let (ok, _, err) = support::cli(&["gateway", "enable", "--config", file]);
+    assert!(!ok && err.contains("TEST_GATEWAY_OPENAI_KEY"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        config,
+        "file unchanged"
+    );
+
+    let out = std::process::Command::new(support::bin())
+        .args(["gateway", "enable", "--config", file])
+        .env("TEST_GATEWAY_OPENAI_KEY", PROVIDER_KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let flipped = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(flipped, config.replace("enabled = false", "enabled = true"));
+    assert!(flipped.contains("# flipped by the CLI"));
+
+    // The flipped file is what serve runs: the gateway is up.
+    let c = Collector::start_full(&flipped, &[], &[("TEST_GATEWAY_OPENAI_KEY", PROVIDER_KEY)]);
+    assert!(c.gateway.is_some(), "serve did not start the gateway");
+    drop(c);
+
+    let (ok, out, _) = support::cli(&["gateway", "disable", "--config", file]);
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), config);
+    let c = Collector::start_full(&config, &[], &[]);
+    assert!(c.gateway.is_none(), "the gateway runs although disabled");
+}

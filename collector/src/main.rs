@@ -137,6 +137,16 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Gateway(command) => match tollgate_collector::cli::run_gateway(&command).await {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Usage(args) => match tollgate_collector::cli::run_usage(&args).await {
             Ok(text) => {
                 println!("{text}");

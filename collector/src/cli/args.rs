@@ -23,6 +23,27 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Show, enable or disable the inline gateway in a config file.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Whether the config enables the gateway, and whether it answers.
+    Status(GatewayArgs),
+    /// Set `gateway.enabled = true` (comments and layout kept); the file
+    /// must stay valid. Restart `tollgate serve` to apply.
+    Enable(GatewayArgs),
+    /// Set `gateway.enabled = false`. Restart `tollgate serve` to apply.
+    Disable(GatewayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Config file (TOML).
+    #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,12 @@
 //! [`crate::demo`].
 
 mod args;
+mod gateway;
 mod usage;
 
-pub use args::{Cli, Command, ConfigCheckArgs, ConfigCommand, DemoArgs, ServeArgs, UsageArgs};
+pub use args::{
+    Cli, Command, ConfigCheckArgs, ConfigCommand, DemoArgs, GatewayArgs, GatewayCommand, ServeArgs,
+    UsageArgs,
+};
+pub use gateway::{GatewayCliError, run_gateway};
 pub use usage::{UsageError, run_usage};
