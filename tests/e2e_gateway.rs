@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 use support::Collector;
 use tollgate_mock_provider::{MockConfig, MockProvider};
@@ -89,27 +87,6 @@ async fn chat(gateway: &str, key: &str, stream: bool) -> (u16, Value) {
     )
 }
 
-async fn gateway_rows(c: &Collector, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let rows: Vec<Value> = c
-            .calls(1000)
-            .await
-            .into_iter()
-            .filter(|r| r["mode"] == "gateway")
-            .collect();
-        if rows.len() >= n {
-            return rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} gateway rows",
-            rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
     let mock = MockProvider::start(MockConfig::default()).await.unwrap();
@@ -151,7 +128,7 @@ async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
     let (status, answer) = chat(&gateway, &key, false).await;
     assert_eq!(status, 200, "{answer}");
     let usage = &answer["usage"];
-    let rows = gateway_rows(&c, 1).await;
+    let rows = c.wait_gateway_rows(1).await;
     let row = &rows[0];
     assert_eq!(row["project"], "gw");
     assert_eq!(row["org"], "acme");
@@ -163,7 +140,7 @@ async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
     let (status, body) = chat(&gateway, &key, true).await;
     assert_eq!(status, 200);
     assert!(body.as_str().unwrap().contains("[DONE]"));
-    let rows = gateway_rows(&c, 2).await;
+    let rows = c.wait_gateway_rows(2).await;
     assert!(
         rows.iter()
             .all(|r| r["output_tokens"].as_u64().unwrap() > 0),

@@ -15,7 +15,6 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Collector;
@@ -119,28 +118,6 @@ fn run_sdk_calls(python: &str, gateway: &str, key: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The gateway rows, once there are `n`.
-async fn gateway_rows(c: &Collector, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let rows: Vec<Value> = c
-            .calls(1000)
-            .await
-            .into_iter()
-            .filter(|r| r["mode"] == "gateway")
-            .collect();
-        if rows.len() >= n {
-            return rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} gateway rows",
-            rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn u64_of(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
@@ -186,7 +163,7 @@ async fn official_python_sdks_work_and_their_usage_is_priced_exactly() {
         "{last}"
     );
 
-    let rows = gateway_rows(&c, CALLS.len()).await;
+    let rows = c.wait_gateway_rows(CALLS.len()).await;
     assert_eq!(rows.len(), CALLS.len(), "one row per call: {rows:?}");
     let prices = PriceTable::builtin().unwrap();
     for ((name, provider, stream), sdk) in CALLS.iter().zip(&seen) {

@@ -419,6 +419,28 @@ impl Collector {
         }
     }
 
+    /// Waits until at least `n` gateway calls (mode `gateway`) are stored, then returns them.
+    pub async fn wait_gateway_rows(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows: Vec<Value> = self
+                .calls(1000)
+                .await
+                .into_iter()
+                .filter(|r| r["mode"] == "gateway")
+                .collect();
+            if rows.len() >= n {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} gateway rows",
+                rows.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `tollgate usage ARGS --api <this collector>`; asserts success, returns stdout.
     pub fn usage_cli(&self, args: &[&str]) -> String {
         let api = self.api_url();
