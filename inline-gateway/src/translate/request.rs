@@ -286,26 +286,7 @@ fn anthropic_assistant_turn(content: Option<&Value>, out: &mut Vec<Value>) {
         Some(Value::Array(b)) => b,
         _ => return,
     };
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for b in blocks {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                if let Some(t) = b.get("text").and_then(Value::as_str) {
-                    text.push_str(t);
-                }
-            }
-            Some("tool_use") => calls.push(json!({
-                "id": b.get("id").cloned().unwrap_or(Value::from("")),
-                "type": "function",
-                "function": {
-                    "name": b.get("name").cloned().unwrap_or(Value::from("")),
-                    "arguments": b.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
-                },
-            })),
-            _ => {}
-        }
-    }
+    let (text, calls) = super::anthropic_blocks_as_openai(blocks);
     let mut m = Map::new();
     m.insert("role".into(), Value::from("assistant"));
     m.insert(

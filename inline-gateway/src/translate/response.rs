@@ -48,30 +48,11 @@ pub(crate) fn anthropic_usage_json(u: &Usage) -> Value {
 /// An Anthropic message as an OpenAI chat completion; `usage` is the one
 /// read from it (in row terms).
 pub(crate) fn anthropic_to_openai(resp: &Value, usage: &Usage, created: u64) -> Value {
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for b in resp
-        .get("content")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice)
-    {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                if let Some(t) = b.get("text").and_then(Value::as_str) {
-                    text.push_str(t);
-                }
-            }
-            Some("tool_use") => calls.push(json!({
-                "id": b.get("id").cloned().unwrap_or(Value::from("")),
-                "type": "function",
-                "function": {
-                    "name": b.get("name").cloned().unwrap_or(Value::from("")),
-                    "arguments": b.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
-                },
-            })),
-            _ => {}
-        }
-    }
+    let (text, calls) = super::anthropic_blocks_as_openai(
+        resp.get("content")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice),
+    );
     let mut message = Map::new();
     message.insert("role".into(), Value::from("assistant"));
     message.insert(
