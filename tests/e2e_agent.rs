@@ -1,7 +1,9 @@
 //! End to end: the example agent (Rust SDK shim) calls the mock provider
 //! until spans sent over OTLP take its project over a 10,000-token daily
 //! budget; it then refuses its next call within a second, without
-//! contacting the provider.
+//! contacting the provider. And the flip: the same agent, unchanged, runs
+//! against the collector with `gateway.enabled = false`, then `true`; both
+//! runs give the same rows apart from `mode`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use support::Collector;
 use tollgate_mock_provider::{MockConfig, MockProvider};
 
@@ -131,4 +134,162 @@ async fn example_agent_stops_within_a_second_of_the_budget_crossing() {
     assert_eq!(agent_rows, calls);
     // The dummy key never reached a row, and the agent never printed it.
     assert!(!serde_json::to_string(&rows).unwrap().contains("sk-example"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const FLIP_ADMIN: &str = "admin-token-for-the-flip-test";
+const FLIP_PROVIDER_KEY: &str = "sk-flip-provider-key";
+
+/// Runs the example agent with `args` and `envs`, waits for it; returns its stderr.
+fn run_agent(args: &[String], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(example_agent())
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "agent failed: {stdout}\n{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("call n=")).count(),
+        3,
+        "{stdout}"
+    );
+    stderr
+}
+
+/// The fields a call's row must have alike whichever way the call went.
+const SAME_FIELDS: [&str; 15] = [
+    "org",
+    "project",
+    "app",
+    "environment",
+    "user",
+    "session",
+    "provider",
+    "operation",
+    "request_model",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cost_source",
+    "error_type",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_agent_runs_unchanged_with_the_gateway_off_and_on() {
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    // Fixed ports, so the agent's command line is the same across the restart.
+    let (grpc, http, api, gw) = (free_port(), free_port(), free_port(), free_port());
+    let config = format!(
+        "[admin]\ntoken = \"{FLIP_ADMIN}\"\n\n\
+         [gateway]\nenabled = false\nlisten = \"127.0.0.1:{gw}\"\n\n\
+         [[gateway.providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         api_key_env = \"FLIP_OPENAI_KEY\"\n",
+        mock.base_url()
+    );
+    let listen = |p: u16| format!("127.0.0.1:{p}");
+    let (grpc_l, http_l, api_l) = (listen(grpc), listen(http), listen(api));
+    let envs = [
+        ("TOLLGATE_RECEIVERS__OTLP__GRPC_LISTEN", grpc_l.as_str()),
+        ("TOLLGATE_RECEIVERS__OTLP__HTTP_LISTEN", http_l.as_str()),
+        ("TOLLGATE_API__LISTEN", api_l.as_str()),
+        ("FLIP_OPENAI_KEY", FLIP_PROVIDER_KEY),
+    ];
+    let mut c = Collector::start_full(&config, &[], &envs);
+    assert_eq!(c.api.port(), api);
+    let (_, discovery) = c.get("/v1/gateway").await;
+    assert_eq!(discovery, json!({"enabled": false}));
+
+    // The agent's virtual key (used only once calls go through the gateway).
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/admin/v1/keys", c.api_url()))
+        .bearer_auth(FLIP_ADMIN)
+        .json(&json!({"name": "flip agent", "project": "flip"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+
+    // One command line and one environment for both runs.
+    let args: Vec<String> = [
+        "--collector-grpc",
+        &c.grpc_url(),
+        "--collector-api",
+        &c.api_url(),
+        "--provider",
+        &mock.base_url(),
+        "--project",
+        "flip",
+        "--user",
+        "alice",
+        "--max-calls",
+        "3",
+        "--interval-ms",
+        "50",
+        "--max-tokens",
+        "16",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let agent_env = [("AGENT_GATEWAY_KEY", key.as_str())];
+
+    // gateway.enabled = false: straight to the provider, one span per call.
+    let stderr = run_agent(&args, &agent_env);
+    assert!(stderr.contains("straight to the provider"), "{stderr}");
+    let observed = c.wait_calls(3).await;
+    assert!(
+        observed.iter().all(|r| r["mode"] != "gateway"),
+        "{observed:?}"
+    );
+    assert_eq!(mock.stats().total_requests, 3);
+
+    // Flip the flag with the CLI and restart on the same file and ports.
+    let out = Command::new(support::bin())
+        .args(["gateway", "enable", "--config"])
+        .arg(c.config_path())
+        .env("FLIP_OPENAI_KEY", FLIP_PROVIDER_KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    c.restart();
+    assert_eq!(c.gateway.map(|g| g.port()), Some(gw));
+    let (_, discovery) = c.get("/v1/gateway").await;
+    assert_eq!(discovery["enabled"], true, "{discovery}");
+    assert_eq!(discovery["url"], format!("http://127.0.0.1:{gw}"));
+
+    // gateway.enabled = true: the same agent goes through the gateway.
+    let stderr = run_agent(&args, &agent_env);
+    assert!(stderr.contains("through the gateway"), "{stderr}");
+    let gateway_rows = c.wait_gateway_rows(3).await;
+    assert_eq!(mock.stats().total_requests, 6);
+    // The agent recorded no spans of its own this time: no double count.
+    let all = c.wait_calls(6).await;
+    assert_eq!(all.len(), 6, "{all:#?}");
+
+    let observed: Vec<&Value> = all.iter().filter(|r| r["mode"] != "gateway").collect();
+    assert_eq!(observed.len(), 3);
+    for (o, g) in observed.iter().zip(&gateway_rows) {
+        for field in SAME_FIELDS {
+            assert_eq!(o[field], g[field], "`{field}` differs:\n{o:#}\n{g:#}");
+        }
+        assert_eq!(g["mode"], "gateway");
+        assert_ne!(o["mode"], g["mode"]);
+    }
+    assert_eq!(observed[0]["project"], "flip");
+    assert_eq!(observed[0]["user"], "alice");
+    assert_eq!(observed[0]["app"], "budgeted-agent");
+    assert!(observed[0]["cost_usd"].as_f64().unwrap() > 0.0);
 }

@@ -236,3 +236,181 @@ async fn the_cli_flips_the_gateway_flag_and_serve_follows_it() {
     let c = Collector::start_full(&config, &[], &[]);
     assert!(c.gateway.is_none(), "the gateway runs although disabled");
 }
+
+const CANARY_PROVIDER_KEY: &str = "sk-CANARY-binary-provider-4d2e8f";
+const CANARY_WRONG_KEY: &str = "tg-CANARYwrongBINARYkey0123456789abcdefghijklm";
+
+/// A canary provider key and the virtual key, pushed through every path of
+/// the real binary (success, streams, fallback, upstream 500 / timeout /
+/// the provider rejecting the gateway's key, unknown model, bad request,
+/// wrong key, a budget refusal) with trace logging on, appear in no log
+/// line, row, rule event, metrics line, key listing, error body, response
+/// header, nor anywhere in the store's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_keys_leak_nowhere_in_the_binary() {
+    let good = MockProvider::start(MockConfig::default()).await.unwrap();
+    let failing = MockProvider::start(MockConfig {
+        error_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let provider = |name: &str, base: &str, extra: &str| {
+        format!(
+            "[[gateway.providers]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"{base}/v1\"\n\
+             api_key_env = \"BINARY_TEST_OPENAI_KEY\"\n{extra}\n"
+        )
+    };
+    let config = format!(
+        "[admin]\ntoken = \"{ADMIN}\"\n\n[gateway]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\n{}{}{}{}\
+         [[gateway.routes]]\nname = \"fallback\"\ntargets = [{{ provider = \"failing\", model = \"gpt-4o-mini\" }}, {{ provider = \"openai\", model = \"gpt-4o-mini\" }}]\n\n\
+         [[rules]]\nid = \"canary-budget\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimit = 300\n\
+         scope = [\"project\"]\nwindow = \"day\"\naction = \"block\"\n",
+        provider("openai", &good.base_url(), ""),
+        provider("failing", &failing.base_url(), ""),
+        provider(
+            "hanging",
+            &good.base_url(),
+            "timeout = \"200ms\"\nheaders = { \"x-mock-hang\" = \"1\" }"
+        ),
+        provider(
+            "rejecting",
+            &good.base_url(),
+            "headers = { \"x-mock-status\" = \"401\" }"
+        ),
+    );
+    let envs = [
+        ("BINARY_TEST_OPENAI_KEY", CANARY_PROVIDER_KEY),
+        ("RUST_LOG", "trace"),
+    ];
+    let c = Collector::start_full(&config, &[], &envs);
+    let gateway = format!("http://{}", c.gateway.expect("the gateway is listening"));
+    let (status, created) = admin(
+        &c,
+        reqwest::Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"name": "canary", "project": "canary"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+
+    let client = reqwest::Client::new();
+    let chat = |model: &str, stream: bool| {
+        json!({"model": model, "stream": stream, "max_tokens": 5,
+               "messages": [{"role": "user", "content": "hello"}]})
+    };
+    let mut replies: Vec<(u16, String, String)> = Vec::new();
+    let mut send = async |path: &str, auth: &str, body: Value| {
+        let r = client
+            .post(format!("{gateway}{path}"))
+            .bearer_auth(auth)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = format!("{:?}", r.headers());
+        replies.push((status, headers, r.text().await.unwrap()));
+        status
+    };
+    let mut statuses = Vec::new();
+    for (path, body) in [
+        ("/v1/chat/completions", chat("gpt-4o-mini", false)),
+        ("/v1/chat/completions", chat("gpt-4o-mini", true)),
+        ("/v1/chat/completions", chat("fallback", false)),
+        ("/v1/chat/completions", chat("failing/gpt-4o-mini", false)),
+        ("/v1/chat/completions", chat("hanging/gpt-4o-mini", false)),
+        ("/v1/chat/completions", chat("rejecting/gpt-4o-mini", true)),
+        ("/v1/chat/completions", chat("no-such-model", false)),
+        ("/v1/chat/completions", json!({"messages": []})),
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-small", "input": "x"}),
+        ),
+    ] {
+        statuses.push(send(path, &key, body).await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 500, 504, 502, 404, 400, 200]);
+    assert_eq!(
+        send(
+            "/v1/chat/completions",
+            CANARY_WRONG_KEY,
+            chat("gpt-4o-mini", false)
+        )
+        .await,
+        401
+    );
+    // Spend the project's budget until a call is refused.
+    let mut refused = false;
+    for _ in 0..60 {
+        if send("/v1/chat/completions", &key, chat("gpt-4o-mini", false)).await == 429 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the budget never refused a call");
+    // The provider did receive the canary (so it was in play).
+    assert_eq!(
+        good.stats().last_header("authorization").map(str::to_owned),
+        Some(format!("Bearer {CANARY_PROVIDER_KEY}"))
+    );
+
+    let rows = c.wait_gateway_rows(10).await;
+    let stderr = c.stderr();
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "trace logging was on"
+    );
+    let mut haystacks: Vec<(String, String)> = vec![
+        ("collector logs".to_owned(), stderr),
+        ("rows".to_owned(), serde_json::to_string(&rows).unwrap()),
+        ("metrics".to_owned(), c.metrics().await),
+    ];
+    let (_, events) = c.get("/v1/events?limit=1000").await;
+    assert!(events.to_string().contains("canary-budget"), "{events}");
+    haystacks.push(("rule events".to_owned(), events.to_string()));
+    let (_, keys) = admin(&c, reqwest::Method::GET, "/admin/v1/keys", None).await;
+    haystacks.push(("key listing".to_owned(), keys.to_string()));
+    for (i, (status, headers, body)) in replies.iter().enumerate() {
+        haystacks.push((format!("reply {i} ({status}) headers"), headers.clone()));
+        haystacks.push((format!("reply {i} ({status}) body"), body.clone()));
+    }
+    // Every file of the store (database, WAL, shared memory), as bytes.
+    for entry in std::fs::read_dir(c.db_path().parent().unwrap()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        haystacks.push((
+            path.display().to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+    }
+    for (what, text) in &haystacks {
+        for canary in [
+            CANARY_PROVIDER_KEY,
+            key.as_str(),
+            CANARY_WRONG_KEY,
+            "CANARY",
+        ] {
+            assert!(
+                !text.contains(canary),
+                "{canary} leaked into {what}: {}",
+                text.chars().take(2000).collect::<String>()
+            );
+        }
+    }
+    // The gateway's own counters are exported.
+    let metrics = c.metrics().await;
+    assert!(
+        metrics.contains("tollgate_gateway_auth_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_gateway_fallbacks_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_gateway_refused_total 1"),
+        "{metrics}"
+    );
+}

@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::gateway::GatewayMetrics;
+
 type Labels = [(&'static str, &'static str); 2];
 
 /// Which receiver an event came from.
@@ -77,6 +79,7 @@ pub struct InternalEvents {
     duplicates: Counter,
     kafka: Family<[(&'static str, &'static str); 1], Counter>,
     kafka_rebalances: Family<[(&'static str, &'static str); 1], Counter>,
+    gateway: GatewayMetrics,
 }
 
 impl InternalEvents {
@@ -170,8 +173,11 @@ impl InternalEvents {
             "Consumer-group rebalances seen by this instance: assign, revoke",
             kafka_rebalances.clone(),
         );
+        let gateway = GatewayMetrics::default();
+        registry.register_collector(Box::new(gateway.clone()));
         Arc::new(Self {
             registry,
+            gateway,
             kafka,
             kafka_rebalances,
             alerts,
@@ -191,6 +197,11 @@ impl InternalEvents {
             store_down: AtomicBool::new(false),
             duplicates,
         })
+    }
+
+    /// Exports the running gateway's counters (`tollgate_gateway_*`).
+    pub fn attach_gateway(&self, gateway: Arc<tollgate_gateway::Gateway>) {
+        self.gateway.attach(gateway);
     }
 
     /// Prometheus text exposition of every metric.

@@ -273,12 +273,14 @@ pub async fn run(
             keys: Arc::clone(&keys) as Arc<dyn KeyStore>,
             blocks: Arc::new(KillSwitchBlocks(killswitch.clone())),
         };
-        let gateway =
-            Gateway::from_valid(valid, deps).map_err(|e| ServeError::Gateway(e.to_string()))?;
+        let gateway = Arc::new(
+            Gateway::from_valid(valid, deps).map_err(|e| ServeError::Gateway(e.to_string()))?,
+        );
+        events.attach_gateway(Arc::clone(&gateway));
+        let router = gateway.router();
         let stop = receivers_stop.clone();
         tasks.spawn(async move {
-            if let Err(e) =
-                tollgate_gateway::serve(listener, gateway.router(), stop.cancelled_owned()).await
+            if let Err(e) = tollgate_gateway::serve(listener, router, stop.cancelled_owned()).await
             {
                 tracing::error!(error = %e, "gateway stopped with an error");
             }
@@ -291,6 +293,7 @@ pub async fn run(
         store,
         events: Arc::clone(&events),
         receivers_ready: Arc::clone(&receivers_ready),
+        gateway: addrs.gateway,
     })
     .merge(enforcement_router(killswitch.clone()));
     match &config.admin_token {

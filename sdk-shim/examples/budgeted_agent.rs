@@ -9,6 +9,12 @@
 //!     --provider http://127.0.0.1:8080 --project search --user alice
 //! ```
 //!
+//! With `--gateway auto` (the default) it asks the collector whether its
+//! inline gateway runs: if so, calls go through the gateway with
+//! `--gateway-key` (a virtual key) and the gateway writes the rows; if not,
+//! they go to `--provider` and the agent exports a span per call. The agent
+//! runs unchanged either way.
+//!
 //! Output on stdout, one line per event:
 //!
 //! - `call n=<i> input=<tokens> output=<tokens>` after each answered call;
@@ -31,14 +37,14 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tollgate_sdk::{
-    ExporterProtocol, GuardError, KillSwitch, KillSwitchConfig, ModelCall, Scope,
-    init_tracer_provider, record_model_call,
+    Direct, ExporterProtocol, GatewaySetting, GuardError, KillSwitch, KillSwitchConfig, ModelCall,
+    ModelRoute, RouteConfig, Scope, VirtualKey, init_tracer_provider,
 };
 
 /// Exit code when the kill-switch refuses a call.
 const EXIT_BLOCKED: u8 = 3;
-/// A placeholder credential: the mock provider only checks that one is
-/// present. Never printed or recorded.
+/// A placeholder provider credential: the mock provider only checks that
+/// one is present. Never printed or recorded.
 const API_KEY: &str = "sk-example";
 const PROMPT: &str = "Name three colours of the rainbow.";
 
@@ -62,6 +68,13 @@ struct Args {
     /// OpenAI-compatible base URL, with or without the trailing `/v1`.
     #[arg(long, env = "AGENT_PROVIDER")]
     provider: String,
+    /// `off` (straight to the provider), `auto` (through the collector's
+    /// inline gateway when it runs) or the gateway's URL.
+    #[arg(long, env = "AGENT_GATEWAY", default_value = "auto")]
+    gateway: GatewaySetting,
+    /// The virtual key used through the gateway.
+    #[arg(long, env = "AGENT_GATEWAY_KEY", hide_env_values = true)]
+    gateway_key: Option<String>,
     /// The project calls are charged to.
     #[arg(long, env = "AGENT_PROJECT", default_value = "demo")]
     project: String,
@@ -125,7 +138,27 @@ async fn run(args: Args) -> Result<ExitCode> {
         );
     }
 
-    let chat = ChatClient::new(&args)?;
+    let route = ModelRoute::resolve(&RouteConfig {
+        setting: args.gateway.clone(),
+        collector_api: args.collector_api.clone(),
+        direct: Direct {
+            base_url: args.provider.clone(),
+            api_key: API_KEY.to_owned(),
+        },
+        virtual_key: args.gateway_key.clone().map(VirtualKey),
+        app: args.app.clone(),
+        scope: scope.clone(),
+    })
+    .await?;
+    eprintln!(
+        "budgeted_agent: calls go {}",
+        if route.via_gateway() {
+            "through the gateway"
+        } else {
+            "straight to the provider"
+        }
+    );
+    let chat = ChatClient::new(&args, route)?;
     let mut code = ExitCode::SUCCESS;
     for n in 1..=args.max_calls {
         let call = match killswitch.guarded_call(|| chat.complete()).await {
@@ -141,10 +174,12 @@ async fn run(args: Args) -> Result<ExitCode> {
             Err(GuardError::Call(e)) => return Err(e),
             Err(other) => bail!("{other}"),
         };
-        record_model_call(&tracer, &call, &scope);
+        chat.route.record(&tracer, &call, &scope);
         // Export now rather than at the batch timeout, so the collector
         // counts this call before the next one is checked.
-        flush(&provider).await;
+        if !chat.route.via_gateway() {
+            flush(&provider).await;
+        }
         match &call.error_type {
             None => println!(
                 "call n={n} input={} output={}",
@@ -183,6 +218,7 @@ async fn shutdown(provider: SdkTracerProvider) {
 /// One OpenAI chat completion per call, reported as a [`ModelCall`].
 struct ChatClient {
     http: reqwest::Client,
+    route: ModelRoute,
     url: String,
     server_address: Option<String>,
     model: &'static str,
@@ -190,14 +226,9 @@ struct ChatClient {
 }
 
 impl ChatClient {
-    fn new(args: &Args) -> Result<Self> {
-        let base = args.provider.trim_end_matches('/');
-        let url = if base.ends_with("/v1") {
-            format!("{base}/chat/completions")
-        } else {
-            format!("{base}/v1/chat/completions")
-        };
-        let parsed = url::Url::parse(&url).with_context(|| format!("--provider {base}"))?;
+    fn new(args: &Args, route: ModelRoute) -> Result<Self> {
+        let url = format!("{}/chat/completions", route.base_url());
+        let parsed = url::Url::parse(&url).with_context(|| format!("calls to {url}"))?;
         let server_address = parsed
             .host_str()
             .map(|host| match parsed.port_or_known_default() {
@@ -209,6 +240,7 @@ impl ChatClient {
             .build()?;
         Ok(Self {
             http,
+            route,
             url,
             server_address,
             model: "gpt-4o-mini",
@@ -230,7 +262,7 @@ impl ChatClient {
         let response = self
             .http
             .post(&self.url)
-            .bearer_auth(API_KEY)
+            .headers(self.route.headers().clone())
             .json(&body)
             .send()
             .await

@@ -9,15 +9,21 @@
 //! - [`KillSwitch`] watches the collector's enforcement state for the
 //!   agent's scope and refuses calls for a blocked scope with a typed
 //!   [`Blocked`] error, before anything reaches the provider.
+//! - [`ModelRoute`] decides, from the gateway setting, whether model calls
+//!   go straight to the provider (with a span each) or through Tollgate's
+//!   inline gateway (which writes the row itself); `Auto` follows the
+//!   collector's `gateway.enabled`.
 
 mod attributes;
 mod call;
 mod exporter;
+mod gateway;
 mod killswitch;
 
 pub use attributes::names;
 pub use call::{ModelCall, Scope, call_attributes, record_model_call};
 pub use exporter::{ExporterProtocol, SdkError, init_tracer_provider};
+pub use gateway::{Direct, GatewayError, GatewaySetting, ModelRoute, RouteConfig, VirtualKey};
 pub use killswitch::{
     BlockUsage, Blocked, EnforcementSnapshot, GuardError, KillSwitch, KillSwitchConfig,
     KillSwitchError, StateSource,

@@ -1,6 +1,7 @@
 //! Route handlers of the HTTP API.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,6 +27,8 @@ pub struct ApiState {
     pub events: Arc<InternalEvents>,
     /// Set once the receivers listen; `/readyz` says ready only then.
     pub receivers_ready: Arc<AtomicBool>,
+    /// Where the inline gateway listens, when it runs.
+    pub gateway: Option<SocketAddr>,
 }
 
 /// `/v1/usage`, `/v1/calls`, `/healthz`, `/readyz`, `/metrics`.
@@ -34,6 +37,7 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/v1/usage", get(usage))
         .route("/v1/calls", get(calls))
         .route("/v1/events", get(events))
+        .route("/v1/gateway", get(gateway))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -150,6 +154,38 @@ async fn readyz(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiE
     Ok(Json(json!({ "status": "ready" })))
 }
 
+/// Whether the inline gateway runs and its base URL, so that agents (the
+/// SDK shim's gateway setting) follow `gateway.enabled` without a change.
+/// A gateway listening on every interface is named by the host this API
+/// was reached at.
+async fn gateway(State(state): State<ApiState>, headers: http::HeaderMap) -> impl IntoResponse {
+    let Some(addr) = state.gateway else {
+        return Json(json!({"enabled": false}));
+    };
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(host_of)
+            .unwrap_or_else(|| IpAddr::from([127, 0, 0, 1]).to_string()),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    Json(json!({
+        "enabled": true,
+        "url": format!("http://{host}:{}", addr.port()),
+    }))
+}
+
+/// The host part of a `Host` header (`name`, `name:port`, `[v6]:port`).
+fn host_of(value: &str) -> Option<String> {
+    let host = match value.strip_prefix('[') {
+        Some(rest) => format!("[{}]", rest.split(']').next()?),
+        None => value.split(':').next()?.to_owned(),
+    };
+    (!host.is_empty() && host != "[]").then_some(host)
+}
+
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(
@@ -158,4 +194,18 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         state.events.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_headers_give_their_host() {
+        assert_eq!(host_of("collector:7070").as_deref(), Some("collector"));
+        assert_eq!(host_of("collector").as_deref(), Some("collector"));
+        assert_eq!(host_of("[::1]:7070").as_deref(), Some("[::1]"));
+        assert_eq!(host_of(":7070"), None);
+        assert_eq!(host_of("[]:1"), None);
+    }
 }

@@ -34,6 +34,9 @@ use crate::usage::{AnthropicUsage, OpenAiUsage, Usage, tokens_of_chars};
 pub(crate) const USER_HEADER: &str = "x-tollgate-user";
 pub(crate) const SESSION_HEADER: &str = "x-tollgate-session";
 pub(crate) const ROUTE_HEADER: &str = "x-tollgate-route";
+/// The calling app (`service.name` in observe mode) and its environment.
+pub(crate) const APP_HEADER: &str = "x-tollgate-app";
+pub(crate) const ENVIRONMENT_HEADER: &str = "x-tollgate-environment";
 
 /// Caller headers passed to an Anthropic upstream when the caller speaks Anthropic.
 const ANTHROPIC_FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
@@ -112,6 +115,8 @@ pub(crate) async fn handle(
     record.project = key.project.clone();
     record.user = key.user.clone().or_else(|| meta(&headers, USER_HEADER));
     record.session = meta(&headers, SESSION_HEADER);
+    record.app = meta(&headers, APP_HEADER);
+    record.environment = meta(&headers, ENVIRONMENT_HEADER);
     record.route = meta(&headers, ROUTE_HEADER).or_else(|| {
         chain
             .as_ref()

@@ -1,0 +1,72 @@
+//! What the gateway writes and asks: its rows (with the rule events their
+//! settlements produced) go through the collector's row queue, and every
+//! call asks the collector's kill-switch first.
+
+use std::sync::Arc;
+
+use tollgate_gateway::{Block as GatewayBlock, BlockCheck, CallScope, RowSink};
+use tollgate_rules::engine::Violation;
+use tollgate_rules::{CallRecord, RuleEvent};
+
+use crate::alerts::Alerts;
+use crate::internal_events::InternalEvents;
+use crate::killswitch::{KillSwitch, ScopeQuery};
+use crate::pipeline::RowQueue;
+
+/// Gateway calls into the row queue, their rule events with them.
+pub struct QueueRows {
+    pub queue: RowQueue,
+    pub killswitch: KillSwitch,
+    pub alerts: Alerts,
+    pub events: Arc<InternalEvents>,
+}
+
+impl RowSink for QueueRows {
+    fn submit(&self, record: CallRecord, violations: Vec<Violation>) {
+        let mut rule_events = Vec::with_capacity(violations.len());
+        for v in &violations {
+            let event = RuleEvent::new(&record, v);
+            self.alerts.notify(v, &event);
+            rule_events.push(event);
+        }
+        self.killswitch.apply(&violations);
+        self.events.rule_events(rule_events.len());
+        if self
+            .queue
+            .try_push_with_events(vec![record], rule_events)
+            .is_err()
+        {
+            self.events
+                .rows_lost(1, "a gateway call was not stored: the row queue is full");
+        }
+    }
+}
+
+/// The kill-switch as the gateway asks it.
+pub struct KillSwitchBlocks(pub KillSwitch);
+
+impl BlockCheck for KillSwitchBlocks {
+    fn blocked(&self, scope: &CallScope<'_>) -> Option<GatewayBlock> {
+        let own = |v: Option<&str>| v.map(str::to_owned);
+        let query = ScopeQuery {
+            org: own(scope.org),
+            project: own(scope.project),
+            app: own(scope.app),
+            environment: own(scope.environment),
+            user: own(scope.user),
+            session: own(scope.session),
+            key: own(scope.key),
+            route: own(scope.route),
+        };
+        let state = self.0.state_for(&query);
+        let b = state.blocks.into_iter().next()?;
+        let measured = !b.metric.is_empty();
+        Some(GatewayBlock {
+            rule_id: b.rule_id,
+            reason: b.reason,
+            until_unix_nanos: (b.until_unix_nanos > 0).then_some(b.until_unix_nanos),
+            limit: measured.then_some(b.limit),
+            used: measured.then_some(b.used),
+        })
+    }
+}
