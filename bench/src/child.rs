@@ -190,6 +190,36 @@ fn has_setpriv() -> bool {
     })
 }
 
+/// Pins this process to `cpus` (call it before any thread exists, so all
+/// inherit it).
+pub fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run taskset (util-linux); use --no-pin")?;
+    if !status.success() {
+        anyhow::bail!("taskset -c {cpus} failed; check --client-cpus or use --no-pin");
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn interrupted() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
 /// The last 20 lines of `path`.
 pub fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

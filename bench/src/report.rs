@@ -67,6 +67,16 @@ impl Machine {
     }
 }
 
+impl Machine {
+    /// The machine, date and commit lines heading a results section.
+    pub fn markdown(&self) -> String {
+        format!(
+            "- Machine: {} CPUs, {}, Linux {}\n- Date: {}\n- Commit: {}\n",
+            self.cpus, self.cpu_model, self.kernel, self.date, self.commit
+        )
+    }
+}
+
 /// `git rev-parse --short HEAD`, marked when the tree has uncommitted changes.
 fn git_commit() -> String {
     let git = |args: &[&str]| {
@@ -230,11 +240,7 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
         s,
         "## Ingest throughput: decode-only baseline vs. Tollgate end to end\n"
     );
-    let _ = writeln!(
-        s,
-        "- Machine: {} CPUs, {}, Linux {}\n- Date: {}\n- Commit: {}\n",
-        machine.cpus, machine.cpu_model, machine.kernel, machine.date, machine.commit
-    );
+    let _ = writeln!(s, "{}", machine.markdown());
     let pin = match (&l.server_cpus, &l.client_cpus) {
         (None, None) => "not pinned".to_owned(),
         (sc, cc) => format!(

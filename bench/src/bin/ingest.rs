@@ -5,9 +5,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use tokio::io::AsyncReadExt;
+use tollgate_bench::child::{interrupted, pin_self};
 use tollgate_bench::ingest::{Bench, IngestOptions, Layout};
 use tollgate_bench::report::{self, Machine};
 use tollgate_bench::sink;
@@ -66,34 +67,6 @@ fn run_sink() -> anyhow::Result<()> {
         })
         .await
     })
-}
-
-/// Pins this process (before any thread exists, so all inherit it).
-fn pin_self(cpus: &str) -> anyhow::Result<()> {
-    let status = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("cannot run taskset (util-linux); use --no-pin")?;
-    if !status.success() {
-        bail!("taskset -c {cpus} failed; check --client-cpus or use --no-pin");
-    }
-    Ok(())
-}
-
-async fn interrupted() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }
 
 fn run_bench(options: IngestOptions) -> anyhow::Result<()> {
