@@ -440,12 +440,7 @@ async fn portkey(
         .portkey_js
         .as_deref()
         .context("Portkey is not installed (bench/peers/launch.sh portkey)")?;
-    let node = PathBuf::from("/usr/bin/node");
-    let node = if node.is_file() {
-        node
-    } else {
-        which("node").context("node is not on PATH")?
-    };
+    let node = which("node").context("node is not on PATH")?;
     let port = free_port()?;
     let mut spec = Spawn::new(&node, dir.join("portkey.log"));
     // Portkey reads `--port=N` (not `--port N`); `--headless` skips its UI.
