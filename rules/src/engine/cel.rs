@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use cel::objects::Key;
 use cel::{Context, Env, Program, Value};
 
+use super::guard::{Guard, guards};
 use super::scope::CallIntent;
 use crate::{CallRecord, CallStatus};
 
@@ -21,6 +22,10 @@ pub struct CustomExpression {
     source: String,
     /// The `call` fields the expression reads: only these are built per call.
     fields: Vec<&'static str>,
+    /// Terms of the top-level conjunction checked without the interpreter.
+    guards: Vec<Guard>,
+    /// The guards are the whole expression: the interpreter never runs.
+    guarded_fully: bool,
 }
 
 /// The CEL standard library, built once: building it is most of what a
@@ -41,27 +46,27 @@ impl std::fmt::Debug for CustomExpression {
 /// What a CEL expression sees of a call.
 #[derive(Debug)]
 pub(crate) struct CallView<'a> {
-    model: &'a str,
-    provider: &'a str,
-    operation: &'a str,
-    input_tokens: i64,
-    output_tokens: i64,
-    cache_read_tokens: i64,
-    total_tokens: i64,
-    cost_usd: f64,
-    priced: bool,
-    stream: bool,
-    status: &'a str,
-    error_type: &'a str,
-    org: &'a str,
-    project: &'a str,
-    app: &'a str,
-    environment: &'a str,
-    user: &'a str,
-    session: &'a str,
-    route: &'a str,
-    upstream: &'a str,
-    labels: &'a BTreeMap<String, String>,
+    pub(super) model: &'a str,
+    pub(super) provider: &'a str,
+    pub(super) operation: &'a str,
+    pub(super) input_tokens: i64,
+    pub(super) output_tokens: i64,
+    pub(super) cache_read_tokens: i64,
+    pub(super) total_tokens: i64,
+    pub(super) cost_usd: f64,
+    pub(super) priced: bool,
+    pub(super) stream: bool,
+    pub(super) status: &'a str,
+    pub(super) error_type: &'a str,
+    pub(super) org: &'a str,
+    pub(super) project: &'a str,
+    pub(super) app: &'a str,
+    pub(super) environment: &'a str,
+    pub(super) user: &'a str,
+    pub(super) session: &'a str,
+    pub(super) route: &'a str,
+    pub(super) upstream: &'a str,
+    pub(super) labels: &'a BTreeMap<String, String>,
 }
 
 /// Field names of [`CallView`], for checking `call.<field>` references.
@@ -210,6 +215,26 @@ fn string(s: &str) -> Value {
 }
 
 impl CallView<'_> {
+    /// A string field by name; `None` for the others.
+    pub(super) fn str_field(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "model" => self.model,
+            "provider" => self.provider,
+            "operation" => self.operation,
+            "status" => self.status,
+            "error_type" => self.error_type,
+            "org" => self.org,
+            "project" => self.project,
+            "app" => self.app,
+            "environment" => self.environment,
+            "user" => self.user,
+            "session" => self.session,
+            "route" => self.route,
+            "upstream" => self.upstream,
+            _ => return None,
+        })
+    }
+
     /// The value of one field of [`CALL_FIELDS`].
     fn field(&self, name: &str) -> Value {
         match name {
@@ -271,12 +296,16 @@ impl CustomExpression {
         if used.whole {
             fields = CALL_FIELDS.to_vec();
         }
+        let (guards, guarded_fully) = guards(&program.expression().expr);
         let expr = Self {
             program,
             source: source.to_owned(),
             fields,
+            guards,
+            guarded_fully,
         };
         let sample = CallRecord::default();
+        // The interpreter checks types on the sample, guards or not.
         match expr.run(&CallView::of_record(&sample)) {
             Ok(cel::Value::Bool(_)) | Err(cel::ExecutionError::NoSuchKey(_)) => Ok(expr),
             Ok(other) => Err(format!("must yield a bool, got {other:?}")),
@@ -298,6 +327,14 @@ impl CustomExpression {
     /// Whether the expression holds for `call`; an evaluation error (e.g. a
     /// label the call does not have) means it does not.
     pub(crate) fn eval(&self, call: &CallView<'_>) -> bool {
+        if !self.guards.iter().all(|g| g.holds(call)) {
+            return false;
+        }
+        self.guarded_fully || self.interpret(call)
+    }
+
+    /// The interpreter's answer alone.
+    fn interpret(&self, call: &CallView<'_>) -> bool {
         matches!(self.run(call), Ok(cel::Value::Bool(true)))
     }
 
@@ -343,6 +380,94 @@ mod tests {
         // A call without the label does not match (no error escapes).
         r.labels.clear();
         assert!(!e.eval(&CallView::of_record(&r)));
+    }
+
+    #[test]
+    fn guards_are_extracted_from_top_level_conjunctions() {
+        let count = |src: &str| {
+            let e = CustomExpression::compile(src).unwrap();
+            (e.guards.len(), e.guarded_fully)
+        };
+        assert_eq!(
+            count(r#"call.output_tokens > 8000 && call.model.startsWith("gpt-4")"#),
+            (2, true)
+        );
+        assert_eq!(
+            count(r#"call.cost_usd > 2.0 && call.environment != "batch""#),
+            (2, true)
+        );
+        assert_eq!(
+            count(r#"call.labels["team"] == "research" && call.total_tokens > 100000"#),
+            (2, true)
+        );
+        assert_eq!(count(r#"8000 < call.output_tokens"#), (1, true));
+        // A term the interpreter must decide keeps it in the loop.
+        assert_eq!(
+            count(r#"call.input_tokens > 10 && size(call.model) > 3"#),
+            (1, false)
+        );
+        // Mixed int/double and `!=` on a double are left to the interpreter.
+        assert_eq!(count(r#"call.cost_usd != 1.5"#), (0, false));
+        assert_eq!(count(r#"call.output_tokens > 1.5 || true"#), (0, false));
+        assert_eq!(
+            count(r#"call.input_tokens > 1 || call.output_tokens > 1"#),
+            (0, false)
+        );
+    }
+
+    /// Guards never change an answer: every expression gives what the
+    /// interpreter alone gives, on calls that meet and miss each term.
+    #[test]
+    fn guarded_answers_equal_the_interpreter() {
+        let sources = [
+            r#"call.output_tokens > 8000 && call.model.startsWith("gpt-4")"#,
+            r#"call.cost_usd > 2.0 && call.environment != "batch""#,
+            r#"call.cost_usd <= 2.0"#,
+            r#"call.labels["team"] == "research" && call.total_tokens > 100000"#,
+            r#"call.labels["team"] != "research""#,
+            r#"100 >= call.input_tokens && call.provider == "openai""#,
+            r#"call.model.endsWith("-mini") && call.user.contains("bob")"#,
+            r#"call.input_tokens < 500 && size(call.model) > 5"#,
+            r#"call.cache_read_tokens == 0 && call.session != "" && call.org == "acme""#,
+        ];
+        let models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", ""];
+        let mut records = Vec::new();
+        for (i, model) in models.iter().enumerate() {
+            for tokens in [0u64, 100, 8_001, 200_000] {
+                for labelled in [None, Some("research"), Some("core")] {
+                    let mut r = CallRecord {
+                        request_model: (!model.is_empty()).then(|| (*model).to_owned()),
+                        provider: Some(if i % 2 == 0 { "openai" } else { "anthropic" }.into()),
+                        input_tokens: tokens / 2,
+                        output_tokens: tokens,
+                        cache_read_tokens: tokens % 3,
+                        cost_usd: Some(tokens as f64 / 10_000.0),
+                        environment: Some(if tokens > 100 { "batch" } else { "prod" }.into()),
+                        user: Some(format!("bob-{i}")),
+                        session: (tokens > 0).then(|| "s1".to_owned()),
+                        org: Some("acme".into()),
+                        ..Default::default()
+                    };
+                    if let Some(team) = labelled {
+                        r.labels.insert("team".into(), team.into());
+                    }
+                    records.push(r);
+                }
+            }
+        }
+        let mut held = [0usize; 2];
+        for src in sources {
+            let e = CustomExpression::compile(src).unwrap();
+            assert!(!e.guards.is_empty(), "{src}: no guard");
+            for r in &records {
+                let view = CallView::of_record(r);
+                let (fast, slow) = (e.eval(&view), e.interpret(&view));
+                assert_eq!(fast, slow, "{src} on {r:?}");
+                held[usize::from(fast)] += 1;
+            }
+        }
+        // Both answers occur, so the comparison means something.
+        assert!(held[0] > 50 && held[1] > 50, "{held:?}");
     }
 
     #[test]

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobMatcher};
 
 use super::cel::CustomExpression;
 use super::config::{Action, Metric, RawBudget, RawRule};
 use super::scope::{ScopeDim, rule_hash};
-use super::window::{Window, WindowKind, WindowUnit};
+use super::window::{BoundsCache, Window, WindowKind, WindowUnit};
 
 /// Default alert thresholds: 80, 90 and 100 % of the limit.
 pub const DEFAULT_ALERT_AT: [f64; 3] = [0.8, 0.9, 1.0];
@@ -49,6 +49,15 @@ pub struct BudgetRule {
     /// Ascending fractions of the limit, each reported once per window.
     pub thresholds: Vec<f64>,
     pub burst: Option<Burst>,
+    /// The last calendar window computed for this rule.
+    pub bounds: BoundsCache,
+}
+
+impl BudgetRule {
+    /// The window containing `t`: `[start, end)`, see [`Window::bounds`].
+    pub fn bounds(&self, t: i64) -> (i64, i64) {
+        self.bounds.bounds(&self.window, t)
+    }
 }
 
 /// A compiled burst allowance.
@@ -64,11 +73,11 @@ pub enum RuleKind {
     Budget(BudgetRule),
     ModelAccess {
         /// `None` = everything not denied is allowed.
-        allow: Option<GlobSet>,
-        deny: GlobSet,
+        allow: Option<Patterns>,
+        deny: Patterns,
     },
     Region {
-        allowed: GlobSet,
+        allowed: Patterns,
     },
     Custom(Arc<CustomExpression>),
 }
@@ -81,6 +90,8 @@ pub struct CompiledRule {
     pub hash: u64,
     /// Dimensions that make one counter.
     pub scope: Vec<ScopeDim>,
+    /// Index of `scope` in [`RuleSet::scope_lists`] (set by [`RuleSet::new`]).
+    pub scope_slot: usize,
     /// The rule applies only to calls matching every filter.
     pub filter: Vec<(ScopeDim, ValueMatch)>,
     pub action: Action,
@@ -97,13 +108,25 @@ pub struct RuleSet {
     by_project: HashMap<Box<str>, Vec<usize>>,
     /// Every other rule.
     unindexed: Vec<usize>,
+    /// The distinct `scope` lists of the rules, so that a call hashes each once.
+    pub(crate) scope_lists: Vec<Vec<ScopeDim>>,
 }
 
 impl RuleSet {
     /// `rules`, indexed.
-    pub fn new(rules: Vec<CompiledRule>) -> Self {
+    pub fn new(mut rules: Vec<CompiledRule>) -> Self {
         let mut by_project: HashMap<Box<str>, Vec<usize>> = HashMap::new();
         let mut unindexed = Vec::new();
+        let mut scope_lists: Vec<Vec<ScopeDim>> = Vec::new();
+        for rule in &mut rules {
+            rule.scope_slot = match scope_lists.iter().position(|l| *l == rule.scope) {
+                Some(slot) => slot,
+                None => {
+                    scope_lists.push(rule.scope.clone());
+                    scope_lists.len() - 1
+                }
+            };
+        }
         for (i, rule) in rules.iter().enumerate() {
             let project = rule.filter.iter().find_map(|(dim, m)| match (dim, m) {
                 (ScopeDim::Project, ValueMatch::Exact(p)) => Some(p.clone()),
@@ -118,6 +141,7 @@ impl RuleSet {
             rules,
             by_project,
             unindexed,
+            scope_lists,
         }
     }
 
@@ -182,14 +206,27 @@ fn scope_dims(rule: &str, scope: &[String]) -> Result<Vec<ScopeDim>, RuleError> 
         .collect()
 }
 
-/// A `match` filter value: most are plain names or a prefix/suffix glob,
-/// checked without a regex; the rest go through `globset`.
+/// A `match` filter value or a pattern of a list: most are plain names or
+/// a prefix, suffix or infix glob, checked without a regex; the rest go
+/// through `globset`.
 #[derive(Debug, Clone)]
 pub enum ValueMatch {
     Exact(Box<str>),
     Prefix(Box<str>),
     Suffix(Box<str>),
+    Contains(Box<str>),
     Glob(GlobMatcher),
+}
+
+/// A list of glob patterns (model allow / deny lists, regions): matches
+/// when any pattern does.
+#[derive(Debug, Clone, Default)]
+pub struct Patterns(Vec<ValueMatch>);
+
+impl Patterns {
+    pub fn is_match(&self, value: &str) -> bool {
+        self.0.iter().any(|p| p.is_match(value))
+    }
 }
 
 impl ValueMatch {
@@ -208,6 +245,11 @@ impl ValueMatch {
         {
             return Ok(Self::Suffix(tail.into()));
         }
+        if let Some(middle) = pattern.strip_prefix('*').and_then(|p| p.strip_suffix('*'))
+            && !meta(middle)
+        {
+            return Ok(Self::Contains(middle.into()));
+        }
         Ok(Self::Glob(Glob::new(pattern)?.compile_matcher()))
     }
 
@@ -217,6 +259,7 @@ impl ValueMatch {
             // `*` matches `/` too, as in `globset` by default.
             Self::Prefix(s) => value.starts_with(&**s),
             Self::Suffix(s) => value.ends_with(&**s),
+            Self::Contains(s) => value.contains(&**s),
             Self::Glob(g) => g.is_match(value),
         }
     }
@@ -238,12 +281,12 @@ fn filters(
         .collect()
 }
 
-fn globs(rule: &str, field: &str, patterns: &[String]) -> Result<GlobSet, RuleError> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).map_err(|e| invalid(rule, field, e.to_string()))?);
-    }
-    b.build().map_err(|e| invalid(rule, field, e.to_string()))
+fn globs(rule: &str, field: &str, patterns: &[String]) -> Result<Patterns, RuleError> {
+    patterns
+        .iter()
+        .map(|p| ValueMatch::new(p).map_err(|e| invalid(rule, field, format!("`{p}`: {e}"))))
+        .collect::<Result<_, _>>()
+        .map(Patterns)
 }
 
 fn non_negative(rule: &str, field: &str, v: f64) -> Result<f64, RuleError> {
@@ -354,6 +397,7 @@ fn compile_budget(b: &RawBudget) -> Result<RuleKind, RuleError> {
         },
         thresholds,
         burst,
+        bounds: BoundsCache::default(),
     }))
 }
 
@@ -386,6 +430,7 @@ pub fn compile(raw: &[RawRule]) -> Result<RuleSet, RuleError> {
                 id: Arc::from(id),
                 hash: rule_hash(id),
                 scope: scope_dims(id, scope)?,
+                scope_slot: 0,
                 filter: filters(id, filter)?,
                 action,
                 alerts: alerts.to_vec(),
@@ -432,6 +477,7 @@ pub fn compile(raw: &[RawRule]) -> Result<RuleSet, RuleError> {
                             window: rate_limit_window(),
                             thresholds: vec![1.0],
                             burst: None,
+                            bounds: BoundsCache::default(),
                         }),
                     )?;
                     // Two counters per rule: keep their keys apart.
@@ -507,6 +553,13 @@ mod value_match_tests {
             ("{a,b}*", "beta", true),
             ("{a,b}*", "gamma", false),
             ("openai/*", "openai/gpt-4o", true),
+            ("*gpt-4.5*", "openai/gpt-4.5-preview", true),
+            ("*gpt-4.5*", "gpt-4.50", true),
+            ("*gpt-4.5*", "gpt-4o", false),
+            ("**", "", true),
+            ("*a*b*", "xaxbx", true),
+            ("eu-*", "eu-west-1", true),
+            ("*.eu.example.com", "api.eu.example.com", true),
         ];
         for (pattern, value, expected) in cases {
             let m = ValueMatch::new(pattern).unwrap();
@@ -526,6 +579,10 @@ mod value_match_tests {
         assert!(matches!(
             ValueMatch::new("*x").unwrap(),
             ValueMatch::Suffix(_)
+        ));
+        assert!(matches!(
+            ValueMatch::new("*x*").unwrap(),
+            ValueMatch::Contains(_)
         ));
         assert!(matches!(
             ValueMatch::new("x*y").unwrap(),

@@ -9,7 +9,9 @@ use super::cel::CallView;
 use super::compile::{BudgetRule, CompiledRule, RuleKind, RuleSet};
 use super::config::{Action, Metric};
 use super::ledger::{Ask, CounterKey, Ledger};
-use super::scope::{CallFacts, CallIntent, ScopeDim, scope_hash, scope_label, scope_pairs};
+use super::scope::{
+    CallFacts, CallIntent, ScopeDim, ScopeHashes, scope_hash, scope_label, scope_pairs,
+};
 use super::window::WindowKind;
 use crate::CallRecord;
 
@@ -200,7 +202,7 @@ fn with_burst(b: &BudgetRule, limit: u64, over_since: Option<i64>, now: i64) -> 
 
 /// The counter of `rule` for a scope at time `at`, and when its window ends.
 fn counter_key(rule: &CompiledRule, b: &BudgetRule, scope: u64, at: i64) -> (CounterKey, i64) {
-    let (start, end) = b.window.bounds(at);
+    let (start, end) = b.bounds(at);
     let window_start = if matches!(b.window.kind, WindowKind::Rolling) {
         0
     } else {
@@ -275,7 +277,7 @@ impl Engine {
         let mut found = false;
         let mut overrides = lock(&self.overrides);
         for rule in rules.rules.iter().filter(|r| &*r.id == rule_id) {
-            overrides.insert((rule.hash, scope_hash(rule.hash, &rule.scope, facts)), o);
+            overrides.insert((rule.hash, scope_hash(&rule.scope, facts)), o);
             self.any_overrides.store(true, Ordering::Release);
             found = true;
         }
@@ -336,6 +338,7 @@ impl Engine {
         let now = intent.at_unix_nanos;
         let mut asks: Vec<(Ask, &CompiledRule, &BudgetRule)> = Vec::new();
         let mut names = None;
+        let mut scopes = ScopeHashes::new(&rules.scope_lists, intent);
         let project = intent.dim(&ScopeDim::Project);
         for rule in rules.candidates(project).filter(|r| applies(r, intent)) {
             let b = match &rule.kind {
@@ -363,7 +366,7 @@ impl Engine {
             if rule.action != Action::Block {
                 continue;
             }
-            let scope = scope_hash(rule.hash, &rule.scope, intent);
+            let scope = scopes.get(rule.scope_slot);
             // The burst-adjusted ceiling is set under the ledger lock below.
             let Some(limit) = self.limit_in_force(rule, b, scope, now) else {
                 continue;
@@ -463,6 +466,9 @@ impl Engine {
             .saturating_add(record.duration_nanos);
         let mut out = Vec::new();
         let mut names = None;
+        let mut scopes = ScopeHashes::new(&rules.scope_lists, record);
+        // Taken at the first budget, then held for the rest of the call.
+        let mut ledger = None;
         let project = record.dim(&ScopeDim::Project);
         for rule in rules.candidates(project).filter(|r| applies(r, record)) {
             let violation = |kind| Violation {
@@ -487,16 +493,23 @@ impl Engine {
                         out.push(violation(kind));
                     }
                 }
-                RuleKind::Budget(b) => self.count(rule, b, record, at, held, &mut out),
+                RuleKind::Budget(b) => {
+                    let scope = scopes.get(rule.scope_slot);
+                    let ledger = ledger.get_or_insert_with(|| lock(&self.ledger));
+                    self.count(ledger, rule, b, scope, record, at, held, &mut out);
+                }
             }
         }
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn count(
         &self,
+        ledger: &mut Ledger,
         rule: &CompiledRule,
         b: &BudgetRule,
+        scope: u64,
         record: &CallRecord,
         at: i64,
         held: &mut Vec<(CounterKey, u64)>,
@@ -507,15 +520,13 @@ impl Engine {
             Metric::Requests => 1,
             Metric::CostUsd => cost_units(record.cost_usd),
         };
-        let scope = scope_hash(rule.hash, &rule.scope, record);
         let rolling = matches!(b.window.kind, WindowKind::Rolling);
         let (key, end) = counter_key(rule, b, scope, at);
-        let snoozed = matches!(
-            self.override_of(rule, scope, at),
-            Some(Override::Snooze { .. })
-        );
-        let limit = self.limit_in_force(rule, b, scope, at);
-        let mut ledger = lock(&self.ledger);
+        let (snoozed, limit) = match self.override_of(rule, scope, at) {
+            Some(Override::Snooze { .. }) => (true, None),
+            Some(Override::Limit { limit, .. }) => (false, limit),
+            None => (false, Some(b.limit)),
+        };
         if let Some(i) = held.iter().position(|(k, _)| *k == key) {
             let (k, reserved) = held.swap_remove(i);
             ledger.release(&k, reserved);
@@ -592,7 +603,7 @@ impl Engine {
         let RuleKind::Budget(b) = &rule.kind else {
             return None;
         };
-        let (key, _) = counter_key(rule, b, scope_hash(rule.hash, &rule.scope, facts), now);
+        let (key, _) = counter_key(rule, b, scope_hash(&rule.scope, facts), now);
         let ledger = lock(&self.ledger);
         let c = ledger.get(&key)?;
         Some((

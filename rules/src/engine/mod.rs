@@ -10,6 +10,7 @@ mod cel;
 pub mod compile;
 pub mod config;
 mod evaluate;
+mod guard;
 pub mod ledger;
 mod scope;
 pub mod window;

@@ -143,15 +143,53 @@ impl CallFacts for CallRecord {
     }
 }
 
-/// The counter key of `facts` for a rule keyed on `dims`: a hash of the
-/// rule and the values, computed without allocating.
-pub(crate) fn scope_hash(rule_hash: u64, dims: &[ScopeDim], facts: &impl CallFacts) -> u64 {
+/// The scope key of `facts` for a rule keyed on `dims`: a hash of the
+/// values, computed without allocating. Counters and overrides pair it
+/// with the rule's own hash.
+pub(crate) fn scope_hash(dims: &[ScopeDim], facts: &impl CallFacts) -> u64 {
     let mut h = DefaultHasher::new();
-    rule_hash.hash(&mut h);
     for d in dims {
         facts.dim(d).unwrap_or("").hash(&mut h);
     }
     h.finish()
+}
+
+/// Scope keys of one call, each distinct scope list of a rule set hashed
+/// once however many rules share it (most rules key on a few lists, such
+/// as `project` or `project, user`).
+pub(crate) struct ScopeHashes<'a, F> {
+    lists: &'a [Vec<ScopeDim>],
+    facts: &'a F,
+    /// Bit i: `hashes[i]` is computed.
+    known: u64,
+    hashes: [u64; 64],
+}
+
+impl<'a, F: CallFacts> ScopeHashes<'a, F> {
+    pub(crate) fn new(lists: &'a [Vec<ScopeDim>], facts: &'a F) -> Self {
+        Self {
+            lists,
+            facts,
+            known: 0,
+            hashes: [0; 64],
+        }
+    }
+
+    /// The key of scope list `slot` (see `RuleSet::scope_lists`).
+    pub(crate) fn get(&mut self, slot: usize) -> u64 {
+        let dims = self.lists.get(slot).map_or(&[][..], Vec::as_slice);
+        let Some(cached) = self.hashes.get(slot) else {
+            // Past the first 64 lists: not remembered.
+            return scope_hash(dims, self.facts);
+        };
+        if self.known & (1 << slot) != 0 {
+            return *cached;
+        }
+        let h = scope_hash(dims, self.facts);
+        self.hashes[slot] = h;
+        self.known |= 1 << slot;
+        h
+    }
 }
 
 /// `project=search,user=alice` for events and 429 bodies (allocates; not per call).
@@ -213,9 +251,32 @@ mod tests {
             user: Some("u2".into()),
             ..Default::default()
         };
-        assert_ne!(scope_hash(1, &dims, &a), scope_hash(1, &dims, &b));
-        assert_ne!(scope_hash(1, &dims, &a), scope_hash(2, &dims, &a));
-        assert_eq!(scope_hash(1, &dims, &a), scope_hash(1, &dims, &a.clone()));
+        assert_ne!(scope_hash(&dims, &a), scope_hash(&dims, &b));
+        assert_eq!(scope_hash(&dims, &a), scope_hash(&dims, &a.clone()));
+        // Values do not run into each other: ("ab", "") is not ("a", "b").
+        let split = |p: &str, u: &str| CallIntent {
+            project: Some(p.into()),
+            user: Some(u.into()),
+            ..Default::default()
+        };
+        assert_ne!(
+            scope_hash(&dims, &split("ab", "")),
+            scope_hash(&dims, &split("a", "b"))
+        );
+        // Memoised keys are the keys, past the 64 remembered lists too.
+        let lists: Vec<Vec<ScopeDim>> = (0..70)
+            .map(|i| match i % 3 {
+                0 => vec![ScopeDim::Project],
+                1 => vec![ScopeDim::User],
+                _ => vec![ScopeDim::Project, ScopeDim::User],
+            })
+            .collect();
+        let mut memo = ScopeHashes::new(&lists, &a);
+        for _ in 0..2 {
+            for (slot, dims) in lists.iter().enumerate() {
+                assert_eq!(memo.get(slot), scope_hash(dims, &a));
+            }
+        }
         assert_eq!(scope_label(&dims, &a), "project=p,user=u1");
         assert_eq!(scope_label(&[], &a), "global");
     }

@@ -2,6 +2,8 @@
 //! ISO week or month in a time zone) or rolling (the last minute, hour, ...
 //! up to now, kept as 60 sub-buckets).
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -80,6 +82,58 @@ impl Window {
     /// Width of one rolling sub-bucket.
     pub fn bucket_nanos(&self) -> i64 {
         self.unit.nominal_nanos() / ROLLING_BUCKETS
+    }
+}
+
+/// The last calendar window a rule computed, so that the time-zone
+/// arithmetic runs once per window instead of once per call. Shared by the
+/// threads evaluating the rule without a lock: a sequence number, odd while
+/// a writer updates the pair, tells a reader whether its two reads belong
+/// together. Windows partition time, so a consistent pair containing `t` is
+/// the window of `t`.
+#[derive(Debug, Default)]
+pub struct BoundsCache {
+    seq: AtomicU64,
+    start: AtomicI64,
+    end: AtomicI64,
+}
+
+impl Clone for BoundsCache {
+    /// A clone starts empty: it is a cache.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl BoundsCache {
+    /// `window.bounds(t)`, from the cache when `t` falls in the last window.
+    pub fn bounds(&self, window: &Window, t: i64) -> (i64, i64) {
+        if matches!(window.kind, WindowKind::Rolling) {
+            return window.bounds(t);
+        }
+        let seq = self.seq.load(Ordering::SeqCst);
+        if seq != 0 && seq.is_multiple_of(2) {
+            let (start, end) = (
+                self.start.load(Ordering::SeqCst),
+                self.end.load(Ordering::SeqCst),
+            );
+            if self.seq.load(Ordering::SeqCst) == seq && start <= t && t < end {
+                return (start, end);
+            }
+        }
+        let (start, end) = window.bounds(t);
+        // One writer at a time; a writer that loses the race just does not cache.
+        if seq.is_multiple_of(2)
+            && self
+                .seq
+                .compare_exchange(seq, seq + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.start.store(start, Ordering::SeqCst);
+            self.end.store(end, Ordering::SeqCst);
+            self.seq.store(seq + 2, Ordering::SeqCst);
+        }
+        (start, end)
     }
 }
 
@@ -214,6 +268,38 @@ mod tests {
         let (s, _) =
             cal(WindowUnit::Hour, chrono_tz::Asia::Kolkata).bounds(at("2026-11-21T14:37:42Z"));
         assert_eq!(s, at("2026-11-21T14:30:00Z"));
+    }
+
+    #[test]
+    fn the_cache_answers_what_the_window_answers() {
+        let ny = chrono_tz::America::New_York;
+        let cache = BoundsCache::default();
+        let w = cal(WindowUnit::Day, ny);
+        // Across the DST change and back in time (late data).
+        let mut t = at("2026-10-31T20:00:00Z");
+        for step in 0..400i64 {
+            t += if step % 7 == 6 { -5 } else { 1 } * 997 * NANOS_PER_SEC;
+            assert_eq!(cache.bounds(&w, t), w.bounds(t), "at {t}");
+        }
+        // Threads sharing one cache each get their own window right.
+        let cache = std::sync::Arc::new(BoundsCache::default());
+        let threads: Vec<_> = (0..4i64)
+            .map(|i| {
+                let cache = std::sync::Arc::clone(&cache);
+                std::thread::spawn(move || {
+                    let w = cal(WindowUnit::Hour, Tz::UTC);
+                    let mut t = at("2026-11-21T00:00:00Z") + i * 3_600 * NANOS_PER_SEC;
+                    for _ in 0..20_000 {
+                        assert_eq!(cache.bounds(&w, t), w.bounds(t));
+                        // Threads walk different hours: the cache keeps changing.
+                        t += 4 * 3_600 * NANOS_PER_SEC + 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     #[test]
