@@ -60,6 +60,16 @@ async fn full_queue_pushes_back_and_sigterm_drains_acknowledged_rows() {
     let r = post(&c, &request(100, 5)).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
+    // A full queue refuses before reading the request: even a body that
+    // does not decode is told to retry (it would get 400 once read).
+    let garbage = reqwest::Client::new()
+        .post(format!("{}/v1/traces", c.http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(vec![0xff_u8; 64])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 503);
     // ...and over gRPC, with the OTLP retry hint.
     let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
     let status = client.export(request(200, 5)).await.unwrap_err();
@@ -76,7 +86,7 @@ async fn full_queue_pushes_back_and_sigterm_drains_acknowledged_rows() {
         metrics.contains("tollgate_queue_capacity_rows 20"),
         "{metrics}"
     );
-    assert!(metrics.contains("outcome=\"queue_full\"} 1"), "{metrics}");
+    assert!(metrics.contains("outcome=\"queue_full\"} 2"), "{metrics}");
 
     // SIGTERM while the store is still locked; free it after SQLite's 5 s
     // busy timeout has failed at least one write (logged once, retried).

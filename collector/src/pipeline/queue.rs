@@ -72,6 +72,11 @@ pub fn row_queue(capacity: usize) -> (RowQueue, RowReceiver) {
 }
 
 impl RowQueue {
+    /// Rows the queue can take now.
+    pub fn room(&self) -> usize {
+        self.room.available_permits()
+    }
+
     /// Queues `rows` whole, or refuses them whole.
     pub fn try_push(&self, rows: Vec<CallRecord>) -> Result<(), QueueError> {
         if rows.is_empty() {

@@ -33,11 +33,7 @@ impl TraceService for OtlpGrpcService {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
         match self.ingest.export(Transport::Grpc, request.get_ref()).await {
             Ok(response) => Ok(tonic::Response::new(response)),
-            Err(IngestRefusal::QueueFull) => Err(Status::with_error_details(
-                Code::ResourceExhausted,
-                "the collector's queue is full; retry later",
-                ErrorDetails::with_retry_info(Some(Duration::from_secs(RETRY_AFTER_SECS))),
-            )),
+            Err(IngestRefusal::QueueFull) => Err(queue_full()),
             Err(IngestRefusal::TooManyRows(why)) => Err(Status::resource_exhausted(why)),
             Err(IngestRefusal::ShuttingDown) => Err(Status::unavailable(
                 "the collector is shutting down; retry later",
@@ -99,10 +95,20 @@ const REWRITES: [(&str, &str, Refusal, &str); 2] = [
     ("13", "3", Refusal::Malformed, "undecodable message"),
 ];
 
+/// The answer to an export refused because the queue is full.
+fn queue_full() -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        "the collector's queue is full; retry later",
+        ErrorDetails::with_retry_info(Some(Duration::from_secs(RETRY_AFTER_SECS))),
+    )
+}
+
 impl<S, B, RB> Service<Request<B>> for OtlpStatusCodes<S>
 where
     S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
     S::Future: Send + 'static,
+    RB: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -113,6 +119,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // A full queue refuses before tonic reads and decodes the message.
+        if self.ingest.refuse_before_decode(Transport::Grpc) {
+            let refused = queue_full().into_http();
+            return Box::pin(async move { Ok(refused) });
+        }
         let fut = self.inner.call(req);
         let ingest = Arc::clone(&self.ingest);
         Box::pin(async move {

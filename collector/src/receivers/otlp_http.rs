@@ -159,6 +159,10 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
             encoding,
         )
     };
+    // A full queue refuses before the body is read and decoded.
+    if state.ingest.refuse_before_decode(Transport::Http) {
+        return Err(queue_full(encoding));
+    }
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -240,13 +244,7 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
 
     match state.ingest.export(Transport::Http, &request).await {
         Ok(response) => Ok(success(&response, encoding)),
-        Err(IngestRefusal::QueueFull) => Err(Failure {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            grpc_code: tonic::Code::Unavailable as i32,
-            message: "the collector's queue is full; retry later".to_owned(),
-            encoding,
-            retry_after: Some(RETRY_AFTER_SECS),
-        }),
+        Err(IngestRefusal::QueueFull) => Err(queue_full(encoding)),
         Err(IngestRefusal::ShuttingDown) => Err(Failure {
             status: StatusCode::SERVICE_UNAVAILABLE,
             grpc_code: tonic::Code::Unavailable as i32,
@@ -268,6 +266,16 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
             encoding,
             retry_after: None,
         }),
+    }
+}
+
+fn queue_full(encoding: Encoding) -> Failure {
+    Failure {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        grpc_code: tonic::Code::Unavailable as i32,
+        message: "the collector's queue is full; retry later".to_owned(),
+        encoding,
+        retry_after: Some(RETRY_AFTER_SECS),
     }
 }
 
