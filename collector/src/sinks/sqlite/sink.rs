@@ -70,9 +70,17 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
         let path = dir.join(DB_FILE);
         let mut writer = Connection::open(&path).map_err(|e| open_err(&path, e))?;
+        // 16 KiB pages (a new file only; an existing one keeps its size):
+        // a batch of rows touches a quarter of the pages, frames and page
+        // splits of the 4 KiB default. The WAL is checkpointed every 2,500
+        // pages (about 40 MiB) instead of 1,000: index pages rewritten by
+        // each batch are copied into the database less often. Together
+        // about a third more rows per second into the store (bench/ingest).
         writer
             .execute_batch(
-                "PRAGMA journal_mode = WAL;
+                "PRAGMA page_size = 16384;
+                 PRAGMA journal_mode = WAL;
+                 PRAGMA wal_autocheckpoint = 2500;
                  PRAGMA synchronous = NORMAL;
                  PRAGMA busy_timeout = 5000;
                  PRAGMA temp_store = MEMORY;
@@ -233,6 +241,23 @@ mod tests {
             rules_fired: vec!["daily".into()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_new_store_uses_large_pages_and_a_larger_checkpoint_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let conn = store.inner.writer.lock().unwrap();
+        let pragma = |name: &str| -> i64 {
+            conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(pragma("page_size"), 16384);
+        assert_eq!(pragma("wal_autocheckpoint"), 2500);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 
     #[tokio::test]
