@@ -43,8 +43,10 @@ async fn post(c: &Collector, req: &ExportTraceServiceRequest) -> reqwest::Respon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_pushes_back_and_sigterm_drains_acknowledged_rows() {
-    let mut c = Collector::start(
+    let mut c = Collector::start_full(
         "[pipeline]\nqueue_capacity_rows = 20\nbatch_max_rows = 10\nshutdown_timeout = \"60s\"\n",
+        &[],
+        &[("TOLLGATE_RECEIVERS__OTLP__HTTP_MAX_BODY_BYTES", "67108864")],
     );
 
     // Another process holds the database: the store cannot write.
@@ -60,16 +62,21 @@ async fn full_queue_pushes_back_and_sigterm_drains_acknowledged_rows() {
     let r = post(&c, &request(100, 5)).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
-    // A full queue refuses before reading the request: even a body that
-    // does not decode is told to retry (it would get 400 once read).
-    let garbage = reqwest::Client::new()
-        .post(format!("{}/v1/traces", c.http_url()))
-        .header("content-type", "application/x-protobuf")
-        .body(vec![0xff_u8; 64])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(garbage.status(), 503);
+    // A full queue refuses before decoding the request: even a body that
+    // does not decode is told to retry (it would get 400 once decoded).
+    // The body is still read first: a 48 MiB one gets its answer, not a
+    // connection closed under it, twice on one keep-alive connection.
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let garbage = client
+            .post(format!("{}/v1/traces", c.http_url()))
+            .header("content-type", "application/x-protobuf")
+            .body(vec![0xff_u8; 48 << 20])
+            .send()
+            .await
+            .expect("an answer, not a connection closed mid-request");
+        assert_eq!(garbage.status(), 503);
+    }
     // ...and over gRPC, with the OTLP retry hint.
     let mut client = TraceServiceClient::connect(c.grpc_url()).await.unwrap();
     let status = client.export(request(200, 5)).await.unwrap_err();
@@ -86,7 +93,7 @@ async fn full_queue_pushes_back_and_sigterm_drains_acknowledged_rows() {
         metrics.contains("tollgate_queue_capacity_rows 20"),
         "{metrics}"
     );
-    assert!(metrics.contains("outcome=\"queue_full\"} 2"), "{metrics}");
+    assert!(metrics.contains("outcome=\"queue_full\"} 3"), "{metrics}");
 
     // SIGTERM while the store is still locked; free it after SQLite's 5 s
     // busy timeout has failed at least one write (logged once, retried).

@@ -159,10 +159,6 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
             encoding,
         )
     };
-    // A full queue refuses before the body is read and decoded.
-    if state.ingest.refuse_before_decode(Transport::Http) {
-        return Err(queue_full(encoding));
-    }
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -185,6 +181,12 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
             )
         }
     })?;
+    // A full queue refuses before the body is decompressed and decoded.
+    // (After it is read: an HTTP/1.1 answer sent while the client is still
+    // sending would cost it the connection, and the client an error.)
+    if state.ingest.refuse_before_decode(Transport::Http) {
+        return Err(queue_full(encoding));
+    }
 
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
