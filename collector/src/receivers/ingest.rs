@@ -44,7 +44,7 @@ pub struct Ingest {
     destination: Destination,
     events: Arc<InternalEvents>,
     /// Model calls in the last request queued: a request is refused before
-    /// it is even read when the queue has less room than that.
+    /// it is decoded when the queue has less room than that.
     last_rows: AtomicUsize,
 }
 
@@ -67,7 +67,8 @@ impl Ingest {
     }
 
     /// Whether a request should be refused as "queue full" before it is
-    /// read and decoded: the queue has less room than the last request
+    /// decoded (gRPC: before tonic reads the message; HTTP: once the body
+    /// is read): the queue has less room than the last request
     /// queued took (at least one row). Under sustained overload this turns
     /// away the requests that would be refused anyway after decoding, at
     /// almost no cost, and leaves the CPU to the writer that makes room.
