@@ -83,6 +83,26 @@ async fn full_queue_pushes_back_and_sigterm_drains_acknowledged_rows() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     let retry = status.get_details_retry_info().expect("RetryInfo detail");
     assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+    // gRPC also refuses before decoding: an undecodable message (a gRPC
+    // frame of garbage) is told RESOURCE_EXHAUSTED, not INVALID_ARGUMENT.
+    let mut frame = vec![0_u8];
+    frame.extend_from_slice(&64_u32.to_be_bytes());
+    frame.extend_from_slice(&[0xff_u8; 64]);
+    let garbage = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            c.grpc_url()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.headers()["grpc-status"], "8");
 
     let metrics = c.metrics().await;
     assert!(
@@ -93,7 +113,14 @@ async fn full_queue_pushes_back_and_sigterm_drains_acknowledged_rows() {
         metrics.contains("tollgate_queue_capacity_rows 20"),
         "{metrics}"
     );
-    assert!(metrics.contains("outcome=\"queue_full\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("transport=\"http\",outcome=\"queue_full\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("transport=\"grpc\",outcome=\"queue_full\"} 2"),
+        "{metrics}"
+    );
 
     // SIGTERM while the store is still locked; free it after SQLite's 5 s
     // busy timeout has failed at least one write (logged once, retried).
