@@ -340,7 +340,10 @@ pub struct PipelineSection {
     /// (gRPC RESOURCE_EXHAUSTED, HTTP 503 + Retry-After) instead of growing.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity_rows: usize,
-    /// Most rows written in one store transaction.
+    /// Most rows written in one store transaction. Larger transactions
+    /// rewrite each index page less often: calls arrive out of start-time
+    /// order, so each batch touches pages across the last seconds of the
+    /// time index.
     #[serde(default = "default_batch_max_rows")]
     pub batch_max_rows: usize,
     /// How long shutdown waits for queued rows to reach the store.
@@ -357,7 +360,7 @@ fn default_queue_capacity() -> usize {
     100_000
 }
 fn default_batch_max_rows() -> usize {
-    10_000
+    25_000
 }
 fn default_dedup_window_calls() -> usize {
     200_000

@@ -8,8 +8,10 @@
 //!
 //! The window remembers the identities of the last `capacity` calls, so it
 //! costs a bounded amount of memory (about 40 bytes per identity) and no
-//! random-key index in the store. Identities are 64-bit hashes: with the
-//! default window a false "seen" is about one in 10^14 lookups. The store's
+//! random-key index in the store. Identities are 64-bit hashes (foldhash,
+//! seeded at random per process: a sender cannot aim collisions at other
+//! calls): with the default window a false "seen" is about one in 10^14
+//! lookups. The store's
 //! own unique key on (start time, trace id, span id) still catches an exact
 //! retry that arrives after the window has moved on; the window is refilled
 //! from the store at start-up, from the calls the rules replay.
@@ -25,6 +27,7 @@ pub struct DedupWindow {
     seen: HashSet<u64, IdentityHasher>,
     order: VecDeque<u64>,
     capacity: usize,
+    hasher: foldhash::quality::RandomState,
 }
 
 impl DedupWindow {
@@ -37,13 +40,14 @@ impl DedupWindow {
             seen: HashSet::with_hasher(IdentityHasher),
             order: VecDeque::new(),
             capacity,
+            hasher: foldhash::quality::RandomState::default(),
         }
     }
 
     /// Records `call`; `false` if it was already seen (then nothing changes).
     pub fn insert(&mut self, call: &CallRecord) -> bool {
-        let span = span_identity(call);
-        let response = response_identity(call);
+        let span = self.span_identity(call);
+        let response = self.response_identity(call);
         if span.is_some_and(|k| self.seen.contains(&k))
             || response.is_some_and(|k| self.seen.contains(&k))
         {
@@ -92,30 +96,32 @@ impl DedupWindow {
     }
 }
 
-/// (trace id, span id); none for calls without a span id.
-fn span_identity(call: &CallRecord) -> Option<u64> {
-    if call.span_id.is_empty() {
-        return None;
+impl DedupWindow {
+    /// (trace id, span id); none for calls without a span id.
+    fn span_identity(&self, call: &CallRecord) -> Option<u64> {
+        if call.span_id.is_empty() {
+            return None;
+        }
+        Some(self.hash(b'S', &[&call.trace_id, &call.span_id]))
     }
-    Some(hash(b'S', &[&call.trace_id, &call.span_id]))
-}
 
-/// (provider, response id); none when the provider gave no id.
-fn response_identity(call: &CallRecord) -> Option<u64> {
-    let id = call.request_id.as_deref().filter(|id| !id.is_empty())?;
-    Some(hash(b'R', &[call.provider.as_deref().unwrap_or(""), id]))
-}
-
-fn hash(kind: u8, parts: &[&str]) -> u64 {
-    // SipHash with fixed keys: stable within a process, good enough spread;
-    // the kind byte keeps span and response identities apart.
-    let mut h = std::hash::DefaultHasher::new();
-    h.write_u8(kind);
-    for p in parts {
-        h.write(p.as_bytes());
-        h.write_u8(0xff);
+    /// (provider, response id); none when the provider gave no id.
+    fn response_identity(&self, call: &CallRecord) -> Option<u64> {
+        let id = call.request_id.as_deref().filter(|id| !id.is_empty())?;
+        Some(self.hash(b'R', &[call.provider.as_deref().unwrap_or(""), id]))
     }
-    h.finish()
+
+    fn hash(&self, kind: u8, parts: &[&str]) -> u64 {
+        // The kind byte keeps span and response identities apart; 0xff
+        // (never in UTF-8) ends each part, so ("ab", "c") != ("a", "bc").
+        let mut h = self.hasher.build_hasher();
+        h.write_u8(kind);
+        for p in parts {
+            h.write(p.as_bytes());
+            h.write_u8(0xff);
+        }
+        h.finish()
+    }
 }
 
 /// Keys are already hashes: the set uses them as they are.

@@ -116,10 +116,15 @@ impl Writer {
 
     async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
         let mut pending: Vec<Enqueued> = Vec::with_capacity(64);
-        let mut batch: Vec<CallRecord> = Vec::with_capacity(self.batch_max_rows);
-        let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(64);
-        let mut acks: Vec<oneshot::Sender<bool>> = Vec::new();
-        let mut rule_events: Vec<RuleEvent> = Vec::new();
+        let mut batch = Flight::with_capacity(self.batch_max_rows);
+        // The batch being written while the next one is deduplicated and
+        // evaluated: the store's one writer thread does nothing but write.
+        let mut in_flight: Option<JoinHandle<Flight>> = None;
+        let store = StoreWriter {
+            sink: self.sink.clone(),
+            events: self.events.clone(),
+            queue: self.queue.clone(),
+        };
         self.events.queue_capacity(self.queue.capacity());
         loop {
             let deadline = *stop.borrow();
@@ -141,6 +146,8 @@ impl Writer {
                         }
                         _ = stop.changed() => continue,
                         Some(done) = recv_resync(&mut self.resync) => {
+                            // The store must hold every batch before it is read back.
+                            land(&mut in_flight).await;
                             self.resync(done).await;
                             continue;
                         }
@@ -148,43 +155,32 @@ impl Writer {
                 }
             }
             // Fill one batch; a request is never split across batches.
-            while batch.len() < self.batch_max_rows {
+            while batch.calls.len() < self.batch_max_rows {
                 if pending.is_empty() {
                     self.take_ready(&mut pending);
                 }
                 let Some(mut e) = pending.pop() else { break };
-                batch.append(&mut e.rows);
-                permits.push(e.permit);
-                acks.extend(e.ack.take());
-                rule_events.append(&mut e.events);
+                batch.calls.append(&mut e.rows);
+                batch.permits.push(e.permit);
+                batch.acks.extend(e.ack.take());
+                batch.events.append(&mut e.events);
             }
             self.events.queue_depth(self.queue.depth());
             if let Some(window) = &mut self.dedup {
                 self.events
-                    .duplicates_dropped(window.retain_new(&mut batch));
+                    .duplicates_dropped(window.retain_new(&mut batch.calls));
             }
             // Rules run once per call, before the first attempt: a retried
             // write stores the same rows and events.
             if let Some(stage) = &mut self.rules {
-                stage.evaluate(&mut batch, &mut rule_events);
+                stage.evaluate(&mut batch.calls, &mut batch.events);
             }
-            let written = self
-                .write_with_retry(
-                    Batch {
-                        calls: &batch,
-                        events: &rule_events,
-                    },
-                    &mut stop,
-                )
-                .await;
-            for ack in acks.drain(..) {
-                let _ = ack.send(written);
-            }
-            batch.clear();
-            rule_events.clear();
-            permits.clear();
-            self.events.queue_depth(self.queue.depth());
+            // One batch in flight at a time keeps batches in order.
+            let spare = land(&mut in_flight).await;
+            let next = std::mem::replace(&mut batch, spare.unwrap_or_default());
+            in_flight = Some(tokio::spawn(store.clone().write(next, stop.clone())));
         }
+        land(&mut in_flight).await;
         self.events.queue_depth(self.queue.depth());
     }
 
@@ -215,6 +211,72 @@ impl Writer {
             rules.already_stored = restore.run(&rules.engine, &rules.killswitch, dedup).await;
         }
         let _ = done.send(());
+    }
+}
+
+/// A batch with what it holds until written: queue room and the acks of
+/// the requests it came from.
+#[derive(Default)]
+struct Flight {
+    calls: Vec<CallRecord>,
+    events: Vec<RuleEvent>,
+    permits: Vec<OwnedSemaphorePermit>,
+    acks: Vec<oneshot::Sender<bool>>,
+}
+
+impl Flight {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            calls: Vec::with_capacity(rows),
+            permits: Vec::with_capacity(64),
+            ..Self::default()
+        }
+    }
+}
+
+/// Waits for the batch in flight, if any; returns it emptied, for reuse.
+async fn land(in_flight: &mut Option<JoinHandle<Flight>>) -> Option<Flight> {
+    let task = in_flight.take()?;
+    match task.await {
+        Ok(mut flight) => {
+            // Rows are freed here, off the store's thread.
+            flight.calls.clear();
+            flight.events.clear();
+            Some(flight)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store write task ended abnormally");
+            None
+        }
+    }
+}
+
+/// The half of the writer that talks to the sink.
+#[derive(Clone)]
+struct StoreWriter {
+    sink: Arc<dyn Sink>,
+    events: Arc<InternalEvents>,
+    queue: RowQueue,
+}
+
+impl StoreWriter {
+    /// Writes `flight`, then answers its acks and releases its room.
+    async fn write(self, mut flight: Flight, mut stop: watch::Receiver<Option<Instant>>) -> Flight {
+        let written = self
+            .write_with_retry(
+                Batch {
+                    calls: &flight.calls,
+                    events: &flight.events,
+                },
+                &mut stop,
+            )
+            .await;
+        for ack in flight.acks.drain(..) {
+            let _ = ack.send(written);
+        }
+        flight.permits.clear();
+        self.events.queue_depth(self.queue.depth());
+        flight
     }
 
     /// Writes `batch`; `false` if it could not be written (then it was
@@ -343,6 +405,69 @@ mod tests {
             "{}",
             events.encode()
         );
+    }
+
+    /// Holds every write until the test opens the gate.
+    struct Gated {
+        gate: tokio::sync::Semaphore,
+        rows: Mutex<Vec<CallRecord>>,
+    }
+
+    impl Sink for Gated {
+        fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async move {
+                self.gate.acquire().await.unwrap().forget();
+                self.rows.lock().unwrap().extend_from_slice(batch.calls);
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_is_deduplicated_while_one_is_written_and_batches_land_in_order() {
+        let (q, rx) = row_queue(1000);
+        let sink = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            rows: Mutex::default(),
+        });
+        let events = InternalEvents::new();
+        let handle = Writer::new(rx, q.clone(), sink.clone(), events.clone(), 10)
+            .with_dedup(DedupWindow::new(1000))
+            .spawn();
+        q.try_push(rows(10, "a")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The first batch is stuck in the store; the resent one is dropped
+        // meanwhile, and a new one waits its turn.
+        q.try_push(rows(10, "a")).unwrap();
+        q.try_push(rows(10, "b")).unwrap();
+        let dropped = "tollgate_pipeline_duplicates_dropped_total 10";
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while !events.encode().contains(dropped) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{}", events.encode());
+        assert!(
+            sink.rows.lock().unwrap().is_empty(),
+            "nothing is written yet"
+        );
+        sink.gate.add_permits(100);
+        q.close();
+        handle.drain_and_stop(Duration::from_secs(10)).await;
+        let ids: Vec<String> = sink
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.span_id.clone())
+            .collect();
+        let expected: Vec<String> = (0..10)
+            .map(|i| format!("a-{i}"))
+            .chain((0..10).map(|i| format!("b-{i}")))
+            .collect();
+        assert_eq!(ids, expected);
+        assert_eq!(q.depth(), 0);
     }
 
     #[tokio::test]

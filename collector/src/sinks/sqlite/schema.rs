@@ -94,6 +94,12 @@ const MIGRATIONS: &[&str] = &[
      DROP INDEX calls_by_span;
      DROP INDEX calls_by_response;
      CREATE UNIQUE INDEX calls_by_time_span ON calls (start_unix_nanos, trace_id, span_id);",
+    // 5: one index on calls. Usage queries filter on a time range first,
+    // which `calls_by_time_span` serves; a project filter is then checked on
+    // the rows of that range. The (project, time) index cost every insert a
+    // second descent into a second tree, and each batch of rows dirtied one
+    // run of its pages per project: about a third of the store's write time.
+    "DROP INDEX calls_by_project_time;",
 ];
 
 /// The schema version this build writes.
@@ -134,6 +140,31 @@ mod tests {
             .unwrap();
         let err = migrate(&mut conn).unwrap_err().to_string();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn calls_keep_one_index_the_time_and_identity_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls'")
+            .unwrap();
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(names, ["calls_by_time_span"]);
+        // A time-range usage query is answered from that index.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT project, COUNT(*) FROM calls
+                 WHERE start_unix_nanos >= 5 AND project = 'p' GROUP BY project",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("calls_by_time_span"), "{plan}");
     }
 
     #[test]
