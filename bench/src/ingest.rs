@@ -101,11 +101,11 @@ pub struct IngestOptions {
     /// caches it (~/.cache/tollgate/tools/bin/tansu); never built by the bench.
     #[arg(long)]
     pub tansu: Option<PathBuf>,
-    /// `queue_capacity_rows` given to Tollgate.
+    /// `queue_capacity_rows` given to Tollgate (its default).
     #[arg(long, default_value_t = 100_000)]
     pub queue_capacity_rows: usize,
-    /// `batch_max_rows` given to Tollgate.
-    #[arg(long, default_value_t = 10_000)]
+    /// `batch_max_rows` given to Tollgate (its default).
+    #[arg(long, default_value_t = 25_000)]
     pub batch_max_rows: usize,
     /// Upper bound on one run (warm-up + load), in seconds.
     #[arg(long, default_value_t = 120)]
