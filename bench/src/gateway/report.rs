@@ -123,7 +123,8 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
          non-streaming OpenAI chat completion (`{model}`, `max_tokens = {mt}`, a system and a user \
          message); it counts when its status is 200 and its whole body is read. Per run: {warm} s \
          warm-up (4 callers), then the **latency phase**: {rate} requests/s open loop for {lat} s \
-         (latency from when a request was due), then the **throughput phase**: {conc} callers in a \
+         (each request sent when due to the microsecond: the last 1.5 ms before it are spun, not \
+         slept, since tokio's timer is up to 1 ms late; latency from when a request was due), then the **throughput phase**: {conc} callers in a \
          closed loop for {tp} s (HTTP/1.1 keep-alive pool, TCP_NODELAY). Added latency = the \
          target's percentile minus direct's in the same round. Medians over rounds. Every proxy \
          gets one core's worth of workers: Tollgate and the pass-through 1 tokio worker \
