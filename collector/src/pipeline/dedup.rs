@@ -11,10 +11,10 @@
 //! random-key index in the store. Identities are 64-bit hashes (foldhash,
 //! seeded at random per process: a sender cannot aim collisions at other
 //! calls): with the default window a false "seen" is about one in 10^14
-//! lookups. The store's
-//! own unique key on (start time, trace id, span id) still catches an exact
-//! retry that arrives after the window has moved on; the window is refilled
-//! from the store at start-up, from the calls the rules replay.
+//! lookups. The store's own unique key on (start time, trace id, span id)
+//! still catches an exact retry that arrives after the window has moved on;
+//! the window is refilled from the store at start-up, from the calls the
+//! rules replay.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -94,9 +94,7 @@ impl DedupWindow {
             self.seen.remove(&old);
         }
     }
-}
 
-impl DedupWindow {
     /// (trace id, span id); none for calls without a span id.
     fn span_identity(&self, call: &CallRecord) -> Option<u64> {
         if call.span_id.is_empty() {

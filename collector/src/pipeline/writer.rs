@@ -25,9 +25,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Drains a [`RowReceiver`] into a [`Sink`].
 pub struct Writer {
     rx: RowReceiver,
-    queue: RowQueue,
-    sink: Arc<dyn Sink>,
-    events: Arc<InternalEvents>,
+    store: StoreWriter,
     batch_max_rows: usize,
     dedup: Option<DedupWindow>,
     rules: Option<RuleStage>,
@@ -72,9 +70,11 @@ impl Writer {
     ) -> Self {
         Self {
             rx,
-            queue,
-            sink,
-            events,
+            store: StoreWriter {
+                sink,
+                events,
+                queue,
+            },
             batch_max_rows,
             dedup: None,
             rules: None,
@@ -120,12 +120,9 @@ impl Writer {
         // The batch being written while the next one is deduplicated and
         // evaluated: the store's one writer thread does nothing but write.
         let mut in_flight: Option<JoinHandle<Flight>> = None;
-        let store = StoreWriter {
-            sink: self.sink.clone(),
-            events: self.events.clone(),
-            queue: self.queue.clone(),
-        };
-        self.events.queue_capacity(self.queue.capacity());
+        self.store
+            .events
+            .queue_capacity(self.store.queue.capacity());
         loop {
             let deadline = *stop.borrow();
             if pending.is_empty() {
@@ -165,9 +162,10 @@ impl Writer {
                 batch.acks.extend(e.ack.take());
                 batch.events.append(&mut e.events);
             }
-            self.events.queue_depth(self.queue.depth());
+            self.store.events.queue_depth(self.store.queue.depth());
             if let Some(window) = &mut self.dedup {
-                self.events
+                self.store
+                    .events
                     .duplicates_dropped(window.retain_new(&mut batch.calls));
             }
             // Rules run once per call, before the first attempt: a retried
@@ -178,10 +176,10 @@ impl Writer {
             // One batch in flight at a time keeps batches in order.
             let spare = land(&mut in_flight).await;
             let next = std::mem::replace(&mut batch, spare.unwrap_or_default());
-            in_flight = Some(tokio::spawn(store.clone().write(next, stop.clone())));
+            in_flight = Some(tokio::spawn(self.store.clone().write(next, stop.clone())));
         }
         land(&mut in_flight).await;
-        self.events.queue_depth(self.queue.depth());
+        self.store.events.queue_depth(self.store.queue.depth());
     }
 
     /// Moves what is already queued into `pending` (oldest last), without waiting.
