@@ -75,6 +75,38 @@ async fn count(server: &ClickhouseServer, sql: &str) -> u64 {
     server.query(sql).await.trim().parse().unwrap()
 }
 
+/// The calls not stored, as `index (project)`, to tell a lost Kafka
+/// message from a row lost after it was consumed.
+async fn missing(server: &ClickhouseServer) -> String {
+    let stored: std::collections::HashSet<String> = server
+        .query("SELECT span_id FROM kafka_e2e.calls")
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (0..CALLS)
+        .filter(|i| !stored.contains(&hex((*i as u64 + 1).to_be_bytes())))
+        .map(|i| format!("{i} (p{:02})", i % PROJECTS))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn hex(bytes: [u8; 8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An instance's Kafka and pipeline counters.
+async fn kafka_metrics(c: &Collector) -> String {
+    c.metrics()
+        .await
+        .lines()
+        .filter(|l| {
+            !l.starts_with('#') && (l.starts_with("tollgate_kafka") || l.contains("duplicates"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
     let test = "calls_arrive_exactly_once_across_a_killed_process_instance";
@@ -179,15 +211,23 @@ async fn calls_arrive_exactly_once_across_a_killed_process_instance() {
         if stored >= CALLS as u64 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{stored} of {CALLS} calls stored; survivor:\n{}\nreplacement:\n{}",
-            survivor.stderr(),
-            replacement
-                .as_ref()
-                .map(Collector::stderr)
-                .unwrap_or_default()
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "{stored} of {CALLS} calls stored; missing: {}\nsurvivor:\n{}\n{}\nreplacement:\n{}\n{}\nbroker:\n{}",
+                missing(&server).await,
+                survivor.stderr(),
+                kafka_metrics(&survivor).await,
+                replacement
+                    .as_ref()
+                    .map(Collector::stderr)
+                    .unwrap_or_default(),
+                match &replacement {
+                    Some(r) => kafka_metrics(r).await,
+                    None => String::new(),
+                },
+                broker.log()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // Give a late duplicate the chance to land before counting.
@@ -303,4 +343,98 @@ action = "block"
     assert_eq!(status, 200);
     wait_blocked(&process, "kb", false).await;
     assert!(!blocked(&ingest, "kb").await);
+}
+
+/// The test broker itself: a consumer resuming from an offset committed in
+/// the middle of a record batch gets the rest of that batch (Kafka returns
+/// the batch holding the offset). The kill test above depends on it: the
+/// survivor and the replacement resume from wherever the last commit was.
+#[tokio::test]
+async fn the_broker_resumes_a_consumer_in_the_middle_of_a_record_batch() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let test = "the_broker_resumes_a_consumer_in_the_middle_of_a_record_batch";
+    let Some(broker) = KafkaBroker::start(test) else {
+        return;
+    };
+    let topic = "mid-batch";
+    let config = |extra: &[(&str, &str)]| {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", broker.brokers());
+        for (k, v) in extra {
+            c.set(*k, *v);
+        }
+        c
+    };
+    let admin: AdminClient<_> = config(&[]).create().unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    // 100 messages queued at once, sent as one record batch.
+    let producer: BaseProducer = config(&[("linger.ms", "500"), ("batch.num.messages", "1000")])
+        .create()
+        .unwrap();
+    for i in 0..100 {
+        let payload = i.to_string();
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(0)
+                    .key("k")
+                    .payload(&payload),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let consumer = |group: &str| -> BaseConsumer {
+        let c: BaseConsumer = config(&[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .create()
+        .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Stored).unwrap();
+        c.assign(&tpl).unwrap();
+        c
+    };
+    let next = |c: &BaseConsumer| -> (i64, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no message");
+            if let Some(m) = c.poll(Duration::from_millis(100)) {
+                let m = m.unwrap();
+                let payload = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+                return (m.offset(), payload);
+            }
+        }
+    };
+
+    let first = consumer("resume");
+    for want in 0..30 {
+        assert_eq!(next(&first), (want, want.to_string()));
+    }
+    let mut committed = TopicPartitionList::new();
+    committed
+        .add_partition_offset(topic, 0, Offset::Offset(30))
+        .unwrap();
+    first.commit(&committed, CommitMode::Sync).unwrap();
+    drop(first);
+
+    let again = consumer("resume");
+    for want in 30..100 {
+        assert_eq!(next(&again), (want, want.to_string()));
+    }
 }
