@@ -60,6 +60,9 @@ struct Shared {
     /// How long a rebalance or shutdown waits for the writer.
     settle_timeout: Duration,
     stop: AtomicBool,
+    /// A batch handed to the writer was not stored: no offset after it may
+    /// be committed, ever (its rows are read again after a restart).
+    gave_up: AtomicBool,
     buffer: Mutex<Buffer>,
     in_flight: Mutex<VecDeque<InFlight>>,
 }
@@ -133,12 +136,14 @@ impl Shared {
                 Ok(p) => break p,
                 Err(QueueError::Full) => std::thread::sleep(Duration::from_millis(10)),
                 // Shutdown: not committed, the next owner reads them again.
-                Err(_) => return,
+                Err(_) => return self.give_up(),
             }
         };
         let (ack, wait) = oneshot::channel();
         if self.queue.send_reserved(rows, permit, Some(ack)).is_ok() {
             lock(&self.in_flight).push_back(InFlight { next, ack: wait });
+        } else {
+            self.give_up();
         }
     }
 
@@ -160,6 +165,7 @@ impl Shared {
                 }
                 // Not written (shutdown gave up): nothing after it may be committed.
                 Ok(false) | Err(oneshot::error::TryRecvError::Closed) => {
+                    self.give_up();
                     in_flight.clear();
                     return;
                 }
@@ -174,6 +180,7 @@ impl Shared {
         let deadline = Instant::now() + self.settle_timeout;
         let batches: Vec<InFlight> = lock(&self.in_flight).drain(..).collect();
         let mut next = BTreeMap::new();
+        let mut stored = true;
         for b in batches {
             match wait_for(b.ack, deadline) {
                 Some(true) => next.extend(b.next),
@@ -181,15 +188,24 @@ impl Shared {
                     tracing::warn!(
                         "rows handed to the writer were not stored in time; their offsets stay uncommitted and will be read again"
                     );
+                    stored = false;
                     break;
                 }
             }
         }
+        // The batches stored before the first one that was not.
         self.commit(consumer, &next, CommitMode::Sync);
+        if !stored {
+            self.give_up();
+        }
+    }
+
+    fn give_up(&self) {
+        self.gave_up.store(true, Ordering::Release);
     }
 
     fn commit(&self, consumer: &BaseConsumer<Ctx>, next: &BTreeMap<i32, i64>, mode: CommitMode) {
-        if next.is_empty() {
+        if next.is_empty() || self.gave_up.load(Ordering::Acquire) {
             return;
         }
         let mut tpl = TopicPartitionList::with_capacity(next.len());
@@ -259,6 +275,7 @@ impl CallConsumer {
             max_rows,
             settle_timeout,
             stop: AtomicBool::new(false),
+            gave_up: AtomicBool::new(false),
             buffer: Mutex::new(Buffer::default()),
             in_flight: Mutex::new(VecDeque::new()),
         });
