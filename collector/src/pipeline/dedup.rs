@@ -11,8 +11,8 @@
 //! random-key index in the store. Identities are 64-bit hashes (foldhash,
 //! seeded at random per process: a sender cannot aim collisions at other
 //! calls): with the default window a false "seen" is about one in 10^14
-//! lookups. The store's own unique key on (start time, trace id, span id)
-//! still catches an exact retry that arrives after the window has moved on;
+//! lookups. The store's own unique key on (start time, a fixed hash of
+//! trace and span ids) still catches an exact retry that arrives after the window has moved on;
 //! the window is refilled from the store at start-up, from the calls the
 //! rules replay.
 

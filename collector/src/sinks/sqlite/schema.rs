@@ -100,7 +100,47 @@ const MIGRATIONS: &[&str] = &[
     // second descent into a second tree, and each batch of rows dirtied one
     // run of its pages per project: about a third of the store's write time.
     "DROP INDEX calls_by_project_time;",
+    // 6: the identity key on integers. `ident` is a stable 64-bit hash of
+    // (trace id, span id) (see `call_ident`), so an index entry holds two
+    // integers instead of 48 characters of hex: a third of the pages, and
+    // each insert's descent touches fewer of them (a fifth less time per
+    // row into the store). Two calls collide only if they start in the
+    // same nanosecond and their ids hash alike; aiming a collision at a
+    // call takes knowing its trace id, span id and start time.
+    "ALTER TABLE calls ADD COLUMN ident INTEGER NOT NULL DEFAULT 0;
+     UPDATE calls SET ident = tollgate_call_ident(trace_id, span_id);
+     DELETE FROM calls WHERE id NOT IN
+        (SELECT min(id) FROM calls GROUP BY start_unix_nanos, ident);
+     DROP INDEX calls_by_time_span;
+     CREATE UNIQUE INDEX calls_by_time_ident ON calls (start_unix_nanos, ident);",
 ];
+
+/// A call's identity in the store's unique key with its start time: the
+/// 64-bit XXH3 of its trace and span ids. XXH3 is specified, so the value
+/// is the same in every build and process that ever wrote the file.
+pub(crate) fn call_ident(trace_id: &str, span_id: &str) -> i64 {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash3_64::with_seed(0);
+    h.write(trace_id.as_bytes());
+    h.write_u8(0xff);
+    h.write(span_id.as_bytes());
+    h.finish() as i64
+}
+
+/// Makes [`call_ident`] callable from SQL (migrations).
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "tollgate_call_ident",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let trace: String = ctx.get(0)?;
+            let span: String = ctx.get(1)?;
+            Ok(call_ident(&trace, &span))
+        },
+    )
+}
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -113,6 +153,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             "database schema version {current} is newer than this tollgate ({SCHEMA_VERSION}); upgrade tollgate"
         )));
     }
+    register_functions(conn)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -154,7 +195,7 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(names, ["calls_by_time_span"]);
+        assert_eq!(names, ["calls_by_time_ident"]);
         // A time-range usage query is answered from that index.
         let plan: String = conn
             .query_row(
@@ -164,7 +205,7 @@ mod tests {
                 |r| r.get(3),
             )
             .unwrap();
-        assert!(plan.contains("calls_by_time_span"), "{plan}");
+        assert!(plan.contains("calls_by_time_ident"), "{plan}");
     }
 
     #[test]
@@ -193,9 +234,69 @@ mod tests {
             .unwrap();
         assert_eq!(n, 3);
         let again = conn.execute(
-            &insert.replace("INSERT", "INSERT OR IGNORE"),
-            rusqlite::params![20, "t", "s2"],
+            &insert
+                .replace("INSERT", "INSERT OR IGNORE")
+                .replace("labels)", "labels, ident)")
+                .replace("'{}')", "'{}', ?4)"),
+            rusqlite::params![20, "t", "s2", call_ident("t", "s2")],
         );
         assert_eq!(again.unwrap(), 0, "an exact retry is ignored");
+    }
+
+    #[test]
+    fn version_5_stores_get_the_integer_identity_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        let columns = "start_unix_nanos, duration_nanos, trace_id, span_id,
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+            cost_source, status, stream, mode, rules_fired, attempt, labels";
+        let values = "?1, 1, ?2, ?3, 1, 1, 0, 0, 0, 'unpriced', 'ok', 0, 'observe', '[]', 0, '{}'";
+        conn.execute(
+            &format!("INSERT INTO calls ({columns}) VALUES ({values})"),
+            rusqlite::params![10, "t1", "s1"],
+        )
+        .unwrap();
+        conn.execute(
+            &format!("INSERT INTO calls ({columns}) VALUES ({values})"),
+            rusqlite::params![10, "t1", "s2"],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let idents: Vec<i64> = conn
+            .prepare("SELECT ident FROM calls ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(idents, [call_ident("t1", "s1"), call_ident("t1", "s2")]);
+        // Same start, same ids: ignored; another span at that start: kept.
+        let insert =
+            format!("INSERT OR IGNORE INTO calls ({columns}, ident) VALUES ({values}, ?4)");
+        let again = conn.execute(
+            &insert,
+            rusqlite::params![10, "t1", "s1", call_ident("t1", "s1")],
+        );
+        assert_eq!(again.unwrap(), 0, "an exact retry is ignored");
+        let other = conn.execute(
+            &insert,
+            rusqlite::params![10, "t1", "s3", call_ident("t1", "s3")],
+        );
+        assert_eq!(other.unwrap(), 1);
+    }
+
+    #[test]
+    fn the_identity_hash_is_fixed() {
+        // Stored in every row: a change would let retries of old calls in.
+        assert_eq!(call_ident("t1", "s1"), call_ident("t1", "s1"));
+        assert_ne!(call_ident("t1", "s1"), call_ident("t1s", "1"));
+        assert_eq!(
+            call_ident("", ""),
+            -2973241909731272914,
+            "XXH3-64 of [0xff]"
+        );
     }
 }

@@ -19,10 +19,10 @@ const INSERT: &str = "INSERT OR IGNORE INTO calls (
     provider, operation, request_model, response_model, model,
     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
     cost_usd, cost_source, price_version, status, error_type, http_status, stream,
-    finish_reason, mode, decision, rules_fired, attempt, upstream, labels
+    finish_reason, mode, decision, rules_fired, attempt, upstream, labels, ident
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-          ?35, ?36, ?37, ?38, ?39)";
+          ?35, ?36, ?37, ?38, ?39, ?40)";
 
 const INSERT_EVENT: &str = "INSERT INTO rule_events (
     time_unix_nanos, rule_id, kind, scope, metric, limit_value, used, threshold, action,
@@ -176,6 +176,7 @@ impl SqliteStore {
                     r.attempt,
                     r.upstream,
                     labels,
+                    schema::call_ident(&r.trace_id, &r.span_id),
                 ])
                 .map_err(unavailable)?;
             }
