@@ -4,6 +4,8 @@
 //! or strings), so every reader accepts all sensible encodings and reports a
 //! value that cannot be one, rather than guessing.
 
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
@@ -20,11 +22,12 @@ pub(crate) enum BadNumber {
 /// A string value, cut to [`MAX_STRING_BYTES`]. Non-strings are rendered
 /// (ints, bools), arrays give their first element (finish reasons).
 pub(crate) fn as_string(v: &AnyValue) -> Option<String> {
-    let s = match v.value.as_ref()? {
-        Value::StringValue(s) => s.clone(),
-        Value::IntValue(i) => i.to_string(),
-        Value::BoolValue(b) => b.to_string(),
-        Value::DoubleValue(d) => d.to_string(),
+    // Strings are borrowed until the one copy the record keeps.
+    let s: Cow<'_, str> = match v.value.as_ref()? {
+        Value::StringValue(s) => Cow::Borrowed(s),
+        Value::IntValue(i) => Cow::Owned(i.to_string()),
+        Value::BoolValue(b) => Cow::Owned(b.to_string()),
+        Value::DoubleValue(d) => Cow::Owned(d.to_string()),
         Value::ArrayValue(a) => return a.values.first().and_then(as_string),
         // Profiles-only string-table references and structured values are not strings here.
         _ => return None,
