@@ -28,11 +28,16 @@ action = "alert"
 "#;
 
 const PROJECTS: [&str; 4] = ["search", "support", "billing", "agents"];
-const MODELS: [(&str, &str); 4] = [
-    ("openai", "gpt-4o-mini"),
-    ("openai", "gpt-4o"),
-    ("anthropic", "claude-sonnet-4-5"),
-    ("openai", "no-such-model-x"),
+/// (provider, model asked for, model that answered).
+const MODELS: [(&str, &str, &str); 4] = [
+    ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+    ("openai", "gpt-4o", "gpt-4o-2024-08-06"),
+    (
+        "anthropic",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-20250929",
+    ),
+    ("openai", "no-such-model-x", "no-such-model-x-2025-01-01"),
 ];
 
 fn now_nanos() -> u64 {
@@ -48,11 +53,14 @@ fn request(r: u64, base: u64) -> ExportTraceServiceRequest {
     let spans = (0..50u64)
         .map(|i| {
             let n = r * 50 + i;
-            let (provider, model) = MODELS[(n % 4) as usize];
+            let (provider, model, answered) = MODELS[(n % 4) as usize];
+            // Most calls name a model and are answered by a dated snapshot
+            // of it; every seventh names none and only the answer says: both
+            // stores must group them under the same name.
             let mut attrs = vec![
                 otlp::string("gen_ai.operation.name", "chat"),
                 otlp::string("gen_ai.provider.name", provider),
-                otlp::string("gen_ai.request.model", model),
+                otlp::string("gen_ai.response.model", answered),
                 otlp::int("gen_ai.usage.input_tokens", 100 + (n % 7) as i64 * 50),
                 otlp::int("gen_ai.usage.output_tokens", 20 + (n % 5) as i64 * 10),
                 otlp::string("tollgate.project", PROJECTS[(n % 3) as usize]),
@@ -63,6 +71,9 @@ fn request(r: u64, base: u64) -> ExportTraceServiceRequest {
                     if n.is_multiple_of(2) { "core" } else { "ml" },
                 ),
             ];
+            if !n.is_multiple_of(7) {
+                attrs.push(otlp::string("gen_ai.request.model", model));
+            }
             if n.is_multiple_of(6) {
                 attrs.push(otlp::int("gen_ai.usage.cache_read.input_tokens", 40));
             }
@@ -177,6 +188,20 @@ async fn clickhouse_gives_the_answers_of_the_embedded_store() {
         assert!(!a["rows"].as_array().unwrap().is_empty(), "{q}");
         assert_eq!(rounded(a), rounded(b), "{q}");
     }
+    // Calls are grouped under the model asked for, and only those that did
+    // not say under the model that answered.
+    let (_, by_model) = ch.get("/v1/usage?by=model&since=1h").await;
+    let requests_of = |name: &str| {
+        by_model["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == name)
+            .map(|r| r["requests"].as_u64().unwrap())
+    };
+    let asked = (0..300u64).filter(|n| n % 4 == 1 && n % 7 != 0).count() as u64;
+    assert_eq!(requests_of("gpt-4o"), Some(asked));
+    assert_eq!(requests_of("gpt-4o-2024-08-06"), Some(75 - asked));
     let cli_ch = ch.usage_cli(&["--by", "project,model", "--since", "1h"]);
     let cli_lite = lite.usage_cli(&["--by", "project,model", "--since", "1h"]);
     assert_eq!(cli_ch, cli_lite);
@@ -349,6 +374,73 @@ async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
             .query("SELECT count(), max(version) FROM tg_retry.tollgate_migrations")
             .await
             .trim(),
-        "4\t4"
+        "5\t5"
     );
+}
+
+/// A store written before schema version 5 named calls by the model that
+/// answered; the migration renames them by the model asked for, as the
+/// embedded store and the rules do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_store_is_migrated_to_the_model_asked_for() {
+    let Some(server) = ClickhouseServer::start("an_older_store_is_migrated_to_the_model_asked_for")
+    else {
+        return;
+    };
+    let mut ch = Collector::start_with_storage(Some(&server.storage("tg_upgrade")), "", &[], &[]);
+    let base = now_nanos() - 60_000_000_000;
+    assert_eq!(ch.post_traces(request(0, base).encode_to_vec()).await, 200);
+    ch.wait_calls(50).await;
+    let renamed = "SELECT countIf(model = request_model), countIf(model = response_model)
+                   FROM tg_upgrade.calls WHERE request_model IS NOT NULL";
+    let eventually = |sql: &'static str, want: &'static str| {
+        let server = &server;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let got = server.query(sql).await;
+                if got.trim() == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{sql}: {got}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // 42 of the 50 calls name a model (every seventh does not).
+    eventually(renamed, "42\t0").await;
+
+    // Back to what version 4 wrote, and to version 4 itself.
+    server
+        .query(
+            "ALTER TABLE tg_upgrade.calls UPDATE model = coalesce(response_model, request_model)
+             WHERE 1",
+        )
+        .await;
+    eventually(renamed, "0\t42").await;
+    server
+        .query("ALTER TABLE tg_upgrade.tollgate_migrations DELETE WHERE version = 5")
+        .await;
+    eventually(
+        "SELECT max(version) FROM tg_upgrade.tollgate_migrations",
+        "4",
+    )
+    .await;
+
+    ch.restart();
+    eventually(renamed, "42\t0").await;
+    eventually(
+        "SELECT max(version) FROM tg_upgrade.tollgate_migrations",
+        "5",
+    )
+    .await;
+    let (_, by_model) = ch.get("/v1/usage?by=model&since=1h").await;
+    let gpt_4o = by_model["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "gpt-4o")
+        .map(|r| r["requests"].clone());
+    let asked = (0..50u64).filter(|n| n % 4 == 1 && n % 7 != 0).count();
+    assert_eq!(gpt_4o, Some(asked.into()), "{by_model}");
 }

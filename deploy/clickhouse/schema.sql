@@ -1,4 +1,4 @@
--- Tollgate ClickHouse schema, version 4. The collector creates and
+-- Tollgate ClickHouse schema, version 5. The collector creates and
 -- migrates it by itself; this file is for DBAs who create it by hand.
 -- Generated from collector/src/sinks/clickhouse/schema.rs.
 
@@ -129,3 +129,9 @@ SELECT
     quantilesStateIf(0.5, 0.95, 0.99)(ifNull(c.ttft_nanos, 0) / 1e6, c.ttft_nanos IS NOT NULL) AS ttft_ms
 FROM tollgate.calls AS c
 GROUP BY minute, org, project, app, environment, provider, model, user_id;
+
+-- 5: calls_model_as_asked
+ALTER TABLE tollgate.calls
+    UPDATE model = coalesce(request_model, response_model)
+    WHERE request_model IS NOT NULL AND response_model IS NOT NULL
+      AND request_model != response_model;

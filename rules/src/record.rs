@@ -166,11 +166,13 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    /// The model that actually served the call, falling back to the one asked for.
+    /// The call's model as usage, rules and both stores name it: the one
+    /// asked for (`gpt-4o`, a route's model), falling back to the one that
+    /// answered (`gpt-4o-2024-08-06`) when the request did not say.
     pub fn model(&self) -> Option<&str> {
-        self.response_model
+        self.request_model
             .as_deref()
-            .or(self.request_model.as_deref())
+            .or(self.response_model.as_deref())
     }
 
     /// Input plus output tokens (cache and reasoning tokens are part of those).
@@ -202,14 +204,14 @@ mod tests {
     }
 
     #[test]
-    fn model_prefers_response_model() {
+    fn model_is_the_requested_one_else_the_answering_one() {
         let mut r = CallRecord {
-            request_model: Some("gpt-4o".into()),
+            response_model: Some("gpt-4o-2024-08-06".into()),
             ..Default::default()
         };
-        assert_eq!(r.model(), Some("gpt-4o"));
-        r.response_model = Some("gpt-4o-2024-08-06".into());
         assert_eq!(r.model(), Some("gpt-4o-2024-08-06"));
+        r.request_model = Some("gpt-4o".into());
+        assert_eq!(r.model(), Some("gpt-4o"));
     }
 
     #[test]

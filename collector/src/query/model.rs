@@ -89,7 +89,7 @@ impl Dimension {
             Dimension::User => r.user.as_deref(),
             Dimension::Session => r.session.as_deref(),
             Dimension::Provider => r.provider.as_deref(),
-            Dimension::Model => r.request_model.as_deref().or(r.response_model.as_deref()),
+            Dimension::Model => r.model(),
             Dimension::Route => r.route.as_deref(),
             Dimension::ErrorType => r.error_type.as_deref(),
             Dimension::Operation => r.operation.as_deref(),

@@ -151,11 +151,7 @@ fn int(n: u64) -> i64 {
 impl<'a> CallView<'a> {
     pub(crate) fn of_record(r: &'a CallRecord) -> Self {
         Self {
-            model: r
-                .request_model
-                .as_deref()
-                .or(r.response_model.as_deref())
-                .unwrap_or(""),
+            model: r.model().unwrap_or(""),
             provider: r.provider.as_deref().unwrap_or(""),
             operation: r.operation.as_deref().unwrap_or(""),
             input_tokens: int(r.input_tokens),

@@ -129,10 +129,7 @@ impl CallFacts for CallRecord {
             ScopeDim::Session => self.session.as_deref(),
             ScopeDim::Key => self.labels.get("key").map(String::as_str),
             ScopeDim::Provider => self.provider.as_deref(),
-            ScopeDim::Model => self
-                .request_model
-                .as_deref()
-                .or(self.response_model.as_deref()),
+            ScopeDim::Model => self.model(),
             ScopeDim::Route => self.route.as_deref(),
             ScopeDim::Label(n) => self.labels.get(n).map(String::as_str),
         }

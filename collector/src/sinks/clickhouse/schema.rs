@@ -157,6 +157,19 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
             GROUP BY minute, org, project, app, environment, provider, model, user_id",
         ],
     ),
+    (
+        "calls_model_as_asked",
+        &[
+            // `model` is the model asked for, else the one that answered, as
+            // in the embedded store and the rules; rows written before this
+            // version named the answering model first. The rollup's earlier
+            // minutes keep the names they were added up under.
+            "ALTER TABLE {db}.calls
+                UPDATE model = coalesce(request_model, response_model)
+                WHERE request_model IS NOT NULL AND response_model IS NOT NULL
+                  AND request_model != response_model",
+        ],
+    ),
 ];
 
 /// Tables that retention (TTL) applies to, with their time column.
@@ -309,6 +322,6 @@ mod tests {
             assert!(sql.contains("analytics."), "{sql}");
             assert!(!sql.contains("{db}"), "{sql}");
         }
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
     }
 }

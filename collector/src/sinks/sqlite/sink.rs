@@ -1,5 +1,6 @@
 //! [`SqliteStore`]: writes batches and answers queries on the embedded store.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -124,17 +125,22 @@ impl SqliteStore {
         {
             let mut stmt = tx.prepare_cached(INSERT).map_err(unavailable)?;
             for r in batch {
+                // Most rows have neither: no JSON encoding, no allocation.
                 let rules_fired = if r.rules_fired.is_empty() {
-                    "[]".to_owned()
+                    Cow::Borrowed("[]")
                 } else {
-                    serde_json::to_string(&r.rules_fired)
-                        .map_err(|e| SinkError::Rejected(e.to_string()))?
+                    Cow::Owned(
+                        serde_json::to_string(&r.rules_fired)
+                            .map_err(|e| SinkError::Rejected(e.to_string()))?,
+                    )
                 };
                 let labels = if r.labels.is_empty() {
-                    "{}".to_owned()
+                    Cow::Borrowed("{}")
                 } else {
-                    serde_json::to_string(&r.labels)
-                        .map_err(|e| SinkError::Rejected(e.to_string()))?
+                    Cow::Owned(
+                        serde_json::to_string(&r.labels)
+                            .map_err(|e| SinkError::Rejected(e.to_string()))?,
+                    )
                 };
                 stmt.execute(params![
                     r.start_unix_nanos,
@@ -156,7 +162,7 @@ impl SqliteStore {
                     r.operation,
                     r.request_model,
                     r.response_model,
-                    r.request_model.as_deref().or(r.response_model.as_deref()),
+                    r.model(),
                     clamp(r.input_tokens),
                     clamp(r.output_tokens),
                     clamp(r.cache_read_tokens),
@@ -172,10 +178,10 @@ impl SqliteStore {
                     r.finish_reason,
                     r.mode.as_str(),
                     r.decision,
-                    rules_fired,
+                    rules_fired.as_ref(),
                     r.attempt,
                     r.upstream,
-                    labels,
+                    labels.as_ref(),
                     schema::call_ident(&r.trace_id, &r.span_id),
                 ])
                 .map_err(unavailable)?;
