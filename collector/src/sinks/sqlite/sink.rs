@@ -124,67 +124,71 @@ impl SqliteStore {
         let tx = conn.transaction().map_err(unavailable)?;
         {
             let mut stmt = tx.prepare_cached(INSERT).map_err(unavailable)?;
+            // A statement keeps its bindings from one row to the next (the
+            // cache clears them when the statement is handed out again), so
+            // a value equal to the previous row's is not bound again. Calls
+            // of one request share most of their 40 values (project, app,
+            // operation, provider, price version, status, mode...): about
+            // half the binds, each a copy into SQLite, are skipped.
+            let mut prev: Option<&CallRecord> = None;
             for r in batch {
-                // Most rows have neither: no JSON encoding, no allocation.
-                let rules_fired = if r.rules_fired.is_empty() {
-                    Cow::Borrowed("[]")
-                } else {
-                    Cow::Owned(
-                        serde_json::to_string(&r.rules_fired)
-                            .map_err(|e| SinkError::Rejected(e.to_string()))?,
+                bind_changed!(stmt, prev, r;
+                    1: |c| c.start_unix_nanos,
+                    2: |c| c.duration_nanos,
+                    3: |c| c.ttft_nanos,
+                    4: |c| c.trace_id.as_str(),
+                    5: |c| c.span_id.as_str(),
+                    6: |c| c.request_id.as_deref(),
+                    7: |c| c.org.as_deref(),
+                    8: |c| c.project.as_deref(),
+                    9: |c| c.app.as_deref(),
+                    10: |c| c.environment.as_deref(),
+                    11: |c| c.route.as_deref(),
+                    12: |c| c.user.as_deref(),
+                    13: |c| c.session.as_deref(),
+                    14: |c| c.agent_id.as_deref(),
+                    15: |c| c.agent_name.as_deref(),
+                    16: |c| c.provider.as_deref(),
+                    17: |c| c.operation.as_deref(),
+                    18: |c| c.request_model.as_deref(),
+                    19: |c| c.response_model.as_deref(),
+                    20: |c| c.model(),
+                    21: |c| clamp(c.input_tokens),
+                    22: |c| clamp(c.output_tokens),
+                    23: |c| clamp(c.cache_read_tokens),
+                    24: |c| clamp(c.cache_write_tokens),
+                    25: |c| clamp(c.reasoning_tokens),
+                    26: |c| c.cost_usd,
+                    27: |c| c.cost_source.as_str(),
+                    28: |c| c.price_version.as_deref(),
+                    29: |c| c.status.as_str(),
+                    30: |c| c.error_type.as_deref(),
+                    31: |c| c.http_status,
+                    32: |c| c.stream,
+                    33: |c| c.finish_reason.as_deref(),
+                    34: |c| c.mode.as_str(),
+                    35: |c| c.decision.as_deref(),
+                    37: |c| c.attempt,
+                    38: |c| c.upstream.as_deref(),
+                );
+                if prev.is_none_or(|p| p.rules_fired != r.rules_fired) {
+                    stmt.raw_bind_parameter(
+                        36,
+                        json_or(&r.rules_fired, r.rules_fired.is_empty(), "[]")?.as_ref(),
                     )
-                };
-                let labels = if r.labels.is_empty() {
-                    Cow::Borrowed("{}")
-                } else {
-                    Cow::Owned(
-                        serde_json::to_string(&r.labels)
-                            .map_err(|e| SinkError::Rejected(e.to_string()))?,
+                    .map_err(unavailable)?;
+                }
+                if prev.is_none_or(|p| p.labels != r.labels) {
+                    stmt.raw_bind_parameter(
+                        39,
+                        json_or(&r.labels, r.labels.is_empty(), "{}")?.as_ref(),
                     )
-                };
-                stmt.execute(params![
-                    r.start_unix_nanos,
-                    r.duration_nanos,
-                    r.ttft_nanos,
-                    r.trace_id,
-                    r.span_id,
-                    r.request_id,
-                    r.org,
-                    r.project,
-                    r.app,
-                    r.environment,
-                    r.route,
-                    r.user,
-                    r.session,
-                    r.agent_id,
-                    r.agent_name,
-                    r.provider,
-                    r.operation,
-                    r.request_model,
-                    r.response_model,
-                    r.model(),
-                    clamp(r.input_tokens),
-                    clamp(r.output_tokens),
-                    clamp(r.cache_read_tokens),
-                    clamp(r.cache_write_tokens),
-                    clamp(r.reasoning_tokens),
-                    r.cost_usd,
-                    r.cost_source.as_str(),
-                    r.price_version,
-                    r.status.as_str(),
-                    r.error_type,
-                    r.http_status,
-                    r.stream,
-                    r.finish_reason,
-                    r.mode.as_str(),
-                    r.decision,
-                    rules_fired.as_ref(),
-                    r.attempt,
-                    r.upstream,
-                    labels.as_ref(),
-                    schema::call_ident(&r.trace_id, &r.span_id),
-                ])
-                .map_err(unavailable)?;
+                    .map_err(unavailable)?;
+                }
+                stmt.raw_bind_parameter(40, schema::call_ident(&r.trace_id, &r.span_id))
+                    .map_err(unavailable)?;
+                stmt.raw_execute().map_err(unavailable)?;
+                prev = Some(r);
             }
         }
         if !events.is_empty() {
@@ -209,6 +213,41 @@ impl SqliteStore {
         }
         tx.commit().map_err(unavailable)
     }
+}
+
+/// Binds each `index: |row| value` whose value differs from the previous
+/// row's (every one for the first row of a statement).
+macro_rules! bind_changed {
+    ($stmt:ident, $prev:ident, $row:ident; $($i:literal: |$c:ident| $value:expr),+ $(,)?) => {
+        $(
+            let now = {
+                let $c = $row;
+                $value
+            };
+            if $prev.is_none_or(|p| {
+                let $c = p;
+                $value
+            } != now)
+            {
+                $stmt.raw_bind_parameter($i, now).map_err(unavailable)?;
+            }
+        )+
+    };
+}
+use bind_changed;
+
+/// `value` as JSON, or `empty` without encoding or allocating.
+fn json_or<T: serde::Serialize>(
+    value: &T,
+    is_empty: bool,
+    empty: &'static str,
+) -> Result<Cow<'static, str>, SinkError> {
+    if is_empty {
+        return Ok(Cow::Borrowed(empty));
+    }
+    serde_json::to_string(value)
+        .map(Cow::Owned)
+        .map_err(|e| SinkError::Rejected(e.to_string()))
 }
 
 /// SQLite integers are signed 64-bit; counts above that are already refused at ingest.
@@ -265,6 +304,53 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_row_does_not_inherit_values_from_the_row_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let full = CallRecord {
+            ttft_nanos: Some(7),
+            request_id: Some("chatcmpl-1".into()),
+            org: Some("acme".into()),
+            error_type: Some("timeout".into()),
+            http_status: Some(504),
+            stream: true,
+            decision: Some("allow".into()),
+            attempt: 2,
+            upstream: Some("api.openai.com".into()),
+            ..record(0)
+        };
+        // Then a row whose values are all absent, empty or zero, then one
+        // like the first: each must read back as written.
+        let bare = CallRecord {
+            start_unix_nanos: 2_000,
+            trace_id: "u".repeat(32),
+            span_id: "1".repeat(16),
+            ..Default::default()
+        };
+        let again = CallRecord {
+            span_id: "2".repeat(16),
+            ..full.clone()
+        };
+        let batch = vec![full, bare, again];
+        store
+            .write(Batch {
+                calls: &batch,
+                events: &[],
+            })
+            .await
+            .unwrap();
+        let mut calls = store.calls(10).await.unwrap();
+        calls.sort_by(|a, b| {
+            (a.start_unix_nanos, &a.span_id).cmp(&(b.start_unix_nanos, &b.span_id))
+        });
+        let mut want = batch.clone();
+        want.sort_by(|a, b| {
+            (a.start_unix_nanos, &a.span_id).cmp(&(b.start_unix_nanos, &b.span_id))
+        });
+        assert_eq!(calls, want);
     }
 
     #[tokio::test]
