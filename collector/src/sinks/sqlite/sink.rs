@@ -30,6 +30,26 @@ const INSERT_EVENT: &str = "INSERT INTO rule_events (
     window_end_unix_nanos, trace_id, span_id
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
+/// Binds each `index: |row| value` whose value differs from the previous
+/// row's (every one for the first row of a statement).
+macro_rules! bind_changed {
+    ($stmt:ident, $prev:ident, $row:ident; $($i:literal: |$c:ident| $value:expr),+ $(,)?) => {
+        $(
+            let now = {
+                let $c = $row;
+                $value
+            };
+            if $prev.is_none_or(|p| {
+                let $c = p;
+                $value
+            } != now)
+            {
+                $stmt.raw_bind_parameter($i, now).map_err(unavailable)?;
+            }
+        )+
+    };
+}
+
 /// The embedded store. One connection writes (SQLite allows one writer),
 /// another reads concurrently thanks to WAL.
 #[derive(Clone)]
@@ -215,27 +235,6 @@ impl SqliteStore {
     }
 }
 
-/// Binds each `index: |row| value` whose value differs from the previous
-/// row's (every one for the first row of a statement).
-macro_rules! bind_changed {
-    ($stmt:ident, $prev:ident, $row:ident; $($i:literal: |$c:ident| $value:expr),+ $(,)?) => {
-        $(
-            let now = {
-                let $c = $row;
-                $value
-            };
-            if $prev.is_none_or(|p| {
-                let $c = p;
-                $value
-            } != now)
-            {
-                $stmt.raw_bind_parameter($i, now).map_err(unavailable)?;
-            }
-        )+
-    };
-}
-use bind_changed;
-
 /// `value` as JSON, or `empty` without encoding or allocating.
 fn json_or<T: serde::Serialize>(
     value: &T,
@@ -342,14 +341,11 @@ mod tests {
             })
             .await
             .unwrap();
+        let key = |c: &CallRecord| (c.start_unix_nanos, c.span_id.clone());
         let mut calls = store.calls(10).await.unwrap();
-        calls.sort_by(|a, b| {
-            (a.start_unix_nanos, &a.span_id).cmp(&(b.start_unix_nanos, &b.span_id))
-        });
+        calls.sort_by_key(key);
         let mut want = batch.clone();
-        want.sort_by(|a, b| {
-            (a.start_unix_nanos, &a.span_id).cmp(&(b.start_unix_nanos, &b.span_id))
-        });
+        want.sort_by_key(key);
         assert_eq!(calls, want);
     }
 
