@@ -90,6 +90,21 @@ fn request(r: u64, base: u64) -> ExportTraceServiceRequest {
     otlp::request(spans)
 }
 
+/// Calls among the first `calls` of the workload that name `gpt-4o` as the
+/// model asked for (every fourth is a `gpt-4o` call; every seventh names no model).
+fn asking_for_gpt_4o(calls: u64) -> u64 {
+    (0..calls).filter(|n| n % 4 == 1 && n % 7 != 0).count() as u64
+}
+
+/// Requests of `model` in a `/v1/usage?by=model` answer.
+fn requests_of(usage: &Value, model: &str) -> Option<u64> {
+    usage["rows"]
+        .as_array()?
+        .iter()
+        .find(|r| r["model"] == model)?["requests"]
+        .as_u64()
+}
+
 /// Rows sorted by span id, for comparing stores.
 fn by_span(mut calls: Vec<Value>) -> Vec<Value> {
     calls.sort_by(|a, b| a["span_id"].as_str().cmp(&b["span_id"].as_str()));
@@ -191,17 +206,13 @@ async fn clickhouse_gives_the_answers_of_the_embedded_store() {
     // Calls are grouped under the model asked for, and only those that did
     // not say under the model that answered.
     let (_, by_model) = ch.get("/v1/usage?by=model&since=1h").await;
-    let requests_of = |name: &str| {
-        by_model["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["model"] == name)
-            .map(|r| r["requests"].as_u64().unwrap())
-    };
-    let asked = (0..300u64).filter(|n| n % 4 == 1 && n % 7 != 0).count() as u64;
-    assert_eq!(requests_of("gpt-4o"), Some(asked));
-    assert_eq!(requests_of("gpt-4o-2024-08-06"), Some(75 - asked));
+    let asked = asking_for_gpt_4o(300);
+    assert_eq!(requests_of(&by_model, "gpt-4o"), Some(asked), "{by_model}");
+    assert_eq!(
+        requests_of(&by_model, "gpt-4o-2024-08-06"),
+        Some(75 - asked),
+        "{by_model}"
+    );
     let cli_ch = ch.usage_cli(&["--by", "project,model", "--since", "1h"]);
     let cli_lite = lite.usage_cli(&["--by", "project,model", "--since", "1h"]);
     assert_eq!(cli_ch, cli_lite);
@@ -435,12 +446,9 @@ async fn an_older_store_is_migrated_to_the_model_asked_for() {
     )
     .await;
     let (_, by_model) = ch.get("/v1/usage?by=model&since=1h").await;
-    let gpt_4o = by_model["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["model"] == "gpt-4o")
-        .map(|r| r["requests"].clone());
-    let asked = (0..50u64).filter(|n| n % 4 == 1 && n % 7 != 0).count();
-    assert_eq!(gpt_4o, Some(asked.into()), "{by_model}");
+    assert_eq!(
+        requests_of(&by_model, "gpt-4o"),
+        Some(asking_for_gpt_4o(50)),
+        "{by_model}"
+    );
 }

@@ -9,6 +9,22 @@ use std::time::{Duration, Instant};
 
 use support::Collector;
 
+/// The sum of column `k` over a usage answer's rows.
+fn sum(usage: &serde_json::Value, k: &str) -> f64 {
+    usage["rows"].as_array().map_or(0.0, |rows| {
+        rows.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).sum()
+    })
+}
+
+/// The projects a usage answer names.
+fn projects(usage: &serde_json::Value) -> std::collections::BTreeSet<&str> {
+    usage["rows"]
+        .as_array()
+        .map_or_else(Default::default, |rows| {
+            rows.iter().filter_map(|r| r["project"].as_str()).collect()
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_demo_shows_usage_within_30_seconds() {
     let started = Instant::now();
@@ -18,16 +34,9 @@ async fn serve_with_demo_shows_usage_within_30_seconds() {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         // Until the demo's traffic reached several projects: the first
         // groups can all come from its first few apps.
-        let projects = v["rows"].as_array().map_or(0, |rows| {
-            rows.iter()
-                .filter_map(|r| r["project"].as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len()
-        });
-        let requests: f64 = v["rows"].as_array().map_or(0.0, |rows| {
-            rows.iter().filter_map(|r| r["requests"].as_f64()).sum()
-        });
-        if v["rows"].as_array().is_some_and(|r| r.len() >= 10) && projects >= 5 && requests >= 100.0
+        if v["rows"].as_array().is_some_and(|r| r.len() >= 10)
+            && projects(&v).len() >= 5
+            && sum(&v, "requests") >= 100.0
         {
             break v;
         }
@@ -39,20 +48,14 @@ async fn serve_with_demo_shows_usage_within_30_seconds() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let rows = usage["rows"].as_array().unwrap();
-    let sum = |k: &str| {
-        rows.iter()
-            .map(|r| r[k].as_f64().unwrap_or(0.0))
-            .sum::<f64>()
-    };
-    assert!(sum("requests") >= 100.0, "{usage}");
+    assert!(sum(&usage, "requests") >= 100.0, "{usage}");
     assert!(
-        sum("input_tokens") > 0.0 && sum("output_tokens") > 0.0,
+        sum(&usage, "input_tokens") > 0.0 && sum(&usage, "output_tokens") > 0.0,
         "{usage}"
     );
-    assert!(sum("cost_usd") > 0.0, "{usage}");
+    assert!(sum(&usage, "cost_usd") > 0.0, "{usage}");
     // Several orgs' projects and models, one self-hosted model left unpriced.
-    let projects: std::collections::BTreeSet<_> =
-        rows.iter().filter_map(|r| r["project"].as_str()).collect();
+    let projects = projects(&usage);
     assert!(projects.len() >= 5, "{projects:?}");
     assert!(
         rows.iter()
