@@ -201,6 +201,61 @@ async fn rows_from_grpc_and_http_protobuf_and_json_are_exact() {
     );
 }
 
+/// `n` model calls with span ids `first..first + n`, started a second ago.
+fn recent_calls(first: u64, n: u64) -> Vec<u8> {
+    use prost::Message;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spans = (first..first + n)
+        .map(|id| {
+            let mut span = support::otlp::span(
+                id.to_be_bytes().to_vec(),
+                vec![
+                    support::otlp::string("gen_ai.request.model", "gpt-4o-mini"),
+                    support::otlp::int("gen_ai.usage.input_tokens", 100),
+                    support::otlp::string("tollgate.project", "retries"),
+                ],
+            );
+            span.start_time_unix_nano = now - 1_000_000_000;
+            span.end_time_unix_nano = now;
+            span
+        })
+        .collect();
+    support::otlp::request(spans).encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_export_is_stored_once_also_after_a_restart() {
+    let mut collector = Collector::start("");
+    let first = recent_calls(0, 20);
+    assert_eq!(collector.post_traces(first.clone()).await, 200);
+    assert_eq!(collector.post_traces(first.clone()).await, 200);
+    // Batches land in order: once the next call is stored, so is the retry.
+    assert_eq!(collector.post_traces(recent_calls(20, 1)).await, 200);
+    let calls = collector.wait_calls(21).await;
+    assert_eq!(calls.len(), 21);
+    // The restarted collector remembers the calls of the last minutes.
+    collector.restart();
+    assert_eq!(collector.post_traces(first).await, 200);
+    assert_eq!(collector.post_traces(recent_calls(21, 1)).await, 200);
+    let calls = collector.wait_calls(22).await;
+    assert_eq!(
+        calls.len(),
+        22,
+        "a retry after the restart was stored again"
+    );
+    assert!(
+        collector
+            .metrics()
+            .await
+            .contains("tollgate_pipeline_duplicates_dropped_total 20"),
+        "{}",
+        collector.metrics().await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_query_errors() {
     let collector = Collector::start("");

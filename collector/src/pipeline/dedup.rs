@@ -11,10 +11,12 @@
 //! random-key index in the store. Identities are 64-bit hashes (foldhash,
 //! seeded at random per process: a sender cannot aim collisions at other
 //! calls): with the default window a false "seen" is about one in 10^14
-//! lookups. The store's own unique key on (start time, a fixed hash of
-//! trace and span ids) still catches an exact retry that arrives after the window has moved on;
-//! the window is refilled from the store at start-up, from the calls the
-//! rules replay.
+//! lookups. The window is the only guard on every store (a unique key in
+//! SQLite cost a third of its write time, since calls arrive out of start
+//! order): a repeat arriving after `capacity` newer calls is stored again.
+//! The window is refilled from the store at start-up with at least the
+//! calls of the last ten minutes (see `restore`), so a restart does not
+//! open a gap.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};

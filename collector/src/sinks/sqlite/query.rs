@@ -5,6 +5,7 @@ use rusqlite::types::Value;
 use rusqlite::{Row, params_from_iter};
 use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode, RuleEvent};
 
+use super::schema::START_SECOND;
 use super::sink::{SqliteStore, run_blocking};
 use crate::query::{
     Dimension, EventsQuery, QueryError, QueryStore, ReplayFn, UsageQuery, UsageRow,
@@ -43,8 +44,12 @@ impl SqliteStore {
         sql.push_str(
             "COUNT(*), SUM(status = 'error'), SUM(input_tokens), SUM(output_tokens),
              SUM(cache_read_tokens), SUM(cache_write_tokens), ROUND(TOTAL(cost_usd), 9), SUM(cost_usd IS NULL)
-             FROM calls WHERE start_unix_nanos >= ?1",
+             FROM calls WHERE ",
         );
+        // On the second first, so the range is read from `calls_by_second`.
+        sql.push_str(&format!(
+            "{START_SECOND} >= ?1 / 1000000000 AND start_unix_nanos >= ?1"
+        ));
         let mut args: Vec<Value> = vec![Value::Integer(q.since_unix_nanos)];
         for (d, v) in &q.filters {
             args.push(Value::Text(v.clone()));
@@ -108,15 +113,13 @@ impl SqliteStore {
             .lock()
             .map_err(|_| store_err("reader lock poisoned"))?;
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT start_unix_nanos, duration_nanos, ttft_nanos, trace_id, span_id, request_id,
-                        org, project, app, environment, route, user_id, session_id, agent_id, agent_name,
-                        provider, operation, request_model, response_model,
-                        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
-                        cost_usd, cost_source, price_version, status, error_type, http_status, stream,
-                        finish_reason, mode, decision, rules_fired, attempt, upstream, labels
-                 FROM calls ORDER BY start_unix_nanos DESC, id DESC LIMIT ?1",
-            )
+            // Newest seconds first from `calls_by_second`; only the rows of
+            // the seconds read are sorted. Without statistics the planner
+            // would sort the whole table instead.
+            .prepare_cached(&format!(
+                "SELECT {CALL_COLUMNS} FROM calls INDEXED BY calls_by_second
+                 ORDER BY {START_SECOND} DESC, start_unix_nanos DESC, id DESC LIMIT ?1"
+            ))
             .map_err(store_err)?;
         let rows = stmt
             .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], read_record)

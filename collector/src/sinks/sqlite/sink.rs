@@ -14,16 +14,16 @@ use crate::sinks::{Batch, Sink, SinkError};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "tollgate.sqlite";
 
-const INSERT: &str = "INSERT OR IGNORE INTO calls (
+const INSERT: &str = "INSERT INTO calls (
     start_unix_nanos, duration_nanos, ttft_nanos, trace_id, span_id, request_id,
     org, project, app, environment, route, user_id, session_id, agent_id, agent_name,
     provider, operation, request_model, response_model, model,
     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
     cost_usd, cost_source, price_version, status, error_type, http_status, stream,
-    finish_reason, mode, decision, rules_fired, attempt, upstream, labels, ident
+    finish_reason, mode, decision, rules_fired, attempt, upstream, labels
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-          ?35, ?36, ?37, ?38, ?39, ?40)";
+          ?35, ?36, ?37, ?38, ?39)";
 
 const INSERT_EVENT: &str = "INSERT INTO rule_events (
     time_unix_nanos, rule_id, kind, scope, metric, limit_value, used, threshold, action,
@@ -147,7 +147,7 @@ impl SqliteStore {
             // A statement keeps its bindings from one row to the next (the
             // cache clears them when the statement is handed out again), so
             // a value equal to the previous row's is not bound again. Calls
-            // of one request share most of their 40 values (project, app,
+            // of one request share most of their 39 values (project, app,
             // operation, provider, price version, status, mode...): about
             // half the binds, each a copy into SQLite, are skipped.
             let mut prev: Option<&CallRecord> = None;
@@ -205,8 +205,6 @@ impl SqliteStore {
                     )
                     .map_err(unavailable)?;
                 }
-                stmt.raw_bind_parameter(40, schema::call_ident(&r.trace_id, &r.span_id))
-                    .map_err(unavailable)?;
                 stmt.raw_execute().map_err(unavailable)?;
                 prev = Some(r);
             }
@@ -350,7 +348,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn round_trips_every_field_and_ignores_retried_rows() {
+    async fn round_trips_every_field_and_keeps_rows_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let batch: Vec<_> = (0..3).map(record).collect();
@@ -358,8 +356,6 @@ mod tests {
             calls: &batch,
             events: &[],
         };
-        store.write(write).await.unwrap();
-        // A retried batch (same trace/span ids) is not stored twice.
         store.write(write).await.unwrap();
         let calls = store.calls(10).await.unwrap();
         assert_eq!(calls.len(), 3);
