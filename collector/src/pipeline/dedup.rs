@@ -48,11 +48,21 @@ impl DedupWindow {
 
     /// Records `call`; `false` if it was already seen (then nothing changes).
     pub fn insert(&mut self, call: &CallRecord) -> bool {
+        // One probe per identity (a look-up and an insert would be two,
+        // each a likely cache miss in a window of this size).
         let span = self.span_identity(call);
-        let response = self.response_identity(call);
-        if span.is_some_and(|k| self.seen.contains(&k))
-            || response.is_some_and(|k| self.seen.contains(&k))
+        if let Some(k) = span
+            && !self.seen.insert(k)
         {
+            return false;
+        }
+        let response = self.response_identity(call);
+        if let Some(k) = response
+            && !self.seen.insert(k)
+        {
+            if let Some(k) = span {
+                self.seen.remove(&k);
+            }
             return false;
         }
         for key in [span, response].into_iter().flatten() {
@@ -85,10 +95,8 @@ impl DedupWindow {
         self.seen.is_empty()
     }
 
+    /// Queues `key`, just added to `seen`, for eviction.
     fn remember(&mut self, key: u64) {
-        if !self.seen.insert(key) {
-            return;
-        }
         self.order.push_back(key);
         if self.order.len() > self.capacity
             && let Some(old) = self.order.pop_front()
@@ -190,6 +198,8 @@ mod tests {
         let mut w = DedupWindow::new(10);
         assert!(w.insert(&call("t1", "sdk", "openai", Some("chatcmpl-1"))));
         assert!(!w.insert(&call("t1", "lib", "openai", Some("chatcmpl-1"))));
+        // A refused call leaves nothing behind: its span is still new.
+        assert!(w.insert(&call("t1", "lib", "openai", None)));
         // The same id from another provider is another call.
         assert!(w.insert(&call("t1", "x", "anthropic", Some("chatcmpl-1"))));
         // Calls without ids are never merged.
