@@ -49,7 +49,7 @@ fn normalizer() -> Normalizer {
 fn normalise(dialect: &str) -> (Vec<CallRecord>, u64, u64) {
     let bytes = std::fs::read(fixtures().join(format!("{dialect}.pb"))).unwrap();
     let request = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
-    let out = normalizer().normalize(&request);
+    let out = normalizer().normalize(request);
     let mut records = out.records;
     records.sort_by_key(|r| (r.start_unix_nanos, r.span_id.clone()));
     (records, out.skipped_spans, out.rejected_spans)

@@ -19,24 +19,45 @@ pub(crate) enum BadNumber {
     NotANumber,
 }
 
-/// A string value, cut to [`MAX_STRING_BYTES`]. Non-strings are rendered
-/// (ints, bools), arrays give their first element (finish reasons).
-pub(crate) fn as_string(v: &AnyValue) -> Option<String> {
-    // Strings are borrowed until the one copy the record keeps.
-    let s: Cow<'_, str> = match v.value.as_ref()? {
-        Value::StringValue(s) => Cow::Borrowed(s),
-        Value::IntValue(i) => Cow::Owned(i.to_string()),
-        Value::BoolValue(b) => Cow::Owned(b.to_string()),
-        Value::DoubleValue(d) => Cow::Owned(d.to_string()),
-        Value::ArrayValue(a) => return a.values.first().and_then(as_string),
+/// A string value, trimmed and cut to [`MAX_STRING_BYTES`]; `None` when
+/// empty. Non-strings are rendered (ints, bools), arrays give their first
+/// element (finish reasons).
+pub(crate) fn as_str(v: &AnyValue) -> Option<Cow<'_, str>> {
+    fn kept(s: &str) -> Option<&str> {
+        let s = truncate(s.trim());
+        (!s.is_empty()).then_some(s)
+    }
+    let rendered = |s: String| kept(&s).map(|k| Cow::Owned(k.to_owned()));
+    match v.value.as_ref()? {
+        Value::StringValue(s) => kept(s).map(Cow::Borrowed),
+        Value::IntValue(i) => rendered(i.to_string()),
+        Value::BoolValue(b) => rendered(b.to_string()),
+        Value::DoubleValue(d) => rendered(d.to_string()),
+        Value::ArrayValue(a) => a.values.first().and_then(as_str),
         // Profiles-only string-table references and structured values are not strings here.
+        _ => None,
+    }
+}
+
+/// [`as_str`], owned.
+pub(crate) fn as_string(v: &AnyValue) -> Option<String> {
+    as_str(v).map(Cow::into_owned)
+}
+
+/// The string of `v` when [`as_string`] would return it unchanged (a
+/// string, or an array's first string, with nothing to trim or cut), to be
+/// moved out instead of copied.
+pub(crate) fn stored_as_is(v: &mut AnyValue) -> Option<&mut String> {
+    let s = match v.value.as_mut()? {
+        Value::StringValue(s) => s,
+        Value::ArrayValue(a) => match a.values.first_mut()?.value.as_mut()? {
+            Value::StringValue(s) => s,
+            _ => return None,
+        },
         _ => return None,
     };
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    Some(truncate(s).to_owned())
+    let unchanged = !s.is_empty() && s.len() <= MAX_STRING_BYTES && s.trim().len() == s.len();
+    unchanged.then_some(s)
 }
 
 /// Cuts `s` to at most [`MAX_STRING_BYTES`] bytes at a char boundary.

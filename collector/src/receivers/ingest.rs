@@ -101,7 +101,7 @@ impl Ingest {
     pub async fn export(
         &self,
         transport: Transport,
-        request: &ExportTraceServiceRequest,
+        request: ExportTraceServiceRequest,
     ) -> Result<ExportTraceServiceResponse, IngestRefusal> {
         let mut outcome = self.normalizer.normalize(request);
         let accepted = outcome.records.len() as u64;

@@ -31,7 +31,11 @@ impl TraceService for OtlpGrpcService {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
-        match self.ingest.export(Transport::Grpc, request.get_ref()).await {
+        match self
+            .ingest
+            .export(Transport::Grpc, request.into_inner())
+            .await
+        {
             Ok(response) => Ok(tonic::Response::new(response)),
             Err(IngestRefusal::QueueFull) => Err(queue_full()),
             Err(IngestRefusal::TooManyRows(why)) => Err(Status::resource_exhausted(why)),

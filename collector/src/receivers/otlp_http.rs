@@ -244,7 +244,7 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
         )
     })?;
 
-    match state.ingest.export(Transport::Http, &request).await {
+    match state.ingest.export(Transport::Http, request).await {
         Ok(response) => Ok(success(&response, encoding)),
         Err(IngestRefusal::QueueFull) => Err(queue_full(encoding)),
         Err(IngestRefusal::ShuttingDown) => Err(Failure {

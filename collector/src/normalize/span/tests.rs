@@ -73,7 +73,7 @@ fn normalizer() -> Normalizer {
 }
 
 fn one(resource: Vec<KeyValue>, attrs: Vec<KeyValue>) -> CallRecord {
-    let out = normalizer().normalize(&request(resource, vec![span(attrs)]));
+    let out = normalizer().normalize(request(resource, vec![span(attrs)]));
     assert_eq!(out.rejected_spans, 0, "{:?}", out.first_error);
     assert_eq!(out.records.len(), 1);
     out.records.into_iter().next().unwrap()
@@ -278,7 +278,7 @@ fn non_model_spans_are_skipped() {
             s("gen_ai.request.model", "test-model"),
         ]),
     ];
-    let out = normalizer().normalize(&request(vec![], spans));
+    let out = normalizer().normalize(request(vec![], spans));
     assert_eq!(out.skipped_spans, 4);
     assert_eq!(out.records.len(), 1);
 }
@@ -307,7 +307,7 @@ fn negative_and_absurd_counts_are_rejected_not_stored() {
             i("gen_ai.usage.input_tokens", 5),
         ]),
     ];
-    let out = normalizer().normalize(&request(vec![], spans));
+    let out = normalizer().normalize(request(vec![], spans));
     assert_eq!(out.rejected_spans, 4);
     assert_eq!(out.records.len(), 1);
     let why = out.first_error.unwrap();
@@ -343,7 +343,7 @@ fn missing_usage_is_unpriced_unless_the_call_failed() {
         code: StatusCode::Error as i32,
         message: "rate limited".into(),
     });
-    let out = normalizer().normalize(&request(vec![], vec![failed]));
+    let out = normalizer().normalize(request(vec![], vec![failed]));
     let r = &out.records[0];
     assert_eq!(r.status, CallStatus::Error);
     assert_eq!(r.error_type.as_deref(), Some("429"));
@@ -369,7 +369,45 @@ fn error_type_marks_the_call_failed() {
 
 #[test]
 fn empty_request_is_fine() {
-    let out = normalizer().normalize(&ExportTraceServiceRequest::default());
+    let out = normalizer().normalize(ExportTraceServiceRequest::default());
     assert!(out.records.is_empty());
     assert_eq!((out.skipped_spans, out.rejected_spans), (0, 0));
+}
+
+#[test]
+fn strings_moved_out_of_a_span_follow_the_same_ranks_as_copies() {
+    let finish = kv(
+        "gen_ai.response.finish_reasons",
+        Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+            values: vec![AnyValue {
+                value: Some(Value::StringValue("stop".into())),
+            }],
+        }),
+    );
+    let r = one(
+        vec![
+            s("tollgate.session", "from-resource"),
+            s("user.id", "resource-user"),
+            s("service.name", "resource-app"),
+        ],
+        vec![
+            s("gen_ai.request.model", "test-model"),
+            s("gen_ai.operation.name", "chat"),
+            // Outranked by the resource's `tollgate.session`: not taken.
+            s("gen_ai.conversation.id", "from-span"),
+            // Same rank as the resource's: the span's wins.
+            s("user.id", "span-user"),
+            // Two spellings on the span: the better-ranked one.
+            s("enduser.id", "worse-user"),
+            // Needs trimming: copied, trimmed.
+            s("tollgate.project", "  padded  "),
+            finish,
+        ],
+    );
+    assert_eq!(r.session.as_deref(), Some("from-resource"));
+    assert_eq!(r.user.as_deref(), Some("span-user"));
+    assert_eq!(r.app.as_deref(), Some("resource-app"));
+    assert_eq!(r.project.as_deref(), Some("padded"));
+    assert_eq!(r.request_model.as_deref(), Some("test-model"));
+    assert_eq!(r.finish_reason.as_deref(), Some("stop"));
 }
