@@ -341,9 +341,8 @@ pub struct PipelineSection {
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity_rows: usize,
     /// Most rows written in one store transaction. Larger transactions
-    /// rewrite each index page less often: calls arrive out of start-time
-    /// order, so each batch touches pages across the last seconds of the
-    /// time index.
+    /// spread each commit's cost (WAL frames, checkpoints, ClickHouse
+    /// insert round trips) over more rows.
     #[serde(default = "default_batch_max_rows")]
     pub batch_max_rows: usize,
     /// How long shutdown waits for queued rows to reach the store.
@@ -351,7 +350,9 @@ pub struct PipelineSection {
     pub shutdown_timeout: Duration,
     /// Calls whose identities (trace + span id, provider + response id) are
     /// remembered to drop duplicates (exporter retries, two instrumentations
-    /// of one call) before rules count them. About 80 bytes per call.
+    /// of one call) before rules count them and before any store; a repeat
+    /// arriving after this many newer calls is stored again. Refilled from
+    /// the store at start-up. About 80 bytes per call.
     #[serde(default = "default_dedup_window_calls")]
     pub dedup_window_calls: usize,
 }
