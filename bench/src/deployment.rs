@@ -250,12 +250,15 @@ impl Deployment {
                 &db,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
             )?;
-            // (trace_id, span_id) is a unique index: rows are distinct.
-            let n: i64 = conn.query_row("SELECT count(*) FROM calls", [], |r| r.get(0))?;
-            let rows = u64::try_from(n).unwrap_or(0);
+            // Repeats are the dedup window's to drop: count them, as for ClickHouse.
+            let (n, distinct): (i64, i64) = conn.query_row(
+                "SELECT count(*), count(DISTINCT trace_id || '/' || span_id) FROM calls",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             Ok(StoredRows {
-                rows,
-                distinct: rows,
+                rows: u64::try_from(n).unwrap_or(0),
+                distinct: u64::try_from(distinct).unwrap_or(0),
             })
         })
         .await?

@@ -2,7 +2,7 @@
 //!
 //! Writes rows shaped like `bench/ingest`'s load (4 projects, 6 models of
 //! 3 providers, 5,000 users, unique ids, calls that ended up to 3 s before
-//! "now" with "now" moving at `--rate` rows per second, so the unique
+//! "now" with "now" moving at `--rate` rows per second, so the time
 //! index sees the same out-of-order start times) into a fresh store in
 //! batches, as the writer does, and prints CPU and wall time per row.
 //!
