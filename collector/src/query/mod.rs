@@ -4,5 +4,6 @@
 mod model;
 
 pub use model::{
-    Dimension, EventsQuery, QueryError, QueryStore, ReplayFn, UsageQuery, UsageRow, parse_since,
+    Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
+    UsageQuery, UsageRow, parse_since,
 };

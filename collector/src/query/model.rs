@@ -188,13 +188,19 @@ pub struct EventsQuery {
 /// Called with every stored call of a replay, oldest first.
 pub type ReplayFn<'a> = Box<dyn FnMut(&CallRecord) + Send + 'a>;
 
+/// How long before a replay's `since` a call may have started and still be
+/// replayed. The bound lets a store read a range of start times instead of
+/// every row it holds; a single model call lasting a day is not one.
+pub const REPLAY_LONGEST_CALL_NANOS: i64 = 24 * 3600 * 1_000_000_000;
+
 /// A store that answers the query API.
 pub trait QueryStore: Send + Sync {
     fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>>;
     /// The latest `limit` calls, newest first.
     fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>>;
     fn events(&self, query: EventsQuery) -> BoxFuture<'_, Result<Vec<RuleEvent>, QueryError>>;
-    /// Streams every call that ended at or after `since`, oldest first
+    /// Streams every call that ended at or after `since` (and started at
+    /// most [`REPLAY_LONGEST_CALL_NANOS`] before it), oldest first
     /// (rebuilding the rules engine's counters at start-up); returns how many.
     fn replay<'a>(
         &'a self,

@@ -7,7 +7,8 @@ use tollgate_rules::{CallRecord, RuleEvent};
 use super::row::{CallRow, EventRow, UsageRowCh};
 use super::sink::ClickhouseStore;
 use crate::query::{
-    Dimension, EventsQuery, QueryError, QueryStore, ReplayFn, UsageQuery, UsageRow,
+    Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
+    UsageQuery, UsageRow,
 };
 
 /// Expression of each dimension, as a `Nullable(String)`. Only these names
@@ -136,9 +137,10 @@ impl ClickhouseStore {
             .client
             .query(&format!(
                 "SELECT {CALL_FIELDS} FROM calls
-                 WHERE start_unix_nanos + duration_nanos >= ?
+                 WHERE start_unix_nanos >= ? AND start_unix_nanos + duration_nanos >= ?
                  ORDER BY start_unix_nanos + duration_nanos, span_id"
             ))
+            .bind(since.saturating_sub(REPLAY_LONGEST_CALL_NANOS))
             .bind(since)
             .fetch::<CallRow>()
             .map_err(store_err)?;

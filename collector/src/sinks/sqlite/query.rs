@@ -8,7 +8,8 @@ use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode, RuleEvent};
 use super::schema::START_SECOND;
 use super::sink::{SqliteStore, run_blocking};
 use crate::query::{
-    Dimension, EventsQuery, QueryError, QueryStore, ReplayFn, UsageQuery, UsageRow,
+    Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
+    UsageQuery, UsageRow,
 };
 
 /// Column of each dimension. Only these names ever reach SQL text.
@@ -178,13 +179,9 @@ impl SqliteStore {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(store_err)?;
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {CALL_COLUMNS} FROM calls WHERE start_unix_nanos + duration_nanos >= ?1
-                 ORDER BY start_unix_nanos + duration_nanos, id"
-            ))
-            .map_err(store_err)?;
-        let mut rows = stmt.query([since]).map_err(store_err)?;
+        let mut stmt = conn.prepare(&replay_sql()).map_err(store_err)?;
+        let earliest = since.saturating_sub(REPLAY_LONGEST_CALL_NANOS);
+        let mut rows = stmt.query([since, earliest]).map_err(store_err)?;
         let mut n = 0;
         while let Some(row) = rows.next().map_err(store_err)? {
             each(&read_record(row).map_err(store_err)?);
@@ -192,6 +189,18 @@ impl SqliteStore {
         }
         Ok(n)
     }
+}
+
+/// Calls that ended at or after `?1` and started at or after `?2`, oldest
+/// end first. Start times are read from `calls_by_second`, not by scanning
+/// the whole table.
+fn replay_sql() -> String {
+    format!(
+        "SELECT {CALL_COLUMNS} FROM calls
+         WHERE {START_SECOND} >= ?2 / 1000000000 AND start_unix_nanos >= ?2
+           AND start_unix_nanos + duration_nanos >= ?1
+         ORDER BY start_unix_nanos + duration_nanos, id"
+    )
 }
 
 /// Columns read back into a [`CallRecord`], in [`read_record`]'s order.
@@ -377,5 +386,57 @@ mod tests {
                 .is_empty()
         );
         store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn replay_reads_calls_that_ended_since_from_the_time_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let since = 10 * REPLAY_LONGEST_CALL_NANOS;
+        let hour = 3600 * 1_000_000_000;
+        let lasting = |project: &str, start: i64, duration: i64| CallRecord {
+            duration_nanos: duration,
+            ..call(project, Some("m1"), 1, Some(1.0), start)
+        };
+        let rows = vec![
+            // Ended before `since`.
+            lasting("ended-before", since - 10 * hour, hour),
+            // Started 23 h before and still running at `since`.
+            lasting("long", since - 23 * hour, 24 * hour),
+            lasting("recent", since + 1, 1),
+            // Started more than a day before `since`: not a model call.
+            lasting("too-long", since - 25 * hour, 30 * hour),
+        ];
+        store
+            .write(crate::sinks::Batch {
+                calls: &rows,
+                events: &[],
+            })
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let n = store
+            .replay(
+                since,
+                Box::new(|c| seen.push(c.project.clone().unwrap_or_default())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(seen, ["recent", "long"], "oldest end first");
+
+        let conn = store.inner().reader.lock().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", replay_sql()))
+            .unwrap()
+            .query_map([since, since], |r| r.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX calls_by_second (")),
+            "{plan:?}"
+        );
     }
 }
