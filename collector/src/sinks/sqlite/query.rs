@@ -5,7 +5,7 @@ use rusqlite::types::Value;
 use rusqlite::{Row, params_from_iter};
 use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode, RuleEvent};
 
-use super::schema::START_SECOND;
+use super::schema::{START_SECOND, started_since};
 use super::sink::{SqliteStore, run_blocking};
 use crate::query::{
     Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
@@ -47,10 +47,7 @@ impl SqliteStore {
              SUM(cache_read_tokens), SUM(cache_write_tokens), ROUND(TOTAL(cost_usd), 9), SUM(cost_usd IS NULL)
              FROM calls WHERE ",
         );
-        // On the second first, so the range is read from `calls_by_second`.
-        sql.push_str(&format!(
-            "{START_SECOND} >= ?1 / 1000000000 AND start_unix_nanos >= ?1"
-        ));
+        sql.push_str(&started_since("?1"));
         let mut args: Vec<Value> = vec![Value::Integer(q.since_unix_nanos)];
         for (d, v) in &q.filters {
             args.push(Value::Text(v.clone()));
@@ -197,9 +194,9 @@ impl SqliteStore {
 fn replay_sql() -> String {
     format!(
         "SELECT {CALL_COLUMNS} FROM calls
-         WHERE {START_SECOND} >= ?2 / 1000000000 AND start_unix_nanos >= ?2
-           AND start_unix_nanos + duration_nanos >= ?1
-         ORDER BY start_unix_nanos + duration_nanos, id"
+         WHERE {} AND start_unix_nanos + duration_nanos >= ?1
+         ORDER BY start_unix_nanos + duration_nanos, id",
+        started_since("?2")
     )
 }
 

@@ -131,6 +131,13 @@ const MIGRATIONS: &[&str] = &[
 /// only when it filters (or orders) on this very expression.
 pub(crate) const START_SECOND: &str = "start_unix_nanos / 1000000000";
 
+/// SQL condition: the call started at or after the nanosecond time in
+/// parameter `param` (e.g. `?1`), its second first so that the range is
+/// read from `calls_by_second`.
+pub(crate) fn started_since(param: &str) -> String {
+    format!("{START_SECOND} >= {param} / 1000000000 AND start_unix_nanos >= {param}")
+}
+
 /// A call's identity in schema version 6's unique key (with its start time): the
 /// 64-bit XXH3 of its trace and span ids. XXH3 is specified, so the value
 /// is the same in every build and process that ever wrote the file.
@@ -219,8 +226,8 @@ mod tests {
         };
         // A time-range usage query reads its range from that index...
         let usage = plan(&format!(
-            "SELECT project, COUNT(*) FROM calls WHERE {START_SECOND} >= 5 / 1000000000
-             AND start_unix_nanos >= 5 AND project = 'p' GROUP BY project"
+            "SELECT project, COUNT(*) FROM calls WHERE {} AND project = 'p' GROUP BY project",
+            started_since("5")
         ));
         assert!(usage.contains("USING INDEX calls_by_second ("), "{usage}");
         // ...and the latest calls are read newest second first, sorting
