@@ -49,17 +49,74 @@ pub struct NormalizeOutcome {
 /// Attribute slots for one span: for each field, the best-ranked attribute seen.
 type Slots<'a> = [Option<(u8, &'a KeyValue)>; FIELD_COUNT];
 
-fn fill<'a>(slots: &mut Slots<'a>, labels: &mut Vec<&'a KeyValue>, attrs: &'a [KeyValue]) {
-    for kv in attrs {
-        if let Some((field, rank)) = field_of(&kv.key) {
-            let slot = &mut slots[field as usize];
-            // `<=`: a span attribute overrides a resource attribute of the same rank.
-            if slot.is_none_or(|(r, _)| rank <= r) {
-                *slot = Some((rank, kv));
+/// Whether an attribute of `rank` takes a slot holding one of `held`'s rank.
+/// `<=`: a span attribute overrides a resource attribute of the same rank,
+/// and of two spellings on one span the later one wins.
+fn takes<T>(rank: u8, held: Option<(u8, T)>) -> bool {
+    held.is_none_or(|(r, _)| rank <= r)
+}
+
+/// One pass over a list of attributes: for each field the best-ranked
+/// attribute (its rank and index), and the indices of label attributes.
+struct Ranked {
+    best: [Option<(u8, usize)>; FIELD_COUNT],
+    labels: Vec<usize>,
+}
+
+impl Ranked {
+    fn of(attrs: &[KeyValue]) -> Self {
+        let mut ranked = Ranked {
+            best: [None; FIELD_COUNT],
+            labels: Vec::new(),
+        };
+        for (i, kv) in attrs.iter().enumerate() {
+            if let Some((field, rank)) = field_of(&kv.key) {
+                let slot = &mut ranked.best[field as usize];
+                if takes(rank, *slot) {
+                    *slot = Some((rank, i));
+                }
+            } else if kv.key.starts_with(LABEL_PREFIX) {
+                ranked.labels.push(i);
             }
-        } else if kv.key.starts_with(LABEL_PREFIX) {
-            labels.push(kv);
         }
+        ranked
+    }
+
+    /// Lays these attributes (of `attrs`) over `slots` and `labels`.
+    fn fill<'a>(
+        &self,
+        slots: &mut Slots<'a>,
+        labels: &mut Vec<&'a KeyValue>,
+        attrs: &'a [KeyValue],
+    ) {
+        for (slot, best) in slots.iter_mut().zip(&self.best) {
+            if let Some((rank, i)) = *best
+                && takes(rank, *slot)
+            {
+                *slot = Some((rank, &attrs[i]));
+            }
+        }
+        labels.extend(self.labels.iter().map(|&i| &attrs[i]));
+    }
+
+    /// Takes out of `attrs`, for each field of [`KEPT_AS_SENT`] one of them
+    /// fills (over `resource`, as [`Ranked::fill`] decides), its string when
+    /// the record would store it unchanged.
+    fn take_kept(&self, resource: &Slots<'_>, attrs: &mut [KeyValue]) -> Moved {
+        let mut moved: Moved = Default::default();
+        for field in KEPT_AS_SENT {
+            let f = field as usize;
+            let Some((rank, i)) = self.best[f] else {
+                continue;
+            };
+            if !takes(rank, resource[f]) {
+                continue;
+            }
+            if let Some(s) = attrs[i].value.as_mut().and_then(values::stored_as_is) {
+                moved[f] = Some(std::mem::take(s));
+            }
+        }
+        moved
     }
 }
 
@@ -85,33 +142,6 @@ const KEPT_AS_SENT: [Field; 13] = [
 /// copy would be one more allocation, copy and free per field and call.
 type Moved = [Option<String>; FIELD_COUNT];
 
-/// Takes, for each field of [`KEPT_AS_SENT`] that a span attribute fills
-/// (outranking `resource`, as [`fill`] decides), its string when the record
-/// would store it unchanged.
-fn take_kept(resource: &Slots<'_>, attrs: &mut [KeyValue]) -> Moved {
-    let mut best: [Option<(u8, usize)>; FIELD_COUNT] = [None; FIELD_COUNT];
-    for (i, kv) in attrs.iter().enumerate() {
-        if let Some((field, rank)) = field_of(&kv.key) {
-            let slot = &mut best[field as usize];
-            if slot.is_none_or(|(r, _)| rank <= r) {
-                *slot = Some((rank, i));
-            }
-        }
-    }
-    let mut moved: Moved = Default::default();
-    for field in KEPT_AS_SENT {
-        let f = field as usize;
-        let Some((rank, i)) = best[f] else { continue };
-        if resource[f].is_some_and(|(r, _)| rank > r) {
-            continue;
-        }
-        if let Some(s) = attrs[i].value.as_mut().and_then(values::stored_as_is) {
-            moved[f] = Some(std::mem::take(s));
-        }
-    }
-    moved
-}
-
 struct Rejection(String);
 
 impl Normalizer {
@@ -135,7 +165,7 @@ impl Normalizer {
             let mut resource_slots: Slots<'_> = [None; FIELD_COUNT];
             let mut resource_labels = Vec::new();
             if let Some(resource) = &rs.resource {
-                fill(
+                Ranked::of(&resource.attributes).fill(
                     &mut resource_slots,
                     &mut resource_labels,
                     &resource.attributes,
@@ -143,10 +173,11 @@ impl Normalizer {
             }
             for ss in rs.scope_spans {
                 for mut span in ss.spans {
-                    let mut moved = take_kept(&resource_slots, &mut span.attributes);
+                    let ranked = Ranked::of(&span.attributes);
+                    let mut moved = ranked.take_kept(&resource_slots, &mut span.attributes);
                     let mut slots = resource_slots;
                     let mut labels = resource_labels.clone();
-                    fill(&mut slots, &mut labels, &span.attributes);
+                    ranked.fill(&mut slots, &mut labels, &span.attributes);
                     match self.record(&span, &slots, &mut moved, &labels) {
                         Ok(Some(record)) => out.records.push(record),
                         Ok(None) => out.skipped_spans += 1,
