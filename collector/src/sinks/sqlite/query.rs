@@ -321,10 +321,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn groups_filters_and_orders_by_cost() {
+    /// A fresh store holding `rows` (and the directory it lives in).
+    async fn store_with(rows: &[CallRecord]) -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .write(crate::sinks::Batch {
+                calls: rows,
+                events: &[],
+            })
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn groups_filters_and_orders_by_cost() {
         let rows = vec![
             call("a", Some("m1"), 10, Some(1.0), 100),
             call("a", Some("m1"), 20, Some(2.0), 101),
@@ -332,13 +344,7 @@ mod tests {
             call("b", Some("m1"), 7, Some(5.0), 103),
             call("b", None, 1, Some(0.5), 50),
         ];
-        store
-            .write(crate::sinks::Batch {
-                calls: &rows,
-                events: &[],
-            })
-            .await
-            .unwrap();
+        let (_dir, store) = store_with(&rows).await;
         let q = |group_by, since, filters| UsageQuery {
             group_by,
             since_unix_nanos: since,
@@ -387,8 +393,6 @@ mod tests {
 
     #[tokio::test]
     async fn replay_reads_calls_that_ended_since_from_the_time_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
         let since = 10 * REPLAY_LONGEST_CALL_NANOS;
         let hour = 3600 * 1_000_000_000;
         let lasting = |project: &str, start: i64, duration: i64| CallRecord {
@@ -404,13 +408,7 @@ mod tests {
             // Started more than a day before `since`: not a model call.
             lasting("too-long", since - 25 * hour, 30 * hour),
         ];
-        store
-            .write(crate::sinks::Batch {
-                calls: &rows,
-                events: &[],
-            })
-            .await
-            .unwrap();
+        let (_dir, store) = store_with(&rows).await;
         let mut seen = Vec::new();
         let n = store
             .replay(
