@@ -338,11 +338,8 @@ async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
             ..Default::default()
         })
         .collect();
-    let batch = Batch {
-        calls: &calls,
-        events: &[],
-    };
-    store.write(batch).await.unwrap();
+    let batch = Batch::new(calls.clone(), vec![]);
+    store.write(batch.clone()).await.unwrap();
     store.write(batch).await.unwrap();
     assert_eq!(
         server
@@ -360,10 +357,7 @@ async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
     );
     // Another batch with other rows is not mistaken for a retry.
     store
-        .write(Batch {
-            calls: &calls[..5],
-            events: &[],
-        })
+        .write(Batch::new(calls[..5].to_vec(), vec![]))
         .await
         .unwrap();
     assert_eq!(

@@ -275,10 +275,7 @@ async fn one_row_per_provider_response_in_the_store() {
     let dropped = DedupWindow::new(1_000).retain_new(&mut rows);
     assert_eq!(dropped, answered - 3, "the second report of each response");
     store
-        .write(tollgate_collector::sinks::Batch {
-            calls: &rows,
-            events: &[],
-        })
+        .write(tollgate_collector::sinks::Batch::new(rows.clone(), vec![]))
         .await
         .unwrap();
     let stored = store.calls(100).await.unwrap();

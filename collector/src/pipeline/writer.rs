@@ -260,15 +260,13 @@ struct StoreWriter {
 impl StoreWriter {
     /// Writes `flight`, then answers its acks and releases its room.
     async fn write(self, mut flight: Flight, mut stop: watch::Receiver<Option<Instant>>) -> Flight {
-        let written = self
-            .write_with_retry(
-                Batch {
-                    calls: &flight.calls,
-                    events: &flight.events,
-                },
-                &mut stop,
-            )
-            .await;
+        let batch = Batch::new(
+            std::mem::take(&mut flight.calls),
+            std::mem::take(&mut flight.events),
+        );
+        let written = self.write_with_retry(&batch, &mut stop).await;
+        // The rows come back to be freed where they were made (`land`).
+        (flight.calls, flight.events) = batch.into_parts();
         for ack in flight.acks.drain(..) {
             let _ = ack.send(written);
         }
@@ -281,13 +279,13 @@ impl StoreWriter {
     /// counted as lost).
     async fn write_with_retry(
         &self,
-        batch: Batch<'_>,
+        batch: &Batch,
         stop: &mut watch::Receiver<Option<Instant>>,
     ) -> bool {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
-            match self.sink.write(batch).await {
+            match self.sink.write(batch.clone()).await {
                 Ok(()) => {
                     self.events
                         .batch_written(batch.calls.len(), started.elapsed());
@@ -338,13 +336,13 @@ mod tests {
     }
 
     impl Sink for Recording {
-        fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+        fn write(&self, batch: Batch) -> BoxFuture<'_, Result<(), SinkError>> {
             Box::pin(async move {
                 if self.fail_first.load(Ordering::SeqCst) > 0 {
                     self.fail_first.fetch_sub(1, Ordering::SeqCst);
                     return Err(SinkError::Unavailable("down".into()));
                 }
-                self.rows.lock().unwrap().extend_from_slice(batch.calls);
+                self.rows.lock().unwrap().extend_from_slice(&batch.calls);
                 Ok(())
             })
         }
@@ -412,10 +410,10 @@ mod tests {
     }
 
     impl Sink for Gated {
-        fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+        fn write(&self, batch: Batch) -> BoxFuture<'_, Result<(), SinkError>> {
             Box::pin(async move {
                 self.gate.acquire().await.unwrap().forget();
-                self.rows.lock().unwrap().extend_from_slice(batch.calls);
+                self.rows.lock().unwrap().extend_from_slice(&batch.calls);
                 Ok(())
             })
         }

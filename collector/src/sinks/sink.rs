@@ -1,13 +1,36 @@
 //! The sink trait every store implements.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use tollgate_rules::{CallRecord, RuleEvent};
 
 /// What one write stores: calls and the rule events they caused, together.
-#[derive(Debug, Clone, Copy)]
-pub struct Batch<'a> {
-    pub calls: &'a [CallRecord],
-    pub events: &'a [RuleEvent],
+///
+/// Shared rather than borrowed, so that a store can hand it to a thread of
+/// its own (the embedded store does); cloning it copies no rows.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub calls: Arc<Vec<CallRecord>>,
+    pub events: Arc<Vec<RuleEvent>>,
+}
+
+impl Batch {
+    pub fn new(calls: Vec<CallRecord>, events: Vec<RuleEvent>) -> Self {
+        Self {
+            calls: Arc::new(calls),
+            events: Arc::new(events),
+        }
+    }
+
+    /// The rows back, once this is the last handle on them; empty vectors
+    /// otherwise (the rows are then freed by whoever holds them last).
+    pub fn into_parts(self) -> (Vec<CallRecord>, Vec<RuleEvent>) {
+        (
+            Arc::try_unwrap(self.calls).unwrap_or_default(),
+            Arc::try_unwrap(self.events).unwrap_or_default(),
+        )
+    }
 }
 
 /// Why a batch was not written.
@@ -34,9 +57,9 @@ impl SinkError {
 /// `write` is called by one writer task at a time, with batches in queue
 /// order; it must be idempotent for a retried batch where the store allows
 /// (the embedded store ignores rows whose trace and span ids it already has).
-/// It may block on I/O internally but must not hold the runtime's worker
-/// threads for long without telling the runtime (`block_in_place`).
+/// It must not hold the runtime's worker threads for long: blocking I/O
+/// belongs on a thread of the store's own.
 pub trait Sink: Send + Sync {
     /// Writes every row of `batch`, or none.
-    fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn write(&self, batch: Batch) -> BoxFuture<'_, Result<(), SinkError>>;
 }

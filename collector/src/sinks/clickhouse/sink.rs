@@ -158,19 +158,19 @@ pub(super) fn batch_token(calls: &[CallRecord], events: &[RuleEvent]) -> String 
 }
 
 impl Sink for ClickhouseStore {
-    fn write<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn write(&self, batch: Batch) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            let token = batch_token(batch.calls, batch.events);
+            let token = batch_token(&batch.calls, &batch.events);
             // Events first: a writer killed between the two inserts leaves
             // events without their calls, which whoever reads the calls
             // again recognises (pipeline::event_key), never calls without
             // their events.
             if !batch.events.is_empty() {
-                self.insert_events(batch.events, &format!("{token}-events"))
+                self.insert_events(&batch.events, &format!("{token}-events"))
                     .await?;
             }
             if !batch.calls.is_empty() {
-                self.insert_calls(batch.calls, &format!("{token}-calls"))
+                self.insert_calls(&batch.calls, &format!("{token}-calls"))
                     .await?;
             }
             Ok(())

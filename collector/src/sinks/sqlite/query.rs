@@ -326,10 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         store
-            .write(crate::sinks::Batch {
-                calls: rows,
-                events: &[],
-            })
+            .write(crate::sinks::Batch::new(rows.to_vec(), vec![]))
             .await
             .unwrap();
         (dir, store)
