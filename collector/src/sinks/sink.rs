@@ -56,7 +56,8 @@ impl SinkError {
 ///
 /// `write` is called by one writer task at a time, with batches in queue
 /// order; it must be idempotent for a retried batch where the store allows
-/// (the embedded store ignores rows whose trace and span ids it already has).
+/// (the embedded store writes a batch in one transaction, so a failed write
+/// left nothing behind; ClickHouse drops a retried insert by its token).
 /// It must not hold the runtime's worker threads for long: blocking I/O
 /// belongs on a thread of the store's own.
 pub trait Sink: Send + Sync {
