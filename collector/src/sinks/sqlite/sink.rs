@@ -421,9 +421,24 @@ mod tests {
         let (calls, _) = batch.into_parts();
         assert_eq!(calls.len(), 3);
         assert_eq!(store.calls(10).await.unwrap().len(), 3);
-        // A store that is gone closes its thread: another store of the same
-        // directory writes at once.
+        // A store that is gone has closed its thread and, with it, its
+        // connections: a database leaves WAL mode only when no other
+        // connection has it open.
+        let leave_wal = || {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+            let mode = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| {
+                r.get::<_, String>(0)
+            });
+            mode.unwrap_or_else(|e| e.to_string())
+        };
+        assert_ne!(
+            leave_wal(),
+            "delete",
+            "the open store's connections are seen"
+        );
         drop(store);
+        assert_eq!(leave_wal(), "delete", "the store's connections outlived it");
         let store = SqliteStore::open(dir.path()).unwrap();
         store
             .write(Batch::new(vec![record(3)], vec![]))
