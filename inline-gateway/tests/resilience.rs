@@ -337,3 +337,77 @@ async fn a_provider_cutting_a_stream_leaves_a_row_with_estimated_usage() {
     assert_eq!(row.input_tokens, 4, "\"Tell me a story.\" is 16 characters");
     assert!(row.cost_usd.unwrap() > 0.0);
 }
+
+/// A server that answers every request with `307 Temporary Redirect` to
+/// `location`.
+async fn redirecting(location: String) -> std::net::SocketAddr {
+    let app = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_redirect_is_never_followed_and_the_key_stays_home() {
+    // Where the redirect points: a provider (a mock on another port) that
+    // would answer if the gateway followed, so following cannot hide.
+    let elsewhere = mock().await;
+    let moved = redirecting(format!("{}/v1/messages", elsewhere.base_url())).await;
+    let good = mock().await;
+    let providers = format!(
+        "{}{}[[gateway.routes]]\nname = \"r\"\ntargets = [\n  {{ provider = \"moved\", model = \"claude-3-5-haiku-20241022\" }},\n  {{ provider = \"claude\", model = \"claude-3-5-haiku-20241022\" }}\n]\n",
+        // Anthropic's key goes in `x-api-key`, which an HTTP client following
+        // a redirect to another host keeps sending.
+        provider("moved", "anthropic", &format!("http://{moved}"), ""),
+        provider("claude", "anthropic", &good.base_url(), ""),
+    );
+    let gw = start(&providers, "").await;
+    let messages = |model: &str| {
+        json!({"model": model, "max_tokens": 32,
+               "messages": [{"role": "user", "content": "What is the weather like?"}]})
+    };
+
+    // A chain moves on to its next link.
+    let reply = gw.post("/v1/messages", &messages("r")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(good.stats().requests_to(Endpoint::Messages), 1);
+    let row = gw.one_row().await;
+    assert_eq!(row.status, CallStatus::Ok);
+    assert_eq!(row.attempt, 1);
+
+    // Alone, the provider's redirect is a 502 that says what happened.
+    let reply = gw
+        .post("/v1/messages", &messages("moved/claude-3-5-haiku-20241022"))
+        .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.json()["type"], "error");
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("redirect"),
+        "{}",
+        reply.text()
+    );
+    assert!(reply.header("location").is_none());
+    let rows = gw.wait_rows(2).await;
+    assert_eq!(rows[1].error_type.as_deref(), Some("upstream_redirect"));
+    assert_eq!(rows[1].http_status, Some(502));
+
+    assert_eq!(
+        elsewhere.stats().requests_to(Endpoint::Messages),
+        0,
+        "the gateway followed a redirect with the provider key"
+    );
+}

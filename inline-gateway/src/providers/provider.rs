@@ -87,6 +87,9 @@ impl Provider {
             .tcp_nodelay(true)
             .connect_timeout(s.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect is answered as a failure (`Failure::Redirect`), never
+            // followed: the key must only go where the config says.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("tollgate-gateway/", env!("CARGO_PKG_VERSION")))
             .tls_backend_preconfigured(tls.clone())
             .build()

@@ -27,6 +27,11 @@ pub(crate) enum Failure {
     },
     /// The answer's body broke off or was not what its dialect promises.
     Body,
+    /// The provider answered with a redirect. It is never followed: the
+    /// provider key would go to an address the configuration does not name
+    /// (an HTTP client only strips `authorization` on a redirect to another
+    /// host, not `x-api-key` or `api-key`).
+    Redirect,
 }
 
 impl Failure {
@@ -34,7 +39,7 @@ impl Failure {
     /// attempt; other statuses are the caller's problem and are answered.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
-            Failure::Timeout | Failure::Connect | Failure::Body => true,
+            Failure::Timeout | Failure::Connect | Failure::Body | Failure::Redirect => true,
             Failure::Status { status, .. } => {
                 status.is_server_error()
                     || *status == StatusCode::TOO_MANY_REQUESTS
@@ -49,6 +54,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Connect => "connection_error",
             Failure::Body => "broken_body",
+            Failure::Redirect => "redirect",
             Failure::Status { status, .. } => match status.as_u16() {
                 429 => "status_429",
                 500 => "status_500",
@@ -77,6 +83,9 @@ pub(crate) async fn send(
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
+    }
+    if status.is_redirection() {
+        return Err(Failure::Redirect);
     }
     let retry_after = resp.headers().get(http::header::RETRY_AFTER).cloned();
     let body = read_limited(resp, deadline).await.unwrap_or_default();
@@ -167,6 +176,7 @@ mod tests {
         assert!(status(503).is_retryable());
         assert!(status(429).is_retryable());
         assert!(status(408).is_retryable());
+        assert!(Failure::Redirect.is_retryable());
         assert!(!status(400).is_retryable());
         assert!(!status(401).is_retryable());
         assert!(!status(404).is_retryable());

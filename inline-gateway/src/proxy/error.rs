@@ -143,6 +143,8 @@ pub(crate) enum ApiError {
     },
     /// The provider rejected the gateway's own credentials.
     UpstreamAuth,
+    /// The provider answered with a redirect, which is not followed.
+    UpstreamRedirect,
     /// A provider error, re-worded in the caller's dialect.
     Upstream {
         status: StatusCode,
@@ -166,7 +168,9 @@ impl ApiError {
             ApiError::NotFound | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Refused(r) => r.status,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::UpstreamUnreachable | ApiError::UpstreamAuth => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamUnreachable | ApiError::UpstreamAuth | ApiError::UpstreamRedirect => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream { status, .. } | ApiError::UpstreamRaw { status, .. } => *status,
         }
@@ -186,6 +190,7 @@ impl ApiError {
             ApiError::UpstreamUnreachable => "upstream_unreachable",
             ApiError::NoHealthyUpstream { .. } => "no_healthy_upstream",
             ApiError::UpstreamAuth => "upstream_auth_error",
+            ApiError::UpstreamRedirect => "upstream_redirect",
             ApiError::Upstream { status, .. } | ApiError::UpstreamRaw { status, .. } => {
                 upstream_type(*status)
             }
@@ -263,6 +268,13 @@ impl ApiError {
             ),
             ApiError::UpstreamAuth => (
                 "the provider rejected the gateway's credentials; tell the gateway's operator"
+                    .to_owned(),
+                None,
+                None,
+            ),
+            ApiError::UpstreamRedirect => (
+                "the provider answered with a redirect, which the gateway does not follow; \
+                 tell the gateway's operator (the provider's base_url may be out of date)"
                     .to_owned(),
                 None,
                 None,

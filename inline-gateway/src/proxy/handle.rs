@@ -545,6 +545,7 @@ impl Call<'_> {
         match f {
             Failure::Timeout => ApiError::UpstreamTimeout,
             Failure::Connect | Failure::Body => ApiError::UpstreamUnreachable,
+            Failure::Redirect => ApiError::UpstreamRedirect,
             Failure::Status { status, .. } if status == StatusCode::UNAUTHORIZED => {
                 ApiError::UpstreamAuth
             }
