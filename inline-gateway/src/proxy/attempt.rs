@@ -35,8 +35,9 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// Timeouts, connection errors, 408, 429 and 5xx move on to the next
-    /// attempt; other statuses are the caller's problem and are answered.
+    /// Timeouts, connection errors, broken bodies, redirects, 408, 429 and
+    /// 5xx move on to the next attempt; other statuses are the caller's
+    /// problem and are answered.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Failure::Timeout | Failure::Connect | Failure::Body | Failure::Redirect => true,
