@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -339,10 +340,15 @@ async fn a_provider_cutting_a_stream_leaves_a_row_with_estimated_usage() {
 }
 
 /// A server that answers every request with `307 Temporary Redirect` to
-/// `location`.
-async fn redirecting(location: String) -> std::net::SocketAddr {
+/// `location`, and counts them.
+async fn redirecting(
+    location: String,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
     let app = axum::Router::new().fallback(move || {
         let location = location.clone();
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         async move {
             (
                 axum::http::StatusCode::TEMPORARY_REDIRECT,
@@ -355,7 +361,7 @@ async fn redirecting(location: String) -> std::net::SocketAddr {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    addr
+    (addr, hits)
 }
 
 #[tokio::test]
@@ -363,10 +369,11 @@ async fn a_redirect_is_never_followed_and_the_key_stays_home() {
     // Where the redirect points: a provider (a mock on another port) that
     // would answer if the gateway followed, so following cannot hide.
     let elsewhere = mock().await;
-    let moved = redirecting(format!("{}/v1/messages", elsewhere.base_url())).await;
+    let (moved, redirects) = redirecting(format!("{}/v1/messages", elsewhere.base_url())).await;
     let good = mock().await;
     let providers = format!(
-        "{}{}[[gateway.routes]]\nname = \"r\"\ntargets = [\n  {{ provider = \"moved\", model = \"claude-3-5-haiku-20241022\" }},\n  {{ provider = \"claude\", model = \"claude-3-5-haiku-20241022\" }}\n]\n",
+        // Retries on a link do not repeat a redirect: it will not change.
+        "{}{}[[gateway.routes]]\nname = \"r\"\nretries = 2\nbackoff = \"1s\"\ntargets = [\n  {{ provider = \"moved\", model = \"claude-3-5-haiku-20241022\" }},\n  {{ provider = \"claude\", model = \"claude-3-5-haiku-20241022\" }}\n]\n",
         // Anthropic's key goes in `x-api-key`, which an HTTP client following
         // a redirect to another host keeps sending.
         provider("moved", "anthropic", &format!("http://{moved}"), ""),
@@ -384,7 +391,8 @@ async fn a_redirect_is_never_followed_and_the_key_stays_home() {
     assert_eq!(good.stats().requests_to(Endpoint::Messages), 1);
     let row = gw.one_row().await;
     assert_eq!(row.status, CallStatus::Ok);
-    assert_eq!(row.attempt, 1);
+    assert_eq!(row.attempt, 1, "the redirect was tried again on its link");
+    assert_eq!(redirects.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // Alone, the provider's redirect is a 502 that says what happened.
     let reply = gw

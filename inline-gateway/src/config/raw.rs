@@ -259,7 +259,8 @@ pub struct RouteConfig {
     /// When any target has a `weight`, the first target of each request is
     /// drawn by weight (1 when unset) and the others follow in order.
     pub targets: Vec<TargetConfig>,
-    /// Extra attempts on the same target before moving to the next. Default: 0.
+    /// Extra attempts on the same target before moving to the next (not
+    /// after a redirect, which moves on at once). Default: 0.
     #[serde(default)]
     pub retries: u32,
     /// Wait before the first retry, doubled on each further one, e.g. "200ms".

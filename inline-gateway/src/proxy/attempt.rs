@@ -49,6 +49,14 @@ impl Failure {
         }
     }
 
+    /// Whether trying the same link again may help. A redirect will not
+    /// change between tries (it is the provider's `base_url` that is out of
+    /// date), so a chain moves on from it at once, without the link's
+    /// retries or their backoff.
+    pub(crate) fn may_pass_on_retry(&self) -> bool {
+        !matches!(self, Failure::Redirect)
+    }
+
     /// For logs: never the body.
     pub(crate) fn label(&self) -> &'static str {
         match self {
@@ -178,6 +186,9 @@ mod tests {
         assert!(status(429).is_retryable());
         assert!(status(408).is_retryable());
         assert!(Failure::Redirect.is_retryable());
+        assert!(!Failure::Redirect.may_pass_on_retry());
+        assert!(Failure::Timeout.may_pass_on_retry());
+        assert!(status(503).may_pass_on_retry());
         assert!(!status(400).is_retryable());
         assert!(!status(401).is_retryable());
         assert!(!status(404).is_retryable());

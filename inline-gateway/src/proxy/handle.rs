@@ -313,8 +313,12 @@ impl Call<'_> {
                             self.shared.events.breaker_opened(&link.provider.name);
                         }
                         log.release();
+                        let again = f.may_pass_on_retry();
                         last_failure = Some((f, Arc::clone(&link.provider)));
                         attempt += 1;
+                        if !again {
+                            continue 'links;
+                        }
                     }
                 }
             }
