@@ -7,6 +7,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -341,14 +342,12 @@ async fn a_provider_cutting_a_stream_leaves_a_row_with_estimated_usage() {
 
 /// A server that answers every request with `307 Temporary Redirect` to
 /// `location`, and counts them.
-async fn redirecting(
-    location: String,
-) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+async fn redirecting(location: String) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&hits);
     let app = axum::Router::new().fallback(move || {
         let location = location.clone();
-        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        counted.fetch_add(1, Ordering::SeqCst);
         async move {
             (
                 axum::http::StatusCode::TEMPORARY_REDIRECT,
@@ -392,7 +391,7 @@ async fn a_redirect_is_never_followed_and_the_key_stays_home() {
     let row = gw.one_row().await;
     assert_eq!(row.status, CallStatus::Ok);
     assert_eq!(row.attempt, 1, "the redirect was tried again on its link");
-    assert_eq!(redirects.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(redirects.load(Ordering::SeqCst), 1);
 
     // Alone, the provider's redirect is a 502 that says what happened.
     let reply = gw
