@@ -217,7 +217,7 @@ struct Call<'a> {
 
 /// A successful attempt.
 enum Served {
-    Json(Bytes),
+    Json(Bytes, Answer),
     Stream(Box<Relay>),
 }
 
@@ -473,11 +473,16 @@ impl Call<'_> {
         let resp = attempt::send(req, deadline).await?;
         if !self.stream {
             let bytes = attempt::read_json(resp, deadline).await?;
-            // A success that is not JSON is a broken provider: try the next.
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-                return Err(Failure::Body);
-            }
-            return Ok(Served::Json(bytes));
+            let answer = match read_answer(self.op, link.provider.dialect, &bytes) {
+                Some(a) => a,
+                // A success that is not JSON is a broken provider: try the next.
+                None if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() => {
+                    return Err(Failure::Body);
+                }
+                // JSON, but not the answer's shape: nothing to read from it.
+                None => Answer::default(),
+            };
+            return Ok(Served::Json(bytes, answer));
         }
         let created = u64::try_from(now_unix_nanos() / 1_000_000_000).unwrap_or(0);
         let wants_usage = self.peek.wants_usage();
@@ -507,8 +512,7 @@ impl Call<'_> {
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 r
             }
-            Served::Json(bytes) => {
-                let read = read_answer(self.op, link.provider.dialect, &bytes);
+            Served::Json(bytes, read) => {
                 let r = &mut log.record;
                 r.response_model = read.model;
                 r.request_id = read.id;
@@ -533,7 +537,7 @@ impl Call<'_> {
                 } else {
                     0
                 };
-                log.complete(200, read.usage, chars);
+                complete_after_answer(log, read.usage, chars);
                 let mut resp = Response::new(Body::from(out));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -619,12 +623,11 @@ struct AnthropicAnswer {
     usage: Option<AnthropicUsage>,
 }
 
-fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Answer {
-    match dialect {
+/// What rows need from a JSON answer, or `None` when it does not parse as one.
+fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Option<Answer> {
+    Some(match dialect {
         Dialect::OpenAi => {
-            let Ok(a) = serde_json::from_slice::<OpenAiAnswer>(bytes) else {
-                return Answer::default();
-            };
+            let a = serde_json::from_slice::<OpenAiAnswer>(bytes).ok()?;
             Answer {
                 // Embeddings carry no id worth deduplicating on.
                 id: a.id.filter(|_| op != Operation::Embeddings),
@@ -637,9 +640,7 @@ fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Answer {
             }
         }
         Dialect::Anthropic => {
-            let Ok(a) = serde_json::from_slice::<AnthropicAnswer>(bytes) else {
-                return Answer::default();
-            };
+            let a = serde_json::from_slice::<AnthropicAnswer>(bytes).ok()?;
             Answer {
                 id: a.id,
                 model: a.model,
@@ -647,5 +648,105 @@ fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Answer {
                 usage: a.usage.map(AnthropicUsage::to_usage),
             }
         }
+    })
+}
+
+/// Settles a JSON answer and submits its row on a task of its own, so the
+/// answer is written to the caller first. Until then the call's reservation
+/// stays held: a limit reads high for those microseconds, never low. The row
+/// is not lost if the task never runs (the runtime shutting down): dropping
+/// it settles all the same.
+fn complete_after_answer(log: CallLog, usage: Option<Usage>, output_chars: u64) {
+    struct Completion {
+        log: CallLog,
+        usage: Option<Usage>,
+        output_chars: u64,
+    }
+    impl Drop for Completion {
+        fn drop(&mut self) {
+            self.log.complete(200, self.usage.take(), self.output_chars);
+        }
+    }
+    let completion = Completion {
+        log,
+        usage,
+        output_chars,
+    };
+    tokio::spawn(async move { drop(completion) });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tollgate_rules::CallStatus;
+    use tollgate_rules::engine::{Engine, compile};
+    use tollgate_rules::pricing::PriceTable;
+
+    use super::*;
+    use crate::{GatewayConfig, GatewayDeps, MemoryKeyStore, MemoryRows, StaticBlocks};
+
+    fn shared(rows: Arc<MemoryRows>) -> Arc<Shared> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            gateway: GatewayConfig,
+        }
+        let text = r#"
+[gateway]
+enabled = true
+[[gateway.providers]]
+name = "local"
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:9/v1"
+"#;
+        let config = toml::from_str::<File>(text)
+            .unwrap()
+            .gateway
+            .validate_with(&|_| None)
+            .unwrap();
+        let deps = GatewayDeps {
+            engine: Engine::new(compile(&[]).unwrap()),
+            prices: Arc::new(PriceTable::builtin().unwrap()),
+            rows,
+            keys: Arc::new(MemoryKeyStore::new()),
+            blocks: Arc::new(StaticBlocks::new()),
+        };
+        Arc::new(Shared::new(&config, deps).unwrap())
+    }
+
+    /// The row of a JSON answer is submitted after the handler returns, and
+    /// still submitted when the runtime stops before the task that would
+    /// submit it runs.
+    #[test]
+    fn json_answer_row_follows_the_answer_and_survives_shutdown() {
+        let rows = Arc::new(MemoryRows::new());
+        let mut record = new_record(now_unix_nanos(), "chat", false);
+        record.provider = Some("openai".to_owned());
+        record.request_model = Some("gpt-4o-mini".to_owned());
+        let log = CallLog::new(
+            shared(Arc::clone(&rows)),
+            record,
+            Dialect::OpenAi,
+            Bytes::from_static(b"{}"),
+        );
+        let usage = Usage {
+            input: 12,
+            output: 7,
+            ..Usage::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async { complete_after_answer(log, Some(usage), 0) });
+        assert_eq!(rows.len(), 0, "settled before the answer was written");
+        drop(rt);
+        let stored = rows.records();
+        assert_eq!(stored.len(), 1);
+        let r = &stored[0];
+        assert_eq!(r.status, CallStatus::Ok);
+        assert_eq!(r.http_status, Some(200));
+        assert_eq!((r.input_tokens, r.output_tokens), (12, 7));
+        assert!(r.cost_usd.is_some_and(|c| c > 0.0));
+        assert!(!r.labels.contains_key(crate::proxy::call::USAGE_ESTIMATED));
     }
 }
