@@ -19,6 +19,27 @@ pub(crate) fn tool_call_id(sequence: u64) -> String {
     format!("call_mock{sequence:016x}")
 }
 
+/// OpenAI Responses API response id.
+pub(crate) fn response_id(sequence: u64) -> String {
+    format!("resp_mock{sequence:016x}")
+}
+
+/// OpenAI Responses API output message item id.
+pub(crate) fn response_message_id(sequence: u64) -> String {
+    format!("msg_mock{sequence:016x}")
+}
+
+/// OpenAI Responses API function call item id (the call itself is named by
+/// [`tool_call_id`], its `call_id`).
+pub(crate) fn function_call_item_id(sequence: u64) -> String {
+    format!("fc_mock{sequence:016x}")
+}
+
+/// OpenAI Responses API reasoning item id.
+pub(crate) fn reasoning_item_id(sequence: u64) -> String {
+    format!("rs_mock{sequence:016x}")
+}
+
 /// Anthropic message id.
 pub(crate) fn message_id(sequence: u64) -> String {
     format!("msg_mock{sequence:016x}")
@@ -46,6 +67,10 @@ mod tests {
         assert_eq!(message_id(255), "msg_mock00000000000000ff");
         assert!(tool_call_id(2).starts_with("call_"));
         assert!(tool_use_id(2).starts_with("toolu_"));
+        assert_eq!(response_id(1), "resp_mock0000000000000001");
+        assert!(response_message_id(3).starts_with("msg_"));
+        assert!(function_call_item_id(3).starts_with("fc_"));
+        assert!(reasoning_item_id(3).starts_with("rs_"));
         assert_eq!(request_id(1).len(), "req_mock".len() + 24);
     }
 }

@@ -145,7 +145,7 @@ impl Shared {
 fn is_model_call(endpoint: Endpoint) -> bool {
     matches!(
         endpoint,
-        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Messages
+        Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings | Endpoint::Messages
     )
 }
 
@@ -185,6 +185,9 @@ fn build_router(shared: Arc<Shared>) -> Router {
             "/openai/deployments/{deployment}/chat/completions",
             post(openai::chat::handle_azure),
         )
+        .route("/v1/responses", post(openai::responses::handle))
+        .route("/responses", post(openai::responses::handle))
+        .route("/openai/v1/responses", post(openai::responses::handle))
         .route("/v1/embeddings", post(openai::embeddings::handle))
         .route("/embeddings", post(openai::embeddings::handle))
         .route("/openai/v1/embeddings", post(openai::embeddings::handle))

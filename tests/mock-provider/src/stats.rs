@@ -12,6 +12,8 @@ use serde_json::Value;
 pub enum Endpoint {
     /// OpenAI chat completions (`/v1/chat/completions`, `/chat/completions`, Azure).
     ChatCompletions,
+    /// OpenAI Responses API (`/v1/responses`, `/responses`, `/openai/v1/responses`).
+    Responses,
     /// OpenAI embeddings (`/v1/embeddings`, `/embeddings`, Azure).
     Embeddings,
     /// Model listing (`GET /v1/models`, either dialect).
@@ -29,6 +31,7 @@ impl Endpoint {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ChatCompletions => "chat_completions",
+            Self::Responses => "responses",
             Self::Embeddings => "embeddings",
             Self::Models => "models",
             Self::Messages => "messages",

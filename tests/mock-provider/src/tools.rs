@@ -54,6 +54,36 @@ pub(crate) fn openai_tool_call(request: &Value) -> Option<ToolCallPlan> {
     pick(functions, forced, "parameters")
 }
 
+/// OpenAI Responses API: `tools: [{type: "function", name, parameters}]`
+/// (built-in tools such as `web_search` or `file_search` are skipped),
+/// `tool_choice: "none" | "auto" | "required" | {type: "function", name}`.
+/// No call once the last `input` item is a `function_call_output`.
+pub(crate) fn responses_tool_call(request: &Value) -> Option<ToolCallPlan> {
+    let tools = request.get("tools")?.as_array()?;
+    let choice = request.get("tool_choice");
+    if choice.and_then(Value::as_str) == Some("none") {
+        return None;
+    }
+    let last_is_tool_output = request
+        .get("input")
+        .and_then(Value::as_array)
+        .and_then(|items| items.last())
+        .and_then(|item| item.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind == "function_call_output");
+    if last_is_tool_output {
+        return None;
+    }
+    let forced = choice
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("function"))
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str);
+    let functions = tools
+        .iter()
+        .filter(|tool| tool.get("type").and_then(Value::as_str) == Some("function"));
+    pick(functions, forced, "parameters")
+}
+
 /// Anthropic: `tools: [{name, input_schema}]` (server tools, which carry a
 /// `type`, are skipped), `tool_choice: {type: "auto" | "any" | "tool" | "none", name?}`.
 pub(crate) fn anthropic_tool_call(request: &Value) -> Option<ToolCallPlan> {
@@ -186,6 +216,39 @@ mod tests {
             {"role": "user", "content": "hi"},
             {"role": "tool", "tool_call_id": "c", "content": "sunny"}]});
         assert_eq!(openai_tool_call(&answered), None);
+    }
+
+    #[test]
+    fn responses_skip_built_in_tools_and_stop_after_a_tool_output() {
+        let tools = json!([
+            {"type": "web_search"},
+            {"type": "function", "name": "get_weather", "strict": true,
+             "parameters": weather_openai()["function"]["parameters"]},
+            {"type": "function", "name": "other", "parameters": {"type": "object"}}
+        ]);
+        let request = json!({"input": "Weather?", "tools": tools});
+        assert_eq!(
+            responses_tool_call(&request),
+            Some(ToolCallPlan {
+                name: "get_weather".into(),
+                arguments: json!({"city": "value", "unit": "celsius", "days": 1}),
+            })
+        );
+        let named = json!({"input": "x", "tools": tools,
+                           "tool_choice": {"type": "function", "name": "other"}});
+        assert_eq!(
+            responses_tool_call(&named).map(|p| p.name),
+            Some("other".into())
+        );
+        let none = json!({"input": "x", "tools": tools, "tool_choice": "none"});
+        assert_eq!(responses_tool_call(&none), None);
+        let answered = json!({"tools": tools, "input": [
+            {"role": "user", "content": "Weather?"},
+            {"type": "function_call", "call_id": "c", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": "sunny"}]});
+        assert_eq!(responses_tool_call(&answered), None);
+        let built_in_only = json!({"input": "x", "tools": [{"type": "web_search"}]});
+        assert_eq!(responses_tool_call(&built_in_only), None);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use crate::knobs::Knobs;
 pub enum Api {
     /// OpenAI `POST /v1/chat/completions` (and the Azure / no-`/v1` aliases).
     OpenAiChat,
+    /// OpenAI `POST /v1/responses` (and the `/responses`, `/openai/v1/…` aliases).
+    OpenAiResponses,
     /// OpenAI `POST /v1/embeddings`.
     OpenAiEmbeddings,
     /// Anthropic `POST /v1/messages` (and `/v1/messages/count_tokens`).
@@ -55,6 +57,12 @@ impl MockUsage {
         self.output_tokens.saturating_add(self.reasoning_tokens)
     }
 
+    /// OpenAI Responses `input_tokens_details.cache_write_tokens`; the write
+    /// count is already inside [`MockUsage::openai_prompt_tokens`].
+    pub fn openai_cache_write_tokens(&self) -> u32 {
+        self.cache_write_tokens
+    }
+
     /// OpenAI `total_tokens`.
     pub fn openai_total_tokens(&self) -> u32 {
         self.openai_prompt_tokens()
@@ -78,7 +86,8 @@ impl MockUsage {
 /// * input: `max(1, ceil(chars / 4) + token_ids)` over the request text
 ///   (see [`request_text`]);
 /// * output: `knobs.output_tokens` if set, else
-///   `min(max_completion_tokens | max_tokens, default_output_tokens)`;
+///   `min(max_completion_tokens | max_tokens, default_output_tokens)`
+///   (`max_output_tokens` for the Responses API);
 /// * cache and reasoning tokens: straight from the knobs (chat/messages only).
 pub fn usage_for(
     api: Api,
@@ -133,6 +142,12 @@ pub struct RequestText {
 /// * Anthropic: `system` (string or the `text` of its blocks), and each
 ///   message's `content` (string, `text` blocks, and the string or `text`
 ///   blocks inside `tool_result` blocks).
+/// * OpenAI Responses: `instructions` (a string), and `input` as a string or
+///   as a list of items: each message's `content` (string, or the `text` of
+///   its parts: `input_text`, `output_text`, …) and each
+///   `function_call_output`'s `output` (string or the `text` of its parts).
+///   `function_call` arguments, `reasoning` items and tool definitions are
+///   not counted.
 /// * Embeddings: `input` as a string, array of strings, array of token ids
 ///   or array of arrays of token ids.
 pub fn request_text(api: Api, request: &Value) -> RequestText {
@@ -147,6 +162,18 @@ pub fn request_text(api: Api, request: &Value) -> RequestText {
             count_content(request.get("system"), &mut text);
             for message in array(request.get("messages")) {
                 count_content(message.get("content"), &mut text);
+            }
+        }
+        Api::OpenAiResponses => {
+            count_content(request.get("instructions"), &mut text);
+            match request.get("input") {
+                Some(Value::String(s)) => count_str(s, &mut text),
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        count_response_item(item, &mut text);
+                    }
+                }
+                _ => {}
             }
         }
         Api::OpenAiEmbeddings => count_embedding_input(request.get("input"), &mut text),
@@ -182,6 +209,7 @@ fn requested_max_tokens(api: Api, request: &Value) -> Option<u32> {
         // OpenAI deprecated max_tokens in favour of max_completion_tokens; the
         // newer one wins when both are sent, as on the real API.
         Api::OpenAiChat => read("max_completion_tokens").or_else(|| read("max_tokens")),
+        Api::OpenAiResponses => read("max_output_tokens"),
         Api::AnthropicMessages => read("max_tokens"),
         Api::OpenAiEmbeddings => None,
     }
@@ -210,6 +238,22 @@ fn count_content(content: Option<&Value>, text: &mut RequestText) {
                     count_content(part.get("content"), text);
                 }
             }
+        }
+        _ => {}
+    }
+}
+
+/// One item of a Responses API `input` list. Items without a `type` are
+/// messages (the "easy input message" shape `{role, content}`).
+fn count_response_item(item: &Value, text: &mut RequestText) {
+    match item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message")
+    {
+        "message" => count_content(item.get("content"), text),
+        "function_call_output" | "custom_tool_call_output" => {
+            count_content(item.get("output"), text);
         }
         _ => {}
     }
@@ -290,6 +334,40 @@ mod tests {
         assert_eq!(usage.text_input_tokens, 3);
         assert_eq!(usage.output_tokens, 7);
         assert!(usage.truncated);
+    }
+
+    #[test]
+    fn openai_responses_counts_instructions_messages_and_tool_outputs() {
+        let body = json!({
+            "model": "gpt-4.1-mini",
+            "instructions": "Be brief.",                                           // 9
+            "max_output_tokens": 4,
+            "input": [
+                {"role": "user", "content": "hello"},                              // 5
+                {"type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": "abc"},              // 3
+                             {"type": "input_image", "image_url": "x"}]},
+                {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "zzzz"}]},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{\"a\":1}"},
+                {"type": "function_call_output", "call_id": "c", "output": "sunny"} // 5
+            ]
+        });
+        assert_eq!(
+            request_text(Api::OpenAiResponses, &body),
+            RequestText {
+                chars: 22,
+                token_ids: 0
+            }
+        );
+        let usage = usage_for(Api::OpenAiResponses, &body, &Knobs::default(), 20);
+        assert_eq!(usage.text_input_tokens, 6);
+        assert_eq!(usage.output_tokens, 4);
+        assert!(usage.truncated);
+        let plain = json!({"model": "m", "input": "abcdefghi"});
+        assert_eq!(
+            usage_for(Api::OpenAiResponses, &plain, &Knobs::default(), 20).text_input_tokens,
+            3
+        );
     }
 
     #[test]

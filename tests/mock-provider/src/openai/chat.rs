@@ -23,7 +23,7 @@ use crate::usage::{Api, MockUsage, output_pieces, output_text, usage_for};
 
 /// Each streamed tool-argument delta carries this many characters, roughly
 /// one token, like the real API's small argument fragments.
-const ARGUMENT_CHARS_PER_CHUNK: usize = 4;
+pub(crate) const ARGUMENT_CHARS_PER_CHUNK: usize = 4;
 
 /// OpenAI's `system_fingerprint`; a constant marks answers as the mock's.
 const SYSTEM_FINGERPRINT: &str = "fp_tollgate_mock";

@@ -1,6 +1,7 @@
-//! The OpenAI dialect: chat completions (JSON and SSE), embeddings, and the
-//! `{"error": {...}}` envelope.
+//! The OpenAI dialect: chat completions and the Responses API (JSON and
+//! SSE), embeddings, and the `{"error": {...}}` envelope.
 
 pub(crate) mod chat;
 pub(crate) mod embeddings;
 pub(crate) mod error;
+pub(crate) mod responses;
