@@ -201,6 +201,7 @@ def span_summary(span, scope) -> dict:
         "scope_version": scope.version,
         "kind": span.kind,
         "span_id": span.span_id.hex(),
+        "parent_span_id": span.parent_span_id.hex(),
         "trace_id": span.trace_id.hex(),
         "status_code": span.status.code,
         "status_message": span.status.message,
@@ -222,7 +223,169 @@ def span_summary(span, scope) -> dict:
 EXTRA_DIALECTS = {"anthropic_sdk_native"}
 
 
-def call_entry(index: int, call: dict, spans: list) -> dict:
+# --- the wire log (wire_recorder.py): what the mock really returned ----------
+
+def wire_api(path: str) -> str:
+    path = path.split("?")[0]
+    for suffix, api in (
+        ("/chat/completions", "openai_chat"),
+        ("/responses", "openai_responses"),
+        ("/embeddings", "openai_embeddings"),
+        ("/messages", "anthropic_messages"),
+    ):
+        if path.endswith(suffix):
+            return api
+    return "other"
+
+
+def wire_answer(api: str, record: dict) -> dict:
+    """Model, id, finish reason and the usage object as the mock sent them
+    (keys as in usage_rule.expected_usage's "wire")."""
+    if "events" in record:
+        data = [e["data"] for e in record["events"] if isinstance(e["data"], dict)]
+    else:
+        data = [record["response"]] if isinstance(record["response"], dict) else []
+    if not data:
+        return {}
+    if api == "openai_chat":
+        usage = next((d["usage"] for d in reversed(data) if d.get("usage")), None)
+        finish = [c["finish_reason"] for d in data for c in d.get("choices", []) if c.get("finish_reason")]
+        tool_calls = [
+            tc["function"]["name"]
+            for d in data
+            for c in d.get("choices", [])
+            for tc in (c.get("message") or c.get("delta") or {}).get("tool_calls") or []
+            if tc.get("function", {}).get("name")
+        ]
+        answer = {
+            "model": data[0].get("model"),
+            "response_id": data[0].get("id"),
+            "finish_reason": finish[-1] if finish else None,
+            "tool_calls": tool_calls,
+        }
+        if usage:
+            answer["wire_usage"] = {
+                "prompt_tokens": usage["prompt_tokens"],
+                "completion_tokens": usage["completion_tokens"],
+                "total_tokens": usage["total_tokens"],
+                "prompt_tokens_details.cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+                "completion_tokens_details.reasoning_tokens": (usage.get("completion_tokens_details") or {}).get(
+                    "reasoning_tokens"
+                ),
+            }
+        return answer
+    if api == "openai_responses":
+        done = next((d["response"] for d in reversed(data) if isinstance(d.get("response"), dict)), data[-1])
+        usage = done.get("usage")
+        output = done.get("output") or []
+        answer = {
+            "model": done.get("model"),
+            "response_id": done.get("id"),
+            "finish_reason": done.get("status"),
+            "tool_calls": [o.get("name") for o in output if o.get("type") == "function_call"],
+        }
+        if usage:
+            answer["wire_usage"] = {
+                "input_tokens": usage["input_tokens"],
+                "output_tokens": usage["output_tokens"],
+                "total_tokens": usage["total_tokens"],
+                "input_tokens_details.cached_tokens": (usage.get("input_tokens_details") or {}).get("cached_tokens"),
+                "output_tokens_details.reasoning_tokens": (usage.get("output_tokens_details") or {}).get(
+                    "reasoning_tokens"
+                ),
+            }
+        return answer
+    if api == "anthropic_messages":
+        if "events" in record:
+            start = next(d["message"] for d in data if d.get("type") == "message_start")
+            delta = next((d for d in data if d.get("type") == "message_delta"), {})
+            usage = {**start.get("usage", {}), **{k: v for k, v in delta.get("usage", {}).items() if v is not None}}
+            stop = (delta.get("delta") or {}).get("stop_reason")
+            blocks = [d.get("content_block", {}) for d in data if d.get("type") == "content_block_start"]
+        else:
+            start, usage, stop, blocks = data[0], data[0].get("usage", {}), data[0].get("stop_reason"), data[0].get("content", [])
+        return {
+            "model": start.get("model"),
+            "response_id": start.get("id"),
+            "finish_reason": stop,
+            "tool_calls": [b.get("name") for b in blocks if b.get("type") == "tool_use"],
+            "wire_usage": {
+                k: usage.get(k)
+                for k in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+            },
+        }
+    if api == "openai_embeddings":
+        usage = data[0].get("usage", {})
+        return {
+            "model": data[0].get("model"),
+            "response_id": None,
+            "wire_usage": {"prompt_tokens": usage.get("prompt_tokens"), "total_tokens": usage.get("total_tokens")},
+        }
+    return {}
+
+
+def request_shape(api: str, request) -> dict:
+    """What a model request asked for, in brief (the full body is in the wire)."""
+    if not isinstance(request, dict):
+        return {}
+    shape = {"model": request.get("model"), "stream": bool(request.get("stream", False))}
+    if api == "openai_chat":
+        shape["message_roles"] = [m.get("role") for m in request.get("messages", [])]
+    elif api == "anthropic_messages":
+        shape["message_roles"] = [m.get("role") for m in request.get("messages", [])]
+    elif api == "openai_responses":
+        items = request.get("input")
+        shape["input_items"] = (
+            [i.get("type", "message") for i in items] if isinstance(items, list) else type(items).__name__
+        )
+    tools = request.get("tools") or []
+    if tools:
+        shape["tools"] = [t.get("name") or (t.get("function") or {}).get("name") for t in tools]
+    return shape
+
+
+def wire_model_calls(records: list) -> tuple:
+    """Every model request the SDK sent, what the mock answered (checked
+    against the mock's usage rule); (model_calls, failures)."""
+    from usage_rule import expected_usage
+
+    calls, failures = [], []
+    for record in records:
+        api = wire_api(record["path"])
+        if api == "other":
+            continue
+        answer = wire_answer(api, record)
+        returned = {
+            "status": record["status"],
+            "model": answer.get("model"),
+            "response_id": answer.get("response_id"),
+            "finish_reason": answer.get("finish_reason"),
+        }
+        if answer.get("tool_calls"):
+            returned["tool_calls"] = answer["tool_calls"]
+        if record["status"] == 200:
+            usage = expected_usage(api, record["request"], record["mock_headers"])
+            if answer.get("wire_usage") != usage["wire"]:
+                failures.append(
+                    f"{record['path']} #{len(calls)}: mock sent {answer.get('wire_usage')}, rule says {usage['wire']}"
+                )
+            returned["usage"] = usage
+        else:
+            returned["error"] = {"body": record.get("response")}
+        calls.append(
+            {
+                "arrived_unix_nano": record["arrived_unix_nano"],
+                "api": api,
+                "path": record["path"],
+                "request": request_shape(api, record["request"]),
+                "mock_headers": record["mock_headers"],
+                "mock_returned": returned,
+            }
+        )
+    return calls, failures
+
+
+def call_entry(index: int, call: dict, spans: list, model_calls: list | None = None) -> dict:
     """One call as the manifest states it: what was asked, what the mock
     returned (by its deterministic rule, confirmed by the SDK), its spans."""
     observed = call["observed"]
@@ -234,13 +397,16 @@ def call_entry(index: int, call: dict, spans: list) -> dict:
     }
     if "expected_usage" in call:
         returned["usage"] = call["expected_usage"]
+    elif model_calls is not None and observed.get("status") == 200:
+        # A framework operation: what the mock returned is per model call.
+        returned = {"status": observed.get("status"), "model_call_count": len(model_calls)}
     else:
         returned["error"] = {
             "sdk_exception": observed.get("error_class"),
             "body": observed.get("error_body"),
             "request_id": observed.get("request_id"),
         }
-    return {
+    entry = {
         "index": index,
         "name": call["name"],
         "api": call["api"],
@@ -250,8 +416,13 @@ def call_entry(index: int, call: dict, spans: list) -> dict:
         "mock_headers": call["mock_headers"],
         "mock_returned": returned,
         "sdk_observed": observed,
-        "spans": spans,
     }
+    if model_calls is not None:
+        entry["model_calls"] = [
+            {k: v for k, v in mc.items() if k != "arrived_unix_nano"} for mc in model_calls
+        ]
+    entry["spans"] = spans
+    return entry
 
 
 def main() -> None:
@@ -323,12 +494,33 @@ def main() -> None:
                     break
             else:
                 unmatched.append(span_summary(span, scope))
+        wire_path = results_dir / f"{dialect}.wire.jsonl"
+        per_call_wire = None
+        if wire_path.exists():
+            records = [json.loads(line) for line in wire_path.read_text().splitlines() if line.strip()]
+            model_calls, bad = wire_model_calls(records)
+            failures.extend(f"{dialect}: {b}" for b in bad)
+            per_call_wire = [[] for _ in result["calls"]]
+            for mc in model_calls:
+                for i, call in enumerate(result["calls"]):
+                    lo, hi = call["window_unix_nano"]
+                    if lo <= mc["arrived_unix_nano"] <= hi:
+                        per_call_wire[i].append(mc)
+                        break
+                else:
+                    failures.append(f"{dialect}: model request at {mc['path']} outside every call")
         for i, call in enumerate(result["calls"]):
-            calls.append(call_entry(i, call, per_call[i]))
+            calls.append(call_entry(i, call, per_call[i], per_call_wire[i] if per_call_wire else None))
 
         notes = []
         scopes = sorted({scope.name for _, scope in spans})
-        if len(spans) != len(calls):
+        model_call_total = sum(len(c.get("model_calls", [])) for c in calls)
+        if per_call_wire is not None and model_call_total != len(calls):
+            notes.append(
+                f"{len(spans)} spans for {len(calls)} calls making {model_call_total} model requests "
+                f"(scopes: {', '.join(scopes)})"
+            )
+        elif len(spans) != len(calls):
             notes.append(f"{len(spans)} spans for {len(calls)} calls (scopes: {', '.join(scopes)})")
         if dialect == "genai_latest":
             notes.append(

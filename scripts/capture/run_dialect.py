@@ -99,6 +99,67 @@ DIALECTS = {
     },
 }
 
+# Several layers at once: the libraries run together as users combine them, so
+# one model call is described by more than one span in the same trace, and
+# agent runs add spans that repeat the usage of their model calls. What the
+# mock returned for every model call is taken from the wire (wire_recorder.py),
+# not from these libraries. "venv" names the pinned environment the dialect
+# runs in (scripts/capture/requirements-<venv>.txt; none: requirements.txt).
+DIALECTS |= {
+    # The anthropic SDK's own CLIENT span (it traces itself whenever a global
+    # tracer provider is set) under OpenInference's INTERNAL span.
+    "anthropic_native_openinference": {
+        "instrumentation": "openinference-instrumentation-anthropic",
+        "provider": "anthropic",
+        "support": ["openinference-instrumentation", "openinference-semantic-conventions"],
+        "family": "Anthropic Python SDK built-in OpenTelemetry tracing together with Arize OpenInference (anthropic)",
+    },
+    "langchain_openinference": {
+        "instrumentation": "openinference-instrumentation-langchain",
+        "provider": "openai",
+        "support": [
+            "openinference-instrumentation-openai",
+            "langchain-openai",
+            "langchain-core",
+            "openinference-instrumentation",
+            "openinference-semantic-conventions",
+        ],
+        "family": "LangChain ChatOpenAI with Arize OpenInference for both LangChain and openai",
+        "scenario": "langchain",
+        "venv": "langchain",
+    },
+    "langchain_openllmetry": {
+        "instrumentation": "opentelemetry-instrumentation-langchain",
+        "provider": "openai",
+        "support": [
+            "opentelemetry-instrumentation-openai",
+            "langchain-openai",
+            "langchain-core",
+            "opentelemetry-semantic-conventions-ai",
+            "opentelemetry-semantic-conventions",
+        ],
+        "family": "LangChain ChatOpenAI with Traceloop OpenLLMetry for both LangChain and openai",
+        "scenario": "langchain",
+        "venv": "langchain",
+    },
+    "pydantic_ai_agent": {
+        "instrumentation": "pydantic-ai-slim",
+        "provider": "openai",
+        "support": ["pydantic-graph", "opentelemetry-semantic-conventions"],
+        "family": "Pydantic AI agent built-in OpenTelemetry instrumentation (Agent.instrument_all())",
+        "scenario": "pydantic_ai",
+        "venv": "pydantic-ai",
+    },
+    "openai_agents_openinference": {
+        "instrumentation": "openinference-instrumentation-openai-agents",
+        "provider": "openai",
+        "support": ["openai-agents", "openinference-instrumentation", "openinference-semantic-conventions"],
+        "family": "OpenAI Agents SDK (Responses API) with Arize OpenInference (openai-agents)",
+        "scenario": "openai_agents",
+        "venv": "openai-agents",
+    },
+}
+
 # Packages every dialect runs on.
 COMMON_PACKAGES = ["opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"]
 
@@ -150,6 +211,34 @@ def instrument(dialect: str, provider: TracerProvider) -> None:
         OpenAIInstrumentor().instrument(tracer_provider=provider)
     elif dialect == "anthropic_sdk_native":
         pass  # the SDK's own tracing picks up the global tracer provider
+    elif dialect == "anthropic_native_openinference":
+        # The SDK's own tracing stays on (global tracer provider).
+        from openinference.instrumentation.anthropic import AnthropicInstrumentor
+
+        AnthropicInstrumentor().instrument(tracer_provider=provider)
+    elif dialect == "langchain_openinference":
+        from openinference.instrumentation.langchain import LangChainInstrumentor
+        from openinference.instrumentation.openai import OpenAIInstrumentor
+
+        LangChainInstrumentor().instrument(tracer_provider=provider)
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif dialect == "langchain_openllmetry":
+        from opentelemetry.instrumentation.langchain import LangchainInstrumentor
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+        LangchainInstrumentor().instrument(tracer_provider=provider)
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif dialect == "pydantic_ai_agent":
+        from pydantic_ai import Agent
+
+        Agent.instrument_all()  # the global tracer provider
+    elif dialect == "openai_agents_openinference":
+        from agents import set_tracing_disabled
+        from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
+
+        # The SDK's own exporter would post its traces to OpenAI: off.
+        set_tracing_disabled(True)
+        OpenAIAgentsInstrumentor().instrument(tracer_provider=provider)
     elif dialect == "tollgate_python":
         pass  # spans are recorded by hand in run_openai_manual
     else:
@@ -473,6 +562,139 @@ def run_anthropic(call: dict, client) -> dict:
         }
 
 
+# --- framework scenarios ------------------------------------------------------
+# A framework builds the provider requests itself, so a call here is one
+# framework operation: "run" performs it and returns what the framework
+# reported. The requests it made and what the mock answered come from the
+# wire log (merge.py), and an agent run makes several model calls.
+
+WEATHER_QUESTION = "What is the weather in Paris? Use the tool, then answer in one line."
+
+
+def get_weather(city: str) -> str:
+    """Current weather for a city."""
+    return f"Sunny and 21 C in {city}."
+
+
+def langchain_calls(mock_base: str) -> list:
+    from langchain_openai import ChatOpenAI
+
+    messages = [("system", OPENAI_MESSAGES[0]["content"]), ("human", OPENAI_MESSAGES[1]["content"])]
+
+    def model(headers: dict):
+        return ChatOpenAI(
+            model=OPENAI_MODEL,
+            base_url=f"{mock_base}/v1",
+            api_key=API_KEY,
+            max_tokens=64,
+            max_retries=0,
+            stream_usage=True,
+            default_headers=headers,
+        )
+
+    def invoke() -> dict:
+        message = model({}).invoke(messages)
+        return langchain_observed(message)
+
+    def stream() -> dict:
+        chunks = list(model({"x-mock-output-tokens": "7"}).stream(messages))
+        total = chunks[0]
+        for chunk in chunks[1:]:
+            total = total + chunk
+        return {**langchain_observed(total), "chunks": len(chunks)}
+
+    return [
+        scenario_call("invoke", "openai_chat", invoke, streamed=False),
+        scenario_call("stream", "openai_chat", stream, streamed=True, headers={"x-mock-output-tokens": "7"}),
+    ]
+
+
+def langchain_observed(message) -> dict:
+    meta = message.response_metadata
+    return {
+        "status": 200,
+        "response_id": meta.get("id") or message.id,
+        "response_model": meta.get("model_name"),
+        "finish_reason": meta.get("finish_reason"),
+        "output_text": message.content,
+        "framework_usage": message.usage_metadata,
+    }
+
+
+def pydantic_ai_calls(mock_base: str) -> list:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel(OPENAI_MODEL, provider=OpenAIProvider(base_url=f"{mock_base}/v1", api_key=API_KEY))
+    agent = Agent(
+        model,
+        name="weather_agent",
+        instructions="You are a terse assistant.",
+        model_settings={"max_tokens": 64},
+    )
+    agent.tool_plain(get_weather)
+
+    def run() -> dict:
+        result = agent.run_sync(WEATHER_QUESTION)
+        usage = result.usage()
+        responses = [m for m in result.all_messages() if m.kind == "response"]
+        return {
+            "status": 200,
+            "output_text": result.output,
+            "model_requests": usage.requests,
+            "tool_calls": usage.tool_calls,
+            "framework_usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+            "response_ids": [m.provider_response_id for m in responses],
+            "finish_reasons": [m.finish_reason for m in responses],
+        }
+
+    return [scenario_call("agent_run_with_tool", "openai_chat", run, streamed=False)]
+
+
+def openai_agents_calls(mock_base: str) -> list:
+    import asyncio
+
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key=API_KEY, base_url=f"{mock_base}/v1", max_retries=0)
+    agent = Agent(
+        name="weather_agent",
+        instructions="You are a terse assistant.",
+        model=OpenAIResponsesModel(model=OPENAI_MODEL, openai_client=client),
+        tools=[function_tool(get_weather)],
+    )
+
+    def run() -> dict:
+        result = asyncio.run(Runner.run(agent, WEATHER_QUESTION))
+        usage = result.context_wrapper.usage
+        return {
+            "status": 200,
+            "output_text": result.final_output,
+            "model_requests": usage.requests,
+            "framework_usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+            "response_ids": [r.response_id for r in result.raw_responses],
+        }
+
+    return [scenario_call("runner_run_with_tool", "openai_responses", run, streamed=False)]
+
+
+def scenario_call(name: str, api: str, run, streamed: bool, headers: dict | None = None) -> dict:
+    return {
+        "name": name,
+        "api": api,
+        "request_model": OPENAI_MODEL,
+        "streamed": streamed,
+        "include_usage": streamed,
+        "headers": headers or {},
+        "run": run,
+    }
+
+
+SCENARIOS = {"langchain": langchain_calls, "pydantic_ai": pydantic_ai_calls, "openai_agents": openai_agents_calls}
+
+
 def main() -> None:
     dialect, mock_base, otlp_base, result_path = sys.argv[1:5]
     spec = DIALECTS[dialect]
@@ -481,7 +703,13 @@ def main() -> None:
 
     # max_retries=0: the failing call must reach the mock exactly once, so
     # the manifest's request sequence (and the mock's ids) stay predictable.
-    if spec["provider"] == "openai":
+    if "scenario" in spec:
+        client = None
+        calls = SCENARIOS[spec["scenario"]](mock_base)
+
+        def runner(call: dict, client) -> dict:
+            return call["run"]()
+    elif spec["provider"] == "openai":
         import openai
 
         client = openai.OpenAI(api_key=API_KEY, base_url=f"{mock_base}/v1", max_retries=0)
@@ -513,18 +741,25 @@ def main() -> None:
         if caught:
             observed["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
         expected_status = int(call["headers"].get("x-mock-status", 200))
+        if "request" in call:
+            request = call["request"]
+            shape = {
+                "request_model": request["model"],
+                "streamed": bool(request.get("stream", False)),
+                "include_usage": bool(request.get("stream_options", {}).get("include_usage", False)),
+            }
+        else:  # a framework operation: its requests are in the wire log
+            shape = {k: call[k] for k in ("request_model", "streamed", "include_usage")}
         entry = {
             "name": call["name"],
             "api": call["api"],
-            "request_model": call["request"]["model"],
-            "streamed": bool(call["request"].get("stream", False)),
-            "include_usage": bool(call["request"].get("stream_options", {}).get("include_usage", False)),
+            **shape,
             "mock_headers": call["headers"],
             "expected_status": expected_status,
             "observed": observed,
             "window_unix_nano": [started, ended],
         }
-        if expected_status == 200:
+        if expected_status == 200 and "request" in call:
             entry["expected_usage"] = expected_usage(call["api"], call["request"], call["headers"])
             if observed.get("wire_usage") != entry["expected_usage"]["wire"]:
                 mismatches.append(call["name"])
