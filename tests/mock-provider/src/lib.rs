@@ -19,6 +19,7 @@
 //! | Route | Dialect |
 //! |---|---|
 //! | `POST /v1/chat/completions`, `/chat/completions`, `/openai/v1/chat/completions`, `/openai/deployments/{d}/chat/completions` | OpenAI chat (JSON, SSE) |
+//! | `POST /v1/responses`, `/responses`, `/openai/v1/responses` | OpenAI Responses API (JSON, SSE with named, numbered events) |
 //! | `POST /v1/embeddings`, `/embeddings`, `/openai/v1/embeddings`, `/openai/deployments/{d}/embeddings` | OpenAI embeddings (`float` or `base64`) |
 //! | `GET /v1/models`, `/models` | OpenAI or Anthropic list (Anthropic when `anthropic-version` is sent) |
 //! | `POST /v1/messages` | Anthropic messages (JSON, SSE) |
@@ -28,7 +29,9 @@
 //! Anthropic routes `x-api-key` (or a bearer token); otherwise 401. Only
 //! presence is checked. When a request offers tools, the answer is a call to
 //! the first (or the forced) tool with arguments built from its schema,
-//! unless `tool_choice` is none or the last turn is already a tool result.
+//! unless `tool_choice` is none or the last turn is already a tool result
+//! (for the Responses API: the last `input` item is a `function_call_output`;
+//! built-in tools such as `web_search` are never called).
 //!
 //! # Deterministic usage
 //!
@@ -37,26 +40,36 @@
 //! * **text input tokens** `T = max(1, ceil(C / 4) + I)`, where `C` counts the
 //!   Unicode characters of the request text and `I` the pre-tokenised ids:
 //!   OpenAI chat — every message `content` string and every content part's
-//!   `text`; Anthropic — `system` and every message's string content, `text`
+//!   `text`; OpenAI Responses — `instructions`, `input` as a string, and in an
+//!   item list every message's `content` (string or its parts' `text`) and
+//!   every `function_call_output`'s `output` (not `function_call` arguments
+//!   nor `reasoning` items); Anthropic — `system` and every message's string content, `text`
 //!   blocks and `tool_result` contents; embeddings — every `input` string
 //!   (token-id inputs count one per id). Tool definitions are not counted.
 //! * **output tokens** `N` = `x-mock-output-tokens` if sent, else
-//!   `min(max_completion_tokens | max_tokens, default_output_tokens)`.
+//!   `min(max_completion_tokens | max_tokens, default_output_tokens)`
+//!   (`max_output_tokens` for the Responses API).
 //!   The text is `N` words `"w0 w1 … w{N-1}"`, streamed one word per chunk.
 //!   If `max_tokens` was the limit, the finish reason is `length` /
-//!   `max_tokens`, else `stop` / `end_turn` (`tool_calls` / `tool_use` for
-//!   tool calls, whose arguments stream in 4-character pieces).
+//!   `max_tokens` (a Responses API answer is `status: "incomplete"` with
+//!   `incomplete_details.reason = "max_output_tokens"`), else `stop` /
+//!   `end_turn` / `completed` (`tool_calls` / `tool_use` for tool calls,
+//!   whose arguments stream in 4-character pieces).
 //! * **cache** `R` = `x-mock-cache-read-tokens`, `W` = `x-mock-cache-write-tokens`,
 //!   **reasoning** `X` = `x-mock-reasoning-tokens` (all default 0), on top of `T`.
 //!
 //! On the wire:
 //!
-//! | | OpenAI | Anthropic |
-//! |---|---|---|
-//! | input | `prompt_tokens = T + R + W` (includes cache) | `input_tokens = T` (excludes cache) |
-//! | cache | `prompt_tokens_details.cached_tokens = R` | `cache_read_input_tokens = R`, `cache_creation_input_tokens = W` |
-//! | output | `completion_tokens = N + X`, `reasoning_tokens = X` | `output_tokens = N + X` |
-//! | total | `total_tokens = T + R + W + N + X` | — |
+//! | | OpenAI chat | OpenAI Responses | Anthropic |
+//! |---|---|---|---|
+//! | input | `prompt_tokens = T + R + W` (includes cache) | `input_tokens = T + R + W` (includes cache) | `input_tokens = T` (excludes cache) |
+//! | cache | `prompt_tokens_details.cached_tokens = R` | `input_tokens_details.cached_tokens = R`, `input_tokens_details.cache_write_tokens = W` | `cache_read_input_tokens = R`, `cache_creation_input_tokens = W` |
+//! | output | `completion_tokens = N + X`, `completion_tokens_details.reasoning_tokens = X` | `output_tokens = N + X`, `output_tokens_details.reasoning_tokens = X` | `output_tokens = N + X` |
+//! | total | `total_tokens = T + R + W + N + X` | `total_tokens = T + R + W + N + X` | — |
+//!
+//! A Responses API answer with `X > 0` also carries an empty `reasoning`
+//! item (`summary: []`) before its message or function call, as reasoning
+//! models' answers do.
 //!
 //! Embeddings report `prompt_tokens = total_tokens = T`; knobs for output,
 //! cache and reasoning do not apply to them.
