@@ -512,7 +512,7 @@ def main() -> None:
         for i, call in enumerate(result["calls"]):
             calls.append(call_entry(i, call, per_call[i], per_call_wire[i] if per_call_wire else None))
 
-        notes = []
+        notes = list(result.get("notes", []))
         scopes = sorted({scope.name for _, scope in spans})
         model_call_total = sum(len(c.get("model_calls", [])) for c in calls)
         if per_call_wire is not None and model_call_total != len(calls):

@@ -105,6 +105,13 @@ DIALECTS = {
 # mock returned for every model call is taken from the wire (wire_recorder.py),
 # not from these libraries. "venv" names the pinned environment the dialect
 # runs in (scripts/capture/requirements-<venv>.txt; none: requirements.txt).
+# Manifest notes for both LangChain dialects.
+LANGCHAIN_NOTES = [
+    "calls invoke and stream run with no span of the application around them; invoke_in_request_span "
+    "runs inside the application's own SERVER span 'POST /chat' (tracer 'app', no GenAI attributes), "
+    "as in a web service",
+]
+
 DIALECTS |= {
     # The anthropic SDK's own CLIENT span (it traces itself whenever a global
     # tracer provider is set) under OpenInference's INTERNAL span.
@@ -126,6 +133,7 @@ DIALECTS |= {
         ],
         "family": "LangChain ChatOpenAI with Arize OpenInference for both LangChain and openai",
         "scenario": "langchain",
+        "notes": LANGCHAIN_NOTES,
         "venv": "langchain",
     },
     "langchain_openllmetry": {
@@ -140,6 +148,12 @@ DIALECTS |= {
         ],
         "family": "LangChain ChatOpenAI with Traceloop OpenLLMetry for both LangChain and openai",
         "scenario": "langchain",
+        "notes": [
+            *LANGCHAIN_NOTES,
+            "opentelemetry-instrumentation-openai is instrumented too but records no span here: the LangChain "
+            "callback sets SUPPRESS_LANGUAGE_MODEL_INSTRUMENTATION_KEY while the chat model runs (the same "
+            "openai instrumentation, used alone in this venv, does record openai.chat spans)",
+        ],
         "venv": "langchain",
     },
     "pydantic_ai_agent": {
@@ -603,10 +617,27 @@ def langchain_calls(mock_base: str) -> list:
             total = total + chunk
         return {**langchain_observed(total), "chunks": len(chunks)}
 
+    def invoke_in_request_span() -> dict:
+        # As in a web service: the application's own request span (no GenAI
+        # attributes) is current while the model is invoked.
+        from opentelemetry.trace import SpanKind
+
+        tracer = trace.get_tracer("app")
+        with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER, attributes=APP_SPAN_ATTRIBUTES):
+            message = model({"x-mock-output-tokens": "5"}).invoke(messages)
+        return langchain_observed(message)
+
     return [
         scenario_call("invoke", "openai_chat", invoke, streamed=False),
         scenario_call("stream", "openai_chat", stream, streamed=True, headers={"x-mock-output-tokens": "7"}),
+        scenario_call(
+            "invoke_in_request_span", "openai_chat", invoke_in_request_span, streamed=False,
+            headers={"x-mock-output-tokens": "5"},
+        ),
     ]
+
+
+APP_SPAN_ATTRIBUTES = {"http.request.method": "POST", "http.route": "/chat", "url.path": "/chat"}
 
 
 def langchain_observed(message) -> dict:
@@ -778,6 +809,7 @@ def main() -> None:
         "resource_attributes": resource_attributes(dialect),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("OTEL_", "TRACELOOP_", "OPENINFERENCE_"))},
         "calls": results,
+        "notes": spec.get("notes", []),
         "mismatches": mismatches,
     }
     with open(result_path, "w") as fh:
