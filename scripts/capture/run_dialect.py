@@ -162,6 +162,12 @@ DIALECTS |= {
         "support": ["pydantic-graph", "opentelemetry-semantic-conventions"],
         "family": "Pydantic AI agent built-in OpenTelemetry instrumentation (Agent.instrument_all())",
         "scenario": "pydantic_ai",
+        "notes": [
+            "one agent run: the mock answers the first request with a get_weather tool call, the second "
+            "(after the tool result) with text; the invoke_agent span repeats the sum of both chat spans' "
+            "usage as gen_ai.aggregated_usage.*, and each chat span carries operation.cost (Pydantic AI's "
+            "own price estimate, genai-prices)",
+        ],
         "venv": "pydantic-ai",
     },
     "openai_agents_openinference": {
@@ -668,7 +674,7 @@ def pydantic_ai_calls(mock_base: str) -> list:
 
     def run() -> dict:
         result = agent.run_sync(WEATHER_QUESTION)
-        usage = result.usage()
+        usage = result.usage
         responses = [m for m in result.all_messages() if m.kind == "response"]
         return {
             "status": 200,
