@@ -212,7 +212,7 @@ def span_summary(span, scope) -> dict:
             kv.key: any_value(kv.value)
             for kv in span.attributes
             if any(
-                marker in kv.key
+                marker in kv.key.lower()  # the AI SDK's ai.usage.inputTokens etc. are camelCase
                 for marker in KEY_ATTRIBUTE_MARKERS
             )
             and not kv.key.startswith(("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages", "llm.output_messages"))

@@ -23,8 +23,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     out_dir: pathlib.Path
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-        length = int(self.headers.get("content-length", "0"))
-        body = self.rfile.read(length)
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            body = self._read_chunked()  # the Node exporter streams its body
+        else:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.headers.get("content-encoding", "").lower() == "gzip":
             body = gzip.decompress(body)
         if self.path.split("?")[0] != "/v1/traces":
@@ -39,6 +41,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0")
         self.end_headers()
+
+    def _read_chunked(self) -> bytes:
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline()  # the CRLF after each chunk
 
     def log_message(self, fmt: str, *args: object) -> None:
         sys.stderr.write("otlp-sink: " + (fmt % args) + "\n")
