@@ -24,7 +24,10 @@ USAGE_RULE = (
     "(+ Anthropic system); output N = x-mock-output-tokens, else min(max_tokens, 20); "
     "cache read R / write W from x-mock-cache-read/write-tokens. OpenAI prompt_tokens = "
     "T+R+W with cached_tokens = R; Anthropic input_tokens = T, cache_read_input_tokens = R, "
-    "cache_creation_input_tokens = W. Embeddings: prompt_tokens = total_tokens = T."
+    "cache_creation_input_tokens = W. OpenAI Responses (instructions + input messages and "
+    "function_call_output outputs; output limit max_output_tokens): input_tokens = T+R+W with "
+    "input_tokens_details.cached_tokens = R, cache_write_tokens = W. Embeddings: prompt_tokens = "
+    "total_tokens = T."
 )
 
 
@@ -290,6 +293,9 @@ def wire_answer(api: str, record: dict) -> dict:
                 "output_tokens": usage["output_tokens"],
                 "total_tokens": usage["total_tokens"],
                 "input_tokens_details.cached_tokens": (usage.get("input_tokens_details") or {}).get("cached_tokens"),
+                "input_tokens_details.cache_write_tokens": (usage.get("input_tokens_details") or {}).get(
+                    "cache_write_tokens"
+                ),
                 "output_tokens_details.reasoning_tokens": (usage.get("output_tokens_details") or {}).get(
                     "reasoning_tokens"
                 ),

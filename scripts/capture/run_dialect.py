@@ -176,6 +176,13 @@ DIALECTS |= {
         "support": ["openai-agents", "openinference-instrumentation", "openinference-semantic-conventions"],
         "family": "OpenAI Agents SDK (Responses API) with Arize OpenInference (openai-agents)",
         "scenario": "openai_agents",
+        "notes": [
+            "one Runner.run with a function tool: the mock answers the first Responses request with a "
+            "get_weather function_call, the second (after the function_call_output) with text",
+            "the SDK's own trace export to OpenAI is off: OpenInference's processor is installed as the "
+            "only trace processor (exclusive_processor=True); set_tracing_disabled(True) would also stop "
+            "the spans OpenInference records",
+        ],
         "venv": "openai-agents",
     },
 }
@@ -253,12 +260,14 @@ def instrument(dialect: str, provider: TracerProvider) -> None:
 
         Agent.instrument_all()  # the global tracer provider
     elif dialect == "openai_agents_openinference":
-        from agents import set_tracing_disabled
         from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
 
-        # The SDK's own exporter would post its traces to OpenAI: off.
-        set_tracing_disabled(True)
-        OpenAIAgentsInstrumentor().instrument(tracer_provider=provider)
+        # The SDK's own exporter would post its traces to OpenAI. The
+        # exclusive processor (the default, spelled out) replaces it, so the
+        # SDK's traces reach OpenInference only. set_tracing_disabled(True)
+        # is no way to do that: it disables the SDK's tracing altogether, and
+        # OpenInference (a processor of that tracing) would see nothing.
+        OpenAIAgentsInstrumentor().instrument(tracer_provider=provider, exclusive_processor=True)
     elif dialect == "tollgate_python":
         pass  # spans are recorded by hand in run_openai_manual
     else:

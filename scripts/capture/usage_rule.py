@@ -36,6 +36,18 @@ def text_input_tokens(api: str, request: dict) -> int:
         chars = _content_chars(request.get("system"))
         chars += sum(_content_chars(m.get("content")) for m in request.get("messages", []))
         return input_tokens(chars)
+    if api == "openai_responses":
+        chars = _content_chars(request.get("instructions"))
+        items = request.get("input")
+        if isinstance(items, str):
+            chars += len(items)
+        for item in items if isinstance(items, list) else []:
+            kind = item.get("type", "message")
+            if kind == "message":
+                chars += _content_chars(item.get("content"))
+            elif kind in ("function_call_output", "custom_tool_call_output"):
+                chars += _content_chars(item.get("output"))
+        return input_tokens(chars)
     if api == "openai_embeddings":
         chars, ids = 0, 0
         inputs = request["input"]
@@ -72,7 +84,10 @@ def expected_usage(api: str, request: dict, headers: Optional[dict] = None) -> d
     if "x-mock-output-tokens" in headers:
         output, truncated = int(headers["x-mock-output-tokens"]), False
     else:
-        max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+        if api == "openai_responses":
+            max_tokens = request.get("max_output_tokens")
+        else:
+            max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
         if max_tokens is not None and max_tokens < DEFAULT_OUTPUT_TOKENS:
             output, truncated = max_tokens, True
         else:
@@ -93,6 +108,15 @@ def expected_usage(api: str, request: dict, headers: Optional[dict] = None) -> d
             "total_tokens": text + read + write + output + reasoning,
             "prompt_tokens_details.cached_tokens": read,
             "completion_tokens_details.reasoning_tokens": reasoning,
+        }
+    elif api == "openai_responses":
+        usage["wire"] = {
+            "input_tokens": text + read + write,
+            "output_tokens": output + reasoning,
+            "total_tokens": text + read + write + output + reasoning,
+            "input_tokens_details.cached_tokens": read,
+            "input_tokens_details.cache_write_tokens": write,
+            "output_tokens_details.reasoning_tokens": reasoning,
         }
     else:
         usage["wire"] = {
