@@ -55,6 +55,17 @@ const DIALECTS = {
     ],
   },
 };
+// The same calls on the Responses model (openai.responses, the provider's
+// default kind), now that the mock serves POST /v1/responses.
+DIALECTS.vercel_ai_sdk_responses = {
+  ...DIALECTS.vercel_ai_sdk,
+  family: 'Vercel AI SDK built-in OpenTelemetry telemetry (experimental_telemetry), Node, OpenAI Responses API',
+  notes: [
+    DIALECTS.vercel_ai_sdk.notes[0],
+    'stream_text: one streamText call (usage arrives in the response.completed event)',
+    'both use the Responses model (openai.responses): POST /v1/responses',
+  ],
+};
 
 const require = createRequire(import.meta.url);
 
@@ -92,8 +103,10 @@ function usageOf(usage) {
   };
 }
 
-function vercelCalls(mockBase) {
+function vercelCalls(mockBase, kind = 'chat') {
   const openai = createOpenAI({ baseURL: `${mockBase}/v1`, apiKey: API_KEY });
+  const model = () => (kind === 'responses' ? openai.responses(OPENAI_MODEL) : openai.chat(OPENAI_MODEL));
+  const api = kind === 'responses' ? 'openai_responses' : 'openai_chat';
   const telemetry = { isEnabled: true };
   const getWeather = tool({
     description: 'Current weather for a city.',
@@ -104,12 +117,12 @@ function vercelCalls(mockBase) {
   return [
     {
       name: 'generate_text_with_tool',
-      api: 'openai_chat',
+      api,
       streamed: false,
       headers: {},
       run: async () => {
         const result = await generateText({
-          model: openai.chat(OPENAI_MODEL),
+          model: model(),
           system: SYSTEM,
           prompt: WEATHER_QUESTION,
           tools: { get_weather: getWeather },
@@ -131,12 +144,12 @@ function vercelCalls(mockBase) {
     },
     {
       name: 'stream_text',
-      api: 'openai_chat',
+      api,
       streamed: true,
       headers: { 'x-mock-output-tokens': '7' },
       run: async () => {
         const result = streamText({
-          model: openai.chat(OPENAI_MODEL),
+          model: model(),
           system: SYSTEM,
           prompt: HELLO,
           maxOutputTokens: 64,
@@ -165,7 +178,10 @@ function vercelCalls(mockBase) {
   ];
 }
 
-const SCENARIOS = { vercel_ai_sdk: vercelCalls };
+const SCENARIOS = {
+  vercel_ai_sdk: (mockBase) => vercelCalls(mockBase, 'chat'),
+  vercel_ai_sdk_responses: (mockBase) => vercelCalls(mockBase, 'responses'),
+};
 
 async function main() {
   const [dialect, mockBase, otlpBase, resultPath] = process.argv.slice(2);
