@@ -8,6 +8,11 @@ Bodies are assigned to dialects by their resource's service.name
 ("<dialect>-agent"); ResourceSpans with the same resource and ScopeSpans with
 the same scope are folded together, spans ordered by start time, so each
 fixture reads like a single batch export from that agent.
+
+Where the results dir holds <dialect>.wire.jsonl (wire_recorder.py), every
+model request in it becomes a "model_calls" entry of the call whose time
+window holds it, with what the mock returned; the mock's usage there must
+match usage_rule.py, or the merge fails.
 """
 
 import json
