@@ -14,6 +14,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::gateway::GatewayMetrics;
+use crate::normalize::NonCallKind;
+use crate::pipeline::Sorted;
 
 type Labels = [(&'static str, &'static str); 2];
 
@@ -77,6 +79,10 @@ pub struct InternalEvents {
     alerts: Family<[(&'static str, &'static str); 1], Counter>,
     rule_events: Counter,
     duplicates: Counter,
+    merged_same_batch: Counter,
+    merged_late: Counter,
+    non_calls: [Counter; NonCallKind::ALL.len()],
+    costs_replaced: Counter,
     kafka: Family<[(&'static str, &'static str); 1], Counter>,
     kafka_rebalances: Family<[(&'static str, &'static str); 1], Counter>,
     gateway: GatewayMetrics,
@@ -158,8 +164,31 @@ impl InternalEvents {
         let duplicates = Counter::default();
         registry.register(
             "pipeline_duplicates_dropped",
-            "Calls dropped as already seen (exporter retries, two instrumentations of one call)",
+            "Spans dropped as repeats of a span already seen (exporter retries, redeliveries)",
             duplicates.clone(),
+        );
+        let merged = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "pipeline_calls_merged",
+            "Spans merged into the row of a call another span already described: \
+             in the same batch, or later (the stored row updated)",
+            merged.clone(),
+        );
+        let merged_same_batch = merged.get_or_create(&[("when", "same_batch")]).clone();
+        let merged_late = merged.get_or_create(&[("when", "late")]).clone();
+        let non_call = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "ingest_non_call_spans",
+            "Spans that are not model calls, by kind (agent runs, workflows, tools, chains, other)",
+            non_call.clone(),
+        );
+        let non_calls =
+            NonCallKind::ALL.map(|k| non_call.get_or_create(&[("kind", k.as_str())]).clone());
+        let costs_replaced = Counter::default();
+        registry.register(
+            "ingest_costs_replaced",
+            "Reported call costs not used (not finite, or implausible against the price table)",
+            costs_replaced.clone(),
         );
         let kafka = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
@@ -196,6 +225,10 @@ impl InternalEvents {
             write_errors,
             store_down: AtomicBool::new(false),
             duplicates,
+            merged_same_batch,
+            merged_late,
+            non_calls,
+            costs_replaced,
         })
     }
 
@@ -298,10 +331,25 @@ impl InternalEvents {
         self.rule_events.inc_by(n as u64);
     }
 
-    pub fn duplicates_dropped(&self, n: usize) {
-        if n > 0 {
-            self.duplicates.inc_by(n as u64);
-            tracing::debug!(calls = n, "duplicate calls dropped");
+    /// What call identity did with a batch.
+    pub fn calls_sorted(&self, sorted: &Sorted) {
+        if sorted.retries > 0 {
+            self.duplicates.inc_by(sorted.retries as u64);
+            tracing::debug!(spans = sorted.retries, "repeated spans dropped");
+        }
+        self.merged_same_batch.inc_by(sorted.merged as u64);
+        self.merged_late.inc_by(sorted.late.len() as u64);
+    }
+
+    /// Spans of one request that were not model calls, and reported costs not used.
+    pub fn spans_classified(&self, non_calls: &[u64; NonCallKind::ALL.len()], costs_replaced: u64) {
+        for (counter, n) in self.non_calls.iter().zip(non_calls) {
+            if *n > 0 {
+                counter.inc_by(*n);
+            }
+        }
+        if costs_replaced > 0 {
+            self.costs_replaced.inc_by(costs_replaced);
         }
     }
 

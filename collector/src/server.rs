@@ -24,7 +24,7 @@ use crate::internal_events::InternalEvents;
 use crate::kafka::{CallConsumer, CallProducer};
 use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
 use crate::normalize::{Normalizer, NormalizerConfig};
-use crate::pipeline::{DedupWindow, Restore, RuleStage, Writer, row_queue};
+use crate::pipeline::{CallIdentity, Restore, RuleStage, Writer, row_queue};
 use crate::receivers::{Destination, HttpReceiverConfig, Ingest, grpc_router, http_router};
 use crate::sinks::{SinkError, Store};
 
@@ -104,12 +104,13 @@ pub async fn run(
     // Rules: counters rebuilt from the store so a restart keeps usage.
     let engine = Engine::new((*config.rules).clone());
     let killswitch = KillSwitch::new();
-    let mut dedup = DedupWindow::new(config.dedup_window_calls);
+    let mut identity = CallIdentity::new(config.dedup_window_calls, config.dedup_horizon)
+        .with_prices(Arc::clone(&config.prices));
     let restore = Restore {
         store: Arc::clone(&store),
         admin_log: Arc::clone(&admin_log),
     };
-    let already_stored = restore.run(&engine, &killswitch, &mut dedup).await;
+    let already_stored = restore.run(&engine, &killswitch, Some(&mut identity)).await;
     let (alerts, alerts_task) = Alerts::start(&config.alerts, Arc::clone(&events));
 
     let grpc_listener = bind(
@@ -156,7 +157,7 @@ pub async fn run(
         Arc::clone(&events),
         config.batch_max_rows,
     )
-    .with_dedup(dedup)
+    .with_identity(identity)
     .with_rules(RuleStage {
         engine: engine.clone(),
         killswitch: killswitch.clone(),
@@ -196,6 +197,8 @@ pub async fn run(
     let normalizer = Normalizer::new(
         NormalizerConfig {
             max_tokens_per_call: config.max_tokens_per_call,
+            max_cost_ratio: config.max_cost_ratio,
+            max_cost_per_call_usd: config.max_cost_per_call_usd,
             labels: config.labels.clone(),
         },
         Arc::clone(&config.prices),

@@ -17,7 +17,7 @@ use prost::Message;
 use serde_json::Value;
 use tollgate_collector::config::LabelPolicy;
 use tollgate_collector::normalize::{Normalizer, NormalizerConfig};
-use tollgate_collector::pipeline::DedupWindow;
+use tollgate_collector::pipeline::CallIdentity;
 use tollgate_collector::query::QueryStore;
 use tollgate_collector::sinks::Sink;
 use tollgate_collector::sinks::sqlite::SqliteStore;
@@ -35,13 +35,13 @@ fn manifest() -> Value {
 
 fn normalizer() -> Normalizer {
     Normalizer::new(
-        NormalizerConfig {
-            max_tokens_per_call: 10_000_000,
-            labels: LabelPolicy {
+        NormalizerConfig::new(
+            10_000_000,
+            LabelPolicy {
                 allowed: Vec::new(),
                 max_labels: 16,
             },
-        },
+        ),
         Arc::new(PriceTable::builtin().unwrap()),
     )
 }
@@ -264,16 +264,21 @@ fn anthropic_sdk_native_tracing() {
     assert!(streamed.ttft_nanos.is_some_and(|t| t > 0));
 }
 
-/// Through the pipeline's dedup window into the store, each provider
-/// response is one row even when two instrumentations reported it.
+/// Through the pipeline's call identity into the store, each provider
+/// response is one row even when two instrumentations reported it (here in
+/// two traces: OpenLLMetry's span is not the parent of the SDK's own).
 #[tokio::test]
 async fn one_row_per_provider_response_in_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let (mut rows, _, _) = normalise("openllmetry_anthropic");
     let answered = rows.iter().filter(|r| r.request_id.is_some()).count();
-    let dropped = DedupWindow::new(1_000).retain_new(&mut rows);
-    assert_eq!(dropped, answered - 3, "the second report of each response");
+    let sorted = CallIdentity::new(1_000, std::time::Duration::from_secs(600)).sort(&mut rows);
+    assert_eq!(
+        sorted.merged,
+        answered - 3,
+        "the second report of each response"
+    );
     store
         .write(tollgate_collector::sinks::Batch::new(rows.clone(), vec![]))
         .await
@@ -321,11 +326,19 @@ fn tollgate_attributes_from_python() {
         assert_eq!(r.user.as_deref(), Some("u-17"));
         assert_eq!(r.labels.get("team").map(String::as_str), Some("core"));
     }
-    let provider_cost = rows
+    // The script reports `tollgate.cost_usd = 0.0042` for a gpt-4o-mini call
+    // the table prices at $0.0000144 (290x): not plausible, so the row is
+    // priced from the table (and the sender told, see the normaliser's tests).
+    assert!(
+        rows.iter()
+            .all(|r| r.cost_source != tollgate_rules::CostSource::Provider),
+        "an implausible reported cost was used"
+    );
+    let reported = rows
         .iter()
-        .find(|r| r.cost_source == tollgate_rules::CostSource::Provider)
+        .find(|r| r.request_id.as_deref() == Some("chatcmpl-mock0000000000000001"))
         .unwrap();
-    assert_eq!(provider_cost.cost_usd, Some(0.0042));
+    assert!((reported.cost_usd.unwrap() - (16.0 * 0.15 + 20.0 * 0.60) / 1e6).abs() < 1e-12);
     let cached = rows.iter().find(|r| r.cache_read_tokens == 1024).unwrap();
     assert_eq!(cached.session.as_deref(), Some("sess-override-7"));
     let streamed = rows.iter().find(|r| r.stream).unwrap();
@@ -336,6 +349,174 @@ fn tollgate_attributes_from_python() {
         .find(|r| r.status == tollgate_rules::CallStatus::Error)
         .unwrap();
     assert_eq!(failed.error_type.as_deref(), Some("RateLimitError"));
+}
+
+/// Dialects where several layers describe each call (a framework and a
+/// client library, an instrumentation and the SDK's own tracing) or where
+/// runs repeat their calls' usage: the rows that reach the store, after the
+/// pipeline's call identity, are one per model call the mock answered, each
+/// with exactly the usage the mock returned for it.
+fn one_row_per_model_call(dialect: &str) -> Vec<CallRecord> {
+    let (mut rows, _skipped, rejected) = normalise(dialect);
+    assert_eq!(rejected, 0, "{dialect}: spans rejected");
+    CallIdentity::new(1_000, std::time::Duration::from_secs(600))
+        .with_prices(Arc::new(PriceTable::builtin().unwrap()))
+        .sort(&mut rows);
+    check_snapshot(dialect, &rows);
+    let m = manifest();
+    let calls = m["dialects"][dialect]["calls"].as_array().unwrap();
+    let model_calls: Vec<&Value> = calls
+        .iter()
+        .flat_map(|c| c["model_calls"].as_array().unwrap())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        model_calls.len(),
+        "{dialect}: one row per model call: {rows:#?}"
+    );
+    // Rows already matched to a model call (calls run in order, rows are sorted by start).
+    let mut used = vec![false; rows.len()];
+    for mc in model_calls {
+        let returned = &mc["mock_returned"];
+        let Some(id) = returned["response_id"].as_str() else {
+            assert!(
+                rows.iter()
+                    .any(|r| r.status == tollgate_rules::CallStatus::Error),
+                "{dialect}: the failed call has a row"
+            );
+            continue;
+        };
+        let usage = &returned["usage"];
+        // Some layers record no response id (OpenInference; OpenLLMetry's
+        // LangChain streams): that call's row is the one without an id and
+        // with the mock's usage.
+        let i = rows
+            .iter()
+            .position(|r| r.request_id.as_deref() == Some(id))
+            .or_else(|| {
+                rows.iter().enumerate().position(|(i, r)| {
+                    !used[i]
+                        && r.request_id.is_none()
+                        && Some(r.output_tokens) == usage["output_tokens"].as_u64()
+                })
+            })
+            .unwrap_or_else(|| panic!("{dialect}: no row for {id}: {rows:#?}"));
+        used[i] = true;
+        let row = &rows[i];
+        assert_eq!(
+            (row.input_tokens, row.output_tokens),
+            (
+                usage["total_input_tokens"].as_u64().unwrap(),
+                usage["output_tokens"].as_u64().unwrap()
+            ),
+            "{dialect}: {id}"
+        );
+        assert_eq!(
+            (row.cache_read_tokens, row.cache_write_tokens),
+            (
+                usage["cache_read_tokens"].as_u64().unwrap(),
+                usage["cache_write_tokens"].as_u64().unwrap()
+            ),
+            "{dialect}: {id} cache tokens"
+        );
+        assert_eq!(
+            row.cost_source,
+            tollgate_rules::CostSource::PriceTable,
+            "{dialect}: {id}"
+        );
+    }
+    for r in &rows {
+        let json = serde_json::to_string(r).unwrap();
+        assert!(
+            !json.contains("sk-fixture-not-a-secret"),
+            "{dialect}: API key in a row"
+        );
+    }
+    rows
+}
+
+#[test]
+fn anthropic_sdk_spans_under_openinference_are_one_row_per_call() {
+    let rows = one_row_per_model_call("anthropic_native_openinference");
+    // The cached call keeps the SDK span's cache write (OpenInference's
+    // span alone reports it too, but the merge must not lose either).
+    let cached = rows.iter().find(|r| r.cache_write_tokens == 256).unwrap();
+    let expected = (16.0 * 0.80 + 1024.0 * 0.08 + 256.0 * 1.00 + 12.0 * 4.00) / 1e6;
+    assert!(
+        (cached.cost_usd.unwrap() - expected).abs() < 1e-12,
+        "{:?}",
+        cached.cost_usd
+    );
+    let streamed = rows.iter().find(|r| r.stream).unwrap();
+    assert!(
+        streamed.ttft_nanos.is_some_and(|t| t > 0),
+        "the SDK's TTFT is kept"
+    );
+}
+
+#[test]
+fn langchain_with_openinference_langchain_and_openai_is_one_row_per_call() {
+    let rows = one_row_per_model_call("langchain_openinference");
+    assert!(rows.iter().any(|r| r.stream));
+}
+
+#[test]
+fn langchain_with_openllmetry_langchain_and_openai_is_one_row_per_call() {
+    // OpenLLMetry's LangChain callback suppresses its openai instrumentation
+    // while the model runs (one span per call), and its span does not say
+    // that `.stream()` streamed.
+    let rows = one_row_per_model_call("langchain_openllmetry");
+    assert!(rows.iter().all(|r| r.provider.as_deref() == Some("openai")));
+}
+
+#[test]
+fn a_pydantic_ai_agent_run_is_not_a_call() {
+    let (_, skipped, _) = normalise("pydantic_ai_agent");
+    assert!(skipped >= 1, "the agent run span is skipped");
+    let rows = one_row_per_model_call("pydantic_ai_agent");
+    // Both calls are tied to the same run.
+    assert_eq!(rows[0].trace_id, rows[1].trace_id);
+    assert_eq!(rows[0].parent_span_id, rows[1].parent_span_id);
+    assert!(!rows[0].parent_span_id.is_empty());
+}
+
+#[test]
+fn the_vercel_ai_sdk_counts_steps_not_runs() {
+    let rows = one_row_per_model_call("vercel_ai_sdk");
+    assert!(
+        rows.iter().all(|r| r.provider.as_deref() == Some("openai")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter().all(|r| r.operation.as_deref() == Some("chat")),
+        "{rows:#?}"
+    );
+    let streamed: Vec<_> = rows.iter().filter(|r| r.stream).collect();
+    assert_eq!(streamed.len(), 1, "streamText's step is streamed");
+}
+
+#[test]
+fn the_vercel_ai_sdk_on_the_responses_api() {
+    let rows = one_row_per_model_call("vercel_ai_sdk_responses");
+    assert!(
+        rows.iter().all(|r| r.provider.as_deref() == Some("openai")),
+        "{rows:#?}"
+    );
+    assert_eq!(rows.iter().filter(|r| r.stream).count(), 1);
+}
+
+#[test]
+fn an_openai_agents_sdk_run_counts_its_responses_not_its_agents() {
+    let (_, skipped, _) = normalise("openai_agents_openinference");
+    assert!(
+        skipped >= 5,
+        "agent, workflow, turn and tool spans are not calls"
+    );
+    let rows = one_row_per_model_call("openai_agents_openinference");
+    assert!(
+        rows.iter().all(|r| r.provider.as_deref() == Some("openai")),
+        "{rows:#?}"
+    );
 }
 
 #[test]
@@ -350,6 +531,13 @@ fn every_captured_dialect_has_a_golden_test() {
         "anthropic_sdk_native",
         "legacy_openllmetry_openai",
         "tollgate_python",
+        "anthropic_native_openinference",
+        "langchain_openinference",
+        "langchain_openllmetry",
+        "pydantic_ai_agent",
+        "vercel_ai_sdk",
+        "vercel_ai_sdk_responses",
+        "openai_agents_openinference",
     ];
     for dialect in m["dialects"].as_object().unwrap().keys() {
         assert!(

@@ -1,4 +1,4 @@
--- Tollgate ClickHouse schema, version 5. The collector creates and
+-- Tollgate ClickHouse schema, version 6. The collector creates and
 -- migrates it by itself; this file is for DBAs who create it by hand.
 -- Generated from collector/src/sinks/clickhouse/schema.rs.
 
@@ -135,3 +135,6 @@ ALTER TABLE tollgate.calls
     UPDATE model = coalesce(request_model, response_model)
     WHERE request_model IS NOT NULL AND response_model IS NOT NULL
       AND request_model != response_model;
+
+-- 6: calls_parent_span
+ALTER TABLE tollgate.calls ADD COLUMN IF NOT EXISTS parent_span_id String DEFAULT '' CODEC(ZSTD(1));

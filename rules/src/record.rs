@@ -112,6 +112,16 @@ pub struct CallRecord {
     pub trace_id: String,
     /// Span id, lowercase hex; empty when unknown.
     pub span_id: String,
+    /// The span's parent, lowercase hex; empty for a root span or when
+    /// unknown. With the trace id it ties a call to the run it was part of,
+    /// and to other spans describing the same call.
+    #[serde(default)]
+    pub parent_span_id: String,
+    /// Which instrumentation described the call: a stable hash (XXH3-64)
+    /// of the OpenTelemetry instrumentation scope's name; 0 when unknown.
+    /// Two spans of one library are never two layers of one call. Not stored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub instrumentation: u64,
     /// Provider request / response id (`gen_ai.response.id`).
     pub request_id: Option<String>,
 
@@ -163,6 +173,10 @@ pub struct CallRecord {
     pub upstream: Option<String>,
     /// Allowed custom labels (`tollgate.label.*`).
     pub labels: BTreeMap<String, String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl CallRecord {

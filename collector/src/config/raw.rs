@@ -214,6 +214,17 @@ pub struct OtlpSection {
     /// Spans reporting more tokens than this in one call are rejected as absurd.
     #[serde(default = "default_max_tokens_per_call")]
     pub max_tokens_per_call: u64,
+    /// A cost the sender reports (`tollgate.cost_usd`, `gen_ai.usage.cost`...)
+    /// is used only up to this many times the price table's cost for the
+    /// same call; above it the row is priced from the table and the sender
+    /// is told through OTLP partial success. Default 10 (room for priority
+    /// tiers, long-context surcharges and regional prices).
+    #[serde(default = "default_max_cost_ratio")]
+    pub max_cost_ratio: f64,
+    /// A reported cost above this many US dollars for one call is never
+    /// used (the row is priced from the table, or left unpriced). Default 100.
+    #[serde(default = "default_max_cost_per_call_usd")]
+    pub max_cost_per_call_usd: f64,
     /// Custom labels kept from `tollgate.label.<key>` attributes. Empty = any
     /// key, up to `max_labels` per call.
     #[serde(default)]
@@ -235,6 +246,12 @@ fn default_max_message_bytes() -> usize {
 fn default_max_tokens_per_call() -> u64 {
     10_000_000
 }
+fn default_max_cost_ratio() -> f64 {
+    10.0
+}
+fn default_max_cost_per_call_usd() -> f64 {
+    100.0
+}
 fn default_max_labels() -> usize {
     16
 }
@@ -247,6 +264,8 @@ impl Default for OtlpSection {
             grpc_max_message_bytes: default_max_message_bytes(),
             http_max_body_bytes: default_max_message_bytes(),
             max_tokens_per_call: default_max_tokens_per_call(),
+            max_cost_ratio: default_max_cost_ratio(),
+            max_cost_per_call_usd: default_max_cost_per_call_usd(),
             allowed_labels: Vec::new(),
             max_labels: default_max_labels(),
         }
@@ -348,13 +367,16 @@ pub struct PipelineSection {
     /// How long shutdown waits for queued rows to reach the store.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Calls whose identities (trace + span id, provider + response id) are
-    /// remembered to drop duplicates (exporter retries, two instrumentations
-    /// of one call) before rules count them and before any store; a repeat
-    /// arriving after this many newer calls is stored again. Refilled from
-    /// the store at start-up. About 80 bytes per call.
+    /// Calls remembered so that an exporter's retry is dropped and a second
+    /// description of a call (another instrumentation layer, exported later)
+    /// is merged into its row instead of stored as another call. Least
+    /// recently seen traces are forgotten first. Refilled from the store at
+    /// start-up. About 256 bytes per call.
     #[serde(default = "default_dedup_window_calls")]
     pub dedup_window_calls: usize,
+    /// How long a trace's calls are remembered after its last span arrived.
+    #[serde(default = "default_dedup_horizon", with = "humantime_serde")]
+    pub dedup_horizon: Duration,
 }
 
 fn default_queue_capacity() -> usize {
@@ -365,6 +387,9 @@ fn default_batch_max_rows() -> usize {
 }
 fn default_dedup_window_calls() -> usize {
     200_000
+}
+fn default_dedup_horizon() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
@@ -377,6 +402,7 @@ impl Default for PipelineSection {
             batch_max_rows: default_batch_max_rows(),
             shutdown_timeout: default_shutdown_timeout(),
             dedup_window_calls: default_dedup_window_calls(),
+            dedup_horizon: default_dedup_horizon(),
         }
     }
 }

@@ -55,11 +55,14 @@ pub struct Config {
     pub grpc_max_message_bytes: usize,
     pub http_max_body_bytes: usize,
     pub max_tokens_per_call: u64,
+    pub max_cost_ratio: f64,
+    pub max_cost_per_call_usd: f64,
     pub labels: LabelPolicy,
     pub storage: StorageConfig,
     pub queue_capacity_rows: usize,
     pub batch_max_rows: usize,
     pub dedup_window_calls: usize,
+    pub dedup_horizon: Duration,
     pub shutdown_timeout: Duration,
     pub prices: Arc<PriceTable>,
     pub log: LogSection,
@@ -118,6 +121,23 @@ impl RawConfig {
             return Err(invalid(
                 "receivers.otlp.max_tokens_per_call",
                 "must be greater than 0",
+            ));
+        }
+        for (field, value) in [
+            ("receivers.otlp.max_cost_ratio", otlp.max_cost_ratio),
+            (
+                "receivers.otlp.max_cost_per_call_usd",
+                otlp.max_cost_per_call_usd,
+            ),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(invalid(field, "must be a positive number"));
+            }
+        }
+        if self.pipeline.dedup_horizon.is_zero() {
+            return Err(invalid(
+                "pipeline.dedup_horizon",
+                "must be longer than 0s (e.g. \"10m\")",
             ));
         }
         let queue_capacity_rows = positive(
@@ -283,6 +303,8 @@ impl RawConfig {
             grpc_max_message_bytes,
             http_max_body_bytes,
             max_tokens_per_call: otlp.max_tokens_per_call,
+            max_cost_ratio: otlp.max_cost_ratio,
+            max_cost_per_call_usd: otlp.max_cost_per_call_usd,
             labels: LabelPolicy {
                 allowed: otlp.allowed_labels,
                 max_labels: otlp.max_labels,
@@ -291,6 +313,7 @@ impl RawConfig {
             queue_capacity_rows,
             batch_max_rows,
             dedup_window_calls,
+            dedup_horizon: self.pipeline.dedup_horizon,
             shutdown_timeout: self.pipeline.shutdown_timeout,
             prices: Arc::new(prices),
             log: self.log,

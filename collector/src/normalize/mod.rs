@@ -11,5 +11,5 @@ mod semconv;
 mod span;
 mod values;
 
-pub use semconv::normalize_provider;
+pub use semconv::{NonCallKind, normalize_provider};
 pub use span::{NormalizeOutcome, Normalizer, NormalizerConfig};

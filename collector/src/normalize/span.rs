@@ -13,7 +13,7 @@ use tollgate_rules::pricing::{PriceTable, TokenUsage};
 use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode};
 
 use super::semconv::{
-    FIELD_COUNT, Field, LABEL_PREFIX, OperationKind, field_of, normalize_operation,
+    FIELD_COUNT, Field, LABEL_PREFIX, NonCallKind, OperationKind, field_of, normalize_operation,
     normalize_provider,
 };
 use super::values::{self, BadNumber};
@@ -24,7 +24,23 @@ use crate::config::LabelPolicy;
 pub struct NormalizerConfig {
     /// Token counts above this are refused as absurd.
     pub max_tokens_per_call: u64,
+    /// A reported cost above this many times the table's price is not used.
+    pub max_cost_ratio: f64,
+    /// A reported cost above this (US dollars) is never used.
+    pub max_cost_per_call_usd: f64,
     pub labels: LabelPolicy,
+}
+
+impl NormalizerConfig {
+    /// The defaults of `[receivers.otlp]`, with any label allowed.
+    pub fn new(max_tokens_per_call: u64, labels: LabelPolicy) -> Self {
+        Self {
+            max_tokens_per_call,
+            max_cost_ratio: 10.0,
+            max_cost_per_call_usd: 100.0,
+            labels,
+        }
+    }
 }
 
 /// Turns export requests into priced call records. Cheap to share.
@@ -40,6 +56,13 @@ pub struct NormalizeOutcome {
     pub records: Vec<CallRecord>,
     /// Spans that are not model calls (agent, tool, HTTP spans...): accepted, not stored.
     pub skipped_spans: u64,
+    /// The same, by kind ([`NonCallKind::ALL`] order).
+    pub non_calls: [u64; NonCallKind::ALL.len()],
+    /// Calls whose reported cost was not used (not plausible): priced from the table.
+    pub costs_replaced: u64,
+    /// What the sender is told when nothing was rejected but something was
+    /// changed (a reported cost not used).
+    pub warning: Option<String>,
     /// Model-call spans refused (negative or absurd values); reported as OTLP partial success.
     pub rejected_spans: u64,
     /// Why the first rejected span was refused.
@@ -144,6 +167,12 @@ type Moved = [Option<String>; FIELD_COUNT];
 
 struct Rejection(String);
 
+/// What one span is.
+enum Classified {
+    Call(Box<CallRecord>, Option<String>),
+    NotACall(NonCallKind),
+}
+
 impl Normalizer {
     pub fn new(config: NormalizerConfig, prices: Arc<PriceTable>) -> Self {
         Self {
@@ -172,6 +201,11 @@ impl Normalizer {
                 );
             }
             for ss in rs.scope_spans {
+                let instrumentation = ss
+                    .scope
+                    .as_ref()
+                    .filter(|s| !s.name.is_empty())
+                    .map_or(0, |s| twox_hash::XxHash3_64::oneshot(s.name.as_bytes()));
                 for mut span in ss.spans {
                     let ranked = Ranked::of(&span.attributes);
                     let mut moved = ranked.take_kept(&resource_slots, &mut span.attributes);
@@ -179,8 +213,18 @@ impl Normalizer {
                     let mut labels = resource_labels.clone();
                     ranked.fill(&mut slots, &mut labels, &span.attributes);
                     match self.record(&span, &slots, &mut moved, &labels) {
-                        Ok(Some(record)) => out.records.push(record),
-                        Ok(None) => out.skipped_spans += 1,
+                        Ok(Classified::Call(mut record, warning)) => {
+                            record.instrumentation = instrumentation;
+                            if let Some(w) = warning {
+                                out.costs_replaced += 1;
+                                out.warning.get_or_insert(w);
+                            }
+                            out.records.push(*record);
+                        }
+                        Ok(Classified::NotACall(kind)) => {
+                            out.skipped_spans += 1;
+                            out.non_calls[kind as usize] += 1;
+                        }
                         Err(Rejection(why)) => {
                             out.rejected_spans += 1;
                             out.first_error.get_or_insert(why);
@@ -198,7 +242,7 @@ impl Normalizer {
         slots: &Slots<'_>,
         moved: &mut Moved,
         labels: &[&KeyValue],
-    ) -> Result<Option<CallRecord>, Rejection> {
+    ) -> Result<Classified, Rejection> {
         let get = |f: Field| slots[f as usize].map(|(_, kv)| kv);
         let value = |f: Field| get(f).and_then(|kv| kv.value.as_ref());
         // Borrowed, for values the record does not keep as they are.
@@ -224,15 +268,21 @@ impl Normalizer {
                 .map(|m| values::truncate(m).to_owned())
         });
         let has_model = request_model.is_some() || response_model.is_some();
+        let mut streamed_operation = false;
         let operation = match text(Field::Operation) {
             Some(raw) => match normalize_operation(&raw) {
-                (_, OperationKind::NotModelCall) => return Ok(None),
-                (_, OperationKind::Unknown) if !has_model => return Ok(None),
+                (_, OperationKind::NotModelCall(kind)) => return Ok(Classified::NotACall(kind)),
+                (_, OperationKind::Unknown) if !has_model => {
+                    return Ok(Classified::NotACall(NonCallKind::Other));
+                }
                 (_, OperationKind::Unknown) => Some(raw.into_owned()),
-                (name, OperationKind::ModelCall) => Some(name.to_owned()),
+                (name, OperationKind::ModelCall { streamed }) => {
+                    streamed_operation = streamed;
+                    Some(name.to_owned())
+                }
             },
             None if has_model => None,
-            None => return Ok(None),
+            None => return Ok(Classified::NotACall(NonCallKind::Other)),
         };
 
         let span_hex = hex::encode(&span.span_id);
@@ -298,7 +348,15 @@ impl Normalizer {
                 ))
             })
         };
-        let provider_cost = number(Field::CostUsd)?;
+        // A reported cost in another currency is not a cost in US dollars;
+        // a negative, infinite or unreadable one is not used (the call is
+        // kept and priced from the table; see `plausible_cost`).
+        let provider_cost = match text(Field::CostCurrency) {
+            Some(c) if !c.eq_ignore_ascii_case("usd") => None,
+            _ => get(Field::CostUsd)
+                .and_then(|kv| kv.value.as_ref())
+                .map(|v| values::as_non_negative_f64(v).unwrap_or(f64::NAN)),
+        };
         let ttft_ms = match number(Field::TtftMs)? {
             Some(ms) => Some(ms),
             None => number(Field::TtftSeconds)?.map(|s| s * 1000.0),
@@ -333,13 +391,27 @@ impl Normalizer {
             cache_read,
             cache_write,
         };
+        let priced = [response_model.as_deref(), request_model.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|m| self.prices.cost(provider.as_deref(), m, &usage));
+        let mut warning = None;
+        let provider_cost = provider_cost.filter(|&c| {
+            let ok = self.plausible_cost(c, priced.filter(|_| has_usage));
+            if !ok {
+                warning = Some(format!(
+                    "span {span_hex}: reported cost {c} USD is not plausible (above {} USD per call, \
+                     or {}x the price table's {}); priced from the table instead",
+                    self.config.max_cost_per_call_usd,
+                    self.config.max_cost_ratio,
+                    priced.map_or_else(|| "(unknown)".to_owned(), |p| format!("{p} USD")),
+                ));
+            }
+            ok
+        });
         let (cost_usd, cost_source) = match provider_cost {
             Some(c) => (Some(c), CostSource::Provider),
             None => {
-                let priced = [response_model.as_deref(), request_model.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .find_map(|m| self.prices.cost(provider.as_deref(), m, &usage));
                 match priced {
                     // A failed call that reports no usage was not billed.
                     Some(_) if !has_usage && status == CallStatus::Error => {
@@ -360,50 +432,67 @@ impl Normalizer {
             (host, _) => host.map(Cow::into_owned),
         };
 
-        Ok(Some(CallRecord {
-            start_unix_nanos: start,
-            duration_nanos: end.saturating_sub(start).max(0),
-            ttft_nanos: ttft_ms.map(|ms| (ms * 1_000_000.0) as i64),
-            trace_id: hex::encode(&span.trace_id),
-            span_id: span_hex,
-            request_id: kept(Field::ResponseId),
-            org: kept(Field::Org),
-            project: kept(Field::Project),
-            app: kept(Field::App),
-            environment: kept(Field::Environment),
-            route: kept(Field::Route),
-            user: kept(Field::User),
-            session: kept(Field::Session),
-            agent_id: kept(Field::AgentId),
-            agent_name: kept(Field::AgentName),
-            provider,
-            operation,
-            request_model,
-            response_model,
-            input_tokens,
-            output_tokens,
-            cache_read_tokens: cache_read,
-            cache_write_tokens: cache_write,
-            reasoning_tokens: reasoning,
-            cost_usd,
-            cost_source,
-            price_version: Some(self.prices.version().to_owned()),
-            status,
-            error_type,
-            http_status,
-            stream: get(Field::Stream)
-                .and_then(|kv| kv.value.as_ref())
-                .and_then(values::as_bool)
-                .or_else(|| invocation()?.get("stream")?.as_bool())
-                .unwrap_or(false),
-            finish_reason: kept(Field::FinishReason),
-            mode: Mode::Observe,
-            decision: None,
-            rules_fired: Vec::new(),
-            attempt: 0,
-            upstream,
-            labels: self.labels(labels),
-        }))
+        Ok(Classified::Call(
+            Box::new(CallRecord {
+                start_unix_nanos: start,
+                duration_nanos: end.saturating_sub(start).max(0),
+                ttft_nanos: ttft_ms.map(|ms| (ms * 1_000_000.0) as i64),
+                trace_id: hex::encode(&span.trace_id),
+                span_id: span_hex,
+                parent_span_id: hex::encode(&span.parent_span_id),
+                instrumentation: 0,
+                request_id: kept(Field::ResponseId),
+                org: kept(Field::Org),
+                project: kept(Field::Project),
+                app: kept(Field::App),
+                environment: kept(Field::Environment),
+                route: kept(Field::Route),
+                user: kept(Field::User),
+                session: kept(Field::Session),
+                agent_id: kept(Field::AgentId),
+                agent_name: kept(Field::AgentName),
+                provider,
+                operation,
+                request_model,
+                response_model,
+                input_tokens,
+                output_tokens,
+                cache_read_tokens: cache_read,
+                cache_write_tokens: cache_write,
+                reasoning_tokens: reasoning,
+                cost_usd,
+                cost_source,
+                price_version: Some(self.prices.version().to_owned()),
+                status,
+                error_type,
+                http_status,
+                stream: get(Field::Stream)
+                    .and_then(|kv| kv.value.as_ref())
+                    .and_then(values::as_bool)
+                    .or_else(|| invocation()?.get("stream")?.as_bool())
+                    .unwrap_or(false)
+                    || streamed_operation,
+                finish_reason: kept(Field::FinishReason),
+                mode: Mode::Observe,
+                decision: None,
+                rules_fired: Vec::new(),
+                attempt: 0,
+                upstream,
+                labels: self.labels(labels),
+            }),
+            warning,
+        ))
+    }
+
+    /// Whether a reported cost can be used: finite (checked when read), at
+    /// most the per-call ceiling, and at most `max_cost_ratio` times the
+    /// table's price for the call when the table knows the model (a small
+    /// absolute slack lets tiny calls round up).
+    fn plausible_cost(&self, cost: f64, table: Option<f64>) -> bool {
+        let c = &self.config;
+        cost.is_finite()
+            && cost <= c.max_cost_per_call_usd
+            && table.is_none_or(|t| cost <= t * c.max_cost_ratio + 0.001)
     }
 
     fn labels(&self, attrs: &[&KeyValue]) -> BTreeMap<String, String> {

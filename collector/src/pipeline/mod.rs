@@ -1,14 +1,17 @@
 //! The row pipeline: a bounded queue between the receivers and the store,
-//! and the writer task that drains it in batches, dropping duplicate calls
-//! and running the rules on the rest.
+//! and the writer task that drains it in batches, making one call of the
+//! spans that describe one (`identity`) and running the rules on it.
 
-mod dedup;
+mod identity;
 mod queue;
 mod restore;
 mod rules_stage;
 mod writer;
 
-pub use dedup::DedupWindow;
+pub use identity::{
+    BYTES_PER_CALL, CallIdentity, CallMerge, Correction, Sorted, distinctive_response_id, merge,
+    model_family,
+};
 pub use queue::{Enqueued, QueueError, RowQueue, RowReceiver, row_queue};
 pub use restore::Restore;
 pub use rules_stage::RuleStage;

@@ -1,6 +1,7 @@
 //! Rebuilding what the writer knows from the store: rule counters (so a
 //! restart, or a Kafka consumer gaining partitions, keeps budgets), the
-//! kill-switch blocks still in force, admin actions, and the dedup window.
+//! kill-switch blocks still in force, admin actions, and the calls whose
+//! later descriptions must still find them (call identity).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use tollgate_rules::engine::compile::RuleKind;
 use tollgate_rules::engine::window::WindowKind;
 use tollgate_rules::engine::{Engine, ViolationKind};
 
-use super::DedupWindow;
+use super::CallIdentity;
 use crate::admin::AdminLog;
 use crate::killswitch::KillSwitch;
 use crate::query::{EventsQuery, QueryStore};
@@ -24,7 +25,7 @@ pub struct Restore {
 }
 
 impl Restore {
-    /// Replays stored calls into `engine` and `dedup`, re-blocks scopes still
+    /// Replays stored calls into `engine` and `identity`, re-blocks scopes still
     /// over a `block` limit, then re-applies stored admin actions. Returns
     /// the identities of the rule events already stored for the windows
     /// replayed (see [`event_key`]).
@@ -32,9 +33,9 @@ impl Restore {
         &self,
         engine: &Engine,
         killswitch: &KillSwitch,
-        dedup: &mut DedupWindow,
+        identity: Option<&mut CallIdentity>,
     ) -> HashSet<String> {
-        let since = restore(engine, killswitch, dedup, self.store.as_ref()).await;
+        let since = restore(engine, killswitch, identity, self.store.as_ref()).await;
         reapply_admin_actions(engine, killswitch, self.admin_log.as_ref()).await;
         let stored = self
             .store
@@ -78,16 +79,18 @@ pub fn event_key(e: &RuleEvent) -> String {
     }
 }
 
-/// How far back the dedup window is refilled at start-up.
-const DEDUP_REFILL_NANOS: i64 = 10 * 60 * 1_000_000_000;
+/// How far back call identities are refilled at start-up (at least the
+/// identity horizon's default: later descriptions of a call arrive seconds
+/// after the first).
+const IDENTITY_REFILL_NANOS: i64 = 10 * 60 * 1_000_000_000;
 
 /// Replays stored calls of every window still open into the engine, and
 /// re-blocks the scopes whose `block` rules are still over their limit.
-/// The replayed calls also refill the dedup window.
+/// The replayed calls also refill the call identities.
 async fn restore(
     engine: &Engine,
     killswitch: &KillSwitch,
-    dedup: &mut DedupWindow,
+    mut identity: Option<&mut CallIdentity>,
     store: &dyn QueryStore,
 ) -> i64 {
     let rules = engine.rules();
@@ -105,9 +108,9 @@ async fn restore(
             _ => None,
         })
         .min()
-        // The dedup window wants the last minutes even without budgets.
-        .map_or(now - DEDUP_REFILL_NANOS, |s| {
-            s.min(now - DEDUP_REFILL_NANOS)
+        // Call identities want the last minutes even without budgets.
+        .map_or(now - IDENTITY_REFILL_NANOS, |s| {
+            s.min(now - IDENTITY_REFILL_NANOS)
         });
     let started = std::time::Instant::now();
     let mut blocks = Vec::new();
@@ -115,7 +118,11 @@ async fn restore(
         .replay(
             since,
             Box::new(|call| {
-                dedup.insert(call);
+                if let Some(identity) = identity.as_deref_mut()
+                    && call.start_unix_nanos >= now - IDENTITY_REFILL_NANOS
+                {
+                    identity.remember_stored(call);
+                }
                 for v in engine.observe(call) {
                     if v.kind == ViolationKind::LimitExceeded
                         && v.window_end.is_some_and(|end| end > now)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tollgate_rules::engine::Engine;
 use tollgate_rules::{CallRecord, Mode, RuleEvent};
 
+use super::identity::CallMerge;
 use super::restore::event_key;
 use crate::alerts::Alerts;
 use crate::internal_events::InternalEvents;
@@ -44,6 +45,32 @@ impl RuleStage {
                     call.rules_fired.push(v.rule_id.to_string());
                 }
                 let event = RuleEvent::new(call, v);
+                if !self.already_stored.is_empty() && self.already_stored.remove(&event_key(&event))
+                {
+                    continue;
+                }
+                self.alerts.notify(v, &event);
+                out.push(event);
+            }
+            self.killswitch.apply(&violations);
+        }
+        self.events.rule_events(out.len() - before);
+    }
+
+    /// Counts the usage that later descriptions of already-counted calls
+    /// added (see [`CallMerge::correction`]); appends the events to `out`.
+    pub fn correct(&mut self, merges: &[CallMerge], out: &mut Vec<RuleEvent>) {
+        let before = out.len();
+        for m in merges.iter().filter(|m| !m.correction.is_zero()) {
+            let mut extra = m.description.clone();
+            extra.input_tokens = m.correction.tokens;
+            extra.output_tokens = 0;
+            extra.cost_usd = Some(m.correction.cost_usd);
+            let violations = self.engine.observe_extra(&extra);
+            for v in &violations {
+                let mut event = RuleEvent::new(&extra, v);
+                // The event belongs to the stored row.
+                event.span_id.clone_from(&m.span_id);
                 if !self.already_stored.is_empty() && self.already_stored.remove(&event_key(&event))
                 {
                     continue;

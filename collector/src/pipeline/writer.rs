@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tollgate_rules::{CallRecord, RuleEvent};
 
-use super::dedup::DedupWindow;
+use super::identity::{CallIdentity, CallMerge};
 use super::queue::{Enqueued, RowQueue, RowReceiver};
 use super::restore::Restore;
 use super::rules_stage::RuleStage;
@@ -27,7 +27,7 @@ pub struct Writer {
     rx: RowReceiver,
     store: StoreWriter,
     batch_max_rows: usize,
-    dedup: Option<DedupWindow>,
+    identity: Option<CallIdentity>,
     rules: Option<RuleStage>,
     resync: Option<mpsc::UnboundedReceiver<oneshot::Sender<()>>>,
     restore: Option<Restore>,
@@ -76,7 +76,7 @@ impl Writer {
                 queue,
             },
             batch_max_rows,
-            dedup: None,
+            identity: None,
             rules: None,
             resync: None,
             restore: None,
@@ -95,9 +95,10 @@ impl Writer {
         self
     }
 
-    /// Drops calls already seen within `window` before rules and the store.
-    pub fn with_dedup(mut self, window: DedupWindow) -> Self {
-        self.dedup = Some(window);
+    /// Makes one call of the spans that describe one, with `identity`,
+    /// before rules and the store.
+    pub fn with_identity(mut self, identity: CallIdentity) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -163,15 +164,16 @@ impl Writer {
                 batch.events.append(&mut e.events);
             }
             self.store.events.queue_depth(self.store.queue.depth());
-            if let Some(window) = &mut self.dedup {
-                self.store
-                    .events
-                    .duplicates_dropped(window.retain_new(&mut batch.calls));
+            if let Some(identity) = &mut self.identity {
+                let sorted = identity.sort(&mut batch.calls);
+                self.store.events.calls_sorted(&sorted);
+                batch.merges = sorted.late;
             }
             // Rules run once per call, before the first attempt: a retried
             // write stores the same rows and events.
             if let Some(stage) = &mut self.rules {
                 stage.evaluate(&mut batch.calls, &mut batch.events);
+                stage.correct(&batch.merges, &mut batch.events);
             }
             // One batch in flight at a time keeps batches in order.
             let spare = land(&mut in_flight).await;
@@ -198,15 +200,12 @@ impl Writer {
     async fn resync(&mut self, done: oneshot::Sender<()>) {
         if let (Some(rules), Some(restore)) = (&mut self.rules, &self.restore) {
             rules.engine.forget_usage();
-            let mut scratch = DedupWindow::new(1);
-            let dedup = match &mut self.dedup {
-                Some(window) => {
-                    window.clear();
-                    window
-                }
-                None => &mut scratch,
-            };
-            rules.already_stored = restore.run(&rules.engine, &rules.killswitch, dedup).await;
+            if let Some(identity) = &mut self.identity {
+                identity.clear();
+            }
+            rules.already_stored = restore
+                .run(&rules.engine, &rules.killswitch, self.identity.as_mut())
+                .await;
         }
         let _ = done.send(());
     }
@@ -218,6 +217,7 @@ impl Writer {
 struct Flight {
     calls: Vec<CallRecord>,
     events: Vec<RuleEvent>,
+    merges: Vec<CallMerge>,
     permits: Vec<OwnedSemaphorePermit>,
     acks: Vec<oneshot::Sender<bool>>,
 }
@@ -240,6 +240,7 @@ async fn land(in_flight: &mut Option<JoinHandle<Flight>>) -> Option<Flight> {
             // Rows are freed here, off the store's thread.
             flight.calls.clear();
             flight.events.clear();
+            flight.merges.clear();
             Some(flight)
         }
         Err(e) => {
@@ -263,7 +264,8 @@ impl StoreWriter {
         let batch = Batch::new(
             std::mem::take(&mut flight.calls),
             std::mem::take(&mut flight.events),
-        );
+        )
+        .with_merges(std::mem::take(&mut flight.merges));
         let written = self.write_with_retry(&batch, &mut stop).await;
         // The rows come back to be freed where they were made (`land`).
         (flight.calls, flight.events) = batch.into_parts();
@@ -385,7 +387,7 @@ mod tests {
         let sink = Arc::new(Recording::default());
         let events = InternalEvents::new();
         let handle = Writer::new(rx, q.clone(), sink.clone(), events.clone(), 1000)
-            .with_dedup(DedupWindow::new(1000))
+            .with_identity(CallIdentity::new(1000, Duration::from_secs(600)))
             .spawn();
         q.try_push(rows(10, "r")).unwrap();
         q.try_push(rows(10, "r")).unwrap();
@@ -428,7 +430,7 @@ mod tests {
         });
         let events = InternalEvents::new();
         let handle = Writer::new(rx, q.clone(), sink.clone(), events.clone(), 10)
-            .with_dedup(DedupWindow::new(1000))
+            .with_identity(CallIdentity::new(1000, Duration::from_secs(600)))
             .spawn();
         q.try_push(rows(10, "a")).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -156,10 +156,16 @@ impl Ingest {
             outcome.skipped_spans,
             outcome.rejected_spans,
         );
-        let partial_success = (outcome.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: i64::try_from(outcome.rejected_spans).unwrap_or(i64::MAX),
-            error_message: outcome.first_error.unwrap_or_default(),
-        });
+        self.events
+            .spans_classified(&outcome.non_calls, outcome.costs_replaced);
+        // OTLP: a message with no rejected spans is a warning.
+        let partial_success =
+            (outcome.rejected_spans > 0 || outcome.warning.is_some()).then(|| {
+                ExportTracePartialSuccess {
+                    rejected_spans: i64::try_from(outcome.rejected_spans).unwrap_or(i64::MAX),
+                    error_message: outcome.first_error.or(outcome.warning).unwrap_or_default(),
+                }
+            });
         ExportTraceServiceResponse { partial_success }
     }
 }

@@ -6,5 +6,5 @@ mod sink;
 pub mod sqlite;
 mod store;
 
-pub use sink::{Batch, Sink, SinkError};
+pub use sink::{Batch, CallMerge, Correction, Sink, SinkError};
 pub use store::Store;

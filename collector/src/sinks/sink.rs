@@ -13,6 +13,9 @@ use tollgate_rules::{CallRecord, RuleEvent};
 pub struct Batch {
     pub calls: Arc<Vec<CallRecord>>,
     pub events: Arc<Vec<RuleEvent>>,
+    /// Later descriptions of calls already stored, merged into their rows
+    /// after `calls` are written (a row may be in this very batch).
+    pub merges: Arc<Vec<CallMerge>>,
 }
 
 impl Batch {
@@ -20,7 +23,14 @@ impl Batch {
         Self {
             calls: Arc::new(calls),
             events: Arc::new(events),
+            merges: Arc::default(),
         }
+    }
+
+    /// With the merges to apply after the calls.
+    pub fn with_merges(mut self, merges: Vec<CallMerge>) -> Self {
+        self.merges = Arc::new(merges);
+        self
     }
 
     /// The rows back, once this is the last handle on them; empty vectors
@@ -30,6 +40,36 @@ impl Batch {
             Arc::try_unwrap(self.calls).unwrap_or_default(),
             Arc::try_unwrap(self.events).unwrap_or_default(),
         )
+    }
+}
+
+/// A later description of a call already stored: the store fills the
+/// stored row's empty fields from `description` and sets its usage and
+/// cost to the merged values.
+#[derive(Debug, Clone)]
+pub struct CallMerge {
+    /// The stored row, by its identity and start time.
+    pub trace_id: String,
+    pub span_id: String,
+    pub start_unix_nanos: i64,
+    /// The later description, its usage and cost replaced by the merged
+    /// ones, its parent by the outermost known parent of the call.
+    pub description: CallRecord,
+    /// Usage the stored row did not count yet (zero when the later
+    /// description adds nothing, the usual case).
+    pub correction: Correction,
+}
+
+/// Usage to count on top of what a call's first description counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Correction {
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Correction {
+    pub fn is_zero(&self) -> bool {
+        self.tokens == 0 && self.cost_usd <= 0.0
     }
 }
 

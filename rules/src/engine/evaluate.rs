@@ -437,7 +437,7 @@ impl Engine {
     /// lock, so a concurrent `admit` never sees the call's usage missing.
     pub fn settle(&self, mut reservation: Reservation, record: &CallRecord) -> Vec<Violation> {
         let mut held = std::mem::take(&mut reservation.held);
-        let out = self.observe_holding(record, &mut held);
+        let out = self.observe_holding(record, &mut held, Counting::Call);
         // Reservations on counters the call did not settle (its window
         // ended meanwhile, or the rule went away in a reload).
         if !held.is_empty() {
@@ -451,7 +451,16 @@ impl Engine {
 
     /// Counts a finished call against every rule; returns what fired.
     pub fn observe(&self, record: &CallRecord) -> Vec<Violation> {
-        self.observe_holding(record, &mut Vec::new())
+        self.observe_holding(record, &mut Vec::new(), Counting::Call)
+    }
+
+    /// Counts usage learnt after a call was observed (a later description of
+    /// the same call reported more): `extra`'s tokens and cost are added to
+    /// the budgets of its scopes, no request is counted, and rules that look
+    /// at the call rather than at usage (model access, region, custom) are
+    /// not evaluated again. Returns what fired.
+    pub fn observe_extra(&self, extra: &CallRecord) -> Vec<Violation> {
+        self.observe_holding(extra, &mut Vec::new(), Counting::Extra)
     }
 
     /// `observe`, releasing the amounts of `held` on the counters it settles.
@@ -459,6 +468,7 @@ impl Engine {
         &self,
         record: &CallRecord,
         held: &mut Vec<(CounterKey, u64)>,
+        counting: Counting,
     ) -> Vec<Violation> {
         let rules = self.rules();
         let at = record
@@ -486,6 +496,8 @@ impl Engine {
                 notify: true,
             };
             match &rule.kind {
+                RuleKind::ModelAccess { .. } | RuleKind::Region { .. } | RuleKind::Custom(_)
+                    if counting == Counting::Extra => {}
                 RuleKind::ModelAccess { .. } | RuleKind::Region { .. } | RuleKind::Custom(_) => {
                     if let Some(kind) =
                         breach(rule, record, &mut names, || CallView::of_record(record))
@@ -496,7 +508,7 @@ impl Engine {
                 RuleKind::Budget(b) => {
                     let scope = scopes.get(rule.scope_slot);
                     let ledger = ledger.get_or_insert_with(|| lock(&self.ledger));
-                    self.count(ledger, rule, b, scope, record, at, held, &mut out);
+                    self.count(ledger, rule, b, scope, record, at, held, counting, &mut out);
                 }
             }
         }
@@ -513,10 +525,12 @@ impl Engine {
         record: &CallRecord,
         at: i64,
         held: &mut Vec<(CounterKey, u64)>,
+        counting: Counting,
         out: &mut Vec<Violation>,
     ) {
         let amount = match b.metric {
             Metric::Tokens => record.total_tokens(),
+            Metric::Requests if counting == Counting::Extra => 0,
             Metric::Requests => 1,
             Metric::CostUsd => cost_units(record.cost_usd),
         };
@@ -611,4 +625,11 @@ impl Engine {
             display(b.metric, c.reserved),
         ))
     }
+}
+
+/// What `observe` counts: a whole call, or usage added to one already counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    Call,
+    Extra,
 }

@@ -61,13 +61,13 @@ fn normalizer() -> Normalizer {
         }])
         .unwrap();
     Normalizer::new(
-        NormalizerConfig {
-            max_tokens_per_call: 1_000_000,
-            labels: LabelPolicy {
+        NormalizerConfig::new(
+            1_000_000,
+            LabelPolicy {
                 allowed: Vec::new(),
                 max_labels: 2,
             },
-        },
+        ),
         Arc::new(prices),
     )
 }
@@ -308,8 +308,10 @@ fn negative_and_absurd_counts_are_rejected_not_stored() {
         ]),
     ];
     let out = normalizer().normalize(request(vec![], spans));
-    assert_eq!(out.rejected_spans, 4);
-    assert_eq!(out.records.len(), 1);
+    assert_eq!(out.rejected_spans, 3);
+    // A bad reported cost does not lose the call: it is priced from the table.
+    assert_eq!(out.records.len(), 2);
+    assert_eq!(out.costs_replaced, 1);
     let why = out.first_error.unwrap();
     assert!(
         why.contains("gen_ai.usage.input_tokens") && why.contains("negative"),
@@ -410,4 +412,119 @@ fn strings_moved_out_of_a_span_follow_the_same_ranks_as_copies() {
     assert_eq!(r.project.as_deref(), Some("padded"));
     assert_eq!(r.request_model.as_deref(), Some("test-model"));
     assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+}
+
+#[test]
+fn an_absurd_reported_cost_is_replaced_by_the_table_and_the_sender_told() {
+    let usage = || {
+        vec![
+            s("gen_ai.request.model", "test-model"),
+            i("gen_ai.usage.input_tokens", 1_000),
+            i("gen_ai.usage.output_tokens", 100),
+        ]
+    };
+    let table = (1_000.0 * 2.0 + 100.0 * 8.0) / 1e6;
+    for cost in [1e300, f64::INFINITY, 150.0, table * 11.0] {
+        let mut attrs = usage();
+        attrs.push(kv("tollgate.cost_usd", Value::DoubleValue(cost)));
+        let out = normalizer().normalize(request(vec![], vec![span(attrs)]));
+        assert_eq!(out.rejected_spans, 0, "{cost}: the call is kept");
+        assert_eq!(out.costs_replaced, 1, "{cost}");
+        let r = &out.records[0];
+        assert_eq!(r.cost_source, CostSource::PriceTable, "{cost}");
+        assert!(
+            (r.cost_usd.unwrap() - table).abs() < 1e-12,
+            "{cost}: {:?}",
+            r.cost_usd
+        );
+        let warning = out.warning.unwrap();
+        assert!(warning.contains("not plausible"), "{warning}");
+    }
+    // A plausible one (a surcharge within the ratio) is used as reported.
+    let mut attrs = usage();
+    attrs.push(kv("tollgate.cost_usd", Value::DoubleValue(table * 3.0)));
+    let out = normalizer().normalize(request(vec![], vec![span(attrs)]));
+    assert_eq!(out.costs_replaced, 0);
+    assert!(out.warning.is_none());
+    assert_eq!(out.records[0].cost_source, CostSource::Provider);
+    // A cost in another currency is not a cost in dollars.
+    let mut attrs = usage();
+    attrs.push(kv("gen_ai.usage.cost.amount", Value::DoubleValue(0.004)));
+    attrs.push(s("gen_ai.usage.cost.currency", "EUR"));
+    let r = one(vec![], attrs);
+    assert_eq!(r.cost_source, CostSource::PriceTable);
+    // An unpriced model: only the per-call ceiling applies.
+    let r = one(
+        vec![],
+        vec![
+            s("gen_ai.request.model", "no-such-model"),
+            i("gen_ai.usage.input_tokens", 10),
+            kv("gen_ai.usage.cost.amount", Value::DoubleValue(2.5)),
+            s("gen_ai.usage.cost.currency", "USD"),
+        ],
+    );
+    assert_eq!(
+        (r.cost_usd, r.cost_source),
+        (Some(2.5), CostSource::Provider)
+    );
+}
+
+#[test]
+fn the_parent_span_ties_the_call_to_its_run() {
+    let mut sp = span(vec![s("gen_ai.request.model", "test-model")]);
+    sp.parent_span_id = vec![0xaa, 0xbb, 0xcc, 0xdd, 0x00, 0x11, 0x22, 0x33];
+    let out = normalizer().normalize(request(vec![], vec![sp]));
+    assert_eq!(out.records[0].parent_span_id, "aabbccdd00112233");
+    let root = one(vec![], vec![s("gen_ai.request.model", "test-model")]);
+    assert_eq!(root.parent_span_id, "");
+}
+
+#[test]
+fn runs_are_not_calls_and_are_counted_by_kind() {
+    let run = |op: &str| {
+        span(vec![
+            s("gen_ai.operation.name", op),
+            s("gen_ai.request.model", "test-model"),
+            i("gen_ai.usage.input_tokens", 500),
+        ])
+    };
+    let ai_run = span(vec![
+        s("ai.operationId", "ai.generateText"),
+        s("ai.model.id", "test-model"),
+        i("ai.usage.promptTokens", 500),
+    ]);
+    let out = normalizer().normalize(request(
+        vec![],
+        vec![
+            run("invoke_agent"),
+            run("invoke_workflow"),
+            run("execute_tool"),
+            ai_run,
+        ],
+    ));
+    assert!(out.records.is_empty(), "{:?}", out.records);
+    assert_eq!(out.skipped_spans, 4);
+    assert_eq!(out.non_calls[NonCallKind::Agent as usize], 1);
+    assert_eq!(out.non_calls[NonCallKind::Workflow as usize], 2);
+    assert_eq!(out.non_calls[NonCallKind::Tool as usize], 1);
+}
+
+#[test]
+fn the_ai_sdk_stream_step_is_a_streamed_chat_call() {
+    let r = one(
+        vec![],
+        vec![
+            s("ai.operationId", "ai.streamText.doStream"),
+            s("operation.name", "ai.streamText.doStream"),
+            s("gen_ai.system", "openai.chat"),
+            s("gen_ai.request.model", "test-model"),
+            i("gen_ai.usage.input_tokens", 12),
+            i("gen_ai.usage.output_tokens", 3),
+            kv("ai.response.msToFirstChunk", Value::DoubleValue(7.5)),
+        ],
+    );
+    assert_eq!(r.operation.as_deref(), Some("chat"));
+    assert!(r.stream);
+    assert_eq!(r.provider.as_deref(), Some("openai"));
+    assert_eq!(r.ttft_nanos, Some(7_500_000));
 }

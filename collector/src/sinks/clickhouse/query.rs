@@ -40,7 +40,7 @@ const CALL_FIELDS: &str = "time, start_unix_nanos, duration_nanos, ttft_nanos, t
     provider, operation, request_model, response_model, model, input_tokens, output_tokens,
     cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, cost_source, price_version,
     status, error_type, http_status, stream, finish_reason, mode, decision, rules_fired, attempt,
-    upstream, labels";
+    upstream, labels, parent_span_id";
 
 impl ClickhouseStore {
     async fn usage_rows(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {

@@ -55,6 +55,7 @@ pub(super) struct CallRow {
     pub attempt: u32,
     pub upstream: Option<String>,
     pub labels: BTreeMap<String, String>,
+    pub parent_span_id: String,
 }
 
 fn none_if_empty(s: String) -> Option<String> {
@@ -104,6 +105,7 @@ impl CallRow {
             attempt: r.attempt,
             upstream: r.upstream.clone(),
             labels: r.labels.clone(),
+            parent_span_id: r.parent_span_id.clone(),
         }
     }
 
@@ -147,6 +149,8 @@ impl CallRow {
             attempt: self.attempt,
             upstream: self.upstream,
             labels: self.labels,
+            parent_span_id: self.parent_span_id,
+            instrumentation: 0,
         }
     }
 }

@@ -170,6 +170,14 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
                   AND request_model != response_model",
         ],
     ),
+    (
+        "calls_parent_span",
+        &[
+            // The span's parent: ties a call to its run, and lets a later
+            // description of the call find its row.
+            "ALTER TABLE {db}.calls ADD COLUMN IF NOT EXISTS parent_span_id String DEFAULT '' CODEC(ZSTD(1))",
+        ],
+    ),
 ];
 
 /// Tables that retention (TTL) applies to, with their time column.
@@ -322,6 +330,6 @@ mod tests {
             assert!(sql.contains("analytics."), "{sql}");
             assert!(!sql.contains("{db}"), "{sql}");
         }
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
     }
 }

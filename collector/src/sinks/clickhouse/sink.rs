@@ -9,7 +9,7 @@ use tollgate_rules::{CallRecord, RuleEvent};
 use super::config::{ClickhouseCompression, ClickhouseConfig};
 use super::row::{CallRow, EventRow};
 use super::schema;
-use crate::sinks::{Batch, Sink, SinkError};
+use crate::sinks::{Batch, CallMerge, Sink, SinkError};
 
 /// The ClickHouse store. Cheap to clone: clones share the connection pool.
 #[derive(Clone)]
@@ -103,6 +103,49 @@ impl ClickhouseStore {
         insert.end().await.map_err(sink_err)
     }
 
+    /// Applies a later description of a stored call as a mutation (rare:
+    /// descriptions of one call exported in the same request or batch are
+    /// merged before they are written). It sets absolute values, so a
+    /// retried batch applies it again harmlessly. The minute rollup keeps
+    /// the first description's values.
+    async fn merge(&self, m: &CallMerge) -> Result<(), SinkError> {
+        let d = &m.description;
+        self.client
+            .query(
+                "ALTER TABLE calls UPDATE
+                    ttft_nanos = coalesce(ttft_nanos, ?),
+                    request_id = coalesce(request_id, ?),
+                    response_model = coalesce(response_model, ?),
+                    finish_reason = coalesce(finish_reason, ?),
+                    input_tokens = ?, output_tokens = ?, cache_read_tokens = ?,
+                    cache_write_tokens = ?, reasoning_tokens = ?,
+                    cost_usd = coalesce(?, cost_usd),
+                    stream = stream OR ?,
+                    parent_span_id = if(? = '', parent_span_id, ?)
+                 WHERE start_unix_nanos = ? AND trace_id = ? AND span_id = ?",
+            )
+            .bind(d.ttft_nanos)
+            .bind(d.request_id.as_deref())
+            .bind(d.response_model.as_deref())
+            .bind(d.finish_reason.as_deref())
+            .bind(d.input_tokens)
+            .bind(d.output_tokens)
+            .bind(d.cache_read_tokens)
+            .bind(d.cache_write_tokens)
+            .bind(d.reasoning_tokens)
+            .bind(d.cost_usd)
+            .bind(d.stream)
+            .bind(d.parent_span_id.as_str())
+            .bind(d.parent_span_id.as_str())
+            .bind(m.start_unix_nanos)
+            .bind(m.trace_id.as_str())
+            .bind(m.span_id.as_str())
+            .with_setting("mutations_sync", "0")
+            .execute()
+            .await
+            .map_err(sink_err)
+    }
+
     async fn insert_events(&self, events: &[RuleEvent], token: &str) -> Result<(), SinkError> {
         let mut insert = self
             .client
@@ -172,6 +215,9 @@ impl Sink for ClickhouseStore {
             if !batch.calls.is_empty() {
                 self.insert_calls(&batch.calls, &format!("{token}-calls"))
                     .await?;
+            }
+            for m in batch.merges.iter() {
+                self.merge(m).await?;
             }
             Ok(())
         })

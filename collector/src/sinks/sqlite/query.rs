@@ -207,7 +207,7 @@ const CALL_COLUMNS: &str =
     provider, operation, request_model, response_model,
     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
     cost_usd, cost_source, price_version, status, error_type, http_status, stream,
-    finish_reason, mode, decision, rules_fired, attempt, upstream, labels";
+    finish_reason, mode, decision, rules_fired, attempt, upstream, labels, parent_span_id";
 
 fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
     let count = |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, i64>(i)?.max(0) as u64) };
@@ -252,6 +252,8 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         attempt: row.get(35)?,
         upstream: row.get(36)?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
+        parent_span_id: row.get(38)?,
+        instrumentation: 0,
     })
 }
 

@@ -125,6 +125,9 @@ const MIGRATIONS: &[&str] = &[
     "DROP INDEX calls_by_time_ident;
      ALTER TABLE calls DROP COLUMN ident;
      CREATE INDEX calls_by_second ON calls (start_unix_nanos / 1000000000);",
+    // 8: the span's parent, which ties a call to its run and lets a later
+    // description of the call (another instrumentation layer) find its row.
+    "ALTER TABLE calls ADD COLUMN parent_span_id TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The key of `calls_by_second`. A query reads a time range from that index

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tollgate_rules::{CallRecord, RuleEvent};
 
 use super::schema;
+use crate::sinks::CallMerge;
 use crate::sinks::{Batch, Sink, SinkError};
 
 /// File name of the database inside the data directory.
@@ -22,10 +23,35 @@ const INSERT: &str = "INSERT INTO calls (
     provider, operation, request_model, response_model, model,
     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
     cost_usd, cost_source, price_version, status, error_type, http_status, stream,
-    finish_reason, mode, decision, rules_fired, attempt, upstream, labels
+    finish_reason, mode, decision, rules_fired, attempt, upstream, labels, parent_span_id
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
           ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34,
-          ?35, ?36, ?37, ?38, ?39)";
+          ?35, ?36, ?37, ?38, ?39, ?40)";
+
+/// A later description of a stored call (see `pipeline::identity`): fills
+/// what the row lacks, sets the merged usage and cost. Found by its time
+/// index key, then its identity.
+const MERGE: &str = "UPDATE calls SET
+    ttft_nanos = COALESCE(ttft_nanos, ?5),
+    request_id = COALESCE(request_id, ?6),
+    org = COALESCE(org, ?7), project = COALESCE(project, ?8), app = COALESCE(app, ?9),
+    environment = COALESCE(environment, ?10), route = COALESCE(route, ?11),
+    user_id = COALESCE(user_id, ?12), session_id = COALESCE(session_id, ?13),
+    agent_id = COALESCE(agent_id, ?14), agent_name = COALESCE(agent_name, ?15),
+    provider = COALESCE(provider, ?16), operation = COALESCE(operation, ?17),
+    request_model = COALESCE(request_model, ?18), response_model = COALESCE(response_model, ?19),
+    model = COALESCE(request_model, ?18, response_model, ?19),
+    input_tokens = ?20, output_tokens = ?21, cache_read_tokens = ?22,
+    cache_write_tokens = ?23, reasoning_tokens = ?24,
+    cost_usd = COALESCE(?25, cost_usd),
+    cost_source = CASE WHEN ?25 IS NULL THEN cost_source ELSE ?26 END,
+    error_type = COALESCE(error_type, ?27), http_status = COALESCE(http_status, ?28),
+    stream = stream OR ?29, finish_reason = COALESCE(finish_reason, ?30),
+    upstream = COALESCE(upstream, ?31),
+    status = CASE WHEN ?32 = 'error' THEN 'error' ELSE status END,
+    parent_span_id = CASE WHEN ?33 = '' THEN parent_span_id ELSE ?33 END
+  WHERE start_unix_nanos / 1000000000 = ?1 / 1000000000 AND start_unix_nanos = ?1
+    AND trace_id = ?2 AND span_id = ?3 AND mode = ?4";
 
 const INSERT_EVENT: &str = "INSERT INTO rule_events (
     time_unix_nanos, rule_id, kind, scope, metric, limit_value, used, threshold, action,
@@ -82,7 +108,7 @@ impl BatchThread {
             .name("tollgate-sqlite".into())
             .spawn(move || {
                 for (batch, done) in rx {
-                    let written = inner.insert(&batch.calls, &batch.events);
+                    let written = inner.insert(&batch.calls, &batch.events, &batch.merges);
                     // The pipeline takes the rows back once this handle is gone.
                     drop(batch);
                     let _ = done.send(written);
@@ -201,7 +227,12 @@ impl SqliteStore {
 }
 
 impl Inner {
-    fn insert(&self, batch: &[CallRecord], events: &[RuleEvent]) -> Result<(), SinkError> {
+    fn insert(
+        &self,
+        batch: &[CallRecord],
+        events: &[RuleEvent],
+        merges: &[CallMerge],
+    ) -> Result<(), SinkError> {
         let mut conn = self
             .writer
             .lock()
@@ -255,6 +286,7 @@ impl Inner {
                     35: |c| c.decision.as_deref(),
                     37: |c| c.attempt,
                     38: |c| c.upstream.as_deref(),
+                    40: |c| c.parent_span_id.as_str(),
                 );
                 if prev.is_none_or(|p| p.rules_fired != r.rules_fired) {
                     stmt.raw_bind_parameter(
@@ -272,6 +304,48 @@ impl Inner {
                 }
                 stmt.raw_execute().map_err(unavailable)?;
                 prev = Some(r);
+            }
+        }
+        if !merges.is_empty() {
+            let mut stmt = tx.prepare_cached(MERGE).map_err(unavailable)?;
+            for m in merges {
+                let d = &m.description;
+                stmt.execute(params![
+                    m.start_unix_nanos,
+                    m.trace_id,
+                    m.span_id,
+                    d.mode.as_str(),
+                    d.ttft_nanos,
+                    d.request_id,
+                    d.org,
+                    d.project,
+                    d.app,
+                    d.environment,
+                    d.route,
+                    d.user,
+                    d.session,
+                    d.agent_id,
+                    d.agent_name,
+                    d.provider,
+                    d.operation,
+                    d.request_model,
+                    d.response_model,
+                    clamp(d.input_tokens),
+                    clamp(d.output_tokens),
+                    clamp(d.cache_read_tokens),
+                    clamp(d.cache_write_tokens),
+                    clamp(d.reasoning_tokens),
+                    d.cost_usd,
+                    d.cost_source.as_str(),
+                    d.error_type,
+                    d.http_status,
+                    d.stream,
+                    d.finish_reason,
+                    d.upstream,
+                    d.status.as_str(),
+                    d.parent_span_id,
+                ])
+                .map_err(unavailable)?;
             }
         }
         if !events.is_empty() {
