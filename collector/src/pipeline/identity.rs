@@ -605,7 +605,9 @@ fn max_usage(a: [u64; 5], b: [u64; 5]) -> [u64; 5] {
 }
 
 /// The merged call's cost: priced from the table on the merged usage when
-/// the table knows its model, else the larger of the costs reported.
+/// the table knows its model (a description without cache details priced
+/// its cached tokens as plain input: the merged usage is the exact one),
+/// else the larger of the costs reported.
 fn merged_cost(
     counted: Option<f64>,
     call: &CallRecord,
@@ -629,7 +631,10 @@ fn merged_cost(
             .find_map(|m| prices.cost(call.provider.as_deref(), m, &usage))
         })
         .flatten();
-    match (priced.or(call.cost_usd), counted) {
+    if priced.is_some() {
+        return priced;
+    }
+    match (call.cost_usd, counted) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     }

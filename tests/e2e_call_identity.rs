@@ -1,0 +1,280 @@
+//! End to end: one row per real model call on the real binary. Reused
+//! provider ids never merge distinct calls; two layers describing one call,
+//! exported in two requests in either order, are one row counted once; a
+//! forged cost is neither stored nor counted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use support::Collector;
+use support::otlp::{int, kv, string};
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Spans of one instrumentation library, with the resource an agent sends.
+fn request(scope: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    string("service.name", "support-bot"),
+                    string("tollgate.project", "identity"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: scope.into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn call_span(trace: [u8; 16], span: u64, parent: Option<u64>, attrs: Vec<KeyValue>) -> Span {
+    let end = now_nanos();
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: span.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: "chat gpt-4o-mini".into(),
+        start_time_unix_nano: end - 800_000_000,
+        end_time_unix_nano: end,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+async fn post(c: &Collector, body: &ExportTraceServiceRequest) -> ExportTraceServiceResponse {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/traces", c.http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(body.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    ExportTraceServiceResponse::decode(resp.bytes().await.unwrap()).unwrap()
+}
+
+async fn usage(c: &Collector) -> (f64, f64) {
+    let (status, body) = c.get("/v1/usage?by=project&since=1h").await;
+    assert_eq!(status, 200, "{body}");
+    let row = &body["rows"][0];
+    (
+        row["requests"].as_f64().unwrap_or(0.0),
+        row["input_tokens"].as_f64().unwrap_or(0.0),
+    )
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_calls_with_reused_ollama_ids_are_two_thousand_rows() {
+    let c = Collector::start("");
+    // Ollama's OpenAI-compatible API draws ids as chatcmpl-<0..998>: 2,000
+    // distinct calls, one trace each, share 999 ids.
+    for chunk in 0..20u64 {
+        let spans = (0..100u64)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                let mut trace = [0u8; 16];
+                trace[..8].copy_from_slice(&(n + 1).to_be_bytes());
+                call_span(
+                    trace,
+                    n + 1,
+                    None,
+                    vec![
+                        string("gen_ai.provider.name", "ollama"),
+                        string("gen_ai.request.model", "llama3.2"),
+                        string("gen_ai.response.id", &format!("chatcmpl-{}", n % 999)),
+                        int("gen_ai.usage.input_tokens", 10),
+                        int("gen_ai.usage.output_tokens", 5),
+                    ],
+                )
+            })
+            .collect();
+        post(&c, &request("openinference.instrumentation.openai", spans)).await;
+    }
+    let calls = c.wait_calls(2_000).await;
+    assert_eq!(calls.len(), 2_000);
+    wait_for("usage", async || usage(&c).await.0 == 2_000.0).await;
+    assert_eq!(usage(&c).await, (2_000.0, 20_000.0));
+}
+
+/// An instrumentation's span (parent, with the user) and the SDK's own span
+/// (child, with the response id and cache tokens), exported in two requests.
+fn two_layers(trace: [u8; 16]) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
+    let outer = request(
+        "openinference.instrumentation.anthropic",
+        vec![call_span(
+            trace,
+            0x0a,
+            Some(0x01),
+            vec![
+                string("openinference.span.kind", "LLM"),
+                string("llm.provider", "anthropic"),
+                string("llm.model_name", "claude-3-5-haiku-20241022"),
+                int("llm.token_count.prompt", 1_296),
+                int("llm.token_count.completion", 12),
+                string("user.id", "u-17"),
+            ],
+        )],
+    );
+    let inner = request(
+        "com.anthropic.sdk.python",
+        vec![call_span(
+            trace,
+            0x0b,
+            Some(0x0a),
+            vec![
+                string("gen_ai.provider.name", "anthropic"),
+                string("gen_ai.operation.name", "chat"),
+                string("gen_ai.request.model", "claude-3-5-haiku-20241022"),
+                string("gen_ai.response.id", "msg_01XFDUDYJgAACzvnptvVoYEL"),
+                int("gen_ai.usage.input_tokens", 1_296),
+                int("gen_ai.usage.output_tokens", 12),
+                int("gen_ai.usage.cache_read.input_tokens", 1_024),
+                int("gen_ai.usage.cache_write.input_tokens", 256),
+            ],
+        )],
+    );
+    (outer, inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_described_twice_in_two_requests_is_one_row_in_either_order_and_counted_once() {
+    let c = Collector::start(
+        r#"
+[[rules]]
+id = "daily-tokens"
+type = "budget"
+metric = "tokens"
+limit = 2000
+scope = ["project"]
+window = "day"
+action = "block"
+"#,
+    );
+    let (outer, inner) = two_layers([1; 16]);
+    // Inner first (a span ends before its parent), then the parent a moment later.
+    post(&c, &inner).await;
+    c.wait_calls(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post(&c, &outer).await;
+    // Parent first, in another trace.
+    let (outer, inner) = two_layers([2; 16]);
+    post(&c, &outer).await;
+    c.wait_calls(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post(&c, &inner).await;
+
+    wait_for("both merges", async || {
+        c.metrics()
+            .await
+            .contains("tollgate_pipeline_calls_merged_total{when=\"late\"} 2")
+    })
+    .await;
+    let calls = c.calls(100).await;
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    for row in &calls {
+        // The union of both descriptions.
+        assert_eq!(row["user"], "u-17", "{row}");
+        assert_eq!(row["request_id"], "msg_01XFDUDYJgAACzvnptvVoYEL", "{row}");
+        assert_eq!(row["cache_read_tokens"], 1_024, "{row}");
+        assert_eq!(row["cache_write_tokens"], 256, "{row}");
+        assert_eq!(row["input_tokens"], 1_296, "{row}");
+        // claude-3-5-haiku: 16 x $0.80 + 1024 x $0.08 + 256 x $1.00 in, 12 x $4.00 out, per million.
+        let want = (16.0 * 0.80 + 1024.0 * 0.08 + 256.0 * 1.00 + 12.0 * 4.00) / 1e6;
+        assert!(
+            (row["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12,
+            "{row}"
+        );
+    }
+    // Counted once: 2 x 1,308 tokens over a 2,000 limit blocks; 4 x would too,
+    // so read the counter itself.
+    assert_eq!(usage(&c).await, (2.0, 2_592.0));
+    let (_, state) = c.get("/v1/enforcement?project=identity").await;
+    assert_eq!(state["blocks"][0]["used"], 2_616.0, "{state}");
+    assert_eq!(
+        c.get("/v1/calls?limit=10").await.1["rows"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_cost_is_priced_from_the_table_blocks_nothing_and_the_sender_is_told() {
+    let c = Collector::start(
+        r#"
+[[rules]]
+id = "monthly-cost"
+type = "budget"
+metric = "cost_usd"
+limit = 100
+scope = ["project"]
+window = "month"
+action = "block"
+"#,
+    );
+    let span = call_span(
+        [9; 16],
+        0x0c,
+        None,
+        vec![
+            string("gen_ai.request.model", "gpt-4o-mini"),
+            int("gen_ai.usage.input_tokens", 1_000),
+            int("gen_ai.usage.output_tokens", 100),
+            kv("tollgate.cost_usd", Value::DoubleValue(1e300)),
+        ],
+    );
+    let answer = post(&c, &request("agent", vec![span])).await;
+    let partial = answer.partial_success.expect("the sender is told");
+    assert_eq!(partial.rejected_spans, 0, "the call itself is kept");
+    assert!(
+        partial.error_message.contains("not plausible"),
+        "{}",
+        partial.error_message
+    );
+    let calls = c.wait_calls(1).await;
+    assert_eq!(calls[0]["cost_source"], "price_table");
+    let want = (1_000.0 * 0.15 + 100.0 * 0.60) / 1e6;
+    assert!((calls[0]["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12);
+    let (_, state) = c.get("/v1/enforcement?project=identity").await;
+    assert_eq!(state["blocked"], false, "{state}");
+    assert!(
+        c.metrics()
+            .await
+            .contains("tollgate_ingest_costs_replaced_total 1"),
+        "{}",
+        c.metrics().await
+    );
+}
