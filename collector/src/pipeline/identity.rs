@@ -42,9 +42,10 @@
 //! **Memory.** Remembered calls live in a bounded cache (moka) keyed by
 //! trace, evicting the least recently used traces past `capacity` calls
 //! and forgetting any trace idle for `horizon`. A remembered call costs
-//! [`BYTES_PER_CALL`] bytes (measured by the `bytes_per_remembered_call`
-//! test). A repeat or relative arriving after its call was evicted is
-//! stored as a call of its own.
+//! about [`BYTES_PER_CALL`] bytes of resident memory with one call a trace,
+//! about 680 with ten (measured by `examples/identity_memory.rs`). A repeat
+//! or relative arriving after its call was evicted is stored as a call of
+//! its own.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -62,9 +63,9 @@ pub use crate::sinks::{CallMerge, Correction};
 /// around a client call adds milliseconds).
 pub const NESTING_TOLERANCE_NANOS: i64 = 250_000_000;
 
-/// Approximate bytes one remembered call costs, cache overhead included
-/// (checked by a test against the allocator).
-pub const BYTES_PER_CALL: usize = 256;
+/// Resident bytes one remembered call costs with one call a trace, cache
+/// overhead included (`examples/identity_memory.rs`: 1,002 bytes).
+pub const BYTES_PER_CALL: usize = 1_024;
 
 /// What became of the calls of one batch.
 #[derive(Debug, Default)]
@@ -117,10 +118,9 @@ type TraceCalls = Arc<Vec<Remembered>>;
 /// The identity stage's memory. One per writer.
 pub struct CallIdentity {
     traces: Cache<u64, TraceCalls>,
-    /// Distinctive response ids -> the trace that holds the call.
-    responses: Cache<u64, u64>,
-    /// Usage fingerprints -> the trace that holds the call.
-    fingerprints: Cache<u64, u64>,
+    /// Distinctive response ids and usage fingerprints (their hashes are
+    /// kept apart by a kind byte) -> the trace that holds the call.
+    links: Cache<u64, u64>,
     hasher: foldhash::quality::RandomState,
     prices: Option<Arc<PriceTable>>,
     generation: u64,
@@ -145,12 +145,8 @@ impl CallIdentity {
                 .weigher(|_, calls: &TraceCalls| u32::try_from(calls.len()).unwrap_or(u32::MAX))
                 .time_to_idle(horizon)
                 .build(),
-            responses: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(horizon)
-                .build(),
-            fingerprints: Cache::builder()
-                .max_capacity(capacity)
+            links: Cache::builder()
+                .max_capacity(capacity.saturating_mul(2))
                 .time_to_idle(horizon)
                 .build(),
             hasher: foldhash::quality::RandomState::default(),
@@ -180,10 +176,9 @@ impl CallIdentity {
     /// Forgets everything (before a refill from the store).
     pub fn clear(&mut self) {
         self.traces.invalidate_all();
-        self.responses.invalidate_all();
-        self.fingerprints.invalidate_all();
+        self.links.invalidate_all();
         self.traces.run_pending_tasks();
-        self.responses.run_pending_tasks();
+        self.links.run_pending_tasks();
     }
 
     /// Remembers a stored call (refill at start-up); nothing is dropped.
@@ -310,7 +305,7 @@ impl CallIdentity {
         if facts.response == 0 {
             return None;
         }
-        let trace = self.responses.get(&facts.response)?;
+        let trace = self.links.get(&facts.response)?;
         let calls = self.traces.get(&trace)?;
         let index = calls.iter().position(|r| {
             !r.gateway
@@ -329,7 +324,7 @@ impl CallIdentity {
         if facts.fingerprint == 0 || facts.instrumentation == 0 {
             return None;
         }
-        let trace = self.fingerprints.get(&facts.fingerprint)?;
+        let trace = self.links.get(&facts.fingerprint)?;
         let calls = self.traces.get(&trace)?;
         let index = calls.iter().position(|r| {
             !r.gateway
@@ -347,10 +342,10 @@ impl CallIdentity {
     fn push(&mut self, trace: u64, known: Option<TraceCalls>, remembered: Remembered) {
         if !remembered.gateway {
             if remembered.response != 0 {
-                self.responses.insert(remembered.response, trace);
+                self.links.insert(remembered.response, trace);
             }
             if remembered.fingerprint != 0 {
-                self.fingerprints.insert(remembered.fingerprint, trace);
+                self.links.insert(remembered.fingerprint, trace);
             }
         }
         let calls = match known {
