@@ -82,6 +82,36 @@ impl Shared {
         self.sequence.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Serves one request the way every endpoint does: a sequence number
+    /// and the request id derived from it, admission (stats, knobs, faults),
+    /// then `reply`; errors in the dialect's envelope; the request id header
+    /// under the dialect's name (`x-request-id`, Anthropic's `request-id`).
+    pub(crate) async fn serve(
+        &self,
+        incoming: Incoming<'_>,
+        reply: impl FnOnce(Admitted, u64) -> Result<axum::response::Response, ApiError>,
+    ) -> axum::response::Response {
+        let sequence = self.next_sequence();
+        let request_id = crate::ids::request_id(sequence);
+        let dialect = incoming.dialect;
+        let result = match self.admit(incoming).await {
+            Ok(admitted) => reply(admitted, sequence),
+            Err(err) => Err(err),
+        };
+        let (mut response, header) = match (result, dialect) {
+            (Ok(response), Dialect::OpenAi) => (response, "x-request-id"),
+            (Ok(response), Dialect::Anthropic) => (response, "request-id"),
+            (Err(err), Dialect::OpenAi) => return openai::error::response(&err, &request_id),
+            (Err(err), Dialect::Anthropic) => {
+                return anthropic::error::response(&err, &request_id);
+            }
+        };
+        if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(header, value);
+        }
+        response
+    }
+
     pub(crate) fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
     }

@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::ids;
 use crate::knobs::Knobs;
 use crate::server::{Dialect, Incoming, Shared};
 use crate::stats::Endpoint;
@@ -24,8 +23,6 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let sequence = shared.next_sequence();
-    let request_id = ids::request_id(sequence);
     let incoming = Incoming {
         endpoint: Endpoint::CountTokens,
         dialect: Dialect::Anthropic,
@@ -33,18 +30,12 @@ pub(crate) async fn handle(
         headers: &headers,
         body: &body,
     };
-    let result = match shared.admit(incoming).await {
-        Ok(admitted) => count(&admitted.body, shared.config.default_output_tokens),
-        Err(err) => Err(err),
-    };
-    let mut response = match result {
-        Ok(value) => Json(value).into_response(),
-        Err(err) => return super::error::response(&err, &request_id),
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("request-id", value);
-    }
-    response
+    shared
+        .serve(incoming, |admitted, _| {
+            count(&admitted.body, shared.config.default_output_tokens)
+                .map(|value| Json(value).into_response())
+        })
+        .await
 }
 
 fn count(body: &Value, default_output_tokens: u32) -> Result<Value, ApiError> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -30,8 +30,6 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let sequence = shared.next_sequence();
-    let request_id = ids::request_id(sequence);
     let incoming = Incoming {
         endpoint: Endpoint::Messages,
         dialect: Dialect::Anthropic,
@@ -39,18 +37,11 @@ pub(crate) async fn handle(
         headers: &headers,
         body: &body,
     };
-    let result = match shared.admit(incoming).await {
-        Ok(admitted) => reply(&shared, &admitted, sequence),
-        Err(err) => Err(err),
-    };
-    let mut response = match result {
-        Ok(response) => response,
-        Err(err) => return super::error::response(&err, &request_id),
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("request-id", value);
-    }
-    response
+    shared
+        .serve(incoming, |admitted, sequence| {
+            reply(&shared, &admitted, sequence)
+        })
+        .await
 }
 
 /// What the request asks for, validated like the real API (which requires

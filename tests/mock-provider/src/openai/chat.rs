@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -54,8 +54,6 @@ async fn respond(
     body: &[u8],
     deployment: Option<String>,
 ) -> Response {
-    let sequence = shared.next_sequence();
-    let request_id = ids::request_id(sequence);
     let incoming = Incoming {
         endpoint: Endpoint::ChatCompletions,
         dialect: Dialect::OpenAi,
@@ -63,18 +61,11 @@ async fn respond(
         headers,
         body,
     };
-    let result = match shared.admit(incoming).await {
-        Ok(admitted) => complete(shared, admitted, deployment, sequence),
-        Err(err) => Err(err),
-    };
-    let mut response = match result {
-        Ok(response) => response,
-        Err(err) => return super::error::response(&err, &request_id),
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
+    shared
+        .serve(incoming, |admitted, sequence| {
+            complete(shared, admitted, deployment, sequence)
+        })
+        .await
 }
 
 /// What the request asks for, validated the way the real API does.

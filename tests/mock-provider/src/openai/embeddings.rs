@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::ids;
 use crate::server::{Admitted, Dialect, Incoming, Shared};
 use crate::stats::Endpoint;
 use crate::usage::{Api, usage_for};
@@ -52,8 +51,6 @@ async fn respond(
     body: &[u8],
     deployment: Option<String>,
 ) -> Response {
-    let sequence = shared.next_sequence();
-    let request_id = ids::request_id(sequence);
     let incoming = Incoming {
         endpoint: Endpoint::Embeddings,
         dialect: Dialect::OpenAi,
@@ -61,18 +58,11 @@ async fn respond(
         headers,
         body,
     };
-    let result = match shared.admit(incoming).await {
-        Ok(admitted) => embed(shared, &admitted, deployment),
-        Err(err) => Err(err),
-    };
-    let mut response = match result {
-        Ok(value) => Json(value).into_response(),
-        Err(err) => return super::error::response(&err, &request_id),
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
+    shared
+        .serve(incoming, |admitted, _| {
+            embed(shared, &admitted, deployment).map(|value| Json(value).into_response())
+        })
+        .await
 }
 
 fn embed(

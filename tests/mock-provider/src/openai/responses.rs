@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -36,8 +36,6 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let sequence = shared.next_sequence();
-    let request_id = ids::request_id(sequence);
     let incoming = Incoming {
         endpoint: Endpoint::Responses,
         dialect: Dialect::OpenAi,
@@ -45,18 +43,11 @@ pub(crate) async fn handle(
         headers: &headers,
         body: &body,
     };
-    let result = match shared.admit(incoming).await {
-        Ok(admitted) => complete(&shared, admitted, sequence),
-        Err(err) => Err(err),
-    };
-    let mut response = match result {
-        Ok(response) => response,
-        Err(err) => return super::error::response(&err, &request_id),
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
+    shared
+        .serve(incoming, |admitted, sequence| {
+            complete(&shared, admitted, sequence)
+        })
+        .await
 }
 
 /// What the request asks for, validated the way the real API does.
