@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::{Auth, Reply, post, send, start};
-use tollgate_mock_provider::{Api, Endpoint, Knobs, output_text, usage_for};
+use tollgate_mock_provider::{Api, Endpoint, Knobs, MockProvider, output_text, usage_for};
 
 fn responses_body() -> Value {
     json!({
@@ -68,6 +68,17 @@ fn typed_events(reply: &Reply) -> Vec<(String, Value)> {
     events
 }
 
+/// POSTs `body` to the mock's `/v1/responses` with an OpenAI key and `knobs`.
+async fn post_responses(mock: &MockProvider, knobs: &[(&str, &str)], body: &Value) -> Reply {
+    post(
+        &format!("{}/v1/responses", mock.base_url()),
+        Auth::OpenAi,
+        knobs,
+        body,
+    )
+    .await
+}
+
 fn names(events: &[(String, Value)]) -> Vec<&str> {
     events.iter().map(|(name, _)| name.as_str()).collect()
 }
@@ -75,13 +86,7 @@ fn names(events: &[(String, Value)]) -> Vec<&str> {
 #[tokio::test]
 async fn response_has_the_exact_openai_shape() {
     let mock = start().await;
-    let reply = post(
-        &format!("{}/v1/responses", mock.base_url()),
-        Auth::OpenAi,
-        &[],
-        &responses_body(),
-    )
-    .await;
+    let reply = post_responses(&mock, &[], &responses_body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("content-type"), Some("application/json"));
     assert!(
@@ -219,9 +224,8 @@ async fn aliases_item_lists_and_unknown_fields_are_accepted() {
 #[tokio::test]
 async fn cached_tokens_are_inside_input_and_reasoning_inside_output() {
     let mock = start().await;
-    let reply = post(
-        &format!("{}/v1/responses", mock.base_url()),
-        Auth::OpenAi,
+    let reply = post_responses(
+        &mock,
         &[
             ("x-mock-cache-read-tokens", "1024"),
             ("x-mock-cache-write-tokens", "16"),
@@ -255,8 +259,7 @@ async fn cached_tokens_are_inside_input_and_reasoning_inside_output() {
 #[tokio::test]
 async fn one_function_call_then_text_after_its_output() {
     let mock = start().await;
-    let url = format!("{}/v1/responses", mock.base_url());
-    let reply = post(&url, Auth::OpenAi, &[], &tool_body()).await.json();
+    let reply = post_responses(&mock, &[], &tool_body()).await.json();
     assert_eq!(reply["status"], "completed");
     let output = reply["output"].as_array().unwrap();
     assert_eq!(output.len(), 1);
@@ -282,7 +285,7 @@ async fn one_function_call_then_text_after_its_output() {
          "arguments": call["arguments"], "id": call["id"], "status": "completed"},
         {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}   // 5
     ]);
-    let reply = post(&url, Auth::OpenAi, &[], &answered).await.json();
+    let reply = post_responses(&mock, &[], &answered).await.json();
     assert_eq!(reply["status"], "completed");
     assert_eq!(reply["output"][0]["type"], "message");
     assert_eq!(reply["output"][0]["content"][0]["text"], output_text(20));
@@ -294,7 +297,7 @@ async fn one_function_call_then_text_after_its_output() {
     forced["tools"] = json!([{"type": "function", "name": "other", "parameters": {"type": "object"}},
                              weather_tool()]);
     forced["tool_choice"] = json!({"type": "function", "name": "get_weather"});
-    let reply = post(&url, Auth::OpenAi, &[], &forced).await.json();
+    let reply = post_responses(&mock, &[], &forced).await.json();
     assert_eq!(reply["output"][0]["name"], "get_weather");
     assert_eq!(
         reply["tools"][0],
@@ -302,7 +305,7 @@ async fn one_function_call_then_text_after_its_output() {
                "description": null, "strict": true})
     );
     forced["tool_choice"] = json!("none");
-    let reply = post(&url, Auth::OpenAi, &[], &forced).await.json();
+    let reply = post_responses(&mock, &[], &forced).await.json();
     assert_eq!(reply["output"][0]["type"], "message");
     assert_eq!(mock.stats().requests_to(Endpoint::Responses), 4);
     mock.shutdown().await;
@@ -313,9 +316,8 @@ async fn stream_has_the_real_event_sequence_and_final_usage() {
     let mock = start().await;
     let mut body = responses_body();
     body["stream"] = json!(true);
-    let reply = post(
-        &format!("{}/v1/responses", mock.base_url()),
-        Auth::OpenAi,
+    let reply = post_responses(
+        &mock,
         &[
             ("x-mock-output-tokens", "3"),
             ("x-mock-cache-read-tokens", "4"),
@@ -402,13 +404,7 @@ async fn streamed_function_call_arguments_reassemble() {
     let mock = start().await;
     let mut body = tool_body();
     body["stream"] = json!(true);
-    let reply = post(
-        &format!("{}/v1/responses", mock.base_url()),
-        Auth::OpenAi,
-        &[("x-mock-reasoning-tokens", "2")],
-        &body,
-    )
-    .await;
+    let reply = post_responses(&mock, &[("x-mock-reasoning-tokens", "2")], &body).await;
     let events = typed_events(&reply);
     let arguments = r#"{"city":"value"}"#;
     let pieces = arguments.len().div_ceil(4);
@@ -471,10 +467,9 @@ async fn streamed_function_call_arguments_reassemble() {
 #[tokio::test]
 async fn max_output_tokens_cap_makes_the_answer_incomplete() {
     let mock = start().await;
-    let url = format!("{}/v1/responses", mock.base_url());
     let mut body = responses_body();
     body["max_output_tokens"] = json!(5);
-    let reply = post(&url, Auth::OpenAi, &[], &body).await.json();
+    let reply = post_responses(&mock, &[], &body).await.json();
     assert_eq!(reply["status"], "incomplete");
     assert_eq!(
         reply["incomplete_details"],
@@ -488,11 +483,11 @@ async fn max_output_tokens_cap_makes_the_answer_incomplete() {
 
     // A cap above the default, or the exact-output knob, leaves it complete.
     body["max_output_tokens"] = json!(500);
-    let reply = post(&url, Auth::OpenAi, &[], &body).await.json();
+    let reply = post_responses(&mock, &[], &body).await.json();
     assert_eq!(reply["status"], "completed");
     assert_eq!(reply["usage"]["output_tokens"], 20);
     body["max_output_tokens"] = json!(5);
-    let reply = post(&url, Auth::OpenAi, &[("x-mock-output-tokens", "2")], &body)
+    let reply = post_responses(&mock, &[("x-mock-output-tokens", "2")], &body)
         .await
         .json();
     assert_eq!(reply["status"], "completed");
@@ -501,7 +496,7 @@ async fn max_output_tokens_cap_makes_the_answer_incomplete() {
     // Streamed, the last event is `response.incomplete`.
     body["max_output_tokens"] = json!(2);
     body["stream"] = json!(true);
-    let reply = post(&url, Auth::OpenAi, &[], &body).await;
+    let reply = post_responses(&mock, &[], &body).await;
     let events = typed_events(&reply);
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "response.incomplete");
@@ -520,13 +515,7 @@ async fn cut_stream_drops_the_connection_before_completion() {
     let mock = start().await;
     let mut body = responses_body();
     body["stream"] = json!(true);
-    let reply = post(
-        &format!("{}/v1/responses", mock.base_url()),
-        Auth::OpenAi,
-        &[("x-mock-cut-after-chunks", "2")],
-        &body,
-    )
-    .await;
+    let reply = post_responses(&mock, &[("x-mock-cut-after-chunks", "2")], &body).await;
     assert_eq!(reply.status, 200);
     assert!(reply.broken, "the connection must break: {}", reply.text());
     let events = typed_events(&reply);
@@ -552,7 +541,7 @@ async fn errors_use_the_openai_envelope() {
     assert_eq!(reply.status, 401);
     assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
 
-    let reply = post(&url, Auth::OpenAi, &[], &json!({"input": "hi"})).await;
+    let reply = post_responses(&mock, &[], &json!({"input": "hi"})).await;
     assert_eq!(reply.status, 400);
     assert_eq!(
         reply.json(),
