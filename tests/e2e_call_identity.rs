@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -17,8 +17,8 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use support::Collector;
 use support::otlp::{int, kv, string};
+use support::{Collector, wait_for};
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -87,12 +87,20 @@ async fn usage(c: &Collector) -> (f64, f64) {
     )
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A per-project budget on `metric` that blocks past `limit` in `window`.
+fn block_rule(metric: &str, limit: u64, window: &str) -> String {
+    format!(
+        r#"
+[[rules]]
+id = "budget"
+type = "budget"
+metric = "{metric}"
+limit = {limit}
+scope = ["project"]
+window = "{window}"
+action = "block"
+"#
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,18 +178,7 @@ fn two_layers(trace: [u8; 16]) -> (ExportTraceServiceRequest, ExportTraceService
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_described_twice_in_two_requests_is_one_row_in_either_order_and_counted_once() {
-    let c = Collector::start(
-        r#"
-[[rules]]
-id = "daily-tokens"
-type = "budget"
-metric = "tokens"
-limit = 2000
-scope = ["project"]
-window = "day"
-action = "block"
-"#,
-    );
+    let c = Collector::start(&block_rule("tokens", 2_000, "day"));
     let (outer, inner) = two_layers([1; 16]);
     // Inner first (a span ends before its parent), then the parent a moment later.
     post(&c, &inner).await;
@@ -233,18 +230,7 @@ action = "block"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_cost_is_priced_from_the_table_blocks_nothing_and_the_sender_is_told() {
-    let c = Collector::start(
-        r#"
-[[rules]]
-id = "monthly-cost"
-type = "budget"
-metric = "cost_usd"
-limit = 100
-scope = ["project"]
-window = "month"
-action = "block"
-"#,
-    );
+    let c = Collector::start(&block_rule("cost_usd", 100, "month"));
     let span = call_span(
         [9; 16],
         0x0c,

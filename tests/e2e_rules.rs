@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::routing::post;
 use serde_json::Value;
-use support::Collector;
+use support::{Collector, wait_for};
 use tollgate_proto::enforcement::v1 as pb;
 use tollgate_proto::enforcement::v1::enforcement_client::EnforcementClient;
 
@@ -41,14 +41,6 @@ async fn hook() -> Hook {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Hook { url, bodies }
-}
-
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn events(c: &Collector, rule: &str) -> Vec<Value> {

@@ -12,6 +12,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Polls `check` every 50 ms until it holds; fails the test after 20 s,
+/// naming `what` it waited for.
+pub async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A running `tollgate serve` child process.
 pub struct Collector {
     child: Child,
