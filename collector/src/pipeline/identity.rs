@@ -41,15 +41,17 @@
 //!
 //! **Memory.** Remembered calls live in a bounded cache (moka) keyed by
 //! trace, evicting the least recently used traces past `capacity` calls
-//! and forgetting any trace idle for `horizon`. A remembered call costs
-//! about [`BYTES_PER_CALL`] bytes of resident memory with one call a trace,
-//! about 680 with ten (measured by `examples/identity_memory.rs`). A repeat
-//! or relative arriving after its call was evicted is stored as a call of
-//! its own.
+//! and forgetting any trace idle for `horizon`; the response ids and usage
+//! fingerprints that find calls across traces are kept for a minute
+//! ([`LINK_HORIZON`]). A remembered call costs about 610 bytes of resident
+//! memory with one call a trace, about 320 with ten (measured by
+//! `examples/identity_memory.rs`). A repeat or relative arriving after its
+//! call was evicted is stored as a call of its own.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 use smallvec::SmallVec;
@@ -62,10 +64,6 @@ pub use crate::sinks::{CallMerge, Correction};
 /// with the same usage must be to describe one call (a framework's wrapper
 /// around a client call adds milliseconds).
 pub const NESTING_TOLERANCE_NANOS: i64 = 250_000_000;
-
-/// Resident bytes one remembered call costs with one call a trace, cache
-/// overhead included (`examples/identity_memory.rs`: 1,002 bytes).
-pub const BYTES_PER_CALL: usize = 1_024;
 
 /// What became of the calls of one batch.
 #[derive(Debug, Default)]
@@ -102,9 +100,9 @@ struct Remembered {
     end: i64,
     gateway: bool,
     /// The stored row's span id (its identity with the trace id).
-    row_span: Box<str>,
+    row_span: SpanId,
     /// The outermost parent known, so a late merge ties the row to its run.
-    outer_parent: Box<str>,
+    outer_parent: SpanId,
     /// Usage and cost counted so far.
     usage: [u64; 5],
     cost: Option<f64>,
@@ -112,15 +110,117 @@ struct Remembered {
     slot: Option<(u64, usize)>,
 }
 
-/// Calls of one trace.
-type TraceCalls = Arc<Vec<Remembered>>;
+/// A span id as sent: the usual 16 hex digits kept as their value (no
+/// allocation), anything else as its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SpanId {
+    Hex(u64),
+    Other(Box<str>),
+}
+
+impl SpanId {
+    fn of(span: &str) -> Self {
+        match u64::from_str_radix(span, 16) {
+            Ok(n) if span.len() == 16 && span.bytes().all(|b| !b.is_ascii_uppercase()) => {
+                SpanId::Hex(n)
+            }
+            _ => SpanId::Other(span.into()),
+        }
+    }
+
+    fn to_hex(&self) -> String {
+        match self {
+            SpanId::Hex(n) => format!("{n:016x}"),
+            SpanId::Other(s) => s.to_string(),
+        }
+    }
+}
+
+/// Calls of one trace (one allocation: most traces hold one call).
+type TraceCalls = Arc<[Remembered]>;
+
+/// Distinctive response ids and usage fingerprints -> the trace holding
+/// the call. Only spans that overlap in time (or nearly) are matched
+/// through them, so they need only the last [`LINK_HORIZON`]: two
+/// generations of plain maps, the older dropped when the newer is that old
+/// or holds `capacity` links. About 40 bytes a link.
+struct Links {
+    current: HashMap<u64, u64, IdentityHasher>,
+    previous: HashMap<u64, u64, IdentityHasher>,
+    since: Instant,
+    capacity: usize,
+}
+
+/// How long a response id or usage fingerprint can find its call: the
+/// descriptions of one call are exported seconds apart.
+const LINK_HORIZON: Duration = Duration::from_secs(60);
+
+impl Links {
+    fn new(capacity: usize) -> Self {
+        Self {
+            current: HashMap::default(),
+            previous: HashMap::default(),
+            since: Instant::now(),
+            capacity,
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<u64> {
+        self.current
+            .get(&key)
+            .or_else(|| self.previous.get(&key))
+            .copied()
+    }
+
+    fn insert(&mut self, key: u64, trace: u64) {
+        if self.current.len() >= self.capacity || self.since.elapsed() >= LINK_HORIZON {
+            self.previous = std::mem::take(&mut self.current);
+            self.since = Instant::now();
+        }
+        self.current.insert(key, trace);
+    }
+
+    fn clear(&mut self) {
+        self.current.clear();
+        self.previous.clear();
+    }
+}
+
+/// Keys are already hashes: the maps use them as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct IdentityHasher;
+
+impl BuildHasher for IdentityHasher {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `HashMap<u64, _>`; fold anything else.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// The identity stage's memory. One per writer.
 pub struct CallIdentity {
     traces: Cache<u64, TraceCalls>,
     /// Distinctive response ids and usage fingerprints (their hashes are
     /// kept apart by a kind byte) -> the trace that holds the call.
-    links: Cache<u64, u64>,
+    links: Links,
     hasher: foldhash::quality::RandomState,
     prices: Option<Arc<PriceTable>>,
     generation: u64,
@@ -145,10 +245,7 @@ impl CallIdentity {
                 .weigher(|_, calls: &TraceCalls| u32::try_from(calls.len()).unwrap_or(u32::MAX))
                 .time_to_idle(horizon)
                 .build(),
-            links: Cache::builder()
-                .max_capacity(capacity.saturating_mul(2))
-                .time_to_idle(horizon)
-                .build(),
+            links: Links::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
             hasher: foldhash::quality::RandomState::default(),
             prices: None,
             generation: 0,
@@ -167,18 +264,11 @@ impl CallIdentity {
         self.traces.weighted_size()
     }
 
-    /// Traces evicted for room so far is not tracked by moka; this is the
-    /// number of traces currently held.
-    pub fn remembered_traces(&self) -> u64 {
-        self.traces.entry_count()
-    }
-
     /// Forgets everything (before a refill from the store).
     pub fn clear(&mut self) {
         self.traces.invalidate_all();
-        self.links.invalidate_all();
+        self.links.clear();
         self.traces.run_pending_tasks();
-        self.links.run_pending_tasks();
     }
 
     /// Remembers a stored call (refill at start-up); nothing is dropped.
@@ -242,7 +332,7 @@ impl CallIdentity {
                     None => continue,
                 },
             };
-            let mut updated = (*calls_of).clone();
+            let mut updated = calls_of.to_vec();
             let Some(r) = updated.get_mut(index) else {
                 continue;
             };
@@ -250,7 +340,7 @@ impl CallIdentity {
             if child {
                 // The newcomer is the parent of a description: its parent is
                 // further out.
-                r.outer_parent = call.parent_span_id.clone().into_boxed_str();
+                r.outer_parent = SpanId::of(&call.parent_span_id);
             }
             r.descriptions.push(Description { span, parent });
             if facts.instrumentation != 0 && !r.instrumentations.contains(&facts.instrumentation) {
@@ -276,7 +366,7 @@ impl CallIdentity {
                     if cost.is_some() && description.cost_source == CostSource::Unpriced {
                         description.cost_source = CostSource::PriceTable;
                     }
-                    description.parent_span_id = r.outer_parent.to_string();
+                    description.parent_span_id = r.outer_parent.to_hex();
                     let correction = Correction {
                         tokens: usage[0]
                             .saturating_add(usage[1])
@@ -287,14 +377,14 @@ impl CallIdentity {
                     r.cost = cost.or(r.cost);
                     sorted.late.push(CallMerge {
                         trace_id: description.trace_id.clone(),
-                        span_id: r.row_span.to_string(),
+                        span_id: r.row_span.to_hex(),
                         start_unix_nanos: r.start,
                         description,
                         correction,
                     });
                 }
             }
-            self.traces.insert(in_trace, Arc::new(updated));
+            self.traces.insert(in_trace, updated.into());
         }
         sorted
     }
@@ -305,7 +395,7 @@ impl CallIdentity {
         if facts.response == 0 {
             return None;
         }
-        let trace = self.links.get(&facts.response)?;
+        let trace = self.links.get(facts.response)?;
         let calls = self.traces.get(&trace)?;
         let index = calls.iter().position(|r| {
             !r.gateway
@@ -324,7 +414,7 @@ impl CallIdentity {
         if facts.fingerprint == 0 || facts.instrumentation == 0 {
             return None;
         }
-        let trace = self.links.get(&facts.fingerprint)?;
+        let trace = self.links.get(facts.fingerprint)?;
         let calls = self.traces.get(&trace)?;
         let index = calls.iter().position(|r| {
             !r.gateway
@@ -348,16 +438,15 @@ impl CallIdentity {
                 self.links.insert(remembered.fingerprint, trace);
             }
         }
-        let calls = match known {
-            Some(calls) => {
-                let mut v = Vec::with_capacity(calls.len() + 1);
-                v.extend(calls.iter().cloned());
-                v.push(remembered);
-                v
-            }
-            None => vec![remembered],
+        let calls: TraceCalls = match known {
+            Some(calls) => calls
+                .iter()
+                .cloned()
+                .chain(std::iter::once(remembered))
+                .collect(),
+            None => Arc::new([remembered]),
         };
-        self.traces.insert(trace, Arc::new(calls));
+        self.traces.insert(trace, calls);
     }
 
     fn facts(&self, call: &CallRecord) -> Facts {
@@ -423,8 +512,8 @@ impl CallIdentity {
             start: facts.start,
             end: facts.end,
             gateway,
-            row_span: call.span_id.clone().into_boxed_str(),
-            outer_parent: call.parent_span_id.clone().into_boxed_str(),
+            row_span: SpanId::of(&call.span_id),
+            outer_parent: SpanId::of(&call.parent_span_id),
             usage: usage_of(call),
             cost: call.cost_usd,
             slot,
@@ -911,6 +1000,30 @@ mod tests {
         ] {
             assert!(distinctive_response_id(strong), "{strong}");
         }
+    }
+
+    #[test]
+    fn links_keep_two_generations_of_at_most_capacity() {
+        let mut links = Links::new(10);
+        for k in 1..=100u64 {
+            links.insert(k, k * 2);
+        }
+        assert!(links.current.len() + links.previous.len() <= 20);
+        assert_eq!(links.get(100), Some(200));
+        assert_eq!(
+            links.get(85),
+            Some(170),
+            "the previous generation still answers"
+        );
+        assert_eq!(links.get(1), None);
+    }
+
+    #[test]
+    fn span_ids_round_trip_as_sent() {
+        for id in ["00f067aa0ba902b7", "s1", "", "ABCDEF0123456789"] {
+            assert_eq!(SpanId::of(id).to_hex(), id);
+        }
+        assert!(matches!(SpanId::of("00f067aa0ba902b7"), SpanId::Hex(_)));
     }
 
     #[test]

@@ -8,10 +8,7 @@ mod restore;
 mod rules_stage;
 mod writer;
 
-pub use identity::{
-    BYTES_PER_CALL, CallIdentity, CallMerge, Correction, Sorted, distinctive_response_id, merge,
-    model_family,
-};
+pub use identity::{CallIdentity, Sorted};
 pub use queue::{Enqueued, QueueError, RowQueue, RowReceiver, row_queue};
 pub use restore::Restore;
 pub use rules_stage::RuleStage;
