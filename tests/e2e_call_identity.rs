@@ -1,5 +1,6 @@
 //! End to end: one row per real model call on the real binary. Reused
-//! provider ids never merge distinct calls; two layers describing one call,
+//! provider ids never merge distinct calls (over OTLP and through the
+//! gateway); two layers describing one call,
 //! exported in two requests in either order, are one row counted once; a
 //! forged cost is neither stored nor counted.
 
@@ -9,6 +10,7 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -17,8 +19,10 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+use serde_json::json;
 use support::otlp::{int, kv, string};
 use support::{Collector, wait_for};
+use tollgate_mock_provider::{MockConfig, MockProvider, ResponseIds};
 
 fn now_nanos() -> u64 {
     SystemTime::now()
@@ -262,5 +266,130 @@ async fn a_forged_cost_is_priced_from_the_table_blocks_nothing_and_the_sender_is
             .contains("tollgate_ingest_costs_replaced_total 1"),
         "{}",
         c.metrics().await
+    );
+}
+
+/// The collector with the gateway on, in front of `mock`, and a virtual key.
+async fn gateway(mock: &MockProvider) -> (Collector, String, String) {
+    const ADMIN: &str = "admin-token-for-the-identity-test";
+    let c = Collector::start_full(
+        &format!(
+            r#"
+[admin]
+token = "{ADMIN}"
+
+[gateway]
+enabled = true
+listen = "127.0.0.1:0"
+
+[[gateway.providers]]
+name = "openai"
+kind = "openai"
+base_url = "{}/v1"
+api_key_env = "TEST_IDENTITY_OPENAI_KEY"
+"#,
+            mock.base_url()
+        ),
+        &[],
+        &[("TEST_IDENTITY_OPENAI_KEY", "sk-identity-test")],
+    );
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/admin/v1/keys", c.api_url()))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "agent", "project": "identity"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let url = format!("http://{}", c.gateway.expect("the gateway is listening"));
+    (c, url, key)
+}
+
+/// `n` chat calls through the gateway, `concurrency` at a time; all answered 200.
+async fn chat_calls(gateway: &str, key: &str, n: usize, concurrency: usize, stream: bool) {
+    let client = reqwest::Client::new();
+    let statuses: Vec<u16> = futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .post(format!("{gateway}/v1/chat/completions"))
+                    .bearer_auth(key)
+                    .json(&json!({
+                        "model": "gpt-4o-mini",
+                        "max_tokens": 8,
+                        "stream": stream,
+                        "messages": [{"role": "user", "content": format!("call {i}")}],
+                    }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                r.bytes().await.unwrap();
+                status
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
+
+async fn gateway_rows(c: &Collector, n: usize) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    wait_for(&format!("{n} gateway rows"), async || {
+        rows = c
+            .calls(10_000)
+            .await
+            .into_iter()
+            .filter(|r| r["mode"] == "gateway")
+            .collect();
+        rows.len() >= n
+    })
+    .await;
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_gateway_calls_to_a_server_reusing_ids_are_two_thousand_rows() {
+    let mock = MockProvider::start(MockConfig {
+        response_ids: ResponseIds::Cycle(999),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (c, url, key) = gateway(&mock).await;
+    chat_calls(&url, &key, 2_000, 16, false).await;
+    assert_eq!(mock.stats().total_requests, 2_000);
+    let rows = gateway_rows(&c, 2_000).await;
+    assert_eq!(rows.len(), 2_000);
+    let ids: std::collections::HashSet<_> = rows
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 999, "the provider's ids really repeat");
+    // Settled a moment later: nothing more arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gateway_rows(&c, 2_000).await.len(), 2_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_streamed_gateway_call_to_a_provider_with_a_constant_id_is_stored() {
+    let mock = MockProvider::start(MockConfig {
+        response_ids: ResponseIds::Constant("chatcmpl-constant".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (c, url, key) = gateway(&mock).await;
+    chat_calls(&url, &key, 15, 3, true).await;
+    let rows = gateway_rows(&c, 15).await;
+    assert_eq!(rows.len(), 15);
+    assert!(
+        rows.iter()
+            .all(|r| r["stream"] == true && r["request_id"] == "chatcmpl-constant")
     );
 }

@@ -22,6 +22,22 @@ pub struct MockConfig {
     pub error_rate: f64,
     /// Fraction of model calls answered with a 429.
     pub rate_limit_rate: f64,
+    /// How chat completion ids are drawn. Real servers do not all return
+    /// unique ids: Ollama's OpenAI-compatible API draws `chatcmpl-<0..998>`,
+    /// others return a constant.
+    pub response_ids: ResponseIds,
+}
+
+/// How the mock names its chat completions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ResponseIds {
+    /// `chatcmpl-mock<sequence>`: unique per instance.
+    #[default]
+    Unique,
+    /// `chatcmpl-<sequence % n>`, as Ollama does with n = 999.
+    Cycle(u64),
+    /// The same id for every completion.
+    Constant(String),
 }
 
 impl Default for MockConfig {
@@ -33,6 +49,7 @@ impl Default for MockConfig {
             default_output_tokens: DEFAULT_OUTPUT_TOKENS,
             error_rate: 0.0,
             rate_limit_rate: 0.0,
+            response_ids: ResponseIds::Unique,
         }
     }
 }

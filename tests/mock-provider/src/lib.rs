@@ -106,7 +106,7 @@ mod stream;
 mod tools;
 mod usage;
 
-pub use config::{ConfigError, DEFAULT_OUTPUT_TOKENS, MockConfig};
+pub use config::{ConfigError, DEFAULT_OUTPUT_TOKENS, MockConfig, ResponseIds};
 pub use error::ApiError;
 pub use knobs::{KnobError, Knobs};
 pub use openai::embeddings::DEFAULT_EMBEDDING_DIMENSIONS;

@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         default_output_tokens: args.default_output_tokens,
         error_rate: args.error_rate,
         rate_limit_rate: args.rate_limit_rate,
+        ..MockConfig::default()
     };
     config.validate().context("invalid flags")?;
     let provider = MockProvider::start_on(args.listen, config)

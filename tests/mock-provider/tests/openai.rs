@@ -439,3 +439,39 @@ async fn invalid_requests_are_400s() {
     assert_eq!(mock.stats().requests_to(Endpoint::Unknown), 1);
     mock.shutdown().await;
 }
+
+#[tokio::test]
+async fn response_ids_can_repeat_as_real_servers_do() {
+    use tollgate_mock_provider::ResponseIds;
+    for (ids, want) in [
+        (
+            ResponseIds::Cycle(2),
+            ["chatcmpl-1", "chatcmpl-0", "chatcmpl-1"],
+        ),
+        (
+            ResponseIds::Constant("chatcmpl-same".into()),
+            ["chatcmpl-same", "chatcmpl-same", "chatcmpl-same"],
+        ),
+    ] {
+        let mock =
+            tollgate_mock_provider::MockProvider::start(tollgate_mock_provider::MockConfig {
+                response_ids: ids,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let reply = post(
+                &format!("{}/v1/chat/completions", mock.base_url()),
+                Auth::OpenAi,
+                &[],
+                &chat_body(),
+            )
+            .await;
+            got.push(reply.json()["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(got, want);
+        mock.shutdown().await;
+    }
+}

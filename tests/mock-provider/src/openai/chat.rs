@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::config::ResponseIds;
 use crate::error::ApiError;
 use crate::ids;
 use crate::server::{Admitted, Dialect, Incoming, Shared};
@@ -142,7 +143,11 @@ fn complete(
         shared.config.default_output_tokens,
     );
     let envelope = Envelope {
-        id: ids::chat_completion_id(sequence),
+        id: match &shared.config.response_ids {
+            ResponseIds::Unique => ids::chat_completion_id(sequence),
+            ResponseIds::Cycle(n) => format!("chatcmpl-{}", sequence % (*n).max(1)),
+            ResponseIds::Constant(id) => id.clone(),
+        },
         created: ids::unix_now(),
         model: request.model.clone(),
     };
