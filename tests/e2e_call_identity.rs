@@ -393,3 +393,29 @@ async fn every_streamed_gateway_call_to_a_provider_with_a_constant_id_is_stored(
             .all(|r| r["stream"] == true && r["request_id"] == "chatcmpl-constant")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_description_finds_its_call_after_a_restart() {
+    let mut c = Collector::start("");
+    let (outer, inner) = two_layers([3; 16]);
+    post(&c, &inner).await;
+    c.wait_calls(1).await;
+    c.restart();
+    post(&c, &outer).await;
+    wait_for("the late merge", async || {
+        c.metrics()
+            .await
+            .contains("tollgate_pipeline_calls_merged_total{when=\"late\"} 1")
+    })
+    .await;
+    let calls = c.calls(10).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(
+        calls[0]["user"], "u-17",
+        "the outer span's user is merged in"
+    );
+    assert_eq!(
+        calls[0]["parent_span_id"], "0000000000000001",
+        "tied to the run"
+    );
+}
