@@ -371,7 +371,9 @@ pub struct PipelineSection {
     /// description of a call (another instrumentation layer, exported later)
     /// is merged into its row instead of stored as another call. Least
     /// recently seen traces are forgotten first. Refilled from the store at
-    /// start-up. About 610 bytes per call (120 MB at the default).
+    /// start-up. About 1.1 KB per call with one call a trace, 450 bytes with
+    /// ten (110 MB at most at the default). The descriptions of one call
+    /// arrive seconds apart: 100,000 calls cover 10 s at 10,000 calls/s.
     #[serde(default = "default_dedup_window_calls")]
     pub dedup_window_calls: usize,
     /// How long a trace's calls are remembered after its last span arrived.
@@ -386,7 +388,7 @@ fn default_batch_max_rows() -> usize {
     25_000
 }
 fn default_dedup_window_calls() -> usize {
-    200_000
+    100_000
 }
 fn default_dedup_horizon() -> Duration {
     Duration::from_secs(600)
