@@ -1007,6 +1007,27 @@ mod tests {
     }
 
     #[test]
+    fn a_late_merge_finds_the_row_at_the_start_an_outer_span_gave_it() {
+        let mut id = identity();
+        let inner = call("t", "inner", "outer");
+        let mut outer = call("t", "outer", "run");
+        outer.start_unix_nanos = 900;
+        outer.duration_nanos = 700;
+        let mut batch = vec![inner, outer];
+        id.sort(&mut batch);
+        assert_eq!(
+            batch[0].start_unix_nanos, 900,
+            "the row starts with the outer span"
+        );
+        // A third layer, inside the first, arrives in a later batch.
+        let mut late = vec![call("t", "innermost", "inner")];
+        let sorted = id.sort(&mut late);
+        assert_eq!(sorted.late.len(), 1);
+        assert_eq!(sorted.late[0].start_unix_nanos, 900);
+        assert_eq!(sorted.late[0].span_id, "inner");
+    }
+
+    #[test]
     fn reused_provider_ids_never_merge_distinct_calls() {
         let mut id = identity();
         // Ollama draws chatcmpl-0..998: 2,000 calls, one trace each.
