@@ -446,3 +446,73 @@ async fn an_older_store_is_migrated_to_the_model_asked_for() {
         "{by_model}"
     );
 }
+
+/// A second description of a stored call (another instrumentation layer,
+/// exported in a later request) updates the row in ClickHouse: one row,
+/// with the fields of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_description_updates_the_stored_row() {
+    let Some(server) = ClickhouseServer::start("a_late_description_updates_the_stored_row") else {
+        return;
+    };
+    let ch = Collector::start_with_storage(Some(&server.storage("tg_merge")), "", &[], &[]);
+    let end = now_nanos();
+    let layer = |span: u8, parent: u8, attrs| {
+        let mut s = otlp::span(vec![0, 0, 0, 0, 0, 0, 0, span], attrs);
+        s.trace_id = vec![5; 16];
+        s.parent_span_id = vec![0, 0, 0, 0, 0, 0, 0, parent];
+        s.start_time_unix_nano = end - 500_000_000;
+        s.end_time_unix_nano = end;
+        otlp::request(vec![s])
+    };
+    // The SDK's own span (child) first, with the response id and cache write...
+    let inner = layer(
+        0x0b,
+        0x0a,
+        vec![
+            otlp::string("gen_ai.provider.name", "anthropic"),
+            otlp::string("gen_ai.operation.name", "chat"),
+            otlp::string("gen_ai.request.model", "claude-3-5-haiku-20241022"),
+            otlp::string("gen_ai.response.id", "msg_01XFDUDYJgAACzvnptvVoYEL"),
+            otlp::int("gen_ai.usage.input_tokens", 272),
+            otlp::int("gen_ai.usage.output_tokens", 12),
+            otlp::int("gen_ai.usage.cache_write.input_tokens", 256),
+            otlp::string("tollgate.project", "merge"),
+        ],
+    );
+    assert_eq!(ch.post_traces(inner.encode_to_vec()).await, 200);
+    ch.wait_calls(1).await;
+    // ...then the instrumentation's span around it, with the user.
+    let outer = layer(
+        0x0a,
+        0x01,
+        vec![
+            otlp::string("openinference.span.kind", "LLM"),
+            otlp::string("llm.provider", "anthropic"),
+            otlp::string("llm.model_name", "claude-3-5-haiku-20241022"),
+            otlp::int("llm.token_count.prompt", 272),
+            otlp::int("llm.token_count.completion", 12),
+            otlp::string("user.id", "u-17"),
+            otlp::string("tollgate.project", "merge"),
+        ],
+    );
+    assert_eq!(ch.post_traces(outer.encode_to_vec()).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = server
+            .query(
+                "SELECT count(), any(request_id), any(cache_write_tokens), any(parent_span_id), \
+                 any(user_id) FROM tg_merge.calls",
+            )
+            .await;
+        if row.trim() == "1\tmsg_01XFDUDYJgAACzvnptvVoYEL\t256\t0000000000000001\tu-17" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "row not merged: {row}\n{}",
+            ch.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -106,8 +106,9 @@ impl ClickhouseStore {
     /// Applies a later description of a stored call as a mutation (rare:
     /// descriptions of one call exported in the same request or batch are
     /// merged before they are written). It sets absolute values, so a
-    /// retried batch applies it again harmlessly. The minute rollup keeps
-    /// the first description's values.
+    /// retried batch applies it again harmlessly. The sorting key's columns
+    /// (org, project, app) cannot change, and the minute rollup keeps the
+    /// first description's values.
     async fn merge(&self, m: &CallMerge) -> Result<(), SinkError> {
         let d = &m.description;
         self.client
@@ -117,6 +118,12 @@ impl ClickhouseStore {
                     request_id = coalesce(request_id, ?),
                     response_model = coalesce(response_model, ?),
                     finish_reason = coalesce(finish_reason, ?),
+                    user_id = coalesce(user_id, ?),
+                    session_id = coalesce(session_id, ?),
+                    agent_id = coalesce(agent_id, ?),
+                    agent_name = coalesce(agent_name, ?),
+                    route = coalesce(route, ?),
+                    environment = coalesce(environment, ?),
                     input_tokens = ?, output_tokens = ?, cache_read_tokens = ?,
                     cache_write_tokens = ?, reasoning_tokens = ?,
                     cost_usd = coalesce(?, cost_usd),
@@ -128,6 +135,12 @@ impl ClickhouseStore {
             .bind(d.request_id.as_deref())
             .bind(d.response_model.as_deref())
             .bind(d.finish_reason.as_deref())
+            .bind(d.user.as_deref())
+            .bind(d.session.as_deref())
+            .bind(d.agent_id.as_deref())
+            .bind(d.agent_name.as_deref())
+            .bind(d.route.as_deref())
+            .bind(d.environment.as_deref())
             .bind(d.input_tokens)
             .bind(d.output_tokens)
             .bind(d.cache_read_tokens)
