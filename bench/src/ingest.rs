@@ -220,6 +220,8 @@ pub struct RunResult {
     /// Tollgate only: seconds the writer spent in batch writes to the store, and batches.
     pub write_secs: f64,
     pub batches: u64,
+    /// Tollgate only: the call identity's bytes per remembered call at the end.
+    pub identity_bytes_per_call: f64,
     pub timed_out: bool,
 }
 
@@ -488,6 +490,8 @@ impl Bench {
             client_cpu_secs: client_cpu,
             write_secs: after.write_secs - before.write_secs,
             batches: after.batches - before.batches,
+            identity_bytes_per_call: after.identity_bytes as f64
+                / after.identity_calls.max(1) as f64,
             timed_out: load.timed_out,
         })
     }

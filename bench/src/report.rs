@@ -125,6 +125,7 @@ pub struct Summary {
     /// Tollgate: share of the stored phase the writer spent in store writes.
     pub writer_busy: f64,
     pub rows_per_batch: f64,
+    pub identity_bytes_per_call: f64,
     pub timed_out: usize,
 }
 
@@ -162,6 +163,7 @@ pub fn summarize(
         client_busy: of(&|r| r.client_cpu_secs / r.ack_secs.max(1e-9) / client_cores.max(1) as f64),
         writer_busy: of(&|r| r.write_secs / r.secs.max(1e-9)),
         rows_per_batch: of(&|r| r.spans as f64 / r.batches.max(1) as f64),
+        identity_bytes_per_call: of(&|r| r.identity_bytes_per_call),
         timed_out: runs.iter().filter(|r| r.timed_out).count(),
     })
 }
@@ -347,26 +349,33 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
     let _ = writeln!(s, "\nTollgate details (medians):\n");
     let _ = writeln!(
         s,
-        "| Transport | Server | acknowledged spans/s | stored spans/s | writer busy in the store | rows per batch | timed-out runs |"
+        "| Transport | Server | acknowledged spans/s | stored spans/s | writer busy in the store | rows per batch | call identity bytes per remembered call | timed-out runs |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
     for &transport in &o.transports {
         for &target in o.targets.iter().filter(|t| t.is_tollgate()) {
             if let Some(t) = summarize(results, transport, target, l.client_workers) {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {:.0} % | {:.0} | {} |",
+                    "| {} | {} | {} | {} | {:.0} % | {:.0} | {:.0} | {} |",
                     transport.label(),
                     target.label(),
                     thousands(t.median_ack_sps),
                     thousands(t.median_sps),
                     t.writer_busy * 100.0,
                     t.rows_per_batch,
+                    t.identity_bytes_per_call,
                     t.timed_out,
                 );
             }
         }
     }
+    let _ = writeln!(
+        s,
+        "\nCall identity bytes: `tollgate_pipeline_identity_bytes` / `tollgate_pipeline_identity_calls` \
+         at the end of a run (the maps at their capacity and one entry a call; resident memory adds the \
+         allocator's overhead: `cargo run --release -p tollgate-collector --example identity_memory`)."
+    );
 
     if with_infra {
         let _ = writeln!(
@@ -540,6 +549,7 @@ mod tests {
             client_cpu_secs: 1.0,
             write_secs: 0.0,
             batches: 100,
+            identity_bytes_per_call: 300.0,
             timed_out: false,
         }
     }

@@ -207,6 +207,9 @@ pub struct ServerCounters {
     pub write_secs: f64,
     /// Batches written by the Tollgate writer.
     pub batches: u64,
+    /// Tollgate: calls its call identity remembers, and the bytes its maps hold.
+    pub identity_calls: u64,
+    pub identity_bytes: u64,
 }
 
 /// What a server's ready line says.
@@ -265,6 +268,8 @@ pub fn tollgate_counters(metrics: &str) -> anyhow::Result<ServerCounters> {
         stored: stored as u64,
         write_secs: metric_value(metrics, "tollgate_store_write_seconds_sum").unwrap_or(0.0),
         batches: metric_value(metrics, "tollgate_store_write_seconds_count").unwrap_or(0.0) as u64,
+        identity_calls: metric_value(metrics, "tollgate_pipeline_identity_calls").unwrap_or(0.0) as u64,
+        identity_bytes: metric_value(metrics, "tollgate_pipeline_identity_bytes").unwrap_or(0.0) as u64,
     })
 }
 
@@ -451,6 +456,8 @@ mod tests {
                     tollgate_store_rows_written_total 1200\n\
                     tollgate_store_write_seconds_sum 0.75\n\
                     tollgate_store_write_seconds_count 3\n\
+                    tollgate_pipeline_identity_calls 1000\n\
+                    tollgate_pipeline_identity_bytes 340000\n\
                     tollgate_ingest_spans_total{outcome=\"accepted\"} 1300\n";
         assert_eq!(
             metric_value(text, "tollgate_store_rows_written_total"),
@@ -466,7 +473,9 @@ mod tests {
             ServerCounters {
                 stored: 1200,
                 write_secs: 0.75,
-                batches: 3
+                batches: 3,
+                identity_calls: 1000,
+                identity_bytes: 340_000,
             }
         );
         assert!(tollgate_counters("tollgate_up 1\n").is_err());

@@ -81,6 +81,8 @@ pub struct InternalEvents {
     duplicates: Counter,
     merged_same_batch: Counter,
     merged_late: Counter,
+    identity_calls: Gauge,
+    identity_bytes: Gauge,
     non_calls: [Counter; NonCallKind::ALL.len()],
     costs_replaced: Counter,
     kafka: Family<[(&'static str, &'static str); 1], Counter>,
@@ -176,6 +178,18 @@ impl InternalEvents {
         );
         let merged_same_batch = merged.get_or_create(&[("when", "same_batch")]).clone();
         let merged_late = merged.get_or_create(&[("when", "late")]).clone();
+        let identity_calls = Gauge::default();
+        registry.register(
+            "pipeline_identity_calls",
+            "Calls the call identity remembers (to drop retries and merge relatives)",
+            identity_calls.clone(),
+        );
+        let identity_bytes = Gauge::default();
+        registry.register(
+            "pipeline_identity_bytes",
+            "Bytes the call identity's maps hold (table capacity included, allocator overhead not)",
+            identity_bytes.clone(),
+        );
         let non_call = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
             "ingest_non_call_spans",
@@ -227,6 +241,8 @@ impl InternalEvents {
             duplicates,
             merged_same_batch,
             merged_late,
+            identity_calls,
+            identity_bytes,
             non_calls,
             costs_replaced,
         })
@@ -339,6 +355,12 @@ impl InternalEvents {
         }
         self.merged_same_batch.inc_by(sorted.merged as u64);
         self.merged_late.inc_by(sorted.late.len() as u64);
+    }
+
+    /// What the call identity holds after a batch.
+    pub fn identity_size(&self, calls: u64, bytes: usize) {
+        self.identity_calls.set(i64::try_from(calls).unwrap_or(i64::MAX));
+        self.identity_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Spans of one request that were not model calls, and reported costs not used.

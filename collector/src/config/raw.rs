@@ -371,8 +371,8 @@ pub struct PipelineSection {
     /// description of a call (another instrumentation layer, exported later)
     /// is merged into its row instead of stored as another call. Least
     /// recently seen traces are forgotten first. Refilled from the store at
-    /// start-up. About 1.1 KB per call with one call a trace, 450 bytes with
-    /// ten (110 MB at most at the default). The descriptions of one call
+    /// start-up. About 340 bytes per call with one call a trace, 450 bytes with
+    /// ten (45 MB at most at the default). The descriptions of one call
     /// arrive seconds apart: 100,000 calls cover 10 s at 10,000 calls/s.
     #[serde(default = "default_dedup_window_calls")]
     pub dedup_window_calls: usize,

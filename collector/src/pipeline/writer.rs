@@ -167,6 +167,9 @@ impl Writer {
             if let Some(identity) = &mut self.identity {
                 let sorted = identity.sort(&mut batch.calls);
                 self.store.events.calls_sorted(&sorted);
+                self.store
+                    .events
+                    .identity_size(identity.remembered_calls(), identity.heap_bytes());
                 batch.merges = sorted.late;
             }
             // Rules run once per call, before the first attempt: a retried
