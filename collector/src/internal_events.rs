@@ -10,6 +10,8 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+
+use crate::memory::MemoryLimiter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -44,6 +46,39 @@ pub enum Refusal {
     QueueFull,
     ShuttingDown,
     Unavailable,
+}
+
+/// Why a listener closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// The client closed it, or the exchange ended normally.
+    Client,
+    /// No complete request head in time.
+    HeaderTimeout,
+    /// Nothing in flight and nothing received for the idle timeout.
+    IdleTimeout,
+    /// Refused at once: the listener had `max_connections` open.
+    OverCap,
+    /// Malformed HTTP, oversized heads, HTTP/2 floods.
+    ProtocolError,
+    /// The peer reset the connection.
+    Reset,
+    /// The collector is shutting down.
+    Shutdown,
+}
+
+impl ConnectionClose {
+    fn as_str(self) -> &'static str {
+        match self {
+            ConnectionClose::Client => "client",
+            ConnectionClose::HeaderTimeout => "header_timeout",
+            ConnectionClose::IdleTimeout => "idle_timeout",
+            ConnectionClose::OverCap => "over_cap",
+            ConnectionClose::ProtocolError => "protocol_error",
+            ConnectionClose::Reset => "reset",
+            ConnectionClose::Shutdown => "shutdown",
+        }
+    }
 }
 
 impl Refusal {
@@ -88,6 +123,9 @@ pub struct InternalEvents {
     kafka: Family<[(&'static str, &'static str); 1], Counter>,
     kafka_rebalances: Family<[(&'static str, &'static str); 1], Counter>,
     gateway: GatewayMetrics,
+    connections_open: Family<[(&'static str, &'static str); 1], Gauge>,
+    connections_closed: Family<Labels, Counter>,
+    memory: MemoryMetrics,
 }
 
 impl InternalEvents {
@@ -218,6 +256,21 @@ impl InternalEvents {
         );
         let gateway = GatewayMetrics::default();
         registry.register_collector(Box::new(gateway.clone()));
+        let connections_open = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        registry.register(
+            "listener_connections_open",
+            "Connections open, by listener",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<Labels, Counter>::default();
+        registry.register(
+            "listener_connections_closed",
+            "Connections closed, by listener and reason (client, header_timeout, idle_timeout, \
+             over_cap, protocol_error, reset, shutdown)",
+            connections_closed.clone(),
+        );
+        let memory = MemoryMetrics::default();
+        registry.register_collector(Box::new(memory.clone()));
         Arc::new(Self {
             registry,
             gateway,
@@ -245,7 +298,33 @@ impl InternalEvents {
             identity_bytes,
             non_calls,
             costs_replaced,
+            connections_open,
+            connections_closed,
+            memory,
         })
+    }
+
+    /// Exports the memory limiter's state (`tollgate_memory_*`).
+    pub fn attach_memory(&self, limiter: MemoryLimiter) {
+        let _ = self.memory.0.set(limiter);
+    }
+
+    pub fn connection_opened(&self, listener: &'static str) {
+        self.connections_open
+            .get_or_create(&[("listener", listener)])
+            .inc();
+    }
+
+    /// A connection closed (or, `OverCap`, was refused: it was never open).
+    pub fn connection_closed(&self, listener: &'static str, why: ConnectionClose) {
+        if why != ConnectionClose::OverCap {
+            self.connections_open
+                .get_or_create(&[("listener", listener)])
+                .dec();
+        }
+        self.connections_closed
+            .get_or_create(&[("listener", listener), ("reason", why.as_str())])
+            .inc();
     }
 
     /// Exports the running gateway's counters (`tollgate_gateway_*`).
@@ -359,8 +438,10 @@ impl InternalEvents {
 
     /// What the call identity holds after a batch.
     pub fn identity_size(&self, calls: u64, bytes: usize) {
-        self.identity_calls.set(i64::try_from(calls).unwrap_or(i64::MAX));
-        self.identity_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.identity_calls
+            .set(i64::try_from(calls).unwrap_or(i64::MAX));
+        self.identity_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Spans of one request that were not model calls, and reported costs not used.
@@ -452,5 +533,69 @@ mod tests {
             text.contains("tollgate_store_write_seconds_count 1"),
             "{text}"
         );
+    }
+}
+
+/// The memory limiter's state, read at scrape time.
+#[derive(Debug, Clone, Default)]
+struct MemoryMetrics(Arc<std::sync::OnceLock<MemoryLimiter>>);
+
+impl prometheus_client::collector::Collector for MemoryMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Some(limiter) = self.0.get() else {
+            return Ok(());
+        };
+        let s = limiter.stats();
+        let gauges = [
+            (
+                "memory_resident_bytes",
+                "Resident memory of the process at the limiter's last reading",
+                s.resident_bytes,
+            ),
+            (
+                "memory_limit_bytes",
+                "The memory limiter's ceiling (memory.limit_mib)",
+                s.limit_bytes,
+            ),
+            (
+                "memory_requests_in_flight_bytes",
+                "Bytes reserved by requests being read and decoded",
+                s.requests_in_flight_bytes,
+            ),
+            (
+                "memory_refusing",
+                "1 while the process is over its memory ceiling and refuses new data",
+                u64::from(s.refusing),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        let counters = [
+            (
+                "memory_refused_over_limit",
+                "Requests refused because resident memory was over the ceiling",
+                s.refused_over_limit,
+            ),
+            (
+                "memory_refused_in_flight",
+                "Requests refused because their bytes did not fit in the in-flight budget",
+                s.refused_in_flight,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
     }
 }

@@ -11,6 +11,8 @@ pub mod gateway;
 pub mod internal_events;
 pub mod kafka;
 pub mod killswitch;
+pub mod listen;
+pub mod memory;
 pub mod normalize;
 pub mod pipeline;
 pub mod query;

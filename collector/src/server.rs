@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,9 +22,13 @@ use crate::gateway::{KeyCache, KillSwitchBlocks, QueueRows};
 use crate::internal_events::InternalEvents;
 use crate::kafka::{CallConsumer, CallProducer};
 use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
+use crate::listen::{self, Listener, Protocols};
+use crate::memory::{MemoryLimiter, RETRY_AFTER_SECS, admit_grpc, admit_http};
 use crate::normalize::{Normalizer, NormalizerConfig};
 use crate::pipeline::{CallIdentity, Restore, RuleStage, Writer, row_queue};
-use crate::receivers::{Destination, HttpReceiverConfig, Ingest, grpc_router, http_router};
+use crate::receivers::{
+    Destination, HttpReceiverConfig, Ingest, grpc_router, http_router, memory_refusal,
+};
 use crate::sinks::{SinkError, Store};
 
 /// Why the collector could not start or run.
@@ -87,6 +90,8 @@ pub async fn run(
     on_ready: impl FnOnce(BoundAddrs) + Send,
 ) -> Result<(), ServeError> {
     let events = InternalEvents::new();
+    let memory = MemoryLimiter::new(config.memory);
+    events.attach_memory(memory.clone());
     let Store {
         sink,
         query: store,
@@ -229,18 +234,22 @@ pub async fn run(
     } else {
         tonic::service::Routes::new(enforcement_service(killswitch.clone()))
     };
-    let grpc_incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let stop = receivers_stop.clone();
-    tasks.spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_routes(grpc_routes)
-            .serve_with_incoming_shutdown(grpc_incoming, stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "OTLP/gRPC receiver stopped with an error");
-        }
-    });
+    let grpc_app = admit_grpc(
+        grpc_routes.prepare().into_axum_router(),
+        memory.clone(),
+        config.grpc_max_message_bytes as u64,
+    );
+    tasks.spawn(listen::serve(
+        Listener {
+            tcp: grpc_listener,
+            name: "otlp_grpc",
+            protocols: Protocols::Http2Only,
+            limits: config.listeners,
+        },
+        grpc_app,
+        Arc::clone(&events),
+        receivers_stop.clone(),
+    ));
 
     let http_app = http_router(
         Arc::clone(&ingest),
@@ -249,18 +258,23 @@ pub async fn run(
         },
     );
     if let Some(http_listener) = http_listener {
-        let stop = receivers_stop.clone();
-        tasks.spawn(async move {
-            let listener = http_listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(e) = axum::serve(listener, http_app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "OTLP/HTTP receiver stopped with an error");
-            }
-        });
+        let http_app = admit_http(
+            http_app,
+            memory.clone(),
+            config.http_max_body_bytes as u64,
+            memory_refusal,
+        );
+        tasks.spawn(listen::serve(
+            Listener {
+                tcp: http_listener,
+                name: "otlp_http",
+                protocols: Protocols::Any,
+                limits: config.listeners,
+            },
+            http_app,
+            Arc::clone(&events),
+            receivers_stop.clone(),
+        ));
     }
 
     if let (Some(valid), Some(listener)) = (&config.gateway_valid, gateway_listener) {
@@ -280,14 +294,25 @@ pub async fn run(
             Gateway::from_valid(valid, deps).map_err(|e| ServeError::Gateway(e.to_string()))?,
         );
         events.attach_gateway(Arc::clone(&gateway));
-        let router = gateway.router();
-        let stop = receivers_stop.clone();
-        tasks.spawn(async move {
-            if let Err(e) = tollgate_gateway::serve(listener, router, stop.cancelled_owned()).await
-            {
-                tracing::error!(error = %e, "gateway stopped with an error");
-            }
-        });
+        let router = admit_http(
+            gateway.router(),
+            memory.clone(),
+            valid.max_body_bytes() as u64,
+            |parts, why| {
+                tollgate_gateway::overloaded(parts.uri.path(), why.message(), RETRY_AFTER_SECS)
+            },
+        );
+        tasks.spawn(listen::serve(
+            Listener {
+                tcp: listener,
+                name: "gateway",
+                protocols: Protocols::Any,
+                limits: config.listeners,
+            },
+            router,
+            Arc::clone(&events),
+            receivers_stop.clone(),
+        ));
     }
     drop(alerts);
 
@@ -316,15 +341,18 @@ pub async fn run(
     }
     let watch_stop = receivers_stop.clone();
     tasks.spawn(async move { reloader.watch(Duration::from_secs(2), watch_stop).await });
-    let stop = api_stop.clone();
-    let api_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(api_listener, api_app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "API server stopped with an error");
-        }
-    });
+    let api_task = tokio::spawn(listen::serve(
+        Listener {
+            tcp: api_listener,
+            name: "api",
+            protocols: Protocols::Any,
+            limits: config.listeners,
+        },
+        api_app,
+        Arc::clone(&events),
+        api_stop.clone(),
+    ));
+    let sampler = tokio::spawn(memory.clone().sample(api_stop.clone()));
     tasks.close();
 
     receivers_ready.store(true, Ordering::Release);
@@ -364,6 +392,7 @@ pub async fn run(
     alerts_task.stop(Duration::from_secs(10)).await;
     api_stop.cancel();
     let _ = api_task.await;
+    let _ = sampler.await;
     tracing::info!(
         rows_written = events.rows_written_total(),
         "collector stopped"

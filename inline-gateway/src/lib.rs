@@ -100,6 +100,7 @@ pub use internal_events::GatewayStats;
 pub use keys::{
     KEY_PREFIX, KeyLimits, KeyStore, MemoryKeyStore, VirtualKey, generate_key, hash_key,
 };
+pub use proxy::overloaded;
 pub use secret::Secret;
 
 /// Row label holding the virtual key id.

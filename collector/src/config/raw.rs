@@ -33,6 +33,10 @@ pub struct RawConfig {
     pub alerts: AlertsSection,
     #[serde(default)]
     pub kafka: KafkaSection,
+    #[serde(default)]
+    pub listeners: ListenersSection,
+    #[serde(default)]
+    pub memory: MemorySection,
     /// `[[rules]]`: budgets, rate limits, model access, region locks and
     /// custom rules; read one by one so that an error names its rule.
     #[serde(default)]
@@ -291,6 +295,101 @@ impl Default for ApiSection {
             listen: default_api_listen(),
         }
     }
+}
+
+/// `[listeners]`: limits of every listener (OTLP/gRPC, OTLP/HTTP, API,
+/// gateway), against slow and half-open connections and floods.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersSection {
+    /// A connection must send a complete request head within this time of
+    /// opening (and of the first byte of each later HTTP/1.1 request), or
+    /// it is closed.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this time of its head
+    /// (HTTP 408, gRPC DEADLINE_EXCEEDED).
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight and nothing received for
+    /// this long is closed (HTTP/2: with a GOAWAY).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections per listener; more are accepted and closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent streams per HTTP/2 connection; more are refused (REFUSED_STREAM).
+    #[serde(default = "default_http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// Streams a client may reset before the server accepted them (the
+    /// "rapid reset" flood); past it the connection is closed.
+    #[serde(default = "default_http2_max_pending_accept_reset_streams")]
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// Largest request head in bytes (HTTP/1.1 headers, HTTP/2 header
+    /// list, CONTINUATION frames included).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_max_connections() -> usize {
+    4_096
+}
+fn default_http2_max_concurrent_streams() -> u32 {
+    256
+}
+fn default_http2_max_pending_accept_reset_streams() -> usize {
+    20
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+
+impl Default for ListenersSection {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            http2_max_concurrent_streams: default_http2_max_concurrent_streams(),
+            http2_max_pending_accept_reset_streams: default_http2_max_pending_accept_reset_streams(
+            ),
+            max_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+/// `[memory]`: the memory limiter. Past the ceiling the receivers refuse
+/// new data (HTTP 503 + Retry-After, gRPC RESOURCE_EXHAUSTED) and the
+/// gateway answers 503, until resident memory is back below the lower mark.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySection {
+    /// Ceiling of resident memory in MiB. Default: 80 % of the cgroup's
+    /// memory limit, or of the machine's memory when there is none.
+    #[serde(default)]
+    pub limit_mib: Option<u64>,
+    /// Data is accepted again once resident memory is below this share of
+    /// the ceiling (default 90).
+    #[serde(default)]
+    pub resume_below_percent: Option<u8>,
+    /// Share of the ceiling that request bodies being read and decoded may
+    /// reserve together (default 25); a request that does not fit is
+    /// refused before it is read.
+    #[serde(default)]
+    pub requests_percent: Option<u8>,
+    /// How often resident memory is read (default 100ms).
+    #[serde(default, with = "humantime_serde")]
+    pub check_interval: Option<Duration>,
 }
 
 /// `[storage]`: where rows are written. Chosen by `type`.

@@ -1,6 +1,8 @@
 //! Validation: raw config -> typed [`Config`], rejecting contradictions with
 //! a message naming the field and the fix.
 
+use crate::listen::ListenerLimits;
+use crate::memory::MemoryLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,6 +79,10 @@ pub struct Config {
     pub rules: Arc<RuleSet>,
     /// The file this was loaded from (rules are reloaded from it).
     pub source: Option<PathBuf>,
+    /// Limits of every listener.
+    pub listeners: ListenerLimits,
+    /// The memory limiter's settings.
+    pub memory: MemoryLimits,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
@@ -296,7 +302,11 @@ impl RawConfig {
             None => None,
         };
 
+        let listeners = self.listeners.validate()?;
+        let memory = self.memory.validate()?;
         Ok(Config {
+            listeners,
+            memory,
             grpc_listen,
             http_listen,
             api_listen,
@@ -324,6 +334,70 @@ impl RawConfig {
             kafka,
             rules: Arc::new(rules),
             source: None,
+        })
+    }
+}
+
+impl super::raw::ListenersSection {
+    fn validate(self) -> Result<ListenerLimits, ConfigError> {
+        for (field, d) in [
+            ("listeners.header_read_timeout", self.header_read_timeout),
+            ("listeners.body_read_timeout", self.body_read_timeout),
+            ("listeners.idle_timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(field, "must be longer than 0s"));
+            }
+        }
+        Ok(ListenerLimits {
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: positive("listeners.max_connections", self.max_connections)?,
+            http2_max_concurrent_streams: u32::try_from(positive(
+                "listeners.http2_max_concurrent_streams",
+                self.http2_max_concurrent_streams as usize,
+            )?)
+            .unwrap_or(u32::MAX),
+            http2_max_pending_accept_reset_streams: positive(
+                "listeners.http2_max_pending_accept_reset_streams",
+                self.http2_max_pending_accept_reset_streams,
+            )?,
+            max_header_bytes: if self.max_header_bytes < 8 * 1024 {
+                return Err(invalid(
+                    "listeners.max_header_bytes",
+                    "must be at least 8192 (HTTP clients send headers of a few KiB)",
+                ));
+            } else {
+                self.max_header_bytes
+            },
+        })
+    }
+}
+
+impl super::raw::MemorySection {
+    fn validate(self) -> Result<MemoryLimits, ConfigError> {
+        let limit_bytes = match self.limit_mib {
+            Some(0) => return Err(invalid("memory.limit_mib", "must be greater than 0")),
+            Some(mib) => mib.saturating_mul(1 << 20),
+            None => MemoryLimits::default_limit_bytes(),
+        };
+        let percent = |field: &str, value: Option<u8>, default: u8| match value {
+            None => Ok(default),
+            Some(p) if (1..=100).contains(&p) => Ok(p),
+            Some(_) => Err(invalid(field, "must be between 1 and 100")),
+        };
+        let resume = percent("memory.resume_below_percent", self.resume_below_percent, 90)?;
+        let requests = percent("memory.requests_percent", self.requests_percent, 25)?;
+        let check_interval = self.check_interval.unwrap_or(Duration::from_millis(100));
+        if check_interval.is_zero() {
+            return Err(invalid("memory.check_interval", "must be longer than 0s"));
+        }
+        Ok(MemoryLimits {
+            limit_bytes,
+            resume_bytes: limit_bytes / 100 * u64::from(resume),
+            requests_bytes: limit_bytes / 100 * u64::from(requests),
+            check_interval,
         })
     }
 }

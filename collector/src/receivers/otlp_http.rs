@@ -22,6 +22,8 @@ use prost::Message;
 
 use super::ingest::{Ingest, IngestRefusal, RETRY_AFTER_SECS};
 use crate::internal_events::{Refusal, Transport};
+use crate::listen::BodyTimeout;
+use crate::memory::MemoryRefusal;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -170,6 +172,15 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if is_length_limit(&e) {
             too_large("request body")
+        } else if let Some(timeout) = find_source::<BodyTimeout>(&e) {
+            fail(
+                state,
+                Refusal::Malformed,
+                StatusCode::REQUEST_TIMEOUT,
+                tonic::Code::DeadlineExceeded,
+                timeout.to_string(),
+                encoding,
+            )
         } else {
             fail(
                 state,
@@ -271,6 +282,26 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
     }
 }
 
+/// The answer to an export the memory limiter refused before reading it.
+pub fn memory_refusal(parts: &http::request::Parts, why: MemoryRefusal) -> Response {
+    let encoding = match parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes)
+    {
+        Some(t) if t.starts_with(PROTOBUF.as_bytes()) => Encoding::Protobuf,
+        _ => Encoding::Json,
+    };
+    Failure {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        grpc_code: tonic::Code::ResourceExhausted as i32,
+        message: why.message().to_owned(),
+        encoding,
+        retry_after: Some(crate::memory::RETRY_AFTER_SECS),
+    }
+    .into_response()
+}
+
 fn queue_full(encoding: Encoding) -> Failure {
     Failure {
         status: StatusCode::SERVICE_UNAVAILABLE,
@@ -295,14 +326,21 @@ fn success(response: &ExportTraceServiceResponse, encoding: Encoding) -> Respons
 
 /// Whether a body read failed on the length limit (and not on the connection).
 fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
+    find_source::<http_body_util::LengthLimitError>(e).is_some()
+}
+
+/// The first error of type `T` in `e`'s source chain.
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
         }
-        source = err.source();
+        source = e.source();
     }
-    false
+    None
 }
 
 #[cfg(test)]

@@ -43,6 +43,11 @@ impl ValidConfig {
     pub fn listen(&self) -> SocketAddr {
         self.listen
     }
+
+    /// The largest request body accepted (`gateway.max_request_bytes`).
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
 }
 
 #[derive(Debug, Clone)]

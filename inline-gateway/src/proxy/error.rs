@@ -137,6 +137,11 @@ pub(crate) enum ApiError {
     Refused(RefusalInfo),
     UpstreamTimeout,
     UpstreamUnreachable,
+    /// The gateway itself sheds load (its process is at its memory limit).
+    Overloaded {
+        message: &'static str,
+        retry_after_s: u64,
+    },
     /// Every link's breaker is open.
     NoHealthyUpstream {
         retry_after_s: u64,
@@ -171,7 +176,9 @@ impl ApiError {
             ApiError::UpstreamUnreachable | ApiError::UpstreamAuth | ApiError::UpstreamRedirect => {
                 StatusCode::BAD_GATEWAY
             }
-            ApiError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoHealthyUpstream { .. } | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Upstream { status, .. } | ApiError::UpstreamRaw { status, .. } => *status,
         }
     }
@@ -189,6 +196,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::UpstreamUnreachable => "upstream_unreachable",
             ApiError::NoHealthyUpstream { .. } => "no_healthy_upstream",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::UpstreamAuth => "upstream_auth_error",
             ApiError::UpstreamRedirect => "upstream_redirect",
             ApiError::Upstream { status, .. } | ApiError::UpstreamRaw { status, .. } => {
@@ -261,6 +269,14 @@ impl ApiError {
             ApiError::UpstreamUnreachable => {
                 ("no provider could be reached".to_owned(), None, None)
             }
+            ApiError::Overloaded {
+                message,
+                retry_after_s,
+            } => (
+                message.to_owned(),
+                HeaderValue::from_str(&retry_after_s.max(1).to_string()).ok(),
+                None,
+            ),
             ApiError::NoHealthyUpstream { retry_after_s } => (
                 "every provider of this model is failing; try again later".to_owned(),
                 HeaderValue::from_str(&retry_after_s.max(1).to_string()).ok(),
@@ -306,6 +322,21 @@ fn upstream_type(status: StatusCode) -> &'static str {
         500..=599 => "upstream_error",
         _ => "upstream_error",
     }
+}
+
+/// The answer of a gateway that sheds load before reading a request
+/// (HTTP 503 + `Retry-After`), in the dialect of the endpoint asked.
+pub fn overloaded(path: &str, message: &'static str, retry_after_s: u64) -> Response {
+    let dialect = if path.ends_with("/messages") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    ApiError::Overloaded {
+        message,
+        retry_after_s,
+    }
+    .into_response(dialect)
 }
 
 /// The error types each dialect's SDKs know, by status.

@@ -21,6 +21,7 @@ mod state;
 
 pub(crate) use call::{KEY_LABEL, REQUEST_ID_LABEL, USAGE_ESTIMATED};
 pub(crate) use error::ApiError;
+pub use error::overloaded;
 pub(crate) use handle::handle;
 pub(crate) use models::list_models;
 pub(crate) use state::Shared;

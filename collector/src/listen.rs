@@ -1,0 +1,508 @@
+//! Serving HTTP on a listener with the limits every listener needs: a cap
+//! on connections, a deadline for the first request and for each request
+//! head, an idle timeout, a deadline for each request body, and HTTP/2's
+//! stream limits and flood protections. The receivers, the API and the
+//! gateway are all served here, so the rules are the same on every port.
+//!
+//! What closes a connection (each counted in `/metrics` by reason):
+//!
+//! - **Header timeout**: no complete request head `header_read_timeout`
+//!   after the connection opened, or after the first byte of the next
+//!   request on a kept-alive HTTP/1.1 connection (a client that sent part
+//!   of its headers and stopped).
+//! - **Idle timeout**: no request in flight and nothing received for
+//!   `idle_timeout` (HTTP/2: a GOAWAY first).
+//! - **Over the cap**: past `max_connections` open connections, a new one
+//!   is accepted and closed at once.
+//!
+//! A request body not received within `body_read_timeout` of its head
+//! fails (the handler answers 408, gRPC `DEADLINE_EXCEEDED`). HTTP/2
+//! connections allow `http2_max_concurrent_streams` streams (more are
+//! refused with `REFUSED_STREAM`), and the h2 protections (reset floods,
+//! oversized or endless header blocks) close the connection of a peer that
+//! abuses them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::internal_events::{ConnectionClose, InternalEvents};
+
+/// Limits of one listener (see `[listeners]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// Largest request head: HTTP/1.1 headers, HTTP/2 header list.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 4_096,
+            http2_max_concurrent_streams: 256,
+            http2_max_pending_accept_reset_streams: 20,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Which HTTP versions a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/1.1 and HTTP/2 (prior knowledge).
+    Any,
+    /// HTTP/2 only (gRPC).
+    Http2Only,
+}
+
+/// One listener to serve.
+pub struct Listener {
+    pub tcp: TcpListener,
+    /// Its name in logs and metrics (`otlp_grpc`, `otlp_http`, `api`, `gateway`).
+    pub name: &'static str,
+    pub protocols: Protocols,
+    pub limits: ListenerLimits,
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets the requests in
+/// flight finish (each connection is shut down gracefully) and returns
+/// once every connection is closed.
+pub async fn serve(
+    listener: Listener,
+    app: axum::Router,
+    events: Arc<InternalEvents>,
+    shutdown: CancellationToken,
+) {
+    let Listener {
+        tcp,
+        name,
+        protocols,
+        limits,
+    } = listener;
+    let builder = Arc::new(builder(protocols, &limits));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = tcp.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                if !is_connection_error(&e) {
+                    tracing::warn!(listener = name, error = %e, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            events.connection_closed(name, ConnectionClose::OverCap);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        events.connection_opened(name);
+        let builder = Arc::clone(&builder);
+        let app = app.clone();
+        let events = Arc::clone(&events);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let why = connection(stream, &builder, app, &limits, shutdown).await;
+            events.connection_closed(name, why);
+            drop(slot);
+        });
+    }
+    drop(tcp);
+    connections.close();
+    connections.wait().await;
+}
+
+fn builder(protocols: Protocols, limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // Head deadlines are kept by the connection's watchdog, which
+        // (unlike hyper's) does not cut kept-alive connections between
+        // requests at the header timeout.
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(limits.idle_timeout / 2))
+        .keep_alive_timeout(Duration::from_secs(20));
+    match protocols {
+        Protocols::Any => b,
+        Protocols::Http2Only => b.http2_only(),
+    }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// What the watchdog knows of one connection.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    /// Requests whose answer is not finished.
+    in_flight: AtomicUsize,
+    /// Requests started so far.
+    requests: AtomicU64,
+    /// Milliseconds after `opened` when the connection last became idle.
+    idle_since: AtomicU64,
+    /// Whether a byte arrived since then (a request head has begun).
+    read_since_idle: AtomicBool,
+    /// Milliseconds after `opened` of that first byte.
+    first_read: AtomicU64,
+    /// The last request was HTTP/2 (bytes between requests are pings and
+    /// window updates, not a head).
+    http2: AtomicBool,
+}
+
+impl Activity {
+    fn millis(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn begin(&self, http2: bool) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.http2.store(http2, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.idle_since.store(self.millis(), Ordering::Relaxed);
+        self.read_since_idle.store(false, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn read(&self) {
+        if !self.read_since_idle.load(Ordering::Relaxed) {
+            self.first_read.store(self.millis(), Ordering::Relaxed);
+            self.read_since_idle.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// When the connection must be closed if nothing changes, and why; or
+    /// `None` while a request is in flight.
+    fn deadline(&self, limits: &ListenerLimits) -> Option<(Instant, ConnectionClose)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |millis: u64, after: Duration| self.opened + Duration::from_millis(millis) + after;
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            return Some((
+                at(0, limits.header_read_timeout),
+                ConnectionClose::HeaderTimeout,
+            ));
+        }
+        let idle = at(self.idle_since.load(Ordering::Relaxed), limits.idle_timeout);
+        if self.read_since_idle.load(Ordering::Relaxed) && !self.http2.load(Ordering::Relaxed) {
+            let head = at(
+                self.first_read.load(Ordering::Relaxed),
+                limits.header_read_timeout,
+            );
+            if head < idle {
+                return Some((head, ConnectionClose::HeaderTimeout));
+            }
+        }
+        Some((idle, ConnectionClose::IdleTimeout))
+    }
+}
+
+/// Serves one connection; returns why it closed.
+async fn connection(
+    stream: TcpStream,
+    builder: &auto::Builder<TokioExecutor>,
+    app: axum::Router,
+    limits: &ListenerLimits,
+    shutdown: CancellationToken,
+) -> ConnectionClose {
+    let activity = Arc::new(Activity {
+        opened: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        requests: AtomicU64::new(0),
+        idle_since: AtomicU64::new(0),
+        read_since_idle: AtomicBool::new(false),
+        first_read: AtomicU64::new(0),
+        http2: AtomicBool::new(false),
+    });
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let body_timeout = limits.body_read_timeout;
+    let seen = Arc::clone(&activity);
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let activity = Arc::clone(&seen);
+        activity.begin(req.version() == http::Version::HTTP_2);
+        let grpc = is_grpc(&req);
+        let req = req.map(|body| {
+            Body::new(DeadlineBody {
+                inner: body,
+                deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                timeout: body_timeout,
+                grpc,
+            })
+        });
+        let answer = app.clone().oneshot(req);
+        async move {
+            let Ok(response) = answer.await;
+            let (parts, body) = response.into_parts();
+            Ok::<_, Infallible>(Response::from_parts(
+                parts,
+                Body::new(FinishBody {
+                    inner: body,
+                    activity: Some(activity),
+                }),
+            ))
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut closing: Option<(Instant, ConnectionClose)> = None;
+    loop {
+        let next = match closing {
+            Some((hard, _)) => Some(hard),
+            None => activity.deadline(limits).map(|(at, _)| at),
+        };
+        // While a request is in flight, look again after the idle timeout.
+        let wake = next.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Some((_, why)) = closing {
+                    return why;
+                }
+                return match done {
+                    Ok(()) => ConnectionClose::Client,
+                    Err(e) => close_reason(&*e),
+                };
+            }
+            () = shutdown.cancelled(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some((Instant::now() + Duration::from_secs(3_600), ConnectionClose::Shutdown));
+            }
+            () = tokio::time::sleep_until(wake.into()) => {
+                if let Some((_, why)) = closing {
+                    // A graceful shutdown that did not finish in time.
+                    return why;
+                }
+                if let Some((at, why)) = activity.deadline(limits)
+                    && at <= Instant::now()
+                {
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some((Instant::now() + Duration::from_secs(1), why));
+                }
+            }
+        }
+    }
+}
+
+fn close_reason(e: &(dyn std::error::Error + 'static)) -> ConnectionClose {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return ConnectionClose::HeaderTimeout;
+            }
+            if h.is_parse() || h.is_parse_too_large() {
+                return ConnectionClose::ProtocolError;
+            }
+        }
+        if e.downcast_ref::<std::io::Error>().is_some() {
+            return ConnectionClose::Reset;
+        }
+        source = e.source();
+    }
+    ConnectionClose::ProtocolError
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The TCP stream, telling the watchdog when bytes arrive.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A request body that must arrive whole within `timeout` of its head.
+struct DeadlineBody<B> {
+    inner: B,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    grpc: bool,
+}
+
+/// A request body that did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received within {0:?} (listeners.body_read_timeout)")]
+pub struct BodyTimeout(pub Duration);
+
+impl<B> http_body::Body for DeadlineBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    let timeout = BodyTimeout(this.timeout);
+                    let err: Self::Error = if this.grpc {
+                        Box::new(tonic::Status::deadline_exceeded(timeout.to_string()))
+                    } else {
+                        Box::new(timeout)
+                    };
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that tells the watchdog when the answer is finished
+/// (sent whole, or dropped).
+struct FinishBody {
+    inner: Body,
+    activity: Option<Arc<Activity>>,
+}
+
+impl FinishBody {
+    fn finish(&mut self) {
+        if let Some(a) = self.activity.take() {
+            a.end();
+        }
+    }
+}
+
+impl Drop for FinishBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl http_body::Body for FinishBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
