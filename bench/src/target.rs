@@ -268,8 +268,10 @@ pub fn tollgate_counters(metrics: &str) -> anyhow::Result<ServerCounters> {
         stored: stored as u64,
         write_secs: metric_value(metrics, "tollgate_store_write_seconds_sum").unwrap_or(0.0),
         batches: metric_value(metrics, "tollgate_store_write_seconds_count").unwrap_or(0.0) as u64,
-        identity_calls: metric_value(metrics, "tollgate_pipeline_identity_calls").unwrap_or(0.0) as u64,
-        identity_bytes: metric_value(metrics, "tollgate_pipeline_identity_bytes").unwrap_or(0.0) as u64,
+        identity_calls: metric_value(metrics, "tollgate_pipeline_identity_calls").unwrap_or(0.0)
+            as u64,
+        identity_bytes: metric_value(metrics, "tollgate_pipeline_identity_bytes").unwrap_or(0.0)
+            as u64,
     })
 }
 
