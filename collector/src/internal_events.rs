@@ -123,6 +123,7 @@ pub struct InternalEvents {
     kafka: Family<[(&'static str, &'static str); 1], Counter>,
     kafka_rebalances: Family<[(&'static str, &'static str); 1], Counter>,
     gateway: GatewayMetrics,
+    stage_panics: Family<[(&'static str, &'static str); 1], Counter>,
     connections_open: Family<[(&'static str, &'static str); 1], Gauge>,
     connections_closed: Family<Labels, Counter>,
     memory: MemoryMetrics,
@@ -256,6 +257,12 @@ impl InternalEvents {
         );
         let gateway = GatewayMetrics::default();
         registry.register_collector(Box::new(gateway.clone()));
+        let stage_panics = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "pipeline_stage_panics",
+            "Batches a pipeline stage panicked on (a bug: the batch was stored without the stage)",
+            stage_panics.clone(),
+        );
         let connections_open = Family::<[(&'static str, &'static str); 1], Gauge>::default();
         registry.register(
             "listener_connections_open",
@@ -298,6 +305,7 @@ impl InternalEvents {
             identity_bytes,
             non_calls,
             costs_replaced,
+            stage_panics,
             connections_open,
             connections_closed,
             memory,
@@ -434,6 +442,19 @@ impl InternalEvents {
         }
         self.merged_same_batch.inc_by(sorted.merged as u64);
         self.merged_late.inc_by(sorted.late.len() as u64);
+    }
+
+    /// A pipeline stage panicked on a batch; `lost` rows could not be kept.
+    pub fn stage_panicked(&self, stage: &'static str, lost: usize) {
+        self.stage_panics.get_or_create(&[("stage", stage)]).inc();
+        if lost > 0 {
+            self.rows_lost.inc_by(lost as u64);
+        }
+        tracing::error!(
+            stage,
+            rows_lost = lost,
+            "a pipeline stage panicked on a batch; the batch is stored without it"
+        );
     }
 
     /// What the call identity holds after a batch.

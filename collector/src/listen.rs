@@ -42,6 +42,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::internal_events::{ConnectionClose, InternalEvents};
 
@@ -106,6 +107,11 @@ pub async fn serve(
         limits,
     } = listener;
     let builder = Arc::new(builder(protocols, &limits));
+    // A panic in a handler answers that request only (500, gRPC INTERNAL).
+    let app = match protocols {
+        Protocols::Http2Only => app.layer(CatchPanicLayer::custom(grpc_panic as PanicAnswer)),
+        Protocols::Any => app.layer(CatchPanicLayer::custom(http_panic as PanicAnswer)),
+    };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
     loop {
@@ -144,6 +150,26 @@ pub async fn serve(
     drop(tcp);
     connections.close();
     connections.wait().await;
+}
+
+type PanicAnswer = fn(Box<dyn std::any::Any + Send + 'static>) -> Response<Body>;
+
+fn grpc_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a gRPC request handler panicked; the request was answered INTERNAL");
+    tonic::Status::internal("internal error while handling the request").into_http()
+}
+
+fn http_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked; the request was answered 500");
+    let mut r = Response::new(Body::from(
+        r#"{"error":{"type":"internal_error","message":"internal error while handling the request"}}"#,
+    ));
+    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn builder(protocols: Protocols, limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
@@ -504,5 +530,103 @@ impl http_body::Body for FinishBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn started(app: axum::Router, limits: ListenerLimits) -> (SocketAddr, CancellationToken) {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            Listener {
+                tcp,
+                name: "test",
+                protocols: Protocols::Any,
+                limits,
+            },
+            app,
+            InternalEvents::new(),
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    use std::net::SocketAddr;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_listener_keeps_serving() {
+        #[allow(clippy::panic)]
+        async fn boom() -> &'static str {
+            panic!("a bug")
+        }
+        let app = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/ok", axum::routing::get(|| async { "fine" }));
+        let (addr, stop) = started(app, ListenerLimits::default()).await;
+        let client = reqwest::Client::new();
+        let r = client
+            .get(format!("http://{addr}/boom"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500);
+        assert!(r.text().await.unwrap().contains("internal_error"));
+        let r = client
+            .get(format!("http://{addr}/ok"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "fine");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_at_once() {
+        use tokio::io::AsyncReadExt;
+        let app = axum::Router::new().route("/ok", axum::routing::get(|| async { "fine" }));
+        let limits = ListenerLimits {
+            max_connections: 2,
+            ..ListenerLimits::default()
+        };
+        let (addr, stop) = started(app, limits).await;
+        let _a = TcpStream::connect(addr).await.unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_fails_at_its_deadline() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn echo(body: axum::body::Bytes) -> String {
+            body.len().to_string()
+        }
+        let app = axum::Router::new().route("/echo", axum::routing::post(echo));
+        let limits = ListenerLimits {
+            body_read_timeout: Duration::from_millis(300),
+            ..ListenerLimits::default()
+        };
+        let (addr, stop) = started(app, limits).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        // axum's `Bytes` extractor answers a body error with 400.
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        stop.cancel();
     }
 }

@@ -288,6 +288,8 @@ pub struct CallIdentity {
     hasher: foldhash::quality::RandomState,
     prices: Option<Arc<PriceTable>>,
     generation: u64,
+    /// The calls of the batch being sorted that are not sorted yet.
+    unsorted: Vec<CallRecord>,
 }
 
 impl std::fmt::Debug for CallIdentity {
@@ -309,6 +311,7 @@ impl CallIdentity {
             hasher: foldhash::quality::RandomState::default(),
             prices: None,
             generation: 0,
+            unsorted: Vec::new(),
         }
     }
 
@@ -332,6 +335,16 @@ impl CallIdentity {
         self.traces.table_bytes()
             + self.traces.weight() * std::mem::size_of::<Remembered>()
             + self.links.table_bytes()
+    }
+
+    /// After a panic in [`CallIdentity::sort`]: puts the calls it had not
+    /// sorted yet back after those it had, and forgets everything (the
+    /// state may be half updated). Only the call being sorted when it
+    /// panicked is missing.
+    pub fn recover(&mut self, calls: &mut Vec<CallRecord>) {
+        self.unsorted.reverse();
+        calls.append(&mut self.unsorted);
+        self.clear();
     }
 
     /// Forgets everything (before a refill from the store).
@@ -358,9 +371,14 @@ impl CallIdentity {
         self.generation += 1;
         let generation = self.generation;
         let mut sorted = Sorted::default();
-        let incoming = std::mem::take(calls);
-        calls.reserve(incoming.len());
-        for call in incoming {
+        // Calls not sorted yet wait in `self.unsorted` (oldest last), so a
+        // panic while sorting loses at most the call being sorted (see
+        // [`CallIdentity::recover`]).
+        self.unsorted.clear();
+        self.unsorted.append(calls);
+        self.unsorted.reverse();
+        calls.reserve(self.unsorted.len());
+        while let Some(call) = self.unsorted.pop() {
             let trace = self.hash(b'T', &[&call.trace_id]);
             let span = self.span_key(&call.span_id);
             let parent = self.span_key(&call.parent_span_id);
@@ -1188,6 +1206,28 @@ mod tests {
             assert_eq!(SpanId::of(id).to_hex(), id);
         }
         assert!(matches!(SpanId::of("00f067aa0ba902b7"), SpanId::Hex(_)));
+    }
+
+    #[test]
+    fn after_a_panic_the_calls_not_sorted_yet_are_kept_in_order() {
+        let mut id = CallIdentity::new(1_000, Duration::from_secs(600));
+        let mut batch = vec![call("t1", "s1", "")];
+        id.sort(&mut batch);
+        // As `sort` leaves them when it panics on the fourth of five calls:
+        // three sorted, the fifth waiting (oldest last), the fourth taken.
+        let mut calls = vec![
+            call("t2", "s1", ""),
+            call("t2", "s2", ""),
+            call("t2", "s3", ""),
+        ];
+        id.unsorted = vec![call("t2", "s5", "")];
+        id.recover(&mut calls);
+        let spans: Vec<&str> = calls.iter().map(|c| c.span_id.as_str()).collect();
+        assert_eq!(spans, ["s1", "s2", "s3", "s5"]);
+        // The state was forgotten: t1's call is not a retry any more.
+        assert_eq!(id.remembered_calls(), 0);
+        let mut again = vec![call("t1", "s1", "")];
+        assert_eq!(id.sort(&mut again).retries, 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! is retried with backoff; shutdown waits for the queue to drain up to the
 //! configured timeout, then reports what could not be written.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,19 +165,35 @@ impl Writer {
                 batch.events.append(&mut e.events);
             }
             self.store.events.queue_depth(self.store.queue.depth());
+            // A panic in a stage (a bug) must not stop the writer: the
+            // batch is stored without what the stage would have done.
             if let Some(identity) = &mut self.identity {
-                let sorted = identity.sort(&mut batch.calls);
-                self.store.events.calls_sorted(&sorted);
+                let before = batch.calls.len();
+                match catch_unwind(AssertUnwindSafe(|| identity.sort(&mut batch.calls))) {
+                    Ok(sorted) => {
+                        self.store.events.calls_sorted(&sorted);
+                        batch.merges = sorted.late;
+                    }
+                    Err(_) => {
+                        identity.recover(&mut batch.calls);
+                        let lost = before.saturating_sub(batch.calls.len());
+                        self.store.events.stage_panicked("identity", lost);
+                    }
+                }
                 self.store
                     .events
                     .identity_size(identity.remembered_calls(), identity.heap_bytes());
-                batch.merges = sorted.late;
             }
             // Rules run once per call, before the first attempt: a retried
             // write stores the same rows and events.
             if let Some(stage) = &mut self.rules {
-                stage.evaluate(&mut batch.calls, &mut batch.events);
-                stage.correct(&batch.merges, &mut batch.events);
+                let evaluated = catch_unwind(AssertUnwindSafe(|| {
+                    stage.evaluate(&mut batch.calls, &mut batch.events);
+                    stage.correct(&batch.merges, &mut batch.events);
+                }));
+                if evaluated.is_err() {
+                    self.store.events.stage_panicked("rules", 0);
+                }
             }
             // One batch in flight at a time keeps batches in order.
             let spare = land(&mut in_flight).await;
