@@ -124,6 +124,7 @@ pub struct InternalEvents {
     kafka_rebalances: Family<[(&'static str, &'static str); 1], Counter>,
     gateway: GatewayMetrics,
     stage_panics: Family<[(&'static str, &'static str); 1], Counter>,
+    alerts_dedup_evicted: Counter,
     connections_open: Family<[(&'static str, &'static str); 1], Gauge>,
     connections_closed: Family<Labels, Counter>,
     memory: MemoryMetrics,
@@ -257,6 +258,12 @@ impl InternalEvents {
         );
         let gateway = GatewayMetrics::default();
         registry.register_collector(Box::new(gateway.clone()));
+        let alerts_dedup_evicted = Counter::default();
+        registry.register(
+            "alerts_dedup_evicted",
+            "Alert identities forgotten to keep the alert dedup map within its cap",
+            alerts_dedup_evicted.clone(),
+        );
         let stage_panics = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
             "pipeline_stage_panics",
@@ -306,6 +313,7 @@ impl InternalEvents {
             non_calls,
             costs_replaced,
             stage_panics,
+            alerts_dedup_evicted,
             connections_open,
             connections_closed,
             memory,
@@ -423,6 +431,11 @@ impl InternalEvents {
 
     pub fn alert_failed(&self) {
         self.alerts.get_or_create(&[("outcome", "failed")]).inc();
+    }
+
+    /// An alert identity forgotten to keep the dedup map within its cap.
+    pub fn alert_dedup_evicted(&self) {
+        self.alerts_dedup_evicted.inc();
     }
 
     pub fn alert_dropped(&self) {

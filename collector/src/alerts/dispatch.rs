@@ -108,7 +108,7 @@ impl Alerts {
     }
 }
 
-fn dedupe_key(e: &RuleEvent) -> (String, String, String, u64, i64) {
+fn dedupe_key(e: &RuleEvent) -> AlertKey {
     let window = e
         .window_end_unix_nanos
         .unwrap_or_else(|| e.time_unix_nanos.div_euclid(REPEAT_AFTER));
@@ -121,6 +121,27 @@ fn dedupe_key(e: &RuleEvent) -> (String, String, String, u64, i64) {
     )
 }
 
+/// Most alert identities remembered; past it the least recently sent are
+/// forgotten first (counted in `tollgate_alerts_dedup_evicted_total`): an
+/// alert forgotten that way could be sent a second time if its crossing
+/// were seen again, never lost.
+const SENT_MAX: u64 = 100_000;
+
+/// The alerts already sent, each remembered for 32 days (the longest window).
+fn sent_alerts(events: Arc<InternalEvents>) -> moka::sync::Cache<AlertKey, ()> {
+    moka::sync::Cache::builder()
+        .max_capacity(SENT_MAX)
+        .time_to_live(Duration::from_secs(32 * 86_400))
+        .eviction_listener(move |_, (), cause| {
+            if cause == moka::notification::RemovalCause::Size {
+                events.alert_dedup_evicted();
+            }
+        })
+        .build()
+}
+
+type AlertKey = (String, String, String, u64, i64);
+
 async fn run(mut rx: mpsc::Receiver<Job>, max_attempts: u32, events: Arc<InternalEvents>) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -130,16 +151,14 @@ async fn run(mut rx: mpsc::Receiver<Job>, max_attempts: u32, events: Arc<Interna
     // delays only its own alerts, and each receives them in order.
     let mut queues: HashMap<String, mpsc::Sender<RuleEvent>> = HashMap::new();
     let mut deliveries = JoinSet::new();
-    let mut sent: HashMap<(String, String, String, u64, i64), i64> = HashMap::new();
+    let sent = sent_alerts(Arc::clone(&events));
     while let Some(job) = rx.recv().await {
         // Each (rule, scope, threshold, window) is sent once.
         let key = dedupe_key(&job.event);
         if sent.contains_key(&key) {
             continue;
         }
-        let now = job.event.time_unix_nanos;
-        sent.retain(|_, at| now - *at < 32 * 86_400 * 1_000_000_000);
-        sent.insert(key, now);
+        sent.insert(key, ());
         for sink in job.sinks {
             let queue = queues.entry(sink.name.clone()).or_insert_with(|| {
                 let (tx, mut rx) = mpsc::channel::<RuleEvent>(QUEUE);

@@ -1,7 +1,7 @@
 //! Which scopes are blocked, and a revision that moves on every change so
 //! watchers (SSE, gRPC) learn of it at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -76,6 +76,7 @@ impl ScopeQuery {
         .collect()
     }
 
+    #[cfg(test)]
     fn covers(&self, block: &Block) -> bool {
         block
             .dims
@@ -98,10 +99,124 @@ fn now_nanos() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
+/// A block's identity: (rule, scope).
+type BlockKey = (String, String);
+
+/// The live blocks, indexed so that finding those that cover an asker
+/// costs one lookup per *shape* of scope in use (the sets of dimensions
+/// rules and admins block on, a handful), not a scan of every block; and
+/// the ones that lift by themselves, by when, so they are pruned as they
+/// expire instead of piling up.
+#[derive(Debug, Default)]
+struct Blocks {
+    by_key: HashMap<BlockKey, Block>,
+    /// Sorted dimension names -> their values (joined) -> blocks.
+    by_shape: HashMap<Vec<String>, HashMap<String, Vec<BlockKey>>>,
+    expiring: BTreeMap<i64, Vec<BlockKey>>,
+}
+
+const SEPARATOR: char = '\u{1f}';
+
+/// A block's shape (its dimension names, sorted) and values in that order.
+fn shape_of(dims: &[(String, String)]) -> (Vec<String>, String) {
+    let mut sorted: Vec<&(String, String)> = dims.iter().collect();
+    sorted.sort();
+    let shape = sorted.iter().map(|(d, _)| d.clone()).collect();
+    let values = sorted
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join(&SEPARATOR.to_string());
+    (shape, values)
+}
+
+impl Blocks {
+    fn insert(&mut self, b: Block) {
+        let key = (b.rule_id.clone(), b.scope.clone());
+        self.remove(&key);
+        let (shape, values) = shape_of(&b.dims);
+        self.by_shape
+            .entry(shape)
+            .or_default()
+            .entry(values)
+            .or_default()
+            .push(key.clone());
+        if b.until_unix_nanos != 0 {
+            self.expiring
+                .entry(b.until_unix_nanos)
+                .or_default()
+                .push(key.clone());
+        }
+        self.by_key.insert(key, b);
+    }
+
+    fn remove(&mut self, key: &BlockKey) -> Option<Block> {
+        let b = self.by_key.remove(key)?;
+        let (shape, values) = shape_of(&b.dims);
+        if let Some(by_values) = self.by_shape.get_mut(&shape) {
+            if let Some(keys) = by_values.get_mut(&values) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    by_values.remove(&values);
+                }
+            }
+            if by_values.is_empty() {
+                self.by_shape.remove(&shape);
+            }
+        }
+        if b.until_unix_nanos != 0
+            && let Some(keys) = self.expiring.get_mut(&b.until_unix_nanos)
+        {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.expiring.remove(&b.until_unix_nanos);
+            }
+        }
+        Some(b)
+    }
+
+    /// Drops the blocks expired at `now`; returns how many.
+    fn prune(&mut self, now: i64) -> usize {
+        let mut pruned = 0;
+        while let Some(entry) = self.expiring.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            for key in entry.remove() {
+                pruned += usize::from(self.remove(&key).is_some());
+            }
+        }
+        pruned
+    }
+
+    /// The keys of the blocks that cover `query`.
+    fn covering(&self, query: &ScopeQuery) -> Vec<BlockKey> {
+        let mut found = Vec::new();
+        for (shape, by_values) in &self.by_shape {
+            let mut values = String::new();
+            let mut complete = true;
+            for (i, dim) in shape.iter().enumerate() {
+                let Some(v) = query.value(dim) else {
+                    complete = false;
+                    break;
+                };
+                if i > 0 {
+                    values.push(SEPARATOR);
+                }
+                values.push_str(v);
+            }
+            if complete && let Some(keys) = by_values.get(&values) {
+                found.extend(keys.iter().cloned());
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// By (rule, scope).
-    blocks: BTreeMap<(String, String), Block>,
+    blocks: Blocks,
     revision: i64,
 }
 
@@ -160,10 +275,10 @@ impl KillSwitch {
         match change {
             Change::Set(b) => self.change(|blocks| {
                 let key = (b.rule_id.clone(), b.scope.clone());
-                if blocks.get(&key) == Some(&b) {
+                if blocks.by_key.get(&key) == Some(&b) {
                     return false;
                 }
-                blocks.insert(key, b);
+                blocks.insert(b);
                 true
             }),
             Change::Lift(b) => self.change(|blocks| {
@@ -223,9 +338,10 @@ impl KillSwitch {
         self.changes.subscribe()
     }
 
-    fn change(&self, f: impl FnOnce(&mut BTreeMap<(String, String), Block>) -> bool) {
+    fn change(&self, f: impl FnOnce(&mut Blocks) -> bool) {
         let revision = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.blocks.prune(now_nanos());
             if !f(&mut state.blocks) {
                 return;
             }
@@ -267,7 +383,7 @@ impl KillSwitch {
         self.emit(new.iter().cloned().map(Change::Set));
         self.change(|blocks| {
             for b in new {
-                blocks.insert((b.rule_id.clone(), b.scope.clone()), b);
+                blocks.insert(b);
             }
             true
         });
@@ -278,7 +394,7 @@ impl KillSwitch {
         tracing::warn!(rule = %block.rule_id, scope = %block.scope, "scope blocked by an admin");
         self.emit([Change::Set(block.clone())]);
         self.change(|blocks| {
-            blocks.insert((block.rule_id.clone(), block.scope.clone()), block);
+            blocks.insert(block);
             true
         });
     }
@@ -287,10 +403,10 @@ impl KillSwitch {
     pub fn lift(&self, query: &ScopeQuery, rule_id: Option<&str>) -> Vec<Block> {
         let mut lifted = Vec::new();
         self.change(|blocks| {
-            let keys: Vec<(String, String)> = blocks
-                .iter()
-                .filter(|((rule, _), b)| query.covers(b) && rule_id.is_none_or(|r| r == rule))
-                .map(|(k, _)| k.clone())
+            let keys: Vec<BlockKey> = blocks
+                .covering(query)
+                .into_iter()
+                .filter(|(rule, _)| rule_id.is_none_or(|r| r == rule))
                 .collect();
             for k in keys {
                 if let Some(b) = blocks.remove(&k) {
@@ -309,9 +425,10 @@ impl KillSwitch {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let blocks: Vec<Block> = state
             .blocks
-            .values()
+            .covering(query)
+            .iter()
+            .filter_map(|k| state.blocks.by_key.get(k))
             .filter(|b| b.until_unix_nanos == 0 || b.until_unix_nanos > now)
-            .filter(|b| query.covers(b))
             .cloned()
             .collect();
         EnforcementState {
@@ -324,13 +441,11 @@ impl KillSwitch {
     /// Every live block.
     pub fn all(&self) -> Vec<Block> {
         let now = now_nanos();
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state
-            .blocks
-            .values()
-            .filter(|b| b.until_unix_nanos == 0 || b.until_unix_nanos > now)
-            .cloned()
-            .collect()
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.blocks.prune(now);
+        let mut all: Vec<Block> = state.blocks.by_key.values().cloned().collect();
+        all.sort_by(|a, b| (&a.rule_id, &a.scope).cmp(&(&b.rule_id, &b.scope)));
+        all
     }
 }
 
@@ -395,6 +510,83 @@ mod tests {
         assert_eq!(ks.lift(&asker, None).len(), 1);
         assert!(!ks.state_for(&asker).blocked);
         assert_eq!(ks.all().len(), 1);
+    }
+
+    #[test]
+    fn the_index_finds_exactly_the_blocks_a_scan_would() {
+        let dims = ["org", "project", "user", "route"];
+        let values = ["a", "b", "c"];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut blocks = Blocks::default();
+        let mut all = Vec::new();
+        for i in 0..300 {
+            let mut pairs: Vec<(&str, &str)> = Vec::new();
+            for d in dims {
+                if next(2) == 0 {
+                    pairs.push((d, values[next(values.len())]));
+                }
+            }
+            if pairs.is_empty() {
+                pairs.push(("project", "a"));
+            }
+            // Rules list their dimensions in any order.
+            if next(2) == 0 {
+                pairs.reverse();
+            }
+            let b = block(&format!("r{}", i % 7), &pairs, 0);
+            all.retain(|x: &Block| (&x.rule_id, &x.scope) != (&b.rule_id, &b.scope));
+            all.push(b.clone());
+            blocks.insert(b);
+        }
+        for _ in 0..500 {
+            let pick = |next: &mut dyn FnMut(usize) -> usize| {
+                (next(3) > 0).then(|| values[next(values.len())].to_owned())
+            };
+            let q = ScopeQuery {
+                org: pick(&mut next),
+                project: pick(&mut next),
+                user: pick(&mut next),
+                route: pick(&mut next),
+                ..Default::default()
+            };
+            let mut scanned: Vec<BlockKey> = all
+                .iter()
+                .filter(|b| q.covers(b))
+                .map(|b| (b.rule_id.clone(), b.scope.clone()))
+                .collect();
+            scanned.sort();
+            assert_eq!(blocks.covering(&q), scanned, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn expired_blocks_are_pruned() {
+        let mut blocks = Blocks::default();
+        for i in 0..1_000 {
+            blocks.insert(block("hourly", &[("user", &format!("u{i}"))], 100 + i));
+        }
+        blocks.insert(block("manual", &[("user", "u1")], 0));
+        assert_eq!(blocks.prune(599), 500);
+        assert_eq!(blocks.by_key.len(), 501);
+        let q = |u: &str| ScopeQuery {
+            user: Some(u.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            blocks.covering(&q("u1")),
+            [("manual".into(), "user=u1".into())]
+        );
+        assert_eq!(blocks.covering(&q("u700")).len(), 1);
+        assert_eq!(blocks.prune(i64::MAX), 500);
+        assert_eq!(blocks.by_key.len(), 1);
+        assert!(blocks.expiring.is_empty());
+        assert_eq!(blocks.by_shape.len(), 1);
     }
 
     #[test]
