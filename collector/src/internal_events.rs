@@ -125,6 +125,7 @@ pub struct InternalEvents {
     gateway: GatewayMetrics,
     stage_panics: Family<[(&'static str, &'static str); 1], Counter>,
     alerts_dedup_evicted: Counter,
+    labels_dropped: Counter,
     connections_open: Family<[(&'static str, &'static str); 1], Gauge>,
     connections_closed: Family<Labels, Counter>,
     memory: MemoryMetrics,
@@ -258,6 +259,12 @@ impl InternalEvents {
         );
         let gateway = GatewayMetrics::default();
         registry.register_collector(Box::new(gateway.clone()));
+        let labels_dropped = Counter::default();
+        registry.register(
+            "ingest_labels_dropped",
+            "Custom labels dropped because their key had receivers.otlp.max_label_values values already",
+            labels_dropped.clone(),
+        );
         let alerts_dedup_evicted = Counter::default();
         registry.register(
             "alerts_dedup_evicted",
@@ -314,6 +321,7 @@ impl InternalEvents {
             costs_replaced,
             stage_panics,
             alerts_dedup_evicted,
+            labels_dropped,
             connections_open,
             connections_closed,
             memory,
@@ -431,6 +439,13 @@ impl InternalEvents {
 
     pub fn alert_failed(&self) {
         self.alerts.get_or_create(&[("outcome", "failed")]).inc();
+    }
+
+    /// Custom labels dropped over their key's cardinality limit.
+    pub fn labels_dropped(&self, n: u64) {
+        if n > 0 {
+            self.labels_dropped.inc_by(n);
+        }
     }
 
     /// An alert identity forgotten to keep the dedup map within its cap.

@@ -40,6 +40,7 @@ fn normalizer() -> Normalizer {
             LabelPolicy {
                 allowed: Vec::new(),
                 max_labels: 16,
+                max_values_per_label: 1_000,
             },
         ),
         Arc::new(PriceTable::builtin().unwrap()),

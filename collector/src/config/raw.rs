@@ -236,6 +236,15 @@ pub struct OtlpSection {
     /// Most custom labels kept per call.
     #[serde(default = "default_max_labels")]
     pub max_labels: usize,
+    /// Distinct values kept per label key (cardinality limit): a value seen
+    /// before is always kept; a new value past the limit is dropped from
+    /// the row and counted in `tollgate_ingest_labels_dropped_total`.
+    #[serde(default = "default_max_label_values")]
+    pub max_label_values: usize,
+}
+
+fn default_max_label_values() -> usize {
+    1_000
 }
 
 fn default_grpc_listen() -> String {
@@ -272,6 +281,7 @@ impl Default for OtlpSection {
             max_cost_per_call_usd: default_max_cost_per_call_usd(),
             allowed_labels: Vec::new(),
             max_labels: default_max_labels(),
+            max_label_values: default_max_label_values(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct LabelPolicy {
     /// Empty = any key.
     pub allowed: Vec<String>,
     pub max_labels: usize,
+    /// Distinct values kept per label key; new values past it are dropped.
+    pub max_values_per_label: usize,
 }
 
 /// The validated configuration.
@@ -318,6 +320,10 @@ impl RawConfig {
             labels: LabelPolicy {
                 allowed: otlp.allowed_labels,
                 max_labels: otlp.max_labels,
+                max_values_per_label: positive(
+                    "receivers.otlp.max_label_values",
+                    otlp.max_label_values,
+                )?,
             },
             storage,
             queue_capacity_rows,

@@ -48,6 +48,48 @@ impl NormalizerConfig {
 pub struct Normalizer {
     config: Arc<NormalizerConfig>,
     prices: Arc<PriceTable>,
+    label_values: Arc<LabelValues>,
+}
+
+/// Most distinct custom label keys tracked; a label under a key first seen
+/// past it is dropped (counted).
+const MAX_LABEL_KEYS: usize = 1_000;
+
+/// The distinct values seen per custom label key, up to
+/// `max_values_per_label` (as Vector's `tag_cardinality_limit` does in its
+/// exact mode): a value seen before is always kept, a new value past the
+/// limit is dropped from the row and counted. Memory: at most
+/// `MAX_LABEL_KEYS` x `max_values_per_label` hashes.
+#[derive(Debug, Default)]
+struct LabelValues {
+    seen: std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<u64>>>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl LabelValues {
+    fn admit(&self, key: &str, value: &str, max_values: usize) -> bool {
+        let hash = twox_hash::XxHash3_64::oneshot(value.as_bytes());
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keys = seen.len();
+        let admitted = match seen.get_mut(key) {
+            Some(values) => {
+                values.contains(&hash) || (values.len() < max_values && values.insert(hash))
+            }
+            None if keys < MAX_LABEL_KEYS => {
+                seen.insert(key.to_owned(), std::iter::once(hash).collect());
+                true
+            }
+            None => false,
+        };
+        if !admitted {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        admitted
+    }
 }
 
 /// The result of normalising one export request.
@@ -174,10 +216,19 @@ enum Classified {
 }
 
 impl Normalizer {
+    /// Labels dropped because their key had `max_values_per_label` values
+    /// already, since the last call.
+    pub fn take_labels_dropped(&self) -> u64 {
+        self.label_values
+            .dropped
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn new(config: NormalizerConfig, prices: Arc<PriceTable>) -> Self {
         Self {
             config: Arc::new(config),
             prices,
+            label_values: Arc::default(),
         }
     }
 
@@ -511,7 +562,14 @@ impl Normalizer {
             if labels.len() >= policy.max_labels && !labels.contains_key(key) {
                 continue;
             }
-            labels.insert(values::truncate(key).to_owned(), value);
+            let key = values::truncate(key);
+            if !self
+                .label_values
+                .admit(key, &value, policy.max_values_per_label)
+            {
+                continue;
+            }
+            labels.insert(key.to_owned(), value);
         }
         labels
     }

@@ -158,6 +158,8 @@ impl Ingest {
         );
         self.events
             .spans_classified(&outcome.non_calls, outcome.costs_replaced);
+        self.events
+            .labels_dropped(self.normalizer.take_labels_dropped());
         // OTLP: a message with no rejected spans is a warning.
         let partial_success =
             (outcome.rejected_spans > 0 || outcome.warning.is_some()).then(|| {

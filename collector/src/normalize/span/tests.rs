@@ -66,6 +66,7 @@ fn normalizer() -> Normalizer {
             LabelPolicy {
                 allowed: Vec::new(),
                 max_labels: 2,
+                max_values_per_label: 3,
             },
         ),
         Arc::new(prices),
@@ -527,4 +528,30 @@ fn the_ai_sdk_stream_step_is_a_streamed_chat_call() {
     assert!(r.stream);
     assert_eq!(r.provider.as_deref(), Some("openai"));
     assert_eq!(r.ttft_nanos, Some(7_500_000));
+}
+
+#[test]
+fn a_label_key_keeps_at_most_its_cardinality_limit_of_values() {
+    // The test normaliser keeps 3 values a key.
+    let n = normalizer();
+    let tier = |v: &str| {
+        let out = n.normalize(request(
+            vec![],
+            vec![span(vec![
+                s("gen_ai.request.model", "test-model"),
+                s("tollgate.label.tier", v),
+            ])],
+        ));
+        out.records[0].labels.get("tier").cloned()
+    };
+    for v in ["a", "b", "c", "a"] {
+        assert_eq!(tier(v).as_deref(), Some(v));
+    }
+    assert_eq!(n.take_labels_dropped(), 0);
+    // A fourth value is dropped from the row, and counted; known ones stay.
+    assert_eq!(tier("d"), None);
+    assert_eq!(tier("e"), None);
+    assert_eq!(tier("b").as_deref(), Some("b"));
+    assert_eq!(n.take_labels_dropped(), 2);
+    assert_eq!(n.take_labels_dropped(), 0);
 }
