@@ -616,3 +616,15 @@ async fn azure_and_openai_compatible_providers_get_their_own_urls_and_auth() {
     assert_eq!(rows[1].http_status, Some(502));
     assert_eq!(rows[1].error_type.as_deref(), Some("upstream_auth_error"));
 }
+
+#[tokio::test]
+async fn an_overlong_model_name_is_refused_before_any_matching() {
+    let mock = mock().await;
+    let gw = start(&openai_and_anthropic(&mock), "").await;
+    let mut body = chat_body();
+    body["model"] = Value::from(format!("gpt-{}", "4".repeat(100_000)));
+    let reply = gw.post_with("/v1/chat/completions", &body, &[]).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("at most 512"), "{}", reply.text());
+    assert_eq!(mock.stats().total_requests, 0);
+}

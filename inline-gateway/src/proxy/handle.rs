@@ -70,6 +70,9 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// Longest `model` accepted.
+const MAX_MODEL_BYTES: usize = 512;
+
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     op: Operation,
@@ -104,6 +107,15 @@ pub(crate) async fn handle(
     let Some(model) = peek.model.as_deref().filter(|m| !m.is_empty()) else {
         return ApiError::BadRequest("`model` is required".to_owned()).into_response(dialect);
     };
+    // Model names are short (the longest, Bedrock inference-profile ARNs,
+    // are about 120 bytes); matching model lists costs time per byte.
+    if model.len() > MAX_MODEL_BYTES {
+        return ApiError::BadRequest(format!(
+            "`model` is {} bytes long; at most {MAX_MODEL_BYTES} are accepted",
+            model.len()
+        ))
+        .into_response(dialect);
+    }
     let stream = peek.stream() && op != Operation::Embeddings;
     let request_id_str = request_id.to_str().unwrap_or_default().to_owned();
 
