@@ -228,7 +228,8 @@ impl<V: Weight> Generations<V> {
     /// Bytes of the two tables (their capacity, a control byte a slot),
     /// without what the values point to.
     fn table_bytes(&self) -> usize {
-        (self.current.capacity() + self.previous.capacity()) * (std::mem::size_of::<(u64, V)>() + 1)
+        (self.current.capacity() + self.previous.capacity())
+            * (std::mem::size_of::<(u64, V)>() + 1)
     }
 
     fn clear(&mut self) {
