@@ -3,7 +3,9 @@
 //! for that range, with a warning), a query past the per-query timeout is
 //! stopped and answered 503 `query_timeout` (and stops using CPU), and
 //! `/readyz` answers within 100 ms while several of the heaviest queries
-//! (`since=100000w&by=user,session`) run.
+//! (`since=100000w&by=user,session`) run. The same bounds hold on
+//! ClickHouse (whose test server answers one query at a time, so readiness
+//! under load is shown on the embedded store only).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::Collector;
+use support::{ClickhouseServer, Collector};
 
 const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
 
@@ -219,4 +221,63 @@ async fn readyz_stays_fast_while_heavy_queries_run_and_overlong_ones_are_bounded
     let (status, body) = c.get("/v1/usage?since=1h&project=live").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rows"][0]["requests"], 3, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_caps_since_at_its_retention_and_stops_queries_at_the_timeout() {
+    let Some(server) = ClickhouseServer::start(
+        "clickhouse_caps_since_at_its_retention_and_stops_queries_at_the_timeout",
+    ) else {
+        return;
+    };
+    let storage = format!("{}\nretention_days = 30", server.storage("tg_bounds"));
+    let c = Collector::start_with_storage(
+        Some(&storage),
+        "",
+        &[],
+        &[("TOLLGATE_API__QUERY_TIMEOUT", "1s")],
+    );
+    // 4 million calls of the last hour, each its own session: grouping
+    // them by user and session takes ClickHouse seconds here.
+    let rows = 4_000_000;
+    server
+        .query(&format!(
+            "INSERT INTO tg_bounds.calls (time, start_unix_nanos, duration_nanos, trace_id,
+                 span_id, project, user_id, session_id, provider, model, input_tokens,
+                 output_tokens, cost_usd, cost_source, status, mode)
+             SELECT t, toUnixTimestamp64Nano(t), 1000000, hex(number), hex(number), 'load',
+                 concat('user-', toString(number % 20000)), concat('session-', toString(number)),
+                 'openai', 'gpt-4o-mini', 100, 10, 0.0001, 'price_table', 'ok', 'observe'
+             FROM (SELECT number, now64(9) - toIntervalMillisecond(number % 3600000) AS t
+                   FROM numbers({rows}))"
+        ))
+        .await;
+
+    // Totals read every row quickly; `since` is capped at the retention.
+    let (status, body) = c.get("/v1/usage?since=100000w&project=load").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"][0]["requests"], rows, "{body}");
+    let warning = body["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains("since=100000w") && warning.contains("(30d, api.max_query_range)"),
+        "{warning}"
+    );
+
+    // Grouped by user and session, the query runs into the 1 s timeout
+    // (`max_execution_time` on the server, the client's own deadline).
+    let started = Instant::now();
+    let (status, body) = c.get("/v1/usage?since=100000w&by=user,session").await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "query_timeout", "{body}");
+    assert_eq!(body["timeout_seconds"], 1.0, "{body}");
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    let metrics = c.metrics().await;
+    assert!(
+        metrics.contains("tollgate_api_query_timeouts_total{endpoint=\"usage\"} 1"),
+        "{metrics}"
+    );
 }
