@@ -43,10 +43,10 @@ fn usage_rows(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryE
         sql.push_str(", ");
     }
     sql.push_str(
-            "COUNT(*), SUM(status = 'error'), SUM(input_tokens), SUM(output_tokens),
-             SUM(cache_read_tokens), SUM(cache_write_tokens), ROUND(TOTAL(cost_usd), 9), SUM(cost_usd IS NULL)
-             FROM calls WHERE ",
-        );
+        "COUNT(*), SUM(status = 'error'), SUM(input_tokens), SUM(output_tokens),
+         SUM(cache_read_tokens), SUM(cache_write_tokens), ROUND(TOTAL(cost_usd), 9), SUM(cost_usd IS NULL)
+         FROM calls WHERE ",
+    );
     sql.push_str(&started_since("?1"));
     let mut args: Vec<Value> = vec![Value::Integer(q.since_unix_nanos)];
     for (d, v) in &q.filters {
