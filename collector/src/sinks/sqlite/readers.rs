@@ -2,9 +2,11 @@
 //! and from the readiness check.
 //!
 //! A query takes one of a fixed set of connections (SQLite in WAL mode lets
-//! every one of them read while the writer writes) and runs on a blocking
-//! thread. Waiting for a free connection counts against the query's
-//! timeout. Past the timeout, or once the caller has gone (its HTTP client
+//! every one of them read while the writer writes) and runs on a thread of
+//! its own at a lower scheduling priority (on Linux), so that however many
+//! queries keep the cores busy, receiving spans, writing rows and answering
+//! health checks come first. Waiting for a free connection counts against
+//! the query's timeout. Past the timeout, or once the caller has gone (its HTTP client
 //! disconnected), SQLite's progress handler stops the statement, so a query
 //! that is no longer wanted stops using CPU instead of running to its end.
 //! `/readyz` never waits behind a query: it has a connection of its own.
@@ -23,6 +25,20 @@ use crate::query::QueryError;
 /// Virtual machine steps between two looks at the clock: about a
 /// millisecond of work, a few nanoseconds of overhead each time.
 const STEPS_BETWEEN_CHECKS: i32 = 10_000;
+
+/// How much less CPU a query thread gets than the collector's other
+/// threads when the cores are all busy (a nice value: 10 is about a tenth).
+#[cfg(target_os = "linux")]
+const QUERY_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority (Linux keeps a nice
+/// value per thread). Best effort: a query runs the same without it.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::nice(QUERY_NICENESS) {
+        tracing::debug!(error = %e, "query thread keeps its priority");
+    }
+}
 
 /// How the query API reads the embedded store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +119,9 @@ impl Readers {
         let stopped = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&stopped);
         let deadline = deadline.map(Instant::into_std);
-        let job = tokio::task::spawn_blocking(move || {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = move || {
+            lower_priority();
             // The handler is the query's own: a later query on this
             // connection installs its own deadline and flag.
             let handler = move || {
@@ -120,11 +138,19 @@ impl Readers {
             conn.progress_handler(0, None::<fn() -> bool>)
                 .map_err(|e| QueryError::Store(e.to_string()))?;
             out
-        });
-        match job.await {
+        };
+        // A thread per query, not one of the runtime's blocking threads: its
+        // lowered priority ends with it. At most `readers` exist at once.
+        std::thread::Builder::new()
+            .name("tollgate-query".into())
+            .spawn(move || {
+                let _ = done.send(job());
+            })
+            .map_err(|e| QueryError::Store(format!("cannot start a query thread: {e}")))?;
+        match answer.await {
             Ok(Err(_)) if stopped.load(Ordering::Relaxed) => Err(timed_out()),
             Ok(out) => out,
-            Err(e) => Err(QueryError::Store(format!("query thread failed: {e}"))),
+            Err(_) => Err(QueryError::Store("the query thread failed".into())),
         }
     }
 }
@@ -242,6 +268,24 @@ mod tests {
         // Its caller gone, the long query stops and frees the reader.
         busy.abort();
         assert_eq!(readers.read(true, |_| Ok(2)).await.unwrap(), 2);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn queries_run_below_the_collector_s_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let readers = Readers::open(&numbers(dir.path(), 1), ReadConfig::default()).unwrap();
+        let mine = rustix::process::getpriority_process(None).unwrap();
+        let query_s = readers
+            .read(true, |_| {
+                rustix::process::getpriority_process(None)
+                    .map_err(|e| QueryError::Store(e.to_string()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(query_s, (mine + QUERY_NICENESS).min(19));
+        // The caller's own thread is left as it was.
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), mine);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
