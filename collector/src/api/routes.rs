@@ -188,6 +188,7 @@ async fn events(
         rule_id: params.get("rule").cloned(),
         kind: params.get("kind").cloned(),
         limit: limit(&params, 100)?,
+        within_query_timeout: true,
     };
     let rows = counted(&state, "events", state.store.events(query).await)?;
     Ok(answer(rows, &since))

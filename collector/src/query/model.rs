@@ -211,6 +211,9 @@ pub struct EventsQuery {
     pub rule_id: Option<String>,
     pub kind: Option<String>,
     pub limit: usize,
+    /// Whether the store's per-query timeout applies: true for the API,
+    /// false for start-up work (reading back the events already sent).
+    pub within_query_timeout: bool,
 }
 
 /// Called with every stored call of a replay, oldest first.
@@ -222,6 +225,13 @@ pub type ReplayFn<'a> = Box<dyn FnMut(&CallRecord) + Send + 'a>;
 pub const REPLAY_LONGEST_CALL_NANOS: i64 = 24 * 3600 * 1_000_000_000;
 
 /// A store that answers the query API.
+///
+/// `usage`, `calls` and `events` (when `within_query_timeout`) answer the
+/// API: each stops within the store's per-query timeout (`api.query_timeout`),
+/// its wait for a connection included, with [`QueryError::Timeout`], and
+/// stops its work on the store when its future is dropped or soon after.
+/// `replay` and `ping` are not bounded by it: `replay` is start-up work, and
+/// `ping` must never wait behind a query.
 pub trait QueryStore: Send + Sync {
     fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>>;
     /// The latest `limit` calls, newest first.

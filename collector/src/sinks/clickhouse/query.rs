@@ -150,16 +150,24 @@ impl ClickhouseStore {
             sql.push_str(" AND kind = ?");
         }
         sql.push_str(" ORDER BY time_unix_nanos DESC LIMIT ?");
-        let mut query = self.api_query(&sql).bind(q.since_unix_nanos);
+        let mut query = if q.within_query_timeout {
+            self.api_query(&sql)
+        } else {
+            self.client.query(&sql)
+        };
+        query = query.bind(q.since_unix_nanos);
         if let Some(r) = &q.rule_id {
             query = query.bind(r.as_str());
         }
         if let Some(k) = &q.kind {
             query = query.bind(k.as_str());
         }
-        let rows = self
-            .bounded(query.bind(q.limit as u64).fetch_all::<EventRow>())
-            .await?;
+        let fetch = query.bind(q.limit as u64).fetch_all::<EventRow>();
+        let rows = if q.within_query_timeout {
+            self.bounded(fetch).await?
+        } else {
+            fetch.await.map_err(store_err)?
+        };
         Ok(rows.into_iter().map(EventRow::into_event).collect())
     }
 

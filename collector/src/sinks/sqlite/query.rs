@@ -260,7 +260,7 @@ impl QueryStore for SqliteStore {
         Box::pin(
             self.inner()
                 .readers
-                .read(true, move |c| rule_events(c, &query)),
+                .read(query.within_query_timeout, move |c| rule_events(c, &query)),
         )
     }
 
