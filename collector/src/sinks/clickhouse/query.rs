@@ -54,14 +54,16 @@ const CALL_FIELDS: &str = "time, start_unix_nanos, duration_nanos, ttft_nanos, t
 
 impl ClickhouseStore {
     /// A query of the API: ClickHouse stops it at `max_execution_time`
-    /// (whole seconds, rounded up), and the client stops waiting at the
-    /// query timeout whatever the server does.
+    /// (whole seconds, rounded up) or as soon as the client hangs up, and
+    /// the client stops waiting at the query timeout whatever the server
+    /// does.
     fn api_query(&self, sql: &str) -> clickhouse::query::Query {
         let secs = self.query_timeout.as_secs_f64().ceil().max(1.0);
         self.client
             .query(sql)
             .with_setting("max_execution_time", format!("{secs}"))
             .with_setting("timeout_overflow_mode", "throw")
+            .with_setting("cancel_http_readonly_queries_on_client_close", "1")
     }
 
     /// Runs `fetch` within the query timeout; a timeout on either side is
