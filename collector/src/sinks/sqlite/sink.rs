@@ -209,6 +209,10 @@ impl SqliteStore {
         schema::migrate(&mut writer).map_err(|e| open_err(&path, e))?;
         let readers = Readers::open(&path, read).map_err(|e| open_err(&path, e))?;
         let health = open_reader(&path).map_err(|e| open_err(&path, e))?;
+        // The readiness check answers within `/readyz`'s second, locked or not.
+        health
+            .busy_timeout(std::time::Duration::from_millis(500))
+            .map_err(|e| open_err(&path, e))?;
         let inner = Arc::new(Inner {
             writer: Mutex::new(writer),
             readers,
