@@ -122,6 +122,7 @@ pub struct InternalEvents {
     costs_replaced: Counter,
     kafka: Family<[(&'static str, &'static str); 1], Counter>,
     kafka_rebalances: Family<[(&'static str, &'static str); 1], Counter>,
+    query_timeouts: Family<[(&'static str, &'static str); 1], Counter>,
     gateway: GatewayMetrics,
     stage_panics: Family<[(&'static str, &'static str); 1], Counter>,
     alerts_dedup_evicted: Counter,
@@ -257,6 +258,12 @@ impl InternalEvents {
             "Consumer-group rebalances seen by this instance: assign, revoke",
             kafka_rebalances.clone(),
         );
+        let query_timeouts = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "api_query_timeouts",
+            "Queries of the API stopped at the query timeout (api.query_timeout), by endpoint",
+            query_timeouts.clone(),
+        );
         let gateway = GatewayMetrics::default();
         registry.register_collector(Box::new(gateway.clone()));
         let labels_dropped = Counter::default();
@@ -297,6 +304,7 @@ impl InternalEvents {
             gateway,
             kafka,
             kafka_rebalances,
+            query_timeouts,
             alerts,
             rule_events,
             requests,
@@ -542,6 +550,19 @@ impl InternalEvents {
         tracing::info!(kind, partitions, "Kafka consumer-group rebalance");
     }
 
+    /// A query of the API (`endpoint`: usage, calls, events) was stopped at
+    /// the query timeout.
+    pub fn query_timed_out(&self, endpoint: &'static str, timeout: Duration) {
+        self.query_timeouts
+            .get_or_create(&[("endpoint", endpoint)])
+            .inc();
+        tracing::warn!(
+            endpoint,
+            timeout_seconds = timeout.as_secs_f64(),
+            "query stopped at the query timeout"
+        );
+    }
+
     pub fn rows_written_total(&self) -> u64 {
         self.rows_written.get()
     }
@@ -558,7 +579,12 @@ mod tests {
         ev.request_refused(Transport::Http, Refusal::QueueFull, "full");
         ev.queue_capacity(10);
         ev.batch_written(3, Duration::from_millis(2));
+        ev.query_timed_out("usage", Duration::from_secs(10));
         let text = ev.encode();
+        assert!(
+            text.contains("tollgate_api_query_timeouts_total{endpoint=\"usage\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("tollgate_ingest_spans_total{outcome=\"accepted\"} 3"),
             "{text}"

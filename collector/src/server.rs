@@ -322,6 +322,7 @@ pub async fn run(
         events: Arc::clone(&events),
         receivers_ready: Arc::clone(&receivers_ready),
         gateway: addrs.gateway,
+        max_query_range: config.max_query_range,
     })
     .merge(enforcement_router(killswitch.clone()));
     match &config.admin_token {

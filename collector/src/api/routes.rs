@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
@@ -15,10 +15,16 @@ use serde_json::json;
 
 use super::error::ApiError;
 use crate::internal_events::InternalEvents;
-use crate::query::{Dimension, EventsQuery, QueryStore, UsageQuery, parse_since};
+use crate::query::{
+    Dimension, EventsQuery, QueryError, QueryStore, UsageQuery, format_since, parse_since,
+};
 
 /// Most rows `/v1/calls` and `/v1/usage` return at once.
 const MAX_LIMIT: usize = 10_000;
+
+/// Longest `/readyz` waits for the store to answer before it says not ready.
+/// The embedded store answers on a connection no query uses, in microseconds.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -29,6 +35,8 @@ pub struct ApiState {
     pub receivers_ready: Arc<AtomicBool>,
     /// Where the inline gateway listens, when it runs.
     pub gateway: Option<SocketAddr>,
+    /// Longest range `since` may cover (`api.max_query_range`).
+    pub max_query_range: Duration,
 }
 
 /// `/v1/usage`, `/v1/calls`, `/healthz`, `/readyz`, `/metrics`.
@@ -48,6 +56,59 @@ fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The start of a query's range from `since` (default `24h`), no longer
+/// than `max` ago.
+struct Since {
+    start_unix_nanos: i64,
+    /// Set when `since` asked for more than `max`.
+    warning: Option<String>,
+}
+
+fn since(params: &HashMap<String, String>, max: Duration) -> Result<Since, ApiError> {
+    let asked = params.get("since").map_or("24h", String::as_str);
+    let mut range = parse_since(asked)?;
+    let mut warning = None;
+    if range > max {
+        // Clamped, as a query reaching past a store's retention or
+        // look-back limit is elsewhere (Loki, Mimir): the answer covers
+        // what may be read, and says so.
+        warning = Some(format!(
+            "since={} is longer than the longest range a query may cover ({}, api.max_query_range); \
+             answered for the last {}",
+            asked.trim(),
+            format_since(max),
+            format_since(max)
+        ));
+        range = max;
+    }
+    Ok(Since {
+        start_unix_nanos: now_nanos()
+            .saturating_sub(i64::try_from(range.as_nanos()).unwrap_or(i64::MAX)),
+        warning,
+    })
+}
+
+/// `{"rows": ...}`, with `warnings` (as in Prometheus' API) when there are any.
+fn answer<T: serde::Serialize>(rows: T, since: &Since) -> Json<serde_json::Value> {
+    let mut body = json!({ "rows": rows });
+    if let Some(w) = &since.warning {
+        body["warnings"] = json!([w]);
+    }
+    Json(body)
+}
+
+/// A store's answer; a timeout is counted in `/metrics`.
+fn counted<T>(
+    state: &ApiState,
+    endpoint: &'static str,
+    answer: Result<T, QueryError>,
+) -> Result<T, ApiError> {
+    if let Err(QueryError::Timeout { timeout }) = &answer {
+        state.events.query_timed_out(endpoint, *timeout);
+    }
+    answer.map_err(ApiError::from)
 }
 
 fn limit(params: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
@@ -72,9 +133,7 @@ async fn usage(
         Some(by) => Dimension::parse_list(by)?,
         None => Vec::new(),
     };
-    let since = parse_since(params.get("since").map_or("24h", String::as_str))?;
-    let since_nanos =
-        now_nanos().saturating_sub(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX));
+    let since = since(&params, state.max_query_range)?;
     let mut filters = Vec::new();
     for (k, v) in &params {
         match k.as_str() {
@@ -91,16 +150,14 @@ async fn usage(
         }
     }
     filters.sort_by_key(|(d, _)| d.as_str());
-    let rows = state
-        .store
-        .usage(UsageQuery {
-            group_by,
-            since_unix_nanos: since_nanos,
-            filters,
-            limit: limit(&params, 1000)?,
-        })
-        .await?;
-    Ok(Json(json!({ "rows": rows })))
+    let query = UsageQuery {
+        group_by,
+        since_unix_nanos: since.start_unix_nanos,
+        filters,
+        limit: limit(&params, 1000)?,
+    };
+    let rows = counted(&state, "usage", state.store.usage(query).await)?;
+    Ok(answer(rows, &since))
 }
 
 /// `GET /v1/calls?limit=N`: the latest calls, newest first.
@@ -108,7 +165,8 @@ async fn calls(
     State(state): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let rows = state.store.calls(limit(&params, 50)?).await?;
+    let answer = state.store.calls(limit(&params, 50)?).await;
+    let rows = counted(&state, "calls", answer)?;
     Ok(Json(json!({ "rows": rows })))
 }
 
@@ -124,18 +182,16 @@ async fn events(
             )));
         }
     }
-    let since = parse_since(params.get("since").map_or("24h", String::as_str))?;
-    let rows = state
-        .store
-        .events(EventsQuery {
-            since_unix_nanos: now_nanos()
-                .saturating_sub(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)),
-            rule_id: params.get("rule").cloned(),
-            kind: params.get("kind").cloned(),
-            limit: limit(&params, 100)?,
-        })
-        .await?;
-    Ok(Json(json!({ "rows": rows })))
+    let since = since(&params, state.max_query_range)?;
+    let query = EventsQuery {
+        since_unix_nanos: since.start_unix_nanos,
+        rule_id: params.get("rule").cloned(),
+        kind: params.get("kind").cloned(),
+        limit: limit(&params, 100)?,
+        within_query_timeout: true,
+    };
+    let rows = counted(&state, "events", state.store.events(query).await)?;
+    Ok(answer(rows, &since))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -146,12 +202,14 @@ async fn readyz(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiE
     if !state.receivers_ready.load(Ordering::Acquire) {
         return Err(ApiError::NotReady("receivers are not listening yet".into()));
     }
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|e| ApiError::NotReady(format!("store not ready: {e}")))?;
-    Ok(Json(json!({ "status": "ready" })))
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(Err(e)) => Err(ApiError::NotReady(format!("store not ready: {e}"))),
+        Err(_) => Err(ApiError::NotReady(format!(
+            "store did not answer within {}s",
+            READY_CHECK_TIMEOUT.as_secs_f64()
+        ))),
+    }
 }
 
 /// Whether the inline gateway runs and its base URL, so that agents (the
@@ -198,7 +256,37 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::*;
+
+    #[test]
+    fn a_since_past_the_longest_range_is_answered_for_that_range_and_says_so() {
+        let day = Duration::from_secs(86_400);
+        let params = |v: &str| HashMap::from([("since".to_owned(), v.to_owned())]);
+        let before = now_nanos();
+        let s = since(&params("100000w"), 400 * day).unwrap();
+        let after = now_nanos();
+        let range = i64::try_from((400 * day).as_nanos()).unwrap();
+        assert!((before - range..=after - range).contains(&s.start_unix_nanos));
+        let warning = s.warning.unwrap();
+        assert!(
+            warning.contains("since=100000w") && warning.contains("(400d, api.max_query_range)"),
+            "{warning}"
+        );
+        let body = answer(
+            Vec::<u8>::new(),
+            &since(&params("500d"), 400 * day).unwrap(),
+        );
+        assert_eq!(body["warnings"].as_array().map(Vec::len), Some(1));
+
+        let s = since(&params("7d"), 400 * day).unwrap();
+        assert!(s.warning.is_none());
+        assert!(s.start_unix_nanos >= before - i64::try_from((7 * day).as_nanos()).unwrap());
+        assert!(answer(Vec::<u8>::new(), &s).get("warnings").is_none());
+        assert!(since(&params("5y"), day).is_err());
+        // The default range is a day.
+        let s = since(&HashMap::new(), 400 * day).unwrap();
+        assert!(s.warning.is_none() && s.start_unix_nanos < now_nanos() - 86_000 * 1_000_000_000);
+    }
 
     #[test]
     fn host_headers_give_their_host() {

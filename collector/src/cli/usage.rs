@@ -71,6 +71,18 @@ pub async fn run_usage(args: &UsageArgs) -> Result<String, UsageError> {
 }
 
 fn render_table(dims: &[&str], body: &Value, since: &str) -> String {
+    let mut out = render_rows(dims, body, since);
+    // What the collector changed in the question, e.g. a `since` longer
+    // than it answers for.
+    for w in body["warnings"].as_array().into_iter().flatten() {
+        if let Some(w) = w.as_str() {
+            out.push_str(&format!("\nnote: {w}"));
+        }
+    }
+    out
+}
+
+fn render_rows(dims: &[&str], body: &Value, since: &str) -> String {
     let empty = Vec::new();
     let rows = body["rows"].as_array().unwrap_or(&empty);
     if rows.is_empty() {
@@ -155,6 +167,11 @@ mod tests {
         assert_eq!(
             render_table(&["project"], &serde_json::json!({"rows": []}), "1h"),
             "no model calls in the last 1h"
+        );
+        let clamped = serde_json::json!({"rows": [], "warnings": ["answered for the last 400d"]});
+        assert_eq!(
+            render_table(&["project"], &clamped, "100000w"),
+            "no model calls in the last 100000w\nnote: answered for the last 400d"
         );
     }
 }

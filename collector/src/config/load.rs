@@ -91,6 +91,7 @@ fn one_line(err: &figment::Error, path: Option<&Path>) -> String {
 mod tests {
     use super::*;
     use crate::config::StorageConfig;
+    use std::time::Duration;
 
     fn write(text: &str) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -109,8 +110,90 @@ mod tests {
         assert_eq!(c.http_listen.port(), 4318);
         assert_eq!(c.api_listen.port(), 7070);
         assert_eq!(c.grpc_max_message_bytes, 4 * 1024 * 1024);
-        assert!(matches!(&c.storage, StorageConfig::Sqlite { dir } if dir.ends_with("data")));
+        assert!(matches!(&c.storage, StorageConfig::Sqlite { dir, .. } if dir.ends_with("data")));
         assert!(!c.gateway.enabled);
+        let StorageConfig::Sqlite { read, .. } = &c.storage else {
+            panic!("{:?}", c.storage)
+        };
+        assert_eq!(read.readers, 4);
+        assert_eq!(read.query_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_query_range, Duration::from_secs(400 * 86_400));
+    }
+
+    #[test]
+    fn query_bounds_come_from_the_api_section_or_the_retention() {
+        let f = write(
+            "[api]
+query_timeout = \"2s\"
+max_query_range = \"30d\"
+\
+             [storage]
+type = \"sqlite\"
+readers = 2
+",
+        );
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.max_query_range, Duration::from_secs(30 * 86_400));
+        let StorageConfig::Sqlite { read, .. } = &c.storage else {
+            panic!("{:?}", c.storage)
+        };
+        assert_eq!(
+            (read.readers, read.query_timeout),
+            (2, Duration::from_secs(2))
+        );
+
+        // Without a configured range, a ClickHouse store's retention is the range.
+        let f = write(
+            "[api]
+query_timeout = \"3s\"
+\
+             [storage]
+type = \"clickhouse\"
+url = \"http://127.0.0.1:8123\"
+retention_days = 90
+",
+        );
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        assert_eq!(c.max_query_range, Duration::from_secs(90 * 86_400));
+        let StorageConfig::Clickhouse(ch) = &c.storage else {
+            panic!("{:?}", c.storage)
+        };
+        assert_eq!(ch.query_timeout, Duration::from_secs(3));
+
+        for (text, field) in [
+            (
+                "[api]
+query_timeout = \"0s\"
+",
+                "api.query_timeout",
+            ),
+            (
+                "[api]
+max_query_range = \"0s\"
+",
+                "api.max_query_range",
+            ),
+            (
+                "[storage]
+type = \"sqlite\"
+readers = 0
+",
+                "storage.readers",
+            ),
+            (
+                "[storage]
+type = \"sqlite\"
+readers = 65
+",
+                "storage.readers",
+            ),
+        ] {
+            let f = write(text);
+            let err = load_with_env(Some(f.path()), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
     }
 
     #[test]
@@ -185,7 +268,7 @@ mod tests {
             let f = write("[storage]\ntype = \"sqlite\"\npath = \"${TOLLGATE_TEST_DIR}/rows\"\n");
             let c = load_with_env(Some(f.path()), no_env()).unwrap();
             assert!(
-                matches!(&c.storage, StorageConfig::Sqlite { dir } if dir == Path::new("/srv/tg/rows"))
+                matches!(&c.storage, StorageConfig::Sqlite { dir, .. } if dir == Path::new("/srv/tg/rows"))
             );
             Ok(())
         });

@@ -14,4 +14,4 @@ pub use raw::{
     OtlpSection, PipelineSection, PricingSection, RawConfig, ReceiversSection, StorageSection,
     WebhookFormat, WebhookSection,
 };
-pub use validate::{Config, LabelPolicy, Secret, StorageConfig};
+pub use validate::{Config, DEFAULT_MAX_QUERY_RANGE, LabelPolicy, Secret, StorageConfig};

@@ -293,16 +293,32 @@ pub struct ApiSection {
     /// Listen address of `/v1/usage`, `/v1/calls`, `/healthz`, `/readyz`, `/metrics`.
     #[serde(default = "default_api_listen")]
     pub listen: String,
+    /// Longest time range one query may cover (`since` of `/v1/usage` and
+    /// `/v1/events`). A longer `since` is answered for this range only, and
+    /// the answer's `warnings` say so. Default: the store's retention
+    /// (`storage.retention_days`) when one is set, else 400 days.
+    #[serde(default, with = "humantime_serde")]
+    pub max_query_range: Option<Duration>,
+    /// Longest one query of the API may run, its wait for a free reader
+    /// included; the store stops it then and the API answers 503
+    /// `query_timeout`. Start-up work (rebuilding counters) is not bounded.
+    #[serde(default = "default_query_timeout", with = "humantime_serde")]
+    pub query_timeout: Duration,
 }
 
 fn default_api_listen() -> String {
     "127.0.0.1:7070".to_owned()
+}
+fn default_query_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
         Self {
             listen: default_api_listen(),
+            max_query_range: None,
+            query_timeout: default_query_timeout(),
         }
     }
 }
@@ -411,6 +427,11 @@ pub enum StorageSection {
         /// Directory holding `tollgate.sqlite`; created if missing.
         #[serde(default = "default_data_dir")]
         path: String,
+        /// Read-only connections answering the query API: that many queries
+        /// run at once, others wait (within `api.query_timeout`). `/readyz`
+        /// has a connection of its own besides these.
+        #[serde(default = "default_sqlite_readers")]
+        readers: usize,
     },
     /// ClickHouse (23.8 LTS and newer), for production and dashboards.
     /// The collector creates the database and migrates the schema itself.
@@ -451,11 +472,15 @@ fn default_clickhouse_timeout() -> Duration {
 fn default_data_dir() -> String {
     "./data".to_owned()
 }
+fn default_sqlite_readers() -> usize {
+    4
+}
 
 impl Default for StorageSection {
     fn default() -> Self {
         StorageSection::Sqlite {
             path: default_data_dir(),
+            readers: default_sqlite_readers(),
         }
     }
 }

@@ -16,6 +16,7 @@ use super::load::ConfigError;
 use super::raw::{AlertsSection, LogSection, RawConfig, StorageSection};
 use crate::kafka::KafkaConfig;
 use crate::sinks::clickhouse::{ClickhouseCompression, ClickhouseConfig};
+use crate::sinks::sqlite::ReadConfig;
 
 /// A secret from config: never shown by `Debug` or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -36,9 +37,16 @@ impl std::fmt::Debug for Secret {
 /// Where rows go, validated.
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
-    Sqlite { dir: PathBuf },
+    Sqlite { dir: PathBuf, read: ReadConfig },
     Clickhouse(ClickhouseConfig),
 }
+
+/// Longest range a query covers when neither `api.max_query_range` nor a
+/// retention is set: a year and a month, so "this month last year" fits.
+pub const DEFAULT_MAX_QUERY_RANGE: Duration = Duration::from_secs(400 * 86_400);
+
+/// Most readers one SQLite store opens.
+const MAX_SQLITE_READERS: usize = 64;
 
 /// Which `tollgate.label.*` keys are kept.
 #[derive(Debug, Clone)]
@@ -56,6 +64,8 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub api_listen: SocketAddr,
+    /// Longest range `since` may cover; longer ones are answered for this range.
+    pub max_query_range: Duration,
     pub grpc_max_message_bytes: usize,
     pub http_max_body_bytes: usize,
     pub max_tokens_per_call: u64,
@@ -158,13 +168,36 @@ impl RawConfig {
             self.pipeline.dedup_window_calls,
         )?;
 
+        let query_timeout = self.api.query_timeout;
+        if query_timeout.is_zero() {
+            return Err(invalid(
+                "api.query_timeout",
+                "must be longer than 0s (e.g. \"10s\")",
+            ));
+        }
+        if self.api.max_query_range.is_some_and(|r| r.is_zero()) {
+            return Err(invalid(
+                "api.max_query_range",
+                "must be longer than 0s (e.g. \"90d\"); leave it unset for the store's retention",
+            ));
+        }
         let storage = match self.storage {
-            StorageSection::Sqlite { path } => {
+            StorageSection::Sqlite { path, readers } => {
                 if path.trim().is_empty() {
                     return Err(invalid("storage.path", "must name a directory"));
                 }
+                if !(1..=MAX_SQLITE_READERS).contains(&readers) {
+                    return Err(invalid(
+                        "storage.readers",
+                        format!("must be between 1 and {MAX_SQLITE_READERS}"),
+                    ));
+                }
                 StorageConfig::Sqlite {
                     dir: PathBuf::from(path),
+                    read: ReadConfig {
+                        readers,
+                        query_timeout,
+                    },
                 }
             }
             StorageSection::Clickhouse {
@@ -225,9 +258,21 @@ impl RawConfig {
                     compression,
                     retention_days,
                     timeout,
+                    query_timeout,
                 })
             }
         };
+        let retention = match &storage {
+            StorageConfig::Clickhouse(c) => c
+                .retention_days
+                .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+            StorageConfig::Sqlite { .. } => None,
+        };
+        let max_query_range = self
+            .api
+            .max_query_range
+            .or(retention)
+            .unwrap_or(DEFAULT_MAX_QUERY_RANGE);
 
         let base = match &self.pricing.table {
             Some(file) => {
@@ -312,6 +357,7 @@ impl RawConfig {
             grpc_listen,
             http_listen,
             api_listen,
+            max_query_range,
             grpc_max_message_bytes,
             http_max_body_bytes,
             max_tokens_per_call: otlp.max_tokens_per_call,

@@ -44,6 +44,7 @@ impl Restore {
                 rule_id: None,
                 kind: None,
                 limit: STORED_EVENTS_MAX,
+                within_query_timeout: false,
             })
             .await;
         match stored {

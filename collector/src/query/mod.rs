@@ -4,6 +4,6 @@
 mod model;
 
 pub use model::{
-    Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
-    UsageQuery, UsageRow, parse_since,
+    Dimension, EventsQuery, MAX_GROUP_BY, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS,
+    ReplayFn, UsageQuery, UsageRow, format_since, parse_since,
 };

@@ -76,6 +76,12 @@ impl Dimension {
                 dims.push(d);
             }
         }
+        if dims.len() > MAX_GROUP_BY {
+            return Err(QueryError::BadRequest(format!(
+                "`by` names {} dimensions; group by at most {MAX_GROUP_BY} at once and filter on the others (e.g. project=search)",
+                dims.len()
+            )));
+        }
         Ok(dims)
     }
 
@@ -98,6 +104,11 @@ impl Dimension {
     }
 }
 
+/// Most dimensions one usage query may group by. Every added dimension
+/// multiplies the groups a store sorts; four already split calls by, e.g.,
+/// project, model, user and session.
+pub const MAX_GROUP_BY: usize = 4;
+
 /// Parses `since=1h`, `30m`, `7d`, `2w` into a duration.
 pub fn parse_since(s: &str) -> Result<Duration, QueryError> {
     let s = s.trim();
@@ -118,6 +129,19 @@ pub fn parse_since(s: &str) -> Result<Duration, QueryError> {
         }
     };
     Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// Writes a duration as `since` takes it, in its largest whole unit
+/// (`400d`, `36h`, `90m`, `45s`).
+pub fn format_since(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// `GET /v1/usage`: totals grouped by `group_by` over calls since a time.
@@ -174,6 +198,10 @@ pub enum QueryError {
     BadRequest(String),
     #[error("store error: {0}")]
     Store(String),
+    /// The query (waiting for a reader included) ran past the store's
+    /// per-query timeout and was stopped.
+    #[error("the query ran longer than the {}s query timeout and was stopped", timeout.as_secs_f64())]
+    Timeout { timeout: Duration },
 }
 
 /// `GET /v1/events`: rule events since a time, newest first.
@@ -183,6 +211,9 @@ pub struct EventsQuery {
     pub rule_id: Option<String>,
     pub kind: Option<String>,
     pub limit: usize,
+    /// Whether the store's per-query timeout applies: true for the API,
+    /// false for start-up work (reading back the events already sent).
+    pub within_query_timeout: bool,
 }
 
 /// Called with every stored call of a replay, oldest first.
@@ -194,6 +225,13 @@ pub type ReplayFn<'a> = Box<dyn FnMut(&CallRecord) + Send + 'a>;
 pub const REPLAY_LONGEST_CALL_NANOS: i64 = 24 * 3600 * 1_000_000_000;
 
 /// A store that answers the query API.
+///
+/// `usage`, `calls` and `events` (when `within_query_timeout`) answer the
+/// API: each stops within the store's per-query timeout (`api.query_timeout`),
+/// its wait for a connection included, with [`QueryError::Timeout`], and
+/// stops its work on the store when its future is dropped or soon after.
+/// `replay` and `ping` are not bounded by it: `replay` is start-up work, and
+/// `ping` must never wait behind a query.
 pub trait QueryStore: Send + Sync {
     fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>>;
     /// The latest `limit` calls, newest first.
@@ -228,6 +266,19 @@ mod tests {
             err.contains("colour") && err.contains("error_type"),
             "{err}"
         );
+        assert_eq!(
+            Dimension::parse_list("user,session,model,project,user")
+                .unwrap()
+                .len(),
+            4
+        );
+        let err = Dimension::parse_list("user,session,model,project,route")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("names 5 dimensions") && err.contains("at most 4"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -237,6 +288,9 @@ mod tests {
         assert_eq!(parse_since("7d").unwrap(), Duration::from_secs(7 * 86_400));
         assert!(parse_since("h").is_err());
         assert!(parse_since("5y").is_err());
+        for text in ["400d", "36h", "90m", "45s"] {
+            assert_eq!(format_since(parse_since(text).unwrap()), text);
+        }
     }
 
     #[test]

@@ -21,8 +21,8 @@ impl StorageConfig {
     /// Opens the configured store.
     pub async fn build(&self) -> Result<Store, SinkError> {
         match self {
-            StorageConfig::Sqlite { dir } => {
-                let store = SqliteStore::open(dir)?;
+            StorageConfig::Sqlite { dir, read } => {
+                let store = SqliteStore::open_with(dir, *read)?;
                 tracing::info!(path = %store.path().display(), "embedded store open");
                 Ok(Store {
                     sink: Arc::new(store.clone()),

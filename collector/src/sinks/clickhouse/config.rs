@@ -24,4 +24,7 @@ pub struct ClickhouseConfig {
     pub retention_days: Option<u32>,
     /// Longest one insert or query may take before it is retried.
     pub timeout: Duration,
+    /// Longest one query of the API may run (`max_execution_time` on the
+    /// server, and the client stops waiting then too).
+    pub query_timeout: Duration,
 }

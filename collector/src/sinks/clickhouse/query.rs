@@ -34,6 +34,16 @@ fn store_err(e: impl std::fmt::Display) -> QueryError {
     QueryError::Store(format!("ClickHouse: {e}"))
 }
 
+/// ClickHouse's `TIMEOUT_EXCEEDED`: the server stopped the query at
+/// `max_execution_time`.
+const TIMEOUT_EXCEEDED: u32 = 159;
+
+/// Whether ClickHouse answered that the query ran past `max_execution_time`.
+fn is_server_timeout(e: &clickhouse::error::Error) -> bool {
+    matches!(e, clickhouse::error::Error::BadResponse(m)
+        if m.contains(&format!("Code: {TIMEOUT_EXCEEDED}.")) || m.contains("TIMEOUT_EXCEEDED"))
+}
+
 /// `SELECT` list of [`CallRow`], in its field order.
 const CALL_FIELDS: &str = "time, start_unix_nanos, duration_nanos, ttft_nanos, trace_id, span_id,
     request_id, org, project, app, environment, route, user_id, session_id, agent_id, agent_name,
@@ -43,6 +53,34 @@ const CALL_FIELDS: &str = "time, start_unix_nanos, duration_nanos, ttft_nanos, t
     upstream, labels, parent_span_id";
 
 impl ClickhouseStore {
+    /// A query of the API: ClickHouse stops it at `max_execution_time`
+    /// (whole seconds, rounded up) or as soon as the client hangs up, and
+    /// the client stops waiting at the query timeout whatever the server
+    /// does.
+    fn api_query(&self, sql: &str) -> clickhouse::query::Query {
+        let secs = self.query_timeout.as_secs_f64().ceil().max(1.0);
+        self.client
+            .query(sql)
+            .with_setting("max_execution_time", format!("{secs}"))
+            .with_setting("timeout_overflow_mode", "throw")
+            .with_setting("cancel_http_readonly_queries_on_client_close", "1")
+    }
+
+    /// Runs `fetch` within the query timeout; a timeout on either side is
+    /// [`QueryError::Timeout`].
+    async fn bounded<T>(
+        &self,
+        fetch: impl Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, QueryError> {
+        let timeout = self.query_timeout;
+        match tokio::time::timeout(timeout, fetch).await {
+            Err(_) => Err(QueryError::Timeout { timeout }),
+            Ok(Err(e)) if is_server_timeout(&e) => Err(QueryError::Timeout { timeout }),
+            Ok(Err(e)) => Err(store_err(e)),
+            Ok(Ok(rows)) => Ok(rows),
+        }
+    }
+
     async fn usage_rows(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
         let dims: Vec<&str> = q.group_by.iter().map(|d| column(*d)).collect();
         let mut sql = format!(
@@ -70,11 +108,11 @@ impl ClickhouseStore {
             sql.push_str(", dims");
         }
         sql.push_str(&format!(" LIMIT {}", q.limit));
-        let mut query = self.client.query(&sql).bind(q.since_unix_nanos);
+        let mut query = self.api_query(&sql).bind(q.since_unix_nanos);
         for (_, v) in &q.filters {
             query = query.bind(v.as_str());
         }
-        let rows = query.fetch_all::<UsageRowCh>().await.map_err(store_err)?;
+        let rows = self.bounded(query.fetch_all::<UsageRowCh>()).await?;
         Ok(rows
             .into_iter()
             .map(|r| UsageRow {
@@ -92,15 +130,12 @@ impl ClickhouseStore {
     }
 
     async fn latest_calls(&self, limit: usize) -> Result<Vec<CallRecord>, QueryError> {
-        let rows = self
-            .client
-            .query(&format!(
+        let query = self
+            .api_query(&format!(
                 "SELECT {CALL_FIELDS} FROM calls ORDER BY start_unix_nanos DESC, span_id DESC LIMIT ?"
             ))
-            .bind(limit as u64)
-            .fetch_all::<CallRow>()
-            .await
-            .map_err(store_err)?;
+            .bind(limit as u64);
+        let rows = self.bounded(query.fetch_all::<CallRow>()).await?;
         Ok(rows.into_iter().map(CallRow::into_record).collect())
     }
 
@@ -117,18 +152,24 @@ impl ClickhouseStore {
             sql.push_str(" AND kind = ?");
         }
         sql.push_str(" ORDER BY time_unix_nanos DESC LIMIT ?");
-        let mut query = self.client.query(&sql).bind(q.since_unix_nanos);
+        let mut query = if q.within_query_timeout {
+            self.api_query(&sql)
+        } else {
+            self.client.query(&sql)
+        };
+        query = query.bind(q.since_unix_nanos);
         if let Some(r) = &q.rule_id {
             query = query.bind(r.as_str());
         }
         if let Some(k) = &q.kind {
             query = query.bind(k.as_str());
         }
-        let rows = query
-            .bind(q.limit as u64)
-            .fetch_all::<EventRow>()
-            .await
-            .map_err(store_err)?;
+        let fetch = query.bind(q.limit as u64).fetch_all::<EventRow>();
+        let rows = if q.within_query_timeout {
+            self.bounded(fetch).await?
+        } else {
+            fetch.await.map_err(store_err)?
+        };
         Ok(rows.into_iter().map(EventRow::into_event).collect())
     }
 
@@ -183,5 +224,23 @@ impl QueryStore for ClickhouseStore {
                 .map(|_| ())
                 .map_err(store_err)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_s_timeout_is_told_from_other_errors() {
+        let timeout = clickhouse::error::Error::BadResponse(
+            "Code: 159. DB::Exception: Timeout exceeded: elapsed 1.0 seconds, maximum: 1. (TIMEOUT_EXCEEDED)".into(),
+        );
+        assert!(is_server_timeout(&timeout));
+        let other = clickhouse::error::Error::BadResponse(
+            "Code: 60. DB::Exception: Unknown table. (UNKNOWN_TABLE)".into(),
+        );
+        assert!(!is_server_timeout(&other));
+        assert!(!is_server_timeout(&clickhouse::error::Error::TimedOut));
     }
 }

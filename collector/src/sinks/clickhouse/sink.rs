@@ -17,6 +17,7 @@ pub struct ClickhouseStore {
     pub(super) client: Client,
     pub(super) database: String,
     pub(super) timeout: std::time::Duration,
+    pub(super) query_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for ClickhouseStore {
@@ -82,6 +83,7 @@ impl ClickhouseStore {
             client,
             database: config.database.clone(),
             timeout: config.timeout,
+            query_timeout: config.query_timeout,
         })
     }
 

@@ -38,33 +38,28 @@ impl AdminLog for SqliteStore {
     }
 
     fn load(&self, now_unix_nanos: i64) -> BoxFuture<'_, Result<Vec<AdminAction>, QueryError>> {
-        Box::pin(async move {
-            run_blocking(|| {
-                let conn = self
-                    .inner()
-                    .reader
-                    .lock()
-                    .map_err(|_| store_err("reader lock poisoned"))?;
-                let mut stmt = conn
-                    .prepare(
-                        "SELECT body FROM admin_actions
+        // Read at start-up and on reload: not a query of the API, so not
+        // bounded by its timeout.
+        Box::pin(self.inner().readers.read(false, move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT body FROM admin_actions
                          WHERE until_unix_nanos IS NULL OR until_unix_nanos > ?1 ORDER BY id",
-                    )
-                    .map_err(store_err)?;
-                let bodies = stmt
-                    .query_map([now_unix_nanos], |r| r.get::<_, String>(0))
-                    .map_err(store_err)?;
-                let mut out = Vec::new();
-                for body in bodies {
-                    let body = body.map_err(store_err)?;
-                    match serde_json::from_str(&body) {
-                        Ok(a) => out.push(a),
-                        Err(e) => tracing::warn!(error = %e, "unreadable admin action skipped"),
-                    }
+                )
+                .map_err(store_err)?;
+            let bodies = stmt
+                .query_map([now_unix_nanos], |r| r.get::<_, String>(0))
+                .map_err(store_err)?;
+            let mut out = Vec::new();
+            for body in bodies {
+                let body = body.map_err(store_err)?;
+                match serde_json::from_str(&body) {
+                    Ok(a) => out.push(a),
+                    Err(e) => tracing::warn!(error = %e, "unreadable admin action skipped"),
                 }
-                Ok(out)
-            })
-        })
+            }
+            Ok(out)
+        }))
     }
 }
 

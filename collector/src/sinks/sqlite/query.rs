@@ -2,9 +2,10 @@
 
 use futures::future::BoxFuture;
 use rusqlite::types::Value;
-use rusqlite::{Row, params_from_iter};
+use rusqlite::{Connection, Row, params_from_iter};
 use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode, RuleEvent};
 
+use super::readers::open_reader;
 use super::schema::{START_SECOND, started_since};
 use super::sink::{SqliteStore, run_blocking};
 use crate::query::{
@@ -34,104 +35,88 @@ fn store_err(e: impl std::fmt::Display) -> QueryError {
     QueryError::Store(e.to_string())
 }
 
-impl SqliteStore {
-    fn usage_blocking(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
-        let cols: Vec<&str> = q.group_by.iter().map(|d| column(*d)).collect();
-        let mut sql = String::from("SELECT ");
-        for c in &cols {
-            sql.push_str(c);
-            sql.push_str(", ");
-        }
-        sql.push_str(
-            "COUNT(*), SUM(status = 'error'), SUM(input_tokens), SUM(output_tokens),
-             SUM(cache_read_tokens), SUM(cache_write_tokens), ROUND(TOTAL(cost_usd), 9), SUM(cost_usd IS NULL)
-             FROM calls WHERE ",
-        );
-        sql.push_str(&started_since("?1"));
-        let mut args: Vec<Value> = vec![Value::Integer(q.since_unix_nanos)];
-        for (d, v) in &q.filters {
-            args.push(Value::Text(v.clone()));
-            sql.push_str(&format!(" AND {} = ?{}", column(*d), args.len()));
-        }
-        if !cols.is_empty() {
-            sql.push_str(" GROUP BY ");
-            sql.push_str(&cols.join(", "));
-        }
-        // Most expensive groups first; the cost is select-list position n + 7 (1-based).
-        sql.push_str(&format!(" ORDER BY {} DESC", cols.len() + 7));
-        if !cols.is_empty() {
-            sql.push_str(", 1");
-        }
-        sql.push_str(&format!(" LIMIT {}", q.limit));
+fn usage_rows(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
+    let cols: Vec<&str> = q.group_by.iter().map(|d| column(*d)).collect();
+    let mut sql = String::from("SELECT ");
+    for c in &cols {
+        sql.push_str(c);
+        sql.push_str(", ");
+    }
+    sql.push_str(
+        "COUNT(*), SUM(status = 'error'), SUM(input_tokens), SUM(output_tokens),
+         SUM(cache_read_tokens), SUM(cache_write_tokens), ROUND(TOTAL(cost_usd), 9), SUM(cost_usd IS NULL)
+         FROM calls WHERE ",
+    );
+    sql.push_str(&started_since("?1"));
+    let mut args: Vec<Value> = vec![Value::Integer(q.since_unix_nanos)];
+    for (d, v) in &q.filters {
+        args.push(Value::Text(v.clone()));
+        sql.push_str(&format!(" AND {} = ?{}", column(*d), args.len()));
+    }
+    if !cols.is_empty() {
+        sql.push_str(" GROUP BY ");
+        sql.push_str(&cols.join(", "));
+    }
+    // Most expensive groups first; the cost is select-list position n + 7 (1-based).
+    sql.push_str(&format!(" ORDER BY {} DESC", cols.len() + 7));
+    if !cols.is_empty() {
+        sql.push_str(", 1");
+    }
+    sql.push_str(&format!(" LIMIT {}", q.limit));
 
-        let conn = self
-            .inner()
-            .reader
-            .lock()
-            .map_err(|_| store_err("reader lock poisoned"))?;
-        let mut stmt = conn.prepare(&sql).map_err(store_err)?;
-        let n = cols.len();
-        let rows = stmt
-            .query_map(params_from_iter(args), |row| {
-                let mut dims = Vec::with_capacity(n);
-                for (i, d) in q.group_by.iter().enumerate() {
-                    dims.push((*d, row.get::<_, Option<String>>(i)?));
-                }
-                let count = |i: usize| -> rusqlite::Result<u64> {
-                    Ok(row.get::<_, Option<i64>>(n + i)?.unwrap_or(0).max(0) as u64)
-                };
-                Ok(UsageRow {
-                    dims,
-                    requests: count(0)?,
-                    errors: count(1)?,
-                    input_tokens: count(2)?,
-                    output_tokens: count(3)?,
-                    cache_read_tokens: count(4)?,
-                    cache_write_tokens: count(5)?,
-                    cost_usd: row.get::<_, f64>(n + 6)?,
-                    unpriced_requests: count(7)?,
-                })
-            })
-            .map_err(store_err)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let r = r.map_err(store_err)?;
-            // COUNT(*) without GROUP BY yields one all-zero row on an empty table.
-            if r.requests > 0 {
-                out.push(r);
+    let mut stmt = conn.prepare(&sql).map_err(store_err)?;
+    let n = cols.len();
+    let rows = stmt
+        .query_map(params_from_iter(args), |row| {
+            let mut dims = Vec::with_capacity(n);
+            for (i, d) in q.group_by.iter().enumerate() {
+                dims.push((*d, row.get::<_, Option<String>>(i)?));
             }
+            let count = |i: usize| -> rusqlite::Result<u64> {
+                Ok(row.get::<_, Option<i64>>(n + i)?.unwrap_or(0).max(0) as u64)
+            };
+            Ok(UsageRow {
+                dims,
+                requests: count(0)?,
+                errors: count(1)?,
+                input_tokens: count(2)?,
+                output_tokens: count(3)?,
+                cache_read_tokens: count(4)?,
+                cache_write_tokens: count(5)?,
+                cost_usd: row.get::<_, f64>(n + 6)?,
+                unpriced_requests: count(7)?,
+            })
+        })
+        .map_err(store_err)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let r = r.map_err(store_err)?;
+        // COUNT(*) without GROUP BY yields one all-zero row on an empty table.
+        if r.requests > 0 {
+            out.push(r);
         }
-        Ok(out)
     }
+    Ok(out)
+}
 
-    fn calls_blocking(&self, limit: usize) -> Result<Vec<CallRecord>, QueryError> {
-        let conn = self
-            .inner()
-            .reader
-            .lock()
-            .map_err(|_| store_err("reader lock poisoned"))?;
-        let mut stmt = conn
-            // Newest seconds first from `calls_by_second`; only the rows of
-            // the seconds read are sorted. Without statistics the planner
-            // would sort the whole table instead.
-            .prepare_cached(&format!(
-                "SELECT {CALL_COLUMNS} FROM calls INDEXED BY calls_by_second
+fn latest_calls(conn: &Connection, limit: usize) -> Result<Vec<CallRecord>, QueryError> {
+    let mut stmt = conn
+        // Newest seconds first from `calls_by_second`; only the rows of
+        // the seconds read are sorted. Without statistics the planner
+        // would sort the whole table instead.
+        .prepare_cached(&format!(
+            "SELECT {CALL_COLUMNS} FROM calls INDEXED BY calls_by_second
                  ORDER BY {START_SECOND} DESC, start_unix_nanos DESC, id DESC LIMIT ?1"
-            ))
-            .map_err(store_err)?;
-        let rows = stmt
-            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], read_record)
-            .map_err(store_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
-    }
+        ))
+        .map_err(store_err)?;
+    let rows = stmt
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], read_record)
+        .map_err(store_err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
+}
 
-    fn events_blocking(&self, q: &EventsQuery) -> Result<Vec<RuleEvent>, QueryError> {
-        let conn = self
-            .inner()
-            .reader
-            .lock()
-            .map_err(|_| store_err("reader lock poisoned"))?;
-        let mut stmt = conn
+fn rule_events(conn: &Connection, q: &EventsQuery) -> Result<Vec<RuleEvent>, QueryError> {
+    let mut stmt = conn
             .prepare_cached(
                 "SELECT time_unix_nanos, rule_id, kind, scope, metric, limit_value, used, threshold,
                         action, window_end_unix_nanos, trace_id, span_id
@@ -140,42 +125,39 @@ impl SqliteStore {
                  ORDER BY time_unix_nanos DESC, id DESC LIMIT ?4",
             )
             .map_err(store_err)?;
-        let rows = stmt
-            .query_map(
-                rusqlite::params![
-                    q.since_unix_nanos,
-                    q.rule_id,
-                    q.kind,
-                    i64::try_from(q.limit).unwrap_or(i64::MAX)
-                ],
-                |row| {
-                    Ok(RuleEvent {
-                        time_unix_nanos: row.get(0)?,
-                        rule_id: row.get(1)?,
-                        kind: row.get(2)?,
-                        scope: row.get(3)?,
-                        metric: row.get(4)?,
-                        limit: row.get(5)?,
-                        used: row.get(6)?,
-                        threshold: row.get(7)?,
-                        action: row.get(8)?,
-                        window_end_unix_nanos: row.get(9)?,
-                        trace_id: row.get(10)?,
-                        span_id: row.get(11)?,
-                    })
-                },
-            )
-            .map_err(store_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
-    }
-
-    fn replay_blocking(&self, since: i64, each: &mut ReplayFn<'_>) -> Result<u64, QueryError> {
-        // A connection of its own: a long replay must not hold the API's reader.
-        let conn = rusqlite::Connection::open_with_flags(
-            self.path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    let rows = stmt
+        .query_map(
+            rusqlite::params![
+                q.since_unix_nanos,
+                q.rule_id,
+                q.kind,
+                i64::try_from(q.limit).unwrap_or(i64::MAX)
+            ],
+            |row| {
+                Ok(RuleEvent {
+                    time_unix_nanos: row.get(0)?,
+                    rule_id: row.get(1)?,
+                    kind: row.get(2)?,
+                    scope: row.get(3)?,
+                    metric: row.get(4)?,
+                    limit: row.get(5)?,
+                    used: row.get(6)?,
+                    threshold: row.get(7)?,
+                    action: row.get(8)?,
+                    window_end_unix_nanos: row.get(9)?,
+                    trace_id: row.get(10)?,
+                    span_id: row.get(11)?,
+                })
+            },
         )
         .map_err(store_err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
+}
+
+impl SqliteStore {
+    fn replay_blocking(&self, since: i64, each: &mut ReplayFn<'_>) -> Result<u64, QueryError> {
+        // A connection of its own: a long replay must not hold the API's readers.
+        let conn = open_reader(self.path()).map_err(store_err)?;
         let mut stmt = conn.prepare(&replay_sql()).map_err(store_err)?;
         let earliest = since.saturating_sub(REPLAY_LONGEST_CALL_NANOS);
         let mut rows = stmt.query([since, earliest]).map_err(store_err)?;
@@ -259,15 +241,27 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 
 impl QueryStore for SqliteStore {
     fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>> {
-        Box::pin(async move { run_blocking(|| self.usage_blocking(&query)) })
+        Box::pin(
+            self.inner()
+                .readers
+                .read(true, move |c| usage_rows(c, &query)),
+        )
     }
 
     fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>> {
-        Box::pin(async move { run_blocking(|| self.calls_blocking(limit)) })
+        Box::pin(
+            self.inner()
+                .readers
+                .read(true, move |c| latest_calls(c, limit)),
+        )
     }
 
     fn events(&self, query: EventsQuery) -> BoxFuture<'_, Result<Vec<RuleEvent>, QueryError>> {
-        Box::pin(async move { run_blocking(|| self.events_blocking(&query)) })
+        Box::pin(
+            self.inner()
+                .readers
+                .read(query.within_query_timeout, move |c| rule_events(c, &query)),
+        )
     }
 
     fn replay<'a>(
@@ -280,13 +274,16 @@ impl QueryStore for SqliteStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>> {
         Box::pin(async move {
+            // Reads the schema version from the file's first page on the
+            // readiness check's own connection: microseconds, whatever
+            // queries the readers are running.
             run_blocking(|| {
                 let conn = self
                     .inner()
-                    .reader
+                    .health
                     .lock()
-                    .map_err(|_| store_err("reader lock poisoned"))?;
-                conn.query_row("SELECT 1", [], |_| Ok(()))
+                    .map_err(|_| store_err("readiness connection lock poisoned"))?;
+                conn.query_row("PRAGMA user_version", [], |_| Ok(()))
                     .map_err(store_err)
             })
         })
@@ -419,7 +416,7 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(seen, ["recent", "long"], "oldest end first");
 
-        let conn = store.inner().reader.lock().unwrap();
+        let conn = store.inner().health.lock().unwrap();
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", replay_sql()))
             .unwrap()

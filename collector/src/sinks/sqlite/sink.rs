@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use futures::future::BoxFuture;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 use tollgate_rules::{CallRecord, RuleEvent};
 
+use super::readers::{ReadConfig, Readers, open_reader};
 use super::schema;
 use crate::sinks::CallMerge;
 use crate::sinks::{Batch, Sink, SinkError};
@@ -78,8 +79,9 @@ macro_rules! bind_changed {
     };
 }
 
-/// The embedded store. One connection writes (SQLite allows one writer),
-/// another reads concurrently thanks to WAL.
+/// The embedded store. One connection writes (SQLite allows one writer);
+/// a few read-only ones answer queries concurrently thanks to WAL, and one
+/// more answers the readiness check.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -145,7 +147,10 @@ impl Drop for BatchThread {
 
 pub(super) struct Inner {
     pub(super) writer: Mutex<Connection>,
-    pub(super) reader: Mutex<Connection>,
+    /// The query API's connections.
+    pub(super) readers: Readers,
+    /// The readiness check's own connection: it never waits behind a query.
+    pub(super) health: Mutex<Connection>,
     pub(super) path: PathBuf,
 }
 
@@ -172,8 +177,15 @@ pub(super) fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating) the store in directory `dir`.
+    /// Opens (creating and migrating) the store in directory `dir`, with
+    /// the default readers and query timeout.
     pub fn open(dir: &Path) -> Result<Self, SinkError> {
+        Self::open_with(dir, ReadConfig::default())
+    }
+
+    /// Opens (creating and migrating) the store in directory `dir`; the
+    /// query API reads it as `read` says.
+    pub fn open_with(dir: &Path, read: ReadConfig) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
         let path = dir.join(DB_FILE);
         let mut writer = Connection::open(&path).map_err(|e| open_err(&path, e))?;
@@ -195,17 +207,16 @@ impl SqliteStore {
             )
             .map_err(|e| open_err(&path, e))?;
         schema::migrate(&mut writer).map_err(|e| open_err(&path, e))?;
-        let reader = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| open_err(&path, e))?;
-        reader
-            .execute_batch("PRAGMA busy_timeout = 5000;")
+        let readers = Readers::open(&path, read).map_err(|e| open_err(&path, e))?;
+        let health = open_reader(&path).map_err(|e| open_err(&path, e))?;
+        // The readiness check answers within `/readyz`'s second, locked or not.
+        health
+            .busy_timeout(std::time::Duration::from_millis(500))
             .map_err(|e| open_err(&path, e))?;
         let inner = Arc::new(Inner {
             writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
+            readers,
+            health: Mutex::new(health),
             path,
         });
         let batches = BatchThread::start(inner.clone())
