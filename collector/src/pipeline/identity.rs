@@ -45,8 +45,11 @@
 //! and usage fingerprints that find calls across traces are kept for a
 //! minute ([`LINK_HORIZON`]). A remembered call costs about 340 bytes of
 //! resident memory with one call a trace, 450 bytes with ten (measured by
-//! `examples/identity_memory.rs`). A repeat or relative arriving after its
-//! call was forgotten is stored as a call of its own.
+//! `examples/identity_memory.rs`). A trace of more than [`INDEX_FROM`]
+//! calls (a long agent run) also keeps an index of its span ids, parent ids
+//! and keys, so each arriving span costs lookups, not a scan of the run. A
+//! repeat or relative arriving after its call was forgotten is stored as a
+//! call of its own.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -145,9 +148,9 @@ trait Weight {
     fn weight(&self) -> usize;
 }
 
-impl Weight for Vec<Remembered> {
+impl Weight for TraceCalls {
     fn weight(&self) -> usize {
-        self.len()
+        self.calls.len()
     }
 }
 
@@ -239,14 +242,130 @@ impl<V: Weight> Generations<V> {
     }
 }
 
-/// Adds `r` to the calls of its trace. Most traces hold one call: their
-/// list is allocated for exactly one (a `Vec` grows to four at its first
-/// push, which made one remembered call cost 1.1 KB instead of 340 bytes).
-fn remember(own: &mut Vec<Remembered>, r: Remembered) {
-    if own.capacity() == 0 {
-        own.reserve_exact(1);
+/// A trace with more calls than this gets an index of its span ids,
+/// parent ids and keys: without one, a long agent run (one trace, many
+/// thousands of calls) made every call a scan of the run's calls.
+const INDEX_FROM: usize = 16;
+
+/// The calls remembered of one trace.
+#[derive(Debug, Default)]
+struct TraceCalls {
+    calls: Vec<Remembered>,
+    index: Option<Box<TraceIndex>>,
+}
+
+/// Where to find a trace's calls by what an arriving span may share with
+/// them; each value lists call positions, ascending.
+#[derive(Debug, Default)]
+struct TraceIndex {
+    /// A description's span id.
+    spans: HashMap<u64, SmallVec<[u32; 1]>, IdentityHasher>,
+    /// A description's parent span id.
+    parents: HashMap<u64, SmallVec<[u32; 1]>, IdentityHasher>,
+    /// A call's response id and usage fingerprint (hashes of their own kinds).
+    keys: HashMap<u64, SmallVec<[u32; 1]>, IdentityHasher>,
+}
+
+fn add_to(map: &mut HashMap<u64, SmallVec<[u32; 1]>, IdentityHasher>, key: u64, at: u32) {
+    if key == 0 {
+        return;
     }
-    own.push(r);
+    let list = map.entry(key).or_default();
+    if list.last() != Some(&at) {
+        list.push(at);
+    }
+}
+
+impl TraceIndex {
+    fn add_call(&mut self, at: u32, r: &Remembered) {
+        for d in &r.descriptions {
+            self.add_description(at, *d);
+        }
+        add_to(&mut self.keys, r.response, at);
+        add_to(&mut self.keys, r.fingerprint, at);
+    }
+
+    fn add_description(&mut self, at: u32, d: Description) {
+        add_to(&mut self.spans, d.span, at);
+        add_to(&mut self.parents, d.parent, at);
+    }
+}
+
+impl TraceCalls {
+    /// Adds `r`. Most traces hold one call: their list is allocated for
+    /// exactly one (a `Vec` grows to four at its first push, which made one
+    /// remembered call cost 1.1 KB instead of 340 bytes).
+    fn push(&mut self, r: Remembered) {
+        if self.calls.capacity() == 0 {
+            self.calls.reserve_exact(1);
+        }
+        let at = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
+        if let Some(index) = &mut self.index {
+            index.add_call(at, &r);
+        }
+        self.calls.push(r);
+        if self.index.is_none() && self.calls.len() > INDEX_FROM {
+            let mut index = Box::<TraceIndex>::default();
+            for (at, r) in self.calls.iter().enumerate() {
+                index.add_call(u32::try_from(at).unwrap_or(u32::MAX), r);
+            }
+            self.index = Some(index);
+        }
+    }
+
+    /// Records that the span `d` describes call `at` too.
+    fn described(&mut self, at: usize, d: Description) {
+        if let Some(r) = self.calls.get_mut(at) {
+            r.descriptions.push(d);
+            if let Some(index) = &mut self.index {
+                index.add_description(u32::try_from(at).unwrap_or(u32::MAX), d);
+            }
+        }
+    }
+
+    /// Whether a call was already described by `span`.
+    fn has_span(&self, span: u64) -> bool {
+        match &self.index {
+            Some(index) => index.spans.contains_key(&span),
+            None => self
+                .calls
+                .iter()
+                .any(|r| r.descriptions.iter().any(|d| d.span == span)),
+        }
+    }
+
+    /// The first call (in order) that `pick` accepts, among those sharing
+    /// one of `spans`, `parents` or `keys` when indexed, else among all.
+    fn first(
+        &self,
+        spans: &[u64],
+        parents: &[u64],
+        keys: &[u64],
+        pick: impl Fn(&Remembered) -> bool,
+    ) -> Option<usize> {
+        let Some(index) = &self.index else {
+            return self.calls.iter().position(pick);
+        };
+        let mut candidates: SmallVec<[u32; 8]> = SmallVec::new();
+        let lists = [
+            (&index.spans, spans),
+            (&index.parents, parents),
+            (&index.keys, keys),
+        ];
+        for (map, wanted) in lists {
+            for key in wanted.iter().filter(|k| **k != 0) {
+                if let Some(list) = map.get(key) {
+                    candidates.extend_from_slice(list);
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .map(|at| at as usize)
+            .find(|&at| self.calls.get(at).is_some_and(&pick))
+    }
 }
 
 /// Keys are already hashes: the maps use them as they are.
@@ -281,7 +400,7 @@ impl Hasher for PassThrough {
 /// The identity stage's memory. One per writer.
 pub struct CallIdentity {
     /// Trace -> the calls remembered in it.
-    traces: Generations<Vec<Remembered>>,
+    traces: Generations<TraceCalls>,
     /// Distinctive response ids and usage fingerprints (their hashes are
     /// kept apart by a kind byte) -> the trace that holds the call.
     links: Generations<u64>,
@@ -360,7 +479,7 @@ impl CallIdentity {
         let mut own = self.traces.take(trace).unwrap_or_default();
         let r = self.remembered(call, &facts, None);
         self.link(&r, trace);
-        remember(&mut own, r);
+        own.push(r);
         self.traces.put(trace, own);
     }
 
@@ -385,11 +504,7 @@ impl CallIdentity {
             let mut own = self.traces.take(trace).unwrap_or_default();
 
             // An exact repeat of a span already described.
-            if span != 0
-                && own
-                    .iter()
-                    .any(|r| r.descriptions.iter().any(|d| d.span == span))
-            {
+            if span != 0 && own.has_span(span) {
                 sorted.retries += 1;
                 self.traces.put(trace, own);
                 continue;
@@ -407,7 +522,7 @@ impl CallIdentity {
                 // A call of its own.
                 let r = self.remembered(&call, &facts, Some((generation, calls.len())));
                 self.link(&r, trace);
-                remember(&mut own, r);
+                own.push(r);
                 self.traces.put(trace, own);
                 calls.push(call);
                 continue;
@@ -417,25 +532,17 @@ impl CallIdentity {
                 self.traces.put(trace, own);
                 own = self.traces.take(in_trace).unwrap_or_default();
             }
-            match own.get_mut(index) {
+            match own.calls.get_mut(index) {
                 Some(r) => {
-                    self.absorb(
-                        r,
-                        call,
-                        span,
-                        parent,
-                        &facts,
-                        calls,
-                        generation,
-                        &mut sorted,
-                    );
+                    self.absorb(r, call, span, &facts, calls, generation, &mut sorted);
+                    own.described(index, Description { span, parent });
                 }
                 // Not reachable (the index comes from that list): the call
                 // is then kept as a call of its own, never lost.
                 None => {
                     let r = self.remembered(&call, &facts, Some((generation, calls.len())));
                     self.link(&r, in_trace);
-                    remember(&mut own, r);
+                    own.push(r);
                     calls.push(call);
                 }
             }
@@ -446,14 +553,14 @@ impl CallIdentity {
 
     /// Merges `call`, a description of `r`'s call, into the row of this
     /// batch (`calls`) or, when the row was passed on already, into a
-    /// [`CallMerge`] for the store.
+    /// [`CallMerge`] for the store. (The caller records the description:
+    /// [`TraceCalls::described`].)
     #[allow(clippy::too_many_arguments)]
     fn absorb(
         &self,
         r: &mut Remembered,
         call: CallRecord,
         span: u64,
-        parent: u64,
         facts: &Facts,
         calls: &mut [CallRecord],
         generation: u64,
@@ -465,7 +572,6 @@ impl CallIdentity {
             // further out.
             r.outer_parent = SpanId::of(&call.parent_span_id);
         }
-        r.descriptions.push(Description { span, parent });
         if facts.instrumentation != 0 && !r.instrumentations.contains(&facts.instrumentation) {
             r.instrumentations.push(facts.instrumentation);
         }
@@ -520,14 +626,14 @@ impl CallIdentity {
         &self,
         facts: &Facts,
         own_trace: u64,
-        own: &[Remembered],
+        own: &TraceCalls,
     ) -> Option<(u64, usize)> {
         if facts.response == 0 {
             return None;
         }
         let trace = *self.links.get(facts.response)?;
         let calls = self.calls_of(trace, own_trace, own)?;
-        let index = calls.iter().position(|r| {
+        let index = calls.first(&[], &[], &[facts.response], |r| {
             !r.gateway
                 && r.response == facts.response
                 && another_library(r, facts)
@@ -540,18 +646,13 @@ impl CallIdentity {
 
     /// A call described by another library of the same application, with
     /// the very same usage, starting and ending at nearly the same times.
-    fn same_usage(
-        &self,
-        facts: &Facts,
-        own_trace: u64,
-        own: &[Remembered],
-    ) -> Option<(u64, usize)> {
+    fn same_usage(&self, facts: &Facts, own_trace: u64, own: &TraceCalls) -> Option<(u64, usize)> {
         if facts.fingerprint == 0 || facts.instrumentation == 0 {
             return None;
         }
         let trace = *self.links.get(facts.fingerprint)?;
         let calls = self.calls_of(trace, own_trace, own)?;
-        let index = calls.iter().position(|r| {
+        let index = calls.first(&[], &[], &[facts.fingerprint], |r| {
             !r.gateway
                 && r.fingerprint == facts.fingerprint
                 && another_library(r, facts)
@@ -569,12 +670,12 @@ impl CallIdentity {
         &'a self,
         trace: u64,
         own_trace: u64,
-        own: &'a [Remembered],
-    ) -> Option<&'a [Remembered]> {
+        own: &'a TraceCalls,
+    ) -> Option<&'a TraceCalls> {
         if trace == own_trace {
             Some(own)
         } else {
-            self.traces.get(trace).map(Vec::as_slice)
+            self.traces.get(trace)
         }
     }
 
@@ -724,8 +825,10 @@ fn same_or_unknown(a: u64, b: u64) -> bool {
 /// The call of `known` that the arriving span describes too: its parent or
 /// child (same provider, operation and model family, where both say), or
 /// the same distinctive response id.
-fn find_relative(known: &[Remembered], span: u64, parent: u64, facts: &Facts) -> Option<usize> {
-    known.iter().position(|r| {
+fn find_relative(known: &TraceCalls, span: u64, parent: u64, facts: &Facts) -> Option<usize> {
+    // Related calls have a description whose span is our parent, or whose
+    // parent is our span, or the same response id.
+    known.first(&[parent], &[span], &[facts.response], |r| {
         if r.gateway {
             return false;
         }
@@ -1228,6 +1331,72 @@ mod tests {
         assert_eq!(id.remembered_calls(), 0);
         let mut again = vec![call("t1", "s1", "")];
         assert_eq!(id.sort(&mut again).retries, 0);
+    }
+
+    /// One long run: many calls in one trace (its index is built past
+    /// `INDEX_FROM` calls), then retries, relatives and new calls, each in
+    /// a batch of its own and all in one, must sort as with a short trace.
+    #[test]
+    fn a_trace_with_many_calls_sorts_as_a_short_one() {
+        const CALLS: usize = 2_000;
+        let run = |split: bool| {
+            let mut id = identity();
+            let mut batch: Vec<CallRecord> = (0..CALLS)
+                .map(|i| {
+                    let mut c = call("run", &format!("s{i}"), "agent");
+                    c.request_id = Some(format!("chatcmpl-B9MBs8Cjcv{i:016x}"));
+                    c
+                })
+                .collect();
+            let first = id.sort(&mut batch);
+            assert_eq!((batch.len(), first.retries, first.merged), (CALLS, 0, 0));
+            // A retry of an early span and of a late one; the child of call
+            // 7 (its SDK span); another trace's span with call 1,500's
+            // response id; and a new call.
+            let mut child = call("run", "sdk-7", "s7");
+            child.cache_read_tokens = 30;
+            let mut other = call("sdk-trace", "x", "");
+            other.request_id = Some(format!("chatcmpl-B9MBs8Cjcv{:016x}", 1_500));
+            other.instrumentation = 9;
+            let later = vec![
+                call("run", "s3", "agent"),
+                call("run", &format!("s{}", CALLS - 1), "agent"),
+                child,
+                other,
+                call("run", "new", "agent"),
+            ];
+            let mut late = Vec::new();
+            let (mut retries, mut kept) = (0, 0);
+            if split {
+                for c in later {
+                    let mut b = vec![c];
+                    let sorted = id.sort(&mut b);
+                    retries += sorted.retries;
+                    kept += b.len();
+                    late.extend(sorted.late);
+                }
+            } else {
+                let mut b = later;
+                let sorted = id.sort(&mut b);
+                retries += sorted.retries;
+                kept += b.len();
+                late.extend(sorted.late);
+            }
+            assert_eq!(retries, 2);
+            assert_eq!(kept, 1, "only the new call is a row of its own");
+            let mut merged: Vec<&str> = late.iter().map(|m| m.span_id.as_str()).collect();
+            merged.sort_unstable();
+            assert_eq!(merged, ["s1500", "s7"]);
+            assert!(
+                id.traces
+                    .get(id.hash(b'T', &["run"]))
+                    .unwrap()
+                    .index
+                    .is_some()
+            );
+        };
+        run(true);
+        run(false);
     }
 
     #[test]
