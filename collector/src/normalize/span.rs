@@ -261,9 +261,11 @@ impl Normalizer {
                     let ranked = Ranked::of(&span.attributes);
                     let mut moved = ranked.take_kept(&resource_slots, &mut span.attributes);
                     let mut slots = resource_slots;
-                    let mut labels = resource_labels.clone();
+                    // The span's own labels (no allocation when it has none);
+                    // the resource's are read in place, not copied per span.
+                    let mut labels = Vec::new();
                     ranked.fill(&mut slots, &mut labels, &span.attributes);
-                    match self.record(&span, &slots, &mut moved, &labels) {
+                    match self.record(&span, &slots, &mut moved, [&resource_labels, &labels]) {
                         Ok(Classified::Call(mut record, warning)) => {
                             record.instrumentation = instrumentation;
                             if let Some(w) = warning {
@@ -292,7 +294,7 @@ impl Normalizer {
         span: &Span,
         slots: &Slots<'_>,
         moved: &mut Moved,
-        labels: &[&KeyValue],
+        labels: [&[&KeyValue]; 2],
     ) -> Result<Classified, Rejection> {
         let get = |f: Field| slots[f as usize].map(|(_, kv)| kv);
         let value = |f: Field| get(f).and_then(|kv| kv.value.as_ref());
@@ -546,10 +548,15 @@ impl Normalizer {
             && table.is_none_or(|t| cost <= t * c.max_cost_ratio + 0.001)
     }
 
-    fn labels(&self, attrs: &[&KeyValue]) -> BTreeMap<String, String> {
+    /// The custom labels of the resource, then of the span (a span's label
+    /// wins over the resource's of the same key).
+    fn labels(&self, attrs: [&[&KeyValue]; 2]) -> BTreeMap<String, String> {
         let policy = &self.config.labels;
         let mut labels = BTreeMap::new();
-        for kv in attrs {
+        if attrs[0].is_empty() && attrs[1].is_empty() {
+            return labels;
+        }
+        for kv in attrs.into_iter().flatten() {
             let key = &kv.key[LABEL_PREFIX.len()..];
             if key.is_empty()
                 || (!policy.allowed.is_empty() && !policy.allowed.iter().any(|a| a == key))
