@@ -185,6 +185,12 @@ fn call_use(source: &str) -> CallUse<'_> {
     out
 }
 
+/// [`call_use`] as plain values, for `crate::fuzzing`.
+pub(crate) fn call_fields(source: &str) -> (Vec<&str>, bool) {
+    let used = call_use(source);
+    (used.fields, used.whole)
+}
+
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
