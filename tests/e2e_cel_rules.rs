@@ -78,7 +78,7 @@ async fn non_ascii_cel_rules_load_at_start_up_and_on_reload() {
         "{message}"
     );
     assert_eq!(message.lines().count(), 1, "{message}");
-    c.send_tokens(3, "search", 20_000_000).await;
+    c.send_tokens(3, "search", 9_000_000).await;
     wait_for("the old rule still applies", async || {
         events(&c, "costly-call").await.len() >= 2
     })

@@ -40,7 +40,10 @@ pub fn sample_calls() -> Vec<CallRecord> {
 /// Events of an SSE body the gateway wrote: each `data` is JSON or
 /// `[DONE]`, and a stream that completed without an upstream error ends
 /// with the caller's terminal event.
-pub fn assert_sse_is_well_formed(events: &[(Option<String>, String)], complete_without_error: bool) {
+pub fn assert_sse_is_well_formed(
+    events: &[(Option<String>, String)],
+    complete_without_error: bool,
+) {
     for (name, data) in events {
         assert!(
             data == "[DONE]" || serde_json::from_str::<serde_json::Value>(data).is_ok(),
@@ -50,7 +53,10 @@ pub fn assert_sse_is_well_formed(events: &[(Option<String>, String)], complete_w
     if complete_without_error {
         let last = events.last().map(|(n, d)| (n.as_deref(), d.as_str()));
         assert!(
-            matches!(last, Some((None, "[DONE]")) | Some((Some("message_stop"), _))),
+            matches!(
+                last,
+                Some((None, "[DONE]")) | Some((Some("message_stop"), _))
+            ),
             "a complete stream ends with {last:?}"
         );
     }

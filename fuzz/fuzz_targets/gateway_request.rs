@@ -4,7 +4,10 @@
 
 #![no_main]
 
+use std::collections::BTreeMap;
+
 use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
 use tollgate_gateway::fuzzing::{Dialect, peek_and_rewrite};
 
 const MODEL: &str = "gpt-4o-mini-\u{e9}\"";
@@ -24,10 +27,20 @@ fuzz_target!(|data: &[u8]| {
     let Ok(out) = peeked.upstream_body else {
         return;
     };
-    let v: serde_json::Value =
-        serde_json::from_slice(&out).expect("the body sent upstream is JSON");
-    assert_eq!(v["model"], MODEL, "{v}");
+    // Values are copied as written, numbers out of f64's range included:
+    // read the top level only, values raw.
+    let top: BTreeMap<String, &RawValue> =
+        serde_json::from_slice(&out).expect("the body sent upstream is a JSON object");
+    let model: String = top
+        .get("model")
+        .and_then(|m| serde_json::from_str(m.get()).ok())
+        .expect("the body sent upstream names a model");
+    assert_eq!(model, MODEL);
     if caller == Dialect::OpenAi && peeked.stream {
-        assert_eq!(v["stream_options"]["include_usage"], true, "{v}");
+        let options: serde_json::Value = top
+            .get("stream_options")
+            .and_then(|o| serde_json::from_str(o.get()).ok())
+            .expect("an OpenAI stream sets stream_options");
+        assert_eq!(options["include_usage"], true, "{options}");
     }
 });
