@@ -139,13 +139,26 @@ mod tests {
 
     #[test]
     fn the_fuzzing_rules_compile_and_fire() {
-        assert_eq!(rule_set().map(|r| r.rules.len()), Some(6));
+        let mut ids: Vec<_> = rule_set()
+            .map(|r| r.rules.iter().map(|r| r.id.to_string()).collect())
+            .unwrap_or_default();
+        ids.dedup();
+        assert_eq!(
+            ids,
+            [
+                "daily-cost",
+                "rolling-tokens",
+                "monthly-calls",
+                "per-user-rate",
+                "no-preview",
+                "long-answers"
+            ]
+        );
         let now = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
         let call = CallRecord {
             request_model: Some("gpt-4o-preview".into()),
             output_tokens: 2_000,
             start_unix_nanos: now,
-            end_unix_nanos: now,
             ..Default::default()
         };
         let fired: Vec<_> = observe(&[call])
