@@ -7,6 +7,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod internal_events;
 pub mod kafka;

@@ -4,7 +4,7 @@ use crate::config::ProviderKind;
 
 /// A wire format: request and response shapes, SSE events, error envelopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
+pub enum Dialect {
     /// OpenAI chat completions and embeddings (also Azure, Gemini's
     /// OpenAI-compatible API and every OpenAI-compatible server).
     OpenAi,
@@ -26,7 +26,7 @@ impl Dialect {
 
 /// What the caller asked for, by endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Operation {
+pub enum Operation {
     /// `POST /v1/chat/completions`.
     Chat,
     /// `POST /v1/embeddings`.

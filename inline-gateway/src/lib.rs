@@ -72,6 +72,8 @@ mod config;
 mod deps;
 mod dialect;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod glob;
 mod internal_events;
 mod keys;

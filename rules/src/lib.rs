@@ -11,6 +11,8 @@
 
 pub mod engine;
 mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pricing;
 mod record;
 

@@ -42,18 +42,32 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 pub(crate) fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+    let text = path
+        .map(|path| {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        })
+        .transpose()?;
+    let mut config = from_text(text.as_deref(), path, env, |name| std::env::var(name).ok())?;
+    config.source = path.map(Path::to_path_buf);
+    Ok(config)
+}
+
+/// The file's `text` (read from `path`, which errors name) through
+/// expansion with `lookup`, TOML, `env` overrides and validation.
+pub(crate) fn from_text(
+    text: Option<&str>,
+    path: Option<&Path>,
+    env: Env,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let mut figment = Figment::new();
-    if let Some(path) = path {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let expanded = expand_env(&text, |name| std::env::var(name).ok()).map_err(|message| {
-            ConfigError::Expand {
-                path: shown.clone(),
-                message,
-            }
+    if let Some(text) = text {
+        let expanded = expand_env(text, lookup).map_err(|message| ConfigError::Expand {
+            path: path.map_or_else(|| "config".to_owned(), |p| p.display().to_string()),
+            message,
         })?;
         figment = figment.merge(Toml::string(&expanded));
     }
@@ -61,9 +75,7 @@ pub(crate) fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, Con
     let raw: RawConfig = figment
         .extract()
         .map_err(|e| ConfigError::Parse(one_line(&e, path)))?;
-    let mut config = raw.validate()?;
-    config.source = path.map(Path::to_path_buf);
-    Ok(config)
+    raw.validate()
 }
 
 /// Figment's errors are multi-line and name its internal profile; users get

@@ -8,6 +8,7 @@ mod raw;
 mod validate;
 
 pub use expand::expand_env;
+pub(crate) use load::from_text;
 pub use load::{ConfigError, load};
 pub use raw::{
     AdminSection, AlertsSection, ApiSection, KafkaRole, KafkaSection, LogFormat, LogSection,

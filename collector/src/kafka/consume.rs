@@ -67,6 +67,12 @@ struct Shared {
     in_flight: Mutex<VecDeque<InFlight>>,
 }
 
+/// A message of the calls topic: one [`CallRecord`] as JSON, as the
+/// producer writes it.
+pub(crate) fn decode_call(payload: &[u8]) -> Result<CallRecord, serde_json::Error> {
+    serde_json::from_slice(payload)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -225,7 +231,7 @@ impl Shared {
 
     fn take(&self, partition: i32, offset: i64, payload: Option<&[u8]>) {
         let mut buf = lock(&self.buffer);
-        match payload.map(serde_json::from_slice::<CallRecord>) {
+        match payload.map(decode_call) {
             Some(Ok(call)) => {
                 buf.rows.push(call);
                 self.events.kafka_consumed(1);

@@ -69,6 +69,14 @@ impl Wire {
     }
 }
 
+/// A message of the kill-switch topic: the instance that made the change,
+/// and the change.
+pub(crate) fn decode_change(payload: &[u8]) -> Result<(String, Change), serde_json::Error> {
+    let mut wire: Wire = serde_json::from_slice(payload)?;
+    let origin = std::mem::take(&mut wire.origin);
+    Ok((origin, wire.into_change()))
+}
+
 /// Publishes local changes and applies remote ones until stopped.
 pub struct EnforcementSync {
     stop: Arc<AtomicBool>,
@@ -130,8 +138,8 @@ impl EnforcementSync {
             .spawn(move || {
                 while !stopping.load(Ordering::Acquire) {
                     match consumer.poll(Duration::from_millis(100)) {
-                        Some(Ok(m)) => match m.payload().map(serde_json::from_slice::<Wire>) {
-                            Some(Ok(w)) if w.origin != origin => ks.apply_remote(w.into_change()),
+                        Some(Ok(m)) => match m.payload().map(decode_change) {
+                            Some(Ok((from, change))) if from != origin => ks.apply_remote(change),
                             Some(Ok(_)) => {}
                             _ => tracing::warn!("undecodable kill-switch change skipped"),
                         },

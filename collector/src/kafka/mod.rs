@@ -32,7 +32,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 pub use config::{KafkaConfig, KafkaConfigError};
+pub(crate) use consume::decode_call;
 pub use consume::{CallConsumer, ResyncRequests};
+pub(crate) use enforcement::decode_change;
 pub use enforcement::{EnforcementSync, enforcement_topic};
 pub use produce::{CallProducer, ProduceError};
 

@@ -8,4 +8,6 @@ mod otlp_http;
 
 pub use ingest::{Destination, Ingest, IngestRefusal};
 pub use otlp_grpc::{OtlpGrpcService, grpc_router};
-pub use otlp_http::{HttpReceiverConfig, http_router, memory_refusal};
+pub use otlp_http::{
+    Encoding as OtlpEncoding, HttpReceiverConfig, decode_export, http_router, memory_refusal,
+};

@@ -50,10 +50,26 @@ pub fn http_router(ingest: Arc<Ingest>, config: HttpReceiverConfig) -> Router {
         .with_state(HttpState { ingest, config })
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+/// How an OTLP/HTTP body is encoded (its `content-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/x-protobuf`
     Protobuf,
+    /// `application/json` (OTLP's JSON mapping: hex ids, string int64s)
     Json,
+}
+
+/// Decodes a (decompressed) `/v1/traces` body; the error is the decoder's.
+pub fn decode_export(
+    encoding: Encoding,
+    bytes: Bytes,
+) -> Result<ExportTraceServiceRequest, String> {
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes).map_err(|e| e.to_string()),
+        Encoding::Json => {
+            serde_json::from_slice::<ExportTraceServiceRequest>(&bytes).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// An OTLP/HTTP error answer.
@@ -238,13 +254,7 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
         }
     };
 
-    let request = match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes).map_err(|e| e.to_string()),
-        Encoding::Json => {
-            serde_json::from_slice::<ExportTraceServiceRequest>(&bytes).map_err(|e| e.to_string())
-        }
-    }
-    .map_err(|e| {
+    let request = decode_export(encoding, bytes).map_err(|e| {
         fail(
             state,
             Refusal::Malformed,

@@ -28,7 +28,7 @@ use crate::deps::CallScope;
 use crate::dialect::{Dialect, Operation};
 use crate::keys::VirtualKey;
 use crate::providers::Provider;
-use crate::translate::{self, RequestPeek, StreamTranslator, rewrite_top_level};
+use crate::translate::{self, RequestPeek, StreamTranslator};
 use crate::usage::{AnthropicUsage, OpenAiUsage, Usage, tokens_of_chars};
 
 pub(crate) const USER_HEADER: &str = "x-tollgate-user";
@@ -417,26 +417,12 @@ impl Call<'_> {
         let invalid = |e: serde_json::Error| format!("the request body is not valid JSON ({e})");
         match (self.dialect, link.provider.dialect) {
             (Dialect::OpenAi, Dialect::OpenAi) => {
-                let model_json = serde_json::to_string(model).map_err(invalid)?;
-                let out = if self.stream {
-                    // Always ask for the usage chunk; it is not passed on
-                    // unless the caller asked for it too.
-                    let mut options = self.peek.stream_options.clone().unwrap_or_default();
-                    options.insert("include_usage".into(), Value::Bool(true));
-                    let options_json = serde_json::to_string(&options).map_err(invalid)?;
-                    rewrite_top_level(
-                        self.body,
-                        &[("model", &model_json), ("stream_options", &options_json)],
-                        &[],
-                    )
-                } else {
-                    rewrite_top_level(self.body, &[("model", &model_json)], &[])
-                };
-                out.map(Bytes::from).map_err(invalid)
+                translate::upstream_body(self.body, self.peek, model, self.stream)
+                    .map(Bytes::from)
+                    .map_err(invalid)
             }
             (Dialect::Anthropic, Dialect::Anthropic) => {
-                let model_json = serde_json::to_string(model).map_err(invalid)?;
-                rewrite_top_level(self.body, &[("model", &model_json)], &[])
+                translate::upstream_body(self.body, self.peek, model, false)
                     .map(Bytes::from)
                     .map_err(invalid)
             }
@@ -498,14 +484,8 @@ impl Call<'_> {
         }
         let created = u64::try_from(now_unix_nanos() / 1_000_000_000).unwrap_or(0);
         let wants_usage = self.peek.wants_usage();
-        let translator = match (self.dialect, link.provider.dialect) {
-            (Dialect::OpenAi, Dialect::OpenAi) => StreamTranslator::openai_pass(wants_usage),
-            (Dialect::Anthropic, Dialect::Anthropic) => StreamTranslator::anthropic_pass(),
-            (Dialect::OpenAi, Dialect::Anthropic) => {
-                StreamTranslator::anthropic_to_openai(wants_usage, created)
-            }
-            (Dialect::Anthropic, Dialect::OpenAi) => StreamTranslator::openai_to_anthropic(),
-        };
+        let translator =
+            StreamTranslator::between(self.dialect, link.provider.dialect, wants_usage, created);
         let mut relay = Relay::new(resp, translator);
         attempt::prime(&mut relay, deadline).await?;
         Ok(Served::Stream(Box::new(relay)))
@@ -598,11 +578,11 @@ impl Call<'_> {
 
 /// What rows need from a JSON answer.
 #[derive(Debug, Default)]
-struct Answer {
-    id: Option<String>,
-    model: Option<String>,
-    finish_reason: Option<String>,
-    usage: Option<Usage>,
+pub(crate) struct Answer {
+    pub(crate) id: Option<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) finish_reason: Option<String>,
+    pub(crate) usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
@@ -636,7 +616,7 @@ struct AnthropicAnswer {
 }
 
 /// What rows need from a JSON answer, or `None` when it does not parse as one.
-fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Option<Answer> {
+pub(crate) fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Option<Answer> {
     Some(match dialect {
         Dialect::OpenAi => {
             let a = serde_json::from_slice::<OpenAiAnswer>(bytes).ok()?;

@@ -22,6 +22,6 @@ mod state;
 pub(crate) use call::{KEY_LABEL, REQUEST_ID_LABEL, USAGE_ESTIMATED};
 pub(crate) use error::ApiError;
 pub use error::overloaded;
-pub(crate) use handle::handle;
+pub(crate) use handle::{Answer, handle, read_answer};
 pub(crate) use models::list_models;
 pub(crate) use state::Shared;

@@ -7,7 +7,7 @@ pub(crate) mod request;
 pub(crate) mod response;
 mod stream;
 
-pub(crate) use passthrough::{RequestPeek, rewrite_top_level};
+pub(crate) use passthrough::{RequestPeek, upstream_body};
 pub(crate) use stream::StreamTranslator;
 
 use serde_json::{Value, json};

@@ -44,6 +44,30 @@ impl RequestPeek<'_> {
     }
 }
 
+/// A same-dialect request for the upstream: `body` with `model` set to the
+/// link's model and, when `ask_usage` (an OpenAI stream), the caller's
+/// `stream_options` kept with `include_usage` turned on: the gateway needs
+/// the usage chunk, and passes it on only when the caller asked for it too.
+pub(crate) fn upstream_body(
+    body: &[u8],
+    peek: &RequestPeek<'_>,
+    model: &str,
+    ask_usage: bool,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let model_json = serde_json::to_string(model)?;
+    if !ask_usage {
+        return rewrite_top_level(body, &[("model", &model_json)], &[]);
+    }
+    let mut options = peek.stream_options.clone().unwrap_or_default();
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    let options_json = serde_json::to_string(&options)?;
+    rewrite_top_level(
+        body,
+        &[("model", &model_json), ("stream_options", &options_json)],
+        &[],
+    )
+}
+
 /// A key as it appears in the body: borrowed unless it had escapes.
 struct Key<'a>(Cow<'a, str>);
 

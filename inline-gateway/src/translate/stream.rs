@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::response::{
     anthropic_usage_json, finish_reason_to_anthropic, finish_reason_to_openai, openai_usage_json,
 };
+use crate::dialect::Dialect;
 use crate::sse::{SseEvent, write_event};
 use crate::usage::{AnthropicUsage, OpenAiUsage, Usage};
 
@@ -219,6 +220,24 @@ pub(crate) struct StreamTranslator {
 }
 
 impl StreamTranslator {
+    /// The translator for a `caller` served by an `upstream` of this
+    /// dialect; `created` is the OpenAI chunks' timestamp when translated.
+    pub(crate) fn between(
+        caller: Dialect,
+        upstream: Dialect,
+        client_wants_usage: bool,
+        created: u64,
+    ) -> Self {
+        match (caller, upstream) {
+            (Dialect::OpenAi, Dialect::OpenAi) => Self::openai_pass(client_wants_usage),
+            (Dialect::Anthropic, Dialect::Anthropic) => Self::anthropic_pass(),
+            (Dialect::OpenAi, Dialect::Anthropic) => {
+                Self::anthropic_to_openai(client_wants_usage, created)
+            }
+            (Dialect::Anthropic, Dialect::OpenAi) => Self::openai_to_anthropic(),
+        }
+    }
+
     pub(crate) fn openai_pass(client_wants_usage: bool) -> Self {
         Self::new(Mode::OpenAiPass { client_wants_usage })
     }

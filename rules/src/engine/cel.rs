@@ -94,7 +94,7 @@ const CALL_FIELDS: [&str; 21] = [
     "labels",
 ];
 
-/// How an expression uses `call`, outside string literals: the fields it
+/// How an expression uses `call`, outside string literals and comments: the fields it
 /// names as `call.<field>`, and whether `call` also appears on its own
 /// (e.g. `"labels" in call`), which needs every field.
 #[derive(Debug, Default, PartialEq)]
@@ -103,45 +103,92 @@ struct CallUse<'a> {
     whole: bool,
 }
 
+/// Whether `b` may continue a CEL identifier.
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The end (exclusive) of the string literal whose opening quote is at
+/// `open`: `'…'`, `"…"` or their tripled forms, escapes honoured unless the
+/// literal is raw. An unterminated literal runs to the end.
+fn string_end(bytes: &[u8], open: usize, raw: bool) -> usize {
+    let q = bytes[open];
+    let triple = bytes.get(open..open + 3) == Some(&[q, q, q][..]);
+    let mut i = open + if triple { 3 } else { 1 };
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if !raw => i += 2,
+            b if b == q && !triple => return i + 1,
+            b if b == q && bytes.get(i..i + 3) == Some(&[q, q, q][..]) => return i + 3,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// Scans `source` as CEL tokens (comments, string literals with their
+/// `r`/`b` prefixes, numbers, identifiers). Only ASCII bytes are ever
+/// compared, and slices start and end next to ASCII bytes, so any UTF-8 in
+/// comments or strings is skipped whole.
 fn call_use(source: &str) -> CallUse<'_> {
     let mut out = CallUse::default();
-    let mut in_string: Option<char> = None;
     let bytes = source.as_bytes();
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    // The last byte of the previous token, outside whitespace.
+    let mut previous: Option<u8> = None;
     let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i] as char;
-        match in_string {
-            Some(_) if c == '\\' => i += 1,
-            Some(q) if c == q => in_string = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => in_string = Some(c),
-            None if source[i..].starts_with("call")
-                && (i == 0 || !(ident(bytes[i - 1]) || bytes[i - 1] == b'.')) =>
-            {
-                match bytes.get(i + 4).copied() {
-                    Some(b'.') => {
-                        let start = i + 5;
-                        let end = source[start..]
-                            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                            .map_or(source.len(), |n| start + n);
-                        out.fields.push(&source[start..end]);
-                        i = end;
-                    }
-                    // `caller`, `call_x`: another identifier.
-                    Some(b) if ident(b) => i += 4,
-                    _ => {
-                        out.whole = true;
-                        i += 4;
-                    }
-                }
+    while let Some(&b) = bytes.get(i) {
+        let start = i;
+        match b {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |n| i + n);
                 continue;
             }
-            None => {}
+            b'"' | b'\'' => i = string_end(bytes, i, false),
+            b'0'..=b'9' => {
+                i += bytes[i..].iter().take_while(|&&c| is_ident(c)).count();
+            }
+            b if is_ident(b) => {
+                i += bytes[i..].iter().take_while(|&&c| is_ident(c)).count();
+                let word = &bytes[start..i];
+                let quoted = matches!(bytes.get(i), Some(b'"' | b'\''));
+                if quoted && word.len() <= 2 && word.iter().all(|c| b"rRbB".contains(c)) {
+                    // A prefixed literal: r"…" (raw), b'…', rb"…".
+                    i = string_end(bytes, i, word.iter().any(|c| b"rR".contains(c)));
+                } else if word == b"call" && previous != Some(b'.') {
+                    // `call` itself, not a field `x.call` of something else.
+                    let name_start = i + 1;
+                    let name_len = match bytes.get(i) {
+                        Some(b'.') => bytes[name_start..]
+                            .iter()
+                            .take_while(|&&c| is_ident(c))
+                            .count(),
+                        _ => 0,
+                    };
+                    match source.get(name_start..name_start + name_len) {
+                        Some(name) if name_len > 0 => {
+                            out.fields.push(name);
+                            i = name_start + name_len;
+                        }
+                        _ => out.whole = true,
+                    }
+                }
+            }
+            _ => i += 1,
         }
-        i += 1;
+        if !b.is_ascii_whitespace() {
+            previous = bytes.get(i.saturating_sub(1)).copied();
+        }
     }
     out
+}
+
+/// [`call_use`] as plain values, for `crate::fuzzing`.
+pub(crate) fn call_fields(source: &str) -> (Vec<&str>, bool) {
+    let used = call_use(source);
+    (used.fields, used.whole)
 }
 
 fn int(n: u64) -> i64 {
@@ -493,5 +540,84 @@ mod tests {
         assert!(!call_use(r#"call.route == "call""#).whole);
         assert!(!call_use(r#"caller.x == 1 && call_x == 2"#).whole);
         assert!(call_use(r#"size(call) > 1"#).whole);
+    }
+
+    /// A comment holding a multi-byte letter once sliced `source` inside
+    /// that letter and panicked at start-up.
+    #[test]
+    fn non_ascii_in_comments_and_strings_compiles() {
+        let e = CustomExpression::compile("call.cost_usd > 1.0 // coût").unwrap();
+        assert_eq!(e.fields, vec!["cost_usd"]);
+        let mut r = CallRecord {
+            cost_usd: Some(1.5),
+            ..Default::default()
+        };
+        assert!(e.eval(&CallView::of_record(&r)));
+        r.cost_usd = Some(0.5);
+        assert!(!e.eval(&CallView::of_record(&r)));
+
+        let e = CustomExpression::compile(r#"call.user == "zoë" && call.route != "日本""#).unwrap();
+        assert_eq!(e.fields, vec!["user", "route"]);
+        r.user = Some("zoë".into());
+        assert!(e.eval(&CallView::of_record(&r)));
+    }
+
+    #[test]
+    fn the_call_scanner_skips_comments_and_every_string_form() {
+        // A field named in a comment is not read, and a quote in a comment
+        // does not open a string.
+        let used =
+            call_use("call.model == \"x\" // don't read call.nothing\n&& call.user == \"u\"");
+        assert_eq!(used.fields, vec!["model", "user"]);
+        assert!(!used.whole);
+        // Raw strings: a backslash does not escape the closing quote.
+        assert_eq!(call_use(r#"r"\" == call.route"#).fields, vec!["route"]);
+        assert_eq!(
+            call_use(r#"call.model == R'a\' && call.app == "b""#).fields,
+            vec!["model", "app"]
+        );
+        // Triple-quoted strings hold quotes; bytes prefixes are literals too.
+        let used = call_use(r#"'''it's call.x''' == call.org && b"call.y" != rb'call'"#);
+        assert_eq!(used.fields, vec!["org"]);
+        assert!(!used.whole);
+        // `x.call` is a field of x; `call` on its own is the whole variable.
+        assert!(!call_use("m.call == 1").whole);
+        assert!(call_use("size(call)").whole);
+        assert!(call_use("1 < 2 && call").whole);
+        // Numbers do not hide identifiers after operators.
+        assert_eq!(call_use("1.5e3<call.cost_usd").fields, vec!["cost_usd"]);
+        // And the compiled rule agrees: a field named only in a comment is
+        // neither checked nor built.
+        let e = CustomExpression::compile("call.cost_usd > 1.0 // was call.costs").unwrap();
+        assert_eq!(e.fields, vec!["cost_usd"]);
+    }
+
+    /// Sources mixing multi-byte text with `call.`, cut at every char
+    /// boundary, scan without panicking.
+    #[test]
+    fn the_call_scanner_never_slices_inside_a_character() {
+        let sources = [
+            "call.cost_usd > 1.0 // coût",
+            "/* ü */ call.ü",
+            "call.é",
+            "'ß' + call.model // ñ call.user",
+            "\"\\é\" == call.route",
+            "r\"é\\\" == call.app",
+            "\u{1F600}call.model",
+            "ûcall.model",
+            "call.modelé",
+        ];
+        for source in sources {
+            for (cut, _) in source.char_indices().chain([(source.len(), ' ')]) {
+                let _ = call_use(&source[..cut]);
+                let _ = CustomExpression::compile(&source[..cut]);
+            }
+        }
+        assert_eq!(call_use("call.modelé").fields, vec!["model"]);
+        assert!(call_use("call.é").fields.is_empty());
+        assert!(call_use("call.é").whole);
+        // Multi-byte text does not count as an identifier character.
+        assert_eq!(call_use("ûcall.model").fields, vec!["model"]);
+        assert!(CustomExpression::compile("call.cost_usd > 1.0 // coût\n && call.ü").is_err());
     }
 }

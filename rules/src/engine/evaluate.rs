@@ -193,7 +193,9 @@ fn cost_units(cost: Option<f64>) -> u64 {
 /// from the first time usage passed the limit until the burst runs out.
 fn with_burst(b: &BudgetRule, limit: u64, over_since: Option<i64>, now: i64) -> u64 {
     match b.burst {
-        Some(burst) if over_since.is_none_or(|since| now - since < burst.duration_nanos) => {
+        Some(burst)
+            if over_since.is_none_or(|since| now.saturating_sub(since) < burst.duration_nanos) =>
+        {
             (limit as f64 * burst.factor).floor() as u64
         }
         _ => limit,
@@ -425,7 +427,7 @@ impl Engine {
                     retry_after_s: Some(if rolling {
                         nanos_to_secs_ceil(b.window.bucket_nanos())
                     } else {
-                        nanos_to_secs_ceil(ask.expires_at - now)
+                        nanos_to_secs_ceil(ask.expires_at.saturating_sub(now))
                     }),
                 })
             }

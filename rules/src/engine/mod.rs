@@ -15,6 +15,7 @@ pub mod ledger;
 mod scope;
 pub mod window;
 
+pub(crate) use cel::call_fields;
 pub use compile::{RuleError, RuleSet, compile, parse_rules};
 pub use evaluate::{
     Decision, Engine, Override, Refusal, RefusalReason, Reservation, Violation, ViolationKind,

@@ -586,3 +586,50 @@ fn project_index_keeps_rule_order_and_misses_nothing() {
         .collect();
     assert_eq!(fired, ["a-global", "b-search", "c-glob", "e-search"]);
 }
+
+/// Spans carry whatever times their senders wrote: calls at the ends of
+/// the i64 range, in any order, are counted without overflowing the window
+/// or burst arithmetic.
+#[test]
+fn calls_at_the_ends_of_time_are_counted() {
+    let engine = Engine::new(rules(
+        r#"
+[[rules]]
+id = "solo"
+type = "budget"
+tier = "solo"
+scope = ["project"]
+action = "block"
+
+[[rules]]
+id = "rolling"
+type = "budget"
+metric = "tokens"
+limit = 100
+window = "hour"
+rolling = true
+scope = ["project"]
+action = "block"
+
+[[rules]]
+id = "chatham"
+type = "budget"
+metric = "requests"
+limit = 2
+window = "month"
+time_zone = "Pacific/Chatham"
+scope = ["project"]
+"#,
+    ));
+    let times = [i64::MAX, i64::MIN, i64::MAX - 1, 0, i64::MIN + 1, i64::MAX];
+    let mut rolling_over = 0;
+    for (i, at) in times.into_iter().enumerate() {
+        let mut r = call("p", 60, at);
+        r.duration_nanos = if i % 2 == 0 { i64::MAX } else { 0 };
+        let fired = engine.observe(&r);
+        rolling_over += fired.iter().filter(|v| &*v.rule_id == "rolling").count();
+    }
+    // The two calls in the last hour of time (i64::MAX, 120 tokens) and
+    // the one at i64::MAX again exceed the rolling limit of 100.
+    assert!(rolling_over >= 1, "{rolling_over}");
+}

@@ -72,8 +72,9 @@ impl Window {
         match self.kind {
             WindowKind::Rolling => {
                 let width = self.bucket_nanos();
-                let start = t.div_euclid(width) * width;
-                (start, start + self.unit.nominal_nanos())
+                // Saturating: a span may claim any time, the ends of time too.
+                let start = t.div_euclid(width).saturating_mul(width);
+                (start, start.saturating_add(self.unit.nominal_nanos()))
             }
             WindowKind::Calendar(tz) => calendar_bounds(self.unit, tz, t),
         }
@@ -137,8 +138,13 @@ impl BoundsCache {
     }
 }
 
+/// Unix nanoseconds, saturating outside 1677-2262 (what i64 holds).
 fn to_nanos(dt: DateTime<Utc>) -> i64 {
-    dt.timestamp_nanos_opt().unwrap_or(i64::MAX)
+    dt.timestamp_nanos_opt().unwrap_or(if dt.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// The local start of a calendar day, falling forward over a DST gap.
@@ -158,8 +164,8 @@ fn calendar_bounds(unit: WindowUnit, tz: Tz, t: i64) -> (i64, i64) {
     let local = utc.with_timezone(&tz);
     let fallback = || {
         let n = unit.nominal_nanos();
-        let start = t.div_euclid(n) * n;
-        (start, start + n)
+        let start = t.div_euclid(n).saturating_mul(n);
+        (start, start.saturating_add(n))
     };
     match unit {
         // Minutes and hours are aligned the same way in every zone with
@@ -170,8 +176,8 @@ fn calendar_bounds(unit: WindowUnit, tz: Tz, t: i64) -> (i64, i64) {
             } else {
                 i64::from(local.minute()) * 60 + i64::from(local.second())
             };
-            let start = (t.div_euclid(NANOS_PER_SEC) - secs_into) * NANOS_PER_SEC;
-            (start, start + unit.nominal_nanos())
+            let start = (t.div_euclid(NANOS_PER_SEC) - secs_into).saturating_mul(NANOS_PER_SEC);
+            (start, start.saturating_add(unit.nominal_nanos()))
         }
         WindowUnit::Day | WindowUnit::Week | WindowUnit::Month => {
             let date = local.date_naive();
@@ -219,6 +225,44 @@ mod tests {
             unit,
             kind: WindowKind::Calendar(tz),
         }
+    }
+
+    /// A span's start time is whatever its sender wrote: windows at the
+    /// ends of the i64 range once overflowed `start + length` (and, rounding
+    /// down from `i64::MIN`, the start itself).
+    #[test]
+    fn windows_at_the_ends_of_time_saturate() {
+        let units = [
+            WindowUnit::Minute,
+            WindowUnit::Hour,
+            WindowUnit::Day,
+            WindowUnit::Week,
+            WindowUnit::Month,
+        ];
+        let zones = [Tz::UTC, Tz::Pacific__Chatham, Tz::Asia__Kolkata];
+        for unit in units {
+            let mut windows = vec![Window {
+                unit,
+                kind: WindowKind::Rolling,
+            }];
+            windows.extend(zones.map(|tz| cal(unit, tz)));
+            for w in windows {
+                for t in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+                    let (start, end) = w.bounds(t);
+                    assert!(start <= t, "{w:?} at {t}: starts at {start}");
+                    assert!(t < end || end == i64::MAX, "{w:?} at {t}: ends at {end}");
+                }
+            }
+        }
+        let hour = Window {
+            unit: WindowUnit::Hour,
+            kind: WindowKind::Rolling,
+        };
+        assert_eq!(hour.bounds(i64::MAX).1, i64::MAX);
+        assert_eq!(
+            cal(WindowUnit::Minute, Tz::UTC).bounds(i64::MAX).1,
+            i64::MAX
+        );
     }
 
     #[test]
