@@ -44,34 +44,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use crate::config::ListenerLimits;
 use crate::internal_events::{ConnectionClose, InternalEvents};
-
-/// Limits of one listener (see `[listeners]` in the configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerLimits {
-    pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    pub http2_max_concurrent_streams: u32,
-    pub http2_max_pending_accept_reset_streams: usize,
-    /// Largest request head: HTTP/1.1 headers, HTTP/2 header list.
-    pub max_header_bytes: usize,
-}
-
-impl Default for ListenerLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(120),
-            max_connections: 4_096,
-            http2_max_concurrent_streams: 256,
-            http2_max_pending_accept_reset_streams: 20,
-            max_header_bytes: 64 * 1024,
-        }
-    }
-}
 
 /// Which HTTP versions a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,4 +15,6 @@ pub use raw::{
     OtlpSection, PipelineSection, PricingSection, RawConfig, ReceiversSection, StorageSection,
     WebhookFormat, WebhookSection,
 };
-pub use validate::{Config, DEFAULT_MAX_QUERY_RANGE, LabelPolicy, Secret, StorageConfig};
+pub use validate::{
+    Config, DEFAULT_MAX_QUERY_RANGE, LabelPolicy, ListenerLimits, Secret, StorageConfig,
+};

@@ -1,7 +1,6 @@
 //! Validation: raw config -> typed [`Config`], rejecting contradictions with
 //! a message naming the field and the fix.
 
-use crate::listen::ListenerLimits;
 use crate::memory::MemoryLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -387,6 +386,35 @@ impl RawConfig {
             rules: Arc::new(rules),
             source: None,
         })
+    }
+}
+
+/// Limits of every listener (`[listeners]`; see `crate::listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// Largest request head: HTTP/1.1 headers, HTTP/2 header list.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ListenerLimits {
+    /// The defaults of `[listeners]`.
+    fn default() -> Self {
+        let d = super::raw::ListenersSection::default();
+        Self {
+            header_read_timeout: d.header_read_timeout,
+            body_read_timeout: d.body_read_timeout,
+            idle_timeout: d.idle_timeout,
+            max_connections: d.max_connections,
+            http2_max_concurrent_streams: d.http2_max_concurrent_streams,
+            http2_max_pending_accept_reset_streams: d.http2_max_pending_accept_reset_streams,
+            max_header_bytes: d.max_header_bytes,
+        }
     }
 }
 
