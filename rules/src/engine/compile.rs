@@ -31,11 +31,19 @@ pub enum RuleError {
     Duplicate(String),
 }
 
+/// A rule's error, on one line whatever the message says (a regex error
+/// from the CEL runtime spans several lines with a caret under the fault).
 fn invalid(rule: &str, field: &str, message: impl Into<String>) -> RuleError {
+    let message: String = message.into();
+    let message = if message.contains(['\n', '\r']) {
+        message.split_whitespace().collect::<Vec<_>>().join(" ")
+    } else {
+        message
+    };
     RuleError::Invalid {
         rule: rule.to_owned(),
         field: field.to_owned(),
-        message: message.into(),
+        message,
     }
 }
 

@@ -359,6 +359,15 @@ fn bad_rules_are_refused_naming_rule_and_field() {
         cel.contains("`r3`") && cel.contains("`expression`"),
         "{cel}"
     );
+    // The CEL runtime reports a bad regex over several lines; the rule's
+    // error is one line (found by the cel_rule fuzz target).
+    let regex = rule_error(
+        "[[rules]]\nid = \"r3b\"\ntype = \"custom\"\nexpression = 'call.error_type.matches(\"H^ra)te.*\")'\n",
+    );
+    assert!(
+        regex.contains("`r3b`") && regex.contains("not a valid regex") && !regex.contains('\n'),
+        "{regex:?}"
+    );
     let scope = rule_error(
         "[[rules]]\nid = \"r4\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimit = 5\nscope = [\"colour\"]\n",
     );
