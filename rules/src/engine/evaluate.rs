@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use super::cel::CallView;
 use super::compile::{BudgetRule, CompiledRule, RuleKind, RuleSet};
 use super::config::{Action, Metric};
-use super::ledger::{Ask, CounterKey, Ledger};
+use super::ledger::{Ask, Counter, CounterKey, Ledger, LedgerStats};
 use super::scope::{
     CallFacts, CallIntent, ScopeDim, ScopeHashes, scope_hash, scope_label, scope_pairs,
 };
@@ -28,6 +28,9 @@ pub enum RefusalReason {
     CustomRule,
     /// The scope is blocked (kill-switch).
     Blocked,
+    /// A counter of the call was evicted from memory and is being rebuilt
+    /// from the store: try again in a moment.
+    Rebuilding,
 }
 
 impl ViolationKind {
@@ -52,6 +55,7 @@ impl RefusalReason {
             RefusalReason::RegionNotAllowed => "region_not_allowed",
             RefusalReason::CustomRule => "rule_violation",
             RefusalReason::Blocked => "blocked",
+            RefusalReason::Rebuilding => "budget_rebuilding",
         }
     }
 }
@@ -263,6 +267,136 @@ impl Engine {
         }
     }
 
+    /// An engine whose ledger holds at most `max_counters` counters; past
+    /// it, idle counters are evicted and rebuilt from the store when their
+    /// scope calls again (see [`RebuildPlan`]).
+    pub fn with_max_counters(rules: RuleSet, max_counters: usize) -> Self {
+        Self {
+            ledger: Arc::new(Mutex::new(Ledger::with_capacity(max_counters))),
+            ..Self::new(rules)
+        }
+    }
+
+    /// Counters held, evicted and rebuilt.
+    pub fn ledger_stats(&self) -> LedgerStats {
+        lock(&self.ledger).stats()
+    }
+
+    /// Marks the calls counted from now on as not stored yet, until the
+    /// returned guard is dropped: their counters are not evicted meanwhile
+    /// (a rebuild from the store would miss them). Take it before counting
+    /// calls whose rows are on their way to the store; drop it once they
+    /// are written (or lost).
+    pub fn unstored(&self) -> Unstored {
+        let tick = lock(&self.ledger).unstored_from();
+        Unstored {
+            tick,
+            ledger: Arc::clone(&self.ledger),
+        }
+    }
+
+    /// Adds to `plan` the counters `facts` counts against (at `at`) that
+    /// were evicted and must be rebuilt from the store first.
+    pub fn plan_rebuild(&self, plan: &mut RebuildPlan, facts: &impl CallFacts, at: i64) {
+        if !plan.active {
+            return;
+        }
+        let ledger = lock(&self.ledger);
+        let rules = Arc::clone(&plan.rules);
+        let mut scopes = ScopeHashes::new(&rules.scope_lists, facts);
+        for (index, rule) in rules.rules.iter().enumerate() {
+            let RuleKind::Budget(b) = &rule.kind else {
+                continue;
+            };
+            if !applies(rule, facts) {
+                continue;
+            }
+            let scope = scopes.get(rule.scope_slot);
+            let (key, _) = counter_key(rule, b, scope, at);
+            if plan.wanted.contains_key(&key) || !ledger.needs_rebuild(&key, &b.window, at) {
+                continue;
+            }
+            let since = match b.window.kind {
+                WindowKind::Rolling => at.saturating_sub(b.window.unit.nominal_nanos()),
+                WindowKind::Calendar(_) => b.bounds(at).0,
+            };
+            plan.since = plan.since.min(since);
+            plan.at = plan.at.max(at);
+            plan.wanted.insert(key, index);
+        }
+    }
+
+    /// Counts a stored call into the counters `plan` rebuilds.
+    pub fn feed(&self, plan: &mut RebuildPlan, record: &CallRecord) {
+        if plan.wanted.is_empty() {
+            return;
+        }
+        let at = record
+            .start_unix_nanos
+            .saturating_add(record.duration_nanos);
+        let rules = Arc::clone(&plan.rules);
+        let mut scopes = ScopeHashes::new(&rules.scope_lists, record);
+        for (index, rule) in rules.rules.iter().enumerate() {
+            let RuleKind::Budget(b) = &rule.kind else {
+                continue;
+            };
+            if !plan.rule_wanted(index) || !applies(rule, record) {
+                continue;
+            }
+            let scope = scopes.get(rule.scope_slot);
+            let (key, _) = counter_key(rule, b, scope, at);
+            if plan.wanted.get(&key) == Some(&index) {
+                self.count(
+                    &mut plan.scratch,
+                    rule,
+                    b,
+                    scope,
+                    record,
+                    at,
+                    &mut Vec::new(),
+                    Counting::Call,
+                    &mut Vec::new(),
+                );
+            }
+        }
+    }
+
+    /// Puts the counters `plan` rebuilt in the ledger (those nobody rebuilt
+    /// meanwhile). Returns how many were installed.
+    pub fn install(&self, plan: RebuildPlan) -> usize {
+        let RebuildPlan {
+            rules,
+            wanted,
+            mut scratch,
+            at,
+            ..
+        } = plan;
+        let mut ledger = lock(&self.ledger);
+        let mut n = 0;
+        for (key, index) in wanted {
+            let Some(RuleKind::Budget(b)) = rules.rules.get(index).map(|r| &r.kind) else {
+                continue;
+            };
+            let counter = scratch
+                .take(&key)
+                .unwrap_or_else(|| Counter::fresh(&b.window, b.bounds(at).1));
+            n += usize::from(ledger.install(key, &b.window, at, counter));
+        }
+        n
+    }
+
+    /// A plan to rebuild evicted counters, for the current rules.
+    pub fn rebuild_plan(&self) -> RebuildPlan {
+        RebuildPlan {
+            rules: self.rules(),
+            wanted: HashMap::new(),
+            scratch: Ledger::default(),
+            since: i64::MAX,
+            at: i64::MIN,
+            active: lock(&self.ledger).may_need_rebuild(),
+        }
+    }
+
     /// Replaces the rules (hot reload). Counters of rules whose id stays are kept.
     pub fn replace_rules(&self, rules: RuleSet) {
         let mut guard = self.rules.write().unwrap_or_else(PoisonError::into_inner);
@@ -390,6 +524,22 @@ impl Engine {
         }
         let mut ledger = lock(&self.ledger);
         ledger.maybe_sweep(now);
+        // A counter evicted since the caller rebuilt it (or never rebuilt):
+        // counting from zero would forget its stored usage.
+        if let Some((_, rule, _)) = asks
+            .iter()
+            .find(|(a, ..)| ledger.needs_rebuild(&a.key, &a.window, now))
+        {
+            return Err(Refusal {
+                reason: RefusalReason::Rebuilding,
+                rule_id: Arc::clone(&rule.id),
+                scope: scope_label(&rule.scope, intent),
+                metric: None,
+                limit: None,
+                used: None,
+                retry_after_s: Some(1),
+            });
+        }
         for (ask, _, b) in &mut asks {
             let over_since = ledger.get(&ask.key).and_then(|c| c.over_since);
             ask.ceiling = with_burst(b, ask.ceiling, over_since, now);
@@ -626,6 +776,57 @@ impl Engine {
             display(b.metric, c.settled(&b.window, now)),
             display(b.metric, c.reserved),
         ))
+    }
+}
+
+/// Calls counted whose rows are not stored yet: see [`Engine::unstored`].
+#[derive(Debug)]
+pub struct Unstored {
+    tick: u64,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Drop for Unstored {
+    fn drop(&mut self) {
+        lock(&self.ledger).stored(self.tick);
+    }
+}
+
+/// Evicted counters to rebuild from the stored calls: filled by
+/// [`Engine::plan_rebuild`] for the calls about to be counted, fed every
+/// stored call that ended since [`RebuildPlan::since`] with
+/// [`Engine::feed`], then installed with [`Engine::install`]. Counting
+/// reuses the engine's own code, so a rebuilt counter is what the counter
+/// would hold had it never been evicted (as after a restart).
+#[derive(Debug)]
+pub struct RebuildPlan {
+    rules: Arc<RuleSet>,
+    /// Counter -> index of its rule in `rules`.
+    wanted: HashMap<CounterKey, usize>,
+    scratch: Ledger,
+    since: i64,
+    at: i64,
+    /// Whether anything was evicted when the plan was made.
+    active: bool,
+}
+
+impl RebuildPlan {
+    pub fn is_empty(&self) -> bool {
+        self.wanted.is_empty()
+    }
+
+    /// Counters to rebuild.
+    pub fn len(&self) -> usize {
+        self.wanted.len()
+    }
+
+    /// Stored calls that ended at or after this time are to be fed.
+    pub fn since(&self) -> i64 {
+        self.since
+    }
+
+    fn rule_wanted(&self, index: usize) -> bool {
+        self.wanted.values().any(|i| *i == index)
     }
 }
 

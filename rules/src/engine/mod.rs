@@ -18,7 +18,8 @@ pub mod window;
 pub(crate) use cel::call_fields;
 pub use compile::{RuleError, RuleSet, compile, parse_rules};
 pub use evaluate::{
-    Decision, Engine, Override, Refusal, RefusalReason, Reservation, Violation, ViolationKind,
+    Decision, Engine, Override, RebuildPlan, Refusal, RefusalReason, Reservation, Unstored,
+    Violation, ViolationKind,
 };
 pub use scope::{CallFacts, CallIntent, ScopeDim, scope_label, scope_pairs};
 
