@@ -130,6 +130,10 @@ pub struct InternalEvents {
     connections_open: Family<[(&'static str, &'static str); 1], Gauge>,
     connections_closed: Family<Labels, Counter>,
     memory: MemoryMetrics,
+    ledger: LedgerMetrics,
+    ledger_rebuild_seconds: Histogram,
+    ledger_rebuilt_calls: Counter,
+    ledger_rebuild_errors: Counter,
 }
 
 impl InternalEvents {
@@ -297,6 +301,26 @@ impl InternalEvents {
              over_cap, protocol_error, reset, shutdown)",
             connections_closed.clone(),
         );
+        let ledger = LedgerMetrics::default();
+        registry.register_collector(Box::new(ledger.clone()));
+        let ledger_rebuild_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 8));
+        registry.register(
+            "ledger_rebuild_seconds",
+            "Time reading evicted counters back from the store, per rebuild",
+            ledger_rebuild_seconds.clone(),
+        );
+        let ledger_rebuilt_calls = Counter::default();
+        registry.register(
+            "ledger_rebuild_calls_read",
+            "Stored calls read to rebuild evicted counters",
+            ledger_rebuilt_calls.clone(),
+        );
+        let ledger_rebuild_errors = Counter::default();
+        registry.register(
+            "ledger_rebuild_errors",
+            "Rebuilds of evicted counters the store failed (retried on the scope's next call)",
+            ledger_rebuild_errors.clone(),
+        );
         let memory = MemoryMetrics::default();
         registry.register_collector(Box::new(memory.clone()));
         Arc::new(Self {
@@ -333,7 +357,27 @@ impl InternalEvents {
             connections_open,
             connections_closed,
             memory,
+            ledger,
+            ledger_rebuild_seconds,
+            ledger_rebuilt_calls,
+            ledger_rebuild_errors,
         })
+    }
+
+    /// Exports the rules engine's ledger state (`tollgate_ledger_*`).
+    pub fn attach_ledger(&self, engine: tollgate_rules::engine::Engine) {
+        let _ = self.ledger.0.set(engine);
+    }
+
+    /// Evicted counters of `scopes` scopes were read back from `calls` stored calls.
+    pub fn ledger_rebuilt(&self, scopes: usize, calls: u64, took: Duration) {
+        self.ledger_rebuild_seconds.observe(took.as_secs_f64());
+        self.ledger_rebuilt_calls.inc_by(calls);
+        tracing::debug!(scopes, calls, took_ms = took.as_millis() as u64, "evicted counters rebuilt");
+    }
+
+    pub fn ledger_rebuild_failed(&self) {
+        self.ledger_rebuild_errors.inc();
     }
 
     /// Exports the memory limiter's state (`tollgate_memory_*`).
@@ -664,6 +708,70 @@ impl prometheus_client::collector::Collector for MemoryMetrics {
                 "memory_refused_in_flight",
                 "Requests refused because their bytes did not fit in the in-flight budget",
                 s.refused_in_flight,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// The ledger's state, read at scrape time.
+#[derive(Debug, Clone, Default)]
+struct LedgerMetrics(Arc<std::sync::OnceLock<tollgate_rules::engine::Engine>>);
+
+impl prometheus_client::collector::Collector for LedgerMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Some(engine) = self.0.get() else {
+            return Ok(());
+        };
+        let s = engine.ledger_stats();
+        let gauges = [
+            (
+                "ledger_counters",
+                "Rule counters held in memory (at most ledger.max_counters)",
+                s.counters,
+            ),
+            (
+                "ledger_evicted_scopes",
+                "Scopes whose counters were evicted and are read back from the store on their next call",
+                s.evicted_scopes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        let counters = [
+            (
+                "ledger_evictions",
+                "Counters evicted from memory to stay within ledger.max_counters",
+                s.evictions,
+            ),
+            (
+                "ledger_rebuilds",
+                "Evicted counters read back from the store",
+                s.rebuilds,
+            ),
+            (
+                "ledger_evictions_deferred",
+                "Times the ledger was over ledger.max_counters with nothing evictable (reservations, calls not stored yet)",
+                s.evictions_deferred,
+            ),
+            (
+                "ledger_counted_before_rebuild",
+                "Evicted counters counted into before being read back (completed from the store once their calls are stored)",
+                s.counted_before_rebuild,
             ),
         ];
         for (name, help, value) in counters {

@@ -25,7 +25,7 @@ use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
 use crate::listen::{self, Listener, Protocols};
 use crate::memory::{MemoryLimiter, RETRY_AFTER_SECS, admit_grpc, admit_http};
 use crate::normalize::{Normalizer, NormalizerConfig};
-use crate::pipeline::{CallIdentity, Restore, RuleStage, Writer, row_queue};
+use crate::pipeline::{CallIdentity, CounterRebuilder, Restore, RuleStage, Writer, row_queue};
 use crate::receivers::{
     Destination, HttpReceiverConfig, Ingest, grpc_router, http_router, memory_refusal,
 };
@@ -107,7 +107,12 @@ pub async fn run(
     }
 
     // Rules: counters rebuilt from the store so a restart keeps usage.
-    let engine = Engine::new((*config.rules).clone());
+    let engine = Engine::with_max_counters((*config.rules).clone(), config.ledger_max_counters);
+    events.attach_ledger(engine.clone());
+    let rebuilder = CounterRebuilder {
+        store: Arc::clone(&store),
+        events: Arc::clone(&events),
+    };
     let killswitch = KillSwitch::new();
     let mut identity = CallIdentity::new(config.dedup_window_calls, config.dedup_horizon)
         .with_prices(Arc::clone(&config.prices));
@@ -169,6 +174,7 @@ pub async fn run(
         alerts: alerts.clone(),
         events: Arc::clone(&events),
         already_stored,
+        rebuilder: Some(rebuilder.clone()),
     })
     .with_resync(resync_rx, restore)
     .spawn();
@@ -289,6 +295,7 @@ pub async fn run(
             }),
             keys: Arc::clone(&keys) as Arc<dyn KeyStore>,
             blocks: Arc::new(KillSwitchBlocks(killswitch.clone())),
+            rebuild: Some(Arc::new(rebuilder.clone())),
         };
         let gateway = Arc::new(
             Gateway::from_valid(valid, deps).map_err(|e| ServeError::Gateway(e.to_string()))?,

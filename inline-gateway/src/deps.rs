@@ -4,8 +4,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures::future::BoxFuture;
 use tollgate_rules::CallRecord;
-use tollgate_rules::engine::{Engine, Violation};
+use tollgate_rules::engine::{Engine, RebuildPlan, Unstored, Violation};
 use tollgate_rules::pricing::PriceTable;
 
 use crate::keys::KeyStore;
@@ -25,6 +26,21 @@ pub struct GatewayDeps {
     pub keys: Arc<dyn KeyStore>,
     /// The kill-switch: scopes blocked in observe mode are refused here too.
     pub blocks: Arc<dyn BlockCheck>,
+    /// Reads counters the engine evicted back from the store before a call
+    /// of their scope is admitted. `None`: the engine never evicts.
+    pub rebuild: Option<Arc<dyn CounterRebuild>>,
+}
+
+/// Rebuilds evicted counters from the stored calls.
+pub trait CounterRebuild: Send + Sync {
+    /// Feeds `plan` every stored call it may need (see
+    /// [`Engine::plan_rebuild`]) and installs it in `engine`; returns how
+    /// many counters were installed. Must not block the runtime.
+    fn rebuild<'a>(
+        &'a self,
+        engine: &'a Engine,
+        plan: RebuildPlan,
+    ) -> BoxFuture<'a, Result<usize, String>>;
 }
 
 impl std::fmt::Debug for GatewayDeps {
@@ -42,8 +58,10 @@ pub trait RowSink: Send + Sync {
     /// `violations` are what `settle` reported for the call (thresholds
     /// crossed, limits exceeded): the collector turns them into rule events,
     /// alerts and kill-switch blocks, as its rules stage does for OTLP rows.
-    /// Their ids are already in `record.rules_fired`.
-    fn submit(&self, record: CallRecord, violations: Vec<Violation>);
+    /// Their ids are already in `record.rules_fired`. `unstored` (taken
+    /// before the call was counted) is to be dropped once the row is stored
+    /// or lost: until then the engine keeps the call's counters in memory.
+    fn submit(&self, record: CallRecord, violations: Vec<Violation>, unstored: Unstored);
 }
 
 /// Who is calling, as the kill-switch matches blocks: a block applies when
@@ -125,7 +143,7 @@ impl MemoryRows {
 }
 
 impl RowSink for MemoryRows {
-    fn submit(&self, record: CallRecord, violations: Vec<Violation>) {
+    fn submit(&self, record: CallRecord, violations: Vec<Violation>, _unstored: Unstored) {
         self.lock().push((record, violations));
     }
 }

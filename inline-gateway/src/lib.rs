@@ -10,7 +10,7 @@
 //! # Interface
 //!
 //! ```ignore
-//! let deps = GatewayDeps { engine, prices, rows, keys, blocks };
+//! let deps = GatewayDeps { engine, prices, rows, keys, blocks, rebuild: None };
 //! let app: axum::Router = tollgate_gateway::router(&config.gateway, deps)?;
 //! let listener = tokio::net::TcpListener::bind(config.gateway.listen.as_str()).await?;
 //! tollgate_gateway::serve(listener, app, shutdown).await?;
@@ -95,7 +95,8 @@ pub use config::{
     TargetConfig, ValidConfig,
 };
 pub use deps::{
-    Block, BlockCheck, CallScope, GatewayDeps, MemoryRows, NoBlocks, RowSink, StaticBlocks,
+    Block, BlockCheck, CallScope, CounterRebuild, GatewayDeps, MemoryRows, NoBlocks, RowSink,
+    StaticBlocks,
 };
 pub use error::GatewayError;
 pub use internal_events::GatewayStats;

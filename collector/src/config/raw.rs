@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub listeners: ListenersSection,
     #[serde(default)]
     pub memory: MemorySection,
+    #[serde(default)]
+    pub ledger: LedgerSection,
     /// `[[rules]]`: budgets, rate limits, model access, region locks and
     /// custom rules; read one by one so that an error names its rule.
     #[serde(default)]
@@ -416,6 +418,17 @@ pub struct MemorySection {
     /// How often resident memory is read (default 100ms).
     #[serde(default, with = "humantime_serde")]
     pub check_interval: Option<Duration>,
+}
+
+/// `[ledger]`: the rules' usage counters, one per (rule, scope, window).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// Most counters held in memory (default 250,000). Past it the least
+    /// recently used are evicted and read back from the store when their
+    /// scope calls again: budgets stay exact, memory stays bounded.
+    #[serde(default)]
+    pub max_counters: Option<usize>,
 }
 
 /// `[storage]`: where rows are written. Chosen by `type`.

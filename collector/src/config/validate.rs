@@ -94,7 +94,13 @@ pub struct Config {
     pub listeners: ListenerLimits,
     /// The memory limiter's settings.
     pub memory: MemoryLimits,
+    /// Most rule counters held in memory (`ledger.max_counters`).
+    pub ledger_max_counters: usize,
 }
+
+/// `ledger.max_counters` when not set: about 25 MB of calendar counters,
+/// 150 MB of rolling ones.
+pub const DEFAULT_LEDGER_MAX_COUNTERS: usize = 250_000;
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -350,9 +356,17 @@ impl RawConfig {
 
         let listeners = self.listeners.validate()?;
         let memory = self.memory.validate()?;
+        let ledger_max_counters = match self.ledger.max_counters {
+            Some(n) if n < 1_000 => {
+                return Err(invalid("ledger.max_counters", "must be at least 1000"));
+            }
+            Some(n) => n,
+            None => DEFAULT_LEDGER_MAX_COUNTERS,
+        };
         Ok(Config {
             listeners,
             memory,
+            ledger_max_counters,
             grpc_listen,
             http_listen,
             api_listen,

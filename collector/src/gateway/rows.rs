@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tollgate_gateway::{Block as GatewayBlock, BlockCheck, CallScope, RowSink};
-use tollgate_rules::engine::Violation;
+use tollgate_rules::engine::{Unstored, Violation};
 use tollgate_rules::{CallRecord, RuleEvent};
 
 use crate::alerts::Alerts;
@@ -22,7 +22,7 @@ pub struct QueueRows {
 }
 
 impl RowSink for QueueRows {
-    fn submit(&self, record: CallRecord, violations: Vec<Violation>) {
+    fn submit(&self, record: CallRecord, violations: Vec<Violation>, unstored: Unstored) {
         let mut rule_events = Vec::with_capacity(violations.len());
         for v in &violations {
             let event = RuleEvent::new(&record, v);
@@ -33,7 +33,7 @@ impl RowSink for QueueRows {
         self.events.rule_events(rule_events.len());
         if self
             .queue
-            .try_push_with_events(vec![record], rule_events)
+            .try_push_with_events(vec![record], rule_events, Some(unstored))
             .is_err()
         {
             self.events

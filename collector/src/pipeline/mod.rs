@@ -10,6 +10,6 @@ mod writer;
 
 pub use identity::{CallIdentity, Sorted};
 pub use queue::{Enqueued, QueueError, RowQueue, RowReceiver, row_queue};
-pub use restore::Restore;
+pub use restore::{CounterRebuilder, Restore};
 pub use rules_stage::RuleStage;
 pub use writer::{Writer, WriterHandle};

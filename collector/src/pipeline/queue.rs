@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
+use tollgate_rules::engine::Unstored;
 use tollgate_rules::{CallRecord, RuleEvent};
 
 /// Why rows were not queued.
@@ -41,6 +42,9 @@ pub struct Enqueued {
     /// Rule events already decided for these rows (gateway calls, settled
     /// synchronously), stored with them.
     pub events: Vec<RuleEvent>,
+    /// Keeps the counters these rows were counted on in memory until the
+    /// rows are stored (gateway calls, counted before they are queued).
+    pub unstored: Option<Unstored>,
 }
 
 /// The sending side, cloned into every receiver.
@@ -125,6 +129,7 @@ impl RowQueue {
                 permit,
                 ack,
                 events: Vec::new(),
+                unstored: None,
             })
             .map_err(|_| QueueError::Closed)
     }
@@ -134,6 +139,7 @@ impl RowQueue {
         &self,
         rows: Vec<CallRecord>,
         events: Vec<RuleEvent>,
+        unstored: Option<Unstored>,
     ) -> Result<(), QueueError> {
         let permit = self.try_reserve(rows.len())?;
         self.tx
@@ -142,6 +148,7 @@ impl RowQueue {
                 permit,
                 ack: None,
                 events,
+                unstored,
             })
             .map_err(|_| QueueError::Closed)
     }

@@ -9,12 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tollgate_rules::engine::compile::RuleKind;
 use tollgate_rules::engine::window::WindowKind;
-use tollgate_rules::engine::{Engine, ViolationKind};
+use tollgate_rules::engine::{Engine, RebuildPlan, ViolationKind};
 
 use super::CallIdentity;
 use crate::admin::AdminLog;
 use crate::killswitch::KillSwitch;
-use crate::query::{EventsQuery, QueryStore};
+use crate::internal_events::InternalEvents;
+use crate::query::{EventsQuery, QueryError, QueryStore};
 use tollgate_rules::RuleEvent;
 
 /// The store's side of a rebuild.
@@ -115,6 +116,9 @@ async fn restore(
         });
     let started = std::time::Instant::now();
     let mut blocks = Vec::new();
+    // Nothing replayed is evicted until the replay ends: a counter evicted
+    // half-way would be counted again from zero by its later calls.
+    let pinned = engine.unstored();
     let replayed = store
         .replay(
             since,
@@ -134,6 +138,7 @@ async fn restore(
             }),
         )
         .await;
+    drop(pinned);
     match replayed {
         Ok(n) => {
             killswitch.apply(&blocks);
@@ -168,5 +173,54 @@ async fn reapply_admin_actions(engine: &Engine, killswitch: &KillSwitch, log: &d
             }
         }
         Err(e) => tracing::error!(error = %e, "could not read stored admin actions"),
+    }
+}
+
+/// Reads counters the engine evicted back from the store: the stored calls
+/// of the evicted scopes, counted again by the engine's own code.
+#[derive(Clone)]
+pub struct CounterRebuilder {
+    pub store: Arc<dyn QueryStore>,
+    pub events: Arc<InternalEvents>,
+}
+
+impl CounterRebuilder {
+    /// Feeds `plan` the stored calls of its scopes and installs it; returns
+    /// how many counters were installed. On a store error nothing is
+    /// installed: the counters stay evicted and the next call tries again.
+    pub async fn rebuild(&self, engine: &Engine, mut plan: RebuildPlan) -> Result<usize, QueryError> {
+        let started = std::time::Instant::now();
+        let scopes = plan.scopes().to_vec();
+        let since = plan.since();
+        let read = self
+            .store
+            .replay_scopes(since, &scopes, Box::new(|call| engine.feed(&mut plan, call)))
+            .await;
+        match read {
+            Ok(calls) => {
+                let installed = engine.install(plan);
+                self.events
+                    .ledger_rebuilt(scopes.len(), calls, started.elapsed());
+                Ok(installed)
+            }
+            Err(e) => {
+                self.events.ledger_rebuild_failed();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl tollgate_gateway::CounterRebuild for CounterRebuilder {
+    fn rebuild<'a>(
+        &'a self,
+        engine: &'a Engine,
+        plan: RebuildPlan,
+    ) -> futures::future::BoxFuture<'a, Result<usize, String>> {
+        Box::pin(async move {
+            CounterRebuilder::rebuild(self, engine, plan)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

@@ -10,7 +10,7 @@ use tollgate_rules::engine::Engine;
 use tollgate_rules::{CallRecord, Mode, RuleEvent};
 
 use super::identity::CallMerge;
-use super::restore::event_key;
+use super::restore::{CounterRebuilder, event_key};
 use crate::alerts::Alerts;
 use crate::internal_events::InternalEvents;
 use crate::killswitch::KillSwitch;
@@ -25,9 +25,35 @@ pub struct RuleStage {
     /// Keys ([`event_key`]) of rule events already in the store, from the
     /// last rebuild: emitted again, they are neither stored nor alerted.
     pub already_stored: HashSet<String>,
+    /// Reads counters the engine evicted back from the store.
+    pub rebuilder: Option<CounterRebuilder>,
 }
 
 impl RuleStage {
+    /// Reads back from the store the evicted counters that `calls` (and the
+    /// later descriptions in `merges`) are about to be counted on.
+    pub async fn rebuild(&self, calls: &[CallRecord], merges: &[CallMerge]) {
+        let Some(rebuilder) = &self.rebuilder else {
+            return;
+        };
+        let mut plan = self.engine.rebuild_plan();
+        let ended = |c: &CallRecord| c.start_unix_nanos.saturating_add(c.duration_nanos);
+        // Gateway calls were admitted (and rebuilt) by the gateway.
+        for c in calls.iter().filter(|c| c.mode != Mode::Gateway) {
+            self.engine.plan_rebuild(&mut plan, c, ended(c));
+        }
+        for m in merges.iter().filter(|m| !m.correction.is_zero()) {
+            self.engine
+                .plan_rebuild(&mut plan, &m.description, ended(&m.description));
+        }
+        if plan.is_empty() {
+            return;
+        }
+        if let Err(e) = rebuilder.rebuild(&self.engine, plan).await {
+            tracing::warn!(error = %e, "could not read evicted counters back from the store; they are completed once it answers");
+        }
+    }
+
     /// Observes every call of `calls` (queue order) and appends the events to `out`.
     pub fn evaluate(&mut self, calls: &mut [CallRecord], out: &mut Vec<RuleEvent>) {
         let before = out.len();
@@ -117,6 +143,7 @@ action = "alert"
             alerts,
             events,
             already_stored,
+            rebuilder: None,
         }
     }
 

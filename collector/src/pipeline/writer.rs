@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tollgate_rules::engine::Unstored;
 use tollgate_rules::{CallRecord, RuleEvent};
 
 use super::identity::{CallIdentity, CallMerge};
@@ -163,6 +164,7 @@ impl Writer {
                 batch.permits.push(e.permit);
                 batch.acks.extend(e.ack.take());
                 batch.events.append(&mut e.events);
+                batch.unstored.extend(e.unstored.take());
             }
             self.store.events.queue_depth(self.store.queue.depth());
             // A panic in a stage (a bug) must not stop the writer: the
@@ -187,6 +189,9 @@ impl Writer {
             // Rules run once per call, before the first attempt: a retried
             // write stores the same rows and events.
             if let Some(stage) = &mut self.rules {
+                // The batch's counters stay in memory until it is stored.
+                batch.unstored.push(stage.engine.unstored());
+                stage.rebuild(&batch.calls, &batch.merges).await;
                 let evaluated = catch_unwind(AssertUnwindSafe(|| {
                     stage.evaluate(&mut batch.calls, &mut batch.events);
                     stage.correct(&batch.merges, &mut batch.events);
@@ -240,6 +245,8 @@ struct Flight {
     merges: Vec<CallMerge>,
     permits: Vec<OwnedSemaphorePermit>,
     acks: Vec<oneshot::Sender<bool>>,
+    /// Keeps the counters of the batch's calls in memory until it is written.
+    unstored: Vec<Unstored>,
 }
 
 impl Flight {
@@ -293,6 +300,7 @@ impl StoreWriter {
             let _ = ack.send(written);
         }
         flight.permits.clear();
+        flight.unstored.clear();
         self.events.queue_depth(self.queue.depth());
         flight
     }

@@ -5,5 +5,6 @@ mod model;
 
 pub use model::{
     Dimension, EventsQuery, MAX_GROUP_BY, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS,
-    ReplayFn, UsageQuery, UsageRow, format_since, parse_since,
+    REPLAY_SCOPES_MAX, ReplayFn, UsageQuery, UsageRow, format_since, parse_since, scope_column,
+    scopes_condition,
 };

@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::ser::SerializeMap;
+use tollgate_rules::engine::ScopeDim;
 use tollgate_rules::{CallRecord, RuleEvent};
 
 /// A column usage can be grouped or filtered by.
@@ -245,8 +246,69 @@ pub trait QueryStore: Send + Sync {
         since_unix_nanos: i64,
         each: ReplayFn<'a>,
     ) -> BoxFuture<'a, Result<u64, QueryError>>;
+    /// [`QueryStore::replay`], of the calls of some scopes: a call is
+    /// streamed when it has every (dimension, value) of one of `scopes`.
+    /// Dimensions the store has no column for are not filtered on, and a
+    /// store may stream more than asked (the default streams everything):
+    /// callers check each call. Every call is streamed once.
+    fn replay_scopes<'a>(
+        &'a self,
+        since_unix_nanos: i64,
+        scopes: &'a [Vec<(ScopeDim, String)>],
+        each: ReplayFn<'a>,
+    ) -> BoxFuture<'a, Result<u64, QueryError>> {
+        let _ = scopes;
+        self.replay(since_unix_nanos, each)
+    }
     /// Whether the store answers at all (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>>;
+}
+
+/// Most scopes a filtered replay names in one query; past it, stores
+/// replay every call (a query with thousands of alternatives is no faster).
+pub const REPLAY_SCOPES_MAX: usize = 256;
+
+/// The column of the calls table a scope dimension is stored in, when it
+/// has one (the same name in SQLite and ClickHouse).
+pub fn scope_column(dim: &ScopeDim) -> Option<&'static str> {
+    Some(match dim {
+        ScopeDim::Org => "org",
+        ScopeDim::Project => "project",
+        ScopeDim::App => "app",
+        ScopeDim::Environment => "environment",
+        ScopeDim::User => "user_id",
+        ScopeDim::Session => "session_id",
+        ScopeDim::Provider => "provider",
+        ScopeDim::Route => "route",
+        ScopeDim::Key | ScopeDim::Model | ScopeDim::Label(_) => return None,
+    })
+}
+
+/// A SQL condition matching the calls of `scopes` (`?` placeholders, values
+/// in `binds` in order), or `None` when every call must be read: too many
+/// scopes, or one without a column to filter on.
+pub fn scopes_condition(scopes: &[Vec<(ScopeDim, String)>]) -> Option<(String, Vec<String>)> {
+    if scopes.is_empty() || scopes.len() > REPLAY_SCOPES_MAX {
+        return None;
+    }
+    let mut binds = Vec::new();
+    let mut alternatives = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        let terms: Vec<String> = scope
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(dim, value)| {
+                let column = scope_column(dim)?;
+                binds.push(value.clone());
+                Some(format!("{column} = ?"))
+            })
+            .collect();
+        if terms.is_empty() {
+            return None;
+        }
+        alternatives.push(format!("({})", terms.join(" AND ")));
+    }
+    Some((format!("({})", alternatives.join(" OR ")), binds))
 }
 
 #[cfg(test)]

@@ -180,6 +180,9 @@ impl CallLog {
         r.cache_write_tokens = usage.cache_write;
         r.reasoning_tokens = usage.reasoning;
         price(&self.shared, r);
+        // Taken before the call is counted: its counters stay in memory
+        // until its row is stored (see `Engine::unstored`).
+        let unstored = self.shared.deps.engine.unstored();
         let mut violations: Vec<Violation> = Vec::new();
         if let Some(held) = self.held.take() {
             if let Some((engine, reservation)) = held.key {
@@ -203,7 +206,7 @@ impl CallLog {
         self.shared
             .deps
             .rows
-            .submit(std::mem::take(&mut self.record), violations);
+            .submit(std::mem::take(&mut self.record), violations, unstored);
     }
 }
 

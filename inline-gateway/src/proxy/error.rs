@@ -39,6 +39,7 @@ impl RefusalInfo {
             RefusalReason::BudgetExceeded | RefusalReason::RateLimited | RefusalReason::Blocked => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            RefusalReason::Rebuilding => StatusCode::SERVICE_UNAVAILABLE,
         };
         let metric = r.metric.map(|m| m.as_str());
         let message = match (r.reason, r.limit, r.used) {
@@ -67,6 +68,10 @@ impl RefusalInfo {
             }
             (RefusalReason::RegionNotAllowed, ..) => format!(
                 "rule `{}` does not allow this provider region for {}",
+                r.rule_id, r.scope
+            ),
+            (RefusalReason::Rebuilding, ..) => format!(
+                "the usage of rule `{}` for {} could not be read back from the store; retry in 1s",
                 r.rule_id, r.scope
             ),
             _ => format!("rule `{}` refused the call for {}", r.rule_id, r.scope),

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 use tollgate_rules::CallRecord;
-use tollgate_rules::engine::{CallIntent, Decision};
+use tollgate_rules::engine::{CallIntent, Decision, RefusalReason};
 use tollgate_rules::pricing::TokenUsage;
 
 use super::attempt::{self, Failure};
@@ -256,7 +256,7 @@ impl Call<'_> {
                     attempt += 1;
                     continue 'links;
                 }
-                let held = match self.admit(link, &log) {
+                let held = match self.admit(link, &log).await {
                     Ok(h) => h,
                     Err(info) => {
                         if first_refusal.is_none() {
@@ -393,10 +393,40 @@ impl Call<'_> {
     /// Reserves the worst case on the key's limits, then on the rules. The
     /// intent is built from the row's own scope, so `settle` meets the
     /// counters `admit` reserved on.
-    fn admit(&self, link: &Link, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
+    async fn admit(&self, link: &Link, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
         let intent = self.intent(link, &log.record);
+        // Counters evicted from memory are read back from the store first;
+        // one more try if one was evicted again meanwhile.
+        for _ in 0..2 {
+            match self.try_admit(&intent, log) {
+                Err(info) if info.code == RefusalReason::Rebuilding.as_str() => {
+                    self.rebuild(&intent).await;
+                }
+                other => return other,
+            }
+        }
+        self.try_admit(&intent, log)
+    }
+
+    /// Reads back the counters of `intent` the engine evicted, if any.
+    async fn rebuild(&self, intent: &CallIntent) {
+        let Some(rebuild) = &self.shared.deps.rebuild else {
+            return;
+        };
+        let engine = &self.shared.deps.engine;
+        let mut plan = engine.rebuild_plan();
+        engine.plan_rebuild(&mut plan, intent, intent.at_unix_nanos);
+        if plan.is_empty() {
+            return;
+        }
+        if let Err(e) = rebuild.rebuild(engine, plan).await {
+            tracing::warn!(error = %e, "could not read evicted counters back from the store");
+        }
+    }
+
+    fn try_admit(&self, intent: &CallIntent, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
         let key = match log.key_engine() {
-            Some(engine) => match engine.admit(&intent) {
+            Some(engine) => match engine.admit(intent) {
                 Decision::Allow(r) => Some((engine.clone(), r)),
                 Decision::Deny(refusal) => {
                     return Err(Box::new(RefusalInfo::from_refusal(&refusal)));
@@ -404,7 +434,7 @@ impl Call<'_> {
             },
             None => None,
         };
-        match self.shared.deps.engine.admit(&intent) {
+        match self.shared.deps.engine.admit(intent) {
             Decision::Allow(main) => Ok(Held { main, key }),
             // Dropping `key` gives its reservation back.
             Decision::Deny(refusal) => Err(Box::new(RefusalInfo::from_refusal(&refusal))),
@@ -702,6 +732,7 @@ base_url = "http://127.0.0.1:9/v1"
             rows,
             keys: Arc::new(MemoryKeyStore::new()),
             blocks: Arc::new(StaticBlocks::new()),
+            rebuild: None,
         };
         Arc::new(Shared::new(&config, deps).unwrap())
     }

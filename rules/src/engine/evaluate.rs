@@ -323,6 +323,12 @@ impl Engine {
             plan.since = plan.since.min(since);
             plan.at = plan.at.max(at);
             plan.wanted.insert(key, index);
+            plan.scopes.push(
+                rule.scope
+                    .iter()
+                    .map(|d| (d.clone(), facts.dim(d).unwrap_or("").to_owned()))
+                    .collect(),
+            );
         }
     }
 
@@ -391,6 +397,7 @@ impl Engine {
             rules: self.rules(),
             wanted: HashMap::new(),
             scratch: Ledger::default(),
+            scopes: Vec::new(),
             since: i64::MAX,
             at: i64::MIN,
             active: lock(&self.ledger).may_need_rebuild(),
@@ -804,6 +811,7 @@ pub struct RebuildPlan {
     /// Counter -> index of its rule in `rules`.
     wanted: HashMap<CounterKey, usize>,
     scratch: Ledger,
+    scopes: Vec<Vec<(ScopeDim, String)>>,
     since: i64,
     at: i64,
     /// Whether anything was evicted when the plan was made.
@@ -823,6 +831,12 @@ impl RebuildPlan {
     /// Stored calls that ended at or after this time are to be fed.
     pub fn since(&self) -> i64 {
         self.since
+    }
+
+    /// The scope of each counter to rebuild, as (dimension, value) pairs
+    /// (an empty value: the call has no such dimension).
+    pub fn scopes(&self) -> &[Vec<(ScopeDim, String)>] {
+        &self.scopes
     }
 
     fn rule_wanted(&self, index: usize) -> bool {

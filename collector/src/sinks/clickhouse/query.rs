@@ -8,8 +8,9 @@ use super::row::{CallRow, EventRow, UsageRowCh};
 use super::sink::ClickhouseStore;
 use crate::query::{
     Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
-    UsageQuery, UsageRow,
+    UsageQuery, UsageRow, scopes_condition,
 };
+use tollgate_rules::engine::ScopeDim;
 
 /// Expression of each dimension, as a `Nullable(String)`. Only these names
 /// ever reach SQL text; values are bound.
@@ -173,18 +174,27 @@ impl ClickhouseStore {
         Ok(rows.into_iter().map(EventRow::into_event).collect())
     }
 
-    async fn replay_calls(&self, since: i64, mut each: ReplayFn<'_>) -> Result<u64, QueryError> {
-        let mut cursor = self
+    async fn replay_calls(
+        &self,
+        since: i64,
+        scopes: &[Vec<(ScopeDim, String)>],
+        mut each: ReplayFn<'_>,
+    ) -> Result<u64, QueryError> {
+        let (condition, binds) = scopes_condition(scopes).unwrap_or_default();
+        let and = if condition.is_empty() { "" } else { " AND " };
+        let mut query = self
             .client
             .query(&format!(
                 "SELECT {CALL_FIELDS} FROM calls
-                 WHERE start_unix_nanos >= ? AND start_unix_nanos + duration_nanos >= ?
+                 WHERE start_unix_nanos >= ? AND start_unix_nanos + duration_nanos >= ?{and}{condition}
                  ORDER BY start_unix_nanos + duration_nanos, span_id"
             ))
             .bind(since.saturating_sub(REPLAY_LONGEST_CALL_NANOS))
-            .bind(since)
-            .fetch::<CallRow>()
-            .map_err(store_err)?;
+            .bind(since);
+        for value in binds {
+            query = query.bind(value);
+        }
+        let mut cursor = query.fetch::<CallRow>().map_err(store_err)?;
         let mut n = 0;
         while let Some(row) = cursor.next().await.map_err(store_err)? {
             each(&row.into_record());
@@ -212,7 +222,16 @@ impl QueryStore for ClickhouseStore {
         since_unix_nanos: i64,
         each: ReplayFn<'a>,
     ) -> BoxFuture<'a, Result<u64, QueryError>> {
-        Box::pin(self.replay_calls(since_unix_nanos, each))
+        Box::pin(self.replay_calls(since_unix_nanos, &[], each))
+    }
+
+    fn replay_scopes<'a>(
+        &'a self,
+        since_unix_nanos: i64,
+        scopes: &'a [Vec<(ScopeDim, String)>],
+        each: ReplayFn<'a>,
+    ) -> BoxFuture<'a, Result<u64, QueryError>> {
+        Box::pin(self.replay_calls(since_unix_nanos, scopes, each))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>> {

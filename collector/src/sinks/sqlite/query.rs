@@ -10,8 +10,9 @@ use super::schema::{START_SECOND, started_since};
 use super::sink::{SqliteStore, run_blocking};
 use crate::query::{
     Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
-    UsageQuery, UsageRow,
+    UsageQuery, UsageRow, scopes_condition,
 };
+use tollgate_rules::engine::ScopeDim;
 
 /// Column of each dimension. Only these names ever reach SQL text.
 fn column(d: Dimension) -> &'static str {
@@ -155,12 +156,24 @@ fn rule_events(conn: &Connection, q: &EventsQuery) -> Result<Vec<RuleEvent>, Que
 }
 
 impl SqliteStore {
-    fn replay_blocking(&self, since: i64, each: &mut ReplayFn<'_>) -> Result<u64, QueryError> {
+    fn replay_blocking(
+        &self,
+        since: i64,
+        scopes: &[Vec<(ScopeDim, String)>],
+        each: &mut ReplayFn<'_>,
+    ) -> Result<u64, QueryError> {
         // A connection of its own: a long replay must not hold the API's readers.
         let conn = open_reader(self.path()).map_err(store_err)?;
-        let mut stmt = conn.prepare(&replay_sql()).map_err(store_err)?;
+        let (condition, binds) = scopes_condition(scopes).unwrap_or_default();
+        let mut stmt = conn
+            .prepare(&replay_sql(&condition))
+            .map_err(store_err)?;
         let earliest = since.saturating_sub(REPLAY_LONGEST_CALL_NANOS);
-        let mut rows = stmt.query([since, earliest]).map_err(store_err)?;
+        let mut params: Vec<Value> = vec![since.into(), earliest.into()];
+        params.extend(binds.into_iter().map(Value::from));
+        let mut rows = stmt
+            .query(params_from_iter(params))
+            .map_err(store_err)?;
         let mut n = 0;
         while let Some(row) = rows.next().map_err(store_err)? {
             each(&read_record(row).map_err(store_err)?);
@@ -170,13 +183,15 @@ impl SqliteStore {
     }
 }
 
-/// Calls that ended at or after `?1` and started at or after `?2`, oldest
-/// end first. Start times are read from `calls_by_second`, not by scanning
-/// the whole table.
-fn replay_sql() -> String {
+/// Calls that ended at or after `?1` and started at or after `?2` (and meet
+/// `condition`, if any: its `?` placeholders follow), oldest end first.
+/// Start times are read from `calls_by_second`, not by scanning the whole
+/// table.
+fn replay_sql(condition: &str) -> String {
+    let and = if condition.is_empty() { "" } else { " AND " };
     format!(
         "SELECT {CALL_COLUMNS} FROM calls
-         WHERE {} AND start_unix_nanos + duration_nanos >= ?1
+         WHERE {} AND start_unix_nanos + duration_nanos >= ?1{and}{condition}
          ORDER BY start_unix_nanos + duration_nanos, id",
         started_since("?2")
     )
@@ -269,7 +284,20 @@ impl QueryStore for SqliteStore {
         since_unix_nanos: i64,
         mut each: ReplayFn<'a>,
     ) -> BoxFuture<'a, Result<u64, QueryError>> {
-        Box::pin(async move { run_blocking(|| self.replay_blocking(since_unix_nanos, &mut each)) })
+        Box::pin(async move {
+            run_blocking(|| self.replay_blocking(since_unix_nanos, &[], &mut each))
+        })
+    }
+
+    fn replay_scopes<'a>(
+        &'a self,
+        since_unix_nanos: i64,
+        scopes: &'a [Vec<(ScopeDim, String)>],
+        mut each: ReplayFn<'a>,
+    ) -> BoxFuture<'a, Result<u64, QueryError>> {
+        Box::pin(async move {
+            run_blocking(|| self.replay_blocking(since_unix_nanos, scopes, &mut each))
+        })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>> {
@@ -418,7 +446,7 @@ mod tests {
 
         let conn = store.inner().health.lock().unwrap();
         let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", replay_sql()))
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", replay_sql("")))
             .unwrap()
             .query_map([since, since], |r| r.get(3))
             .unwrap()
