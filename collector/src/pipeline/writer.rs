@@ -202,6 +202,10 @@ impl Writer {
             }
             // One batch in flight at a time keeps batches in order.
             let spare = land(&mut in_flight).await;
+            if let Some(stage) = &self.rules {
+                // Counters the landed batch kept in memory may go now.
+                stage.engine.trim_ledger();
+            }
             let next = std::mem::replace(&mut batch, spare.unwrap_or_default());
             in_flight = Some(tokio::spawn(self.store.clone().write(next, stop.clone())));
         }

@@ -277,6 +277,12 @@ impl Engine {
         }
     }
 
+    /// Evicts counters down to the capacity if over it (counters of calls
+    /// not stored yet may have kept it over); call once calls were stored.
+    pub fn trim_ledger(&self) {
+        lock(&self.ledger).trim();
+    }
+
     /// Counters held, evicted and rebuilt.
     pub fn ledger_stats(&self) -> LedgerStats {
         lock(&self.ledger).stats()

@@ -338,6 +338,10 @@ impl Ledger {
             *n -= 1;
             if *n == 0 {
                 self.unstored.remove(&tick);
+                if self.unstored.is_empty() {
+                    // Every counted call is stored: all counters may go.
+                    self.trim();
+                }
             }
         }
     }
@@ -465,6 +469,15 @@ impl Ledger {
         c.touched = tick;
         c.expires_at = c.expires_at.max(expires_at);
         c
+    }
+
+    /// Evicts down to 90 % of the capacity if over it, now that calls
+    /// holding counters were stored.
+    pub fn trim(&mut self) {
+        if self.counters.len() > self.capacity {
+            self.evict_at = self.capacity;
+            self.make_room(None);
+        }
     }
 
     /// Evicts least recently used counters down to 90 % of the capacity
