@@ -5,12 +5,13 @@
 //! for users whose counters were evicted between their calls (read back
 //! from the store on their next call).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
-use serde_json::Value;
 use support::{Collector, otlp, wait_for};
 
 const LIMIT_MIB: u64 = 384;
@@ -56,7 +57,9 @@ fn request(r: usize) -> Vec<u8> {
         .enumerate()
         .map(|(i, (user, tokens))| {
             let mut span = otlp::span(
-                ((r * SPANS_PER_REQUEST + i) as u64 + 1).to_be_bytes().to_vec(),
+                ((r * SPANS_PER_REQUEST + i) as u64 + 1)
+                    .to_be_bytes()
+                    .to_vec(),
                 vec![
                     otlp::string("gen_ai.request.model", "gpt-4o-mini"),
                     otlp::string("gen_ai.system", "openai"),
@@ -183,15 +186,23 @@ action = "block"
     let used_by = |scope: &str| -> Vec<f64> {
         events
             .iter()
-            .filter(|e| e["scope"] == Value::from(scope))
+            .filter(|e| e["scope"] == scope)
             .map(|e| e["used"].as_f64().unwrap())
             .collect()
     };
     for s in 0..STEADY {
-        assert_eq!(used_by(&format!("user=steady-{s}")), vec![1001.0], "{events:?}");
+        assert_eq!(
+            used_by(&format!("user=steady-{s}")),
+            vec![1001.0],
+            "{events:?}"
+        );
     }
     for u in 0..RETURNING {
-        assert_eq!(used_by(&format!("user=returning-{u}")), vec![1200.0], "{events:?}");
+        assert_eq!(
+            used_by(&format!("user=returning-{u}")),
+            vec![1200.0],
+            "{events:?}"
+        );
     }
     assert_eq!(events.len(), STEADY + RETURNING, "{events:?}");
 }

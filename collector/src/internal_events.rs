@@ -373,7 +373,12 @@ impl InternalEvents {
     pub fn ledger_rebuilt(&self, scopes: usize, calls: u64, took: Duration) {
         self.ledger_rebuild_seconds.observe(took.as_secs_f64());
         self.ledger_rebuilt_calls.inc_by(calls);
-        tracing::debug!(scopes, calls, took_ms = took.as_millis() as u64, "evicted counters rebuilt");
+        tracing::debug!(
+            scopes,
+            calls,
+            took_ms = took.as_millis() as u64,
+            "evicted counters rebuilt"
+        );
     }
 
     pub fn ledger_rebuild_failed(&self) {

@@ -13,8 +13,8 @@ use tollgate_rules::engine::{Engine, RebuildPlan, ViolationKind};
 
 use super::CallIdentity;
 use crate::admin::AdminLog;
-use crate::killswitch::KillSwitch;
 use crate::internal_events::InternalEvents;
+use crate::killswitch::KillSwitch;
 use crate::query::{EventsQuery, QueryError, QueryStore};
 use tollgate_rules::RuleEvent;
 
@@ -188,13 +188,21 @@ impl CounterRebuilder {
     /// Feeds `plan` the stored calls of its scopes and installs it; returns
     /// how many counters were installed. On a store error nothing is
     /// installed: the counters stay evicted and the next call tries again.
-    pub async fn rebuild(&self, engine: &Engine, mut plan: RebuildPlan) -> Result<usize, QueryError> {
+    pub async fn rebuild(
+        &self,
+        engine: &Engine,
+        mut plan: RebuildPlan,
+    ) -> Result<usize, QueryError> {
         let started = std::time::Instant::now();
         let scopes = plan.scopes().to_vec();
         let since = plan.since();
         let read = self
             .store
-            .replay_scopes(since, &scopes, Box::new(|call| engine.feed(&mut plan, call)))
+            .replay_scopes(
+                since,
+                &scopes,
+                Box::new(|call| engine.feed(&mut plan, call)),
+            )
             .await;
         match read {
             Ok(calls) => {

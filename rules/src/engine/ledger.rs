@@ -434,11 +434,7 @@ impl Ledger {
     /// The oldest tick whose calls are not stored: counters touched before
     /// it hold only stored calls.
     fn safe_tick(&self) -> u64 {
-        self.unstored
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(u64::MAX)
+        self.unstored.keys().next().copied().unwrap_or(u64::MAX)
     }
 
     fn entry(

@@ -745,9 +745,15 @@ fn evicted_counters_are_rebuilt_from_the_stored_calls() {
         panic!("admitted without its counters")
     };
     assert_eq!(r.reason, RefusalReason::Rebuilding);
-    assert_eq!(engine.usage("monthly", &user_intent("u0", 0, 0), *NOW + 500), None);
+    assert_eq!(
+        engine.usage("monthly", &user_intent("u0", 0, 0), *NOW + 500),
+        None
+    );
     // Rebuilt from the store: both counters, with u0's 100 tokens.
-    assert_eq!(rebuild(&engine, &stored, &user_intent("u0", 0, 0), *NOW + 500), 2);
+    assert_eq!(
+        rebuild(&engine, &stored, &user_intent("u0", 0, 0), *NOW + 500),
+        2
+    );
     assert_eq!(
         engine.usage("monthly", &user_intent("u0", 0, 0), *NOW + 500),
         Some((100.0, 0.0))
@@ -755,7 +761,10 @@ fn evicted_counters_are_rebuilt_from_the_stored_calls() {
     assert_eq!(engine.ledger_stats().rebuilds, 2);
     // Now the budget is exact: 900 more fit, 901 do not.
     assert_eq!(
-        engine.quote(&user_intent("u0", 901, *NOW + 500)).unwrap_err().reason,
+        engine
+            .quote(&user_intent("u0", 901, *NOW + 500))
+            .unwrap_err()
+            .reason,
         RefusalReason::BudgetExceeded
     );
     assert!(engine.quote(&user_intent("u0", 900, *NOW + 500)).is_ok());
@@ -806,7 +815,10 @@ fn a_counter_counted_before_its_rebuild_gets_the_stored_calls_added() {
     engine.observe(&late);
     stored.push(late);
     assert_eq!(engine.ledger_stats().counted_before_rebuild, 2);
-    assert_eq!(rebuild(&engine, &stored, &user_intent("u0", 0, 0), *NOW + 100), 2);
+    assert_eq!(
+        rebuild(&engine, &stored, &user_intent("u0", 0, 0), *NOW + 100),
+        2
+    );
     assert_eq!(
         engine.usage("monthly", &user_intent("u0", 0, 0), *NOW + 100),
         Some((150.0, 0.0))

@@ -165,15 +165,11 @@ impl SqliteStore {
         // A connection of its own: a long replay must not hold the API's readers.
         let conn = open_reader(self.path()).map_err(store_err)?;
         let (condition, binds) = scopes_condition(scopes).unwrap_or_default();
-        let mut stmt = conn
-            .prepare(&replay_sql(&condition))
-            .map_err(store_err)?;
+        let mut stmt = conn.prepare(&replay_sql(&condition)).map_err(store_err)?;
         let earliest = since.saturating_sub(REPLAY_LONGEST_CALL_NANOS);
         let mut params: Vec<Value> = vec![since.into(), earliest.into()];
         params.extend(binds.into_iter().map(Value::from));
-        let mut rows = stmt
-            .query(params_from_iter(params))
-            .map_err(store_err)?;
+        let mut rows = stmt.query(params_from_iter(params)).map_err(store_err)?;
         let mut n = 0;
         while let Some(row) = rows.next().map_err(store_err)? {
             each(&read_record(row).map_err(store_err)?);
@@ -284,9 +280,9 @@ impl QueryStore for SqliteStore {
         since_unix_nanos: i64,
         mut each: ReplayFn<'a>,
     ) -> BoxFuture<'a, Result<u64, QueryError>> {
-        Box::pin(async move {
-            run_blocking(|| self.replay_blocking(since_unix_nanos, &[], &mut each))
-        })
+        Box::pin(
+            async move { run_blocking(|| self.replay_blocking(since_unix_nanos, &[], &mut each)) },
+        )
     }
 
     fn replay_scopes<'a>(
