@@ -298,6 +298,11 @@ readers = 65
             .unwrap_err()
             .to_string();
         assert!(err.contains("pipeline.queue_capacity_rows"), "{err}");
+        let f = write("[ledger]\nmax_counters = 10\n");
+        let err = load_with_env(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ledger.max_counters"), "{err}");
         let f = write(
             "[[pricing.models]]\nmodel = \"m\"\ninput_per_mtok = -1.0\noutput_per_mtok = 1.0\n",
         );
