@@ -131,6 +131,8 @@ pub struct InternalEvents {
     connections_closed: Family<Labels, Counter>,
     memory: MemoryMetrics,
     ledger: LedgerMetrics,
+    wal: WalMetrics,
+    wal_replayed: Counter,
     ledger_rebuild_seconds: Histogram,
     ledger_rebuilt_calls: Counter,
     ledger_rebuild_errors: Counter,
@@ -321,6 +323,14 @@ impl InternalEvents {
             "Rebuilds of evicted counters the store failed (retried on the scope's next call)",
             ledger_rebuild_errors.clone(),
         );
+        let wal = WalMetrics::default();
+        registry.register_collector(Box::new(wal.clone()));
+        let wal_replayed = Counter::default();
+        registry.register(
+            "wal_replayed_rows",
+            "Acknowledged rows read back from the write-ahead log at start-up",
+            wal_replayed.clone(),
+        );
         let memory = MemoryMetrics::default();
         registry.register_collector(Box::new(memory.clone()));
         Arc::new(Self {
@@ -358,10 +368,21 @@ impl InternalEvents {
             connections_closed,
             memory,
             ledger,
+            wal,
+            wal_replayed,
             ledger_rebuild_seconds,
             ledger_rebuilt_calls,
             ledger_rebuild_errors,
         })
+    }
+
+    /// Exports the write-ahead log's state (`tollgate_wal_*`).
+    pub fn attach_wal(&self, wal: Arc<crate::pipeline::wal::Wal>) {
+        let _ = self.wal.0.set(wal);
+    }
+
+    pub fn wal_replayed(&self, rows: usize) {
+        self.wal_replayed.inc_by(rows as u64);
     }
 
     /// Exports the rules engine's ledger state (`tollgate_ledger_*`).
@@ -777,6 +798,88 @@ impl prometheus_client::collector::Collector for LedgerMetrics {
                 "ledger_counted_before_rebuild",
                 "Evicted counters counted into before being read back (completed from the store once their calls are stored)",
                 s.counted_before_rebuild,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// The write-ahead log's state, read at scrape time.
+#[derive(Clone, Default)]
+struct WalMetrics(Arc<std::sync::OnceLock<Arc<crate::pipeline::wal::Wal>>>);
+
+impl std::fmt::Debug for WalMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WalMetrics")
+    }
+}
+
+impl prometheus_client::collector::Collector for WalMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(wal) = self.0.get() else {
+            return Ok(());
+        };
+        let (pending, max) = wal.pending_bytes();
+        let gauges = [
+            (
+                "wal_pending_bytes",
+                "Bytes of acknowledged rows in the write-ahead log not stored yet",
+                pending,
+            ),
+            (
+                "wal_max_bytes",
+                "The write-ahead log's limit (durability.max_disk_mib)",
+                max,
+            ),
+            (
+                "wal_segments",
+                "Segment files of the write-ahead log on disk",
+                wal.segments() as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        let c = wal.counters();
+        let counters = [
+            (
+                "wal_appends",
+                "Records appended to the write-ahead log",
+                c.appends.load(Relaxed),
+            ),
+            (
+                "wal_appended_bytes",
+                "Bytes appended to the write-ahead log",
+                c.appended_bytes.load(Relaxed),
+            ),
+            (
+                "wal_refused_full",
+                "Appends refused because the write-ahead log reached durability.max_disk_mib",
+                c.refused_full.load(Relaxed),
+            ),
+            (
+                "wal_write_errors",
+                "Write-ahead log writes or flushes the disk refused (full or failing)",
+                c.write_errors.load(Relaxed),
+            ),
+            (
+                "wal_flushes",
+                "Flushes of the write-ahead log to the device (level power)",
+                c.flushes.load(Relaxed),
             ),
         ];
         for (name, help, value) in counters {

@@ -18,6 +18,7 @@ use crate::admin::{AdminState, Reloader, admin_router};
 use crate::alerts::Alerts;
 use crate::api::{ApiState, api_router};
 use crate::config::Config;
+use crate::config::Durability;
 use crate::gateway::{KeyCache, KillSwitchBlocks, QueueRows};
 use crate::internal_events::InternalEvents;
 use crate::kafka::{CallConsumer, CallProducer};
@@ -25,7 +26,11 @@ use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
 use crate::listen::{self, Listener, Protocols};
 use crate::memory::{MemoryLimiter, RETRY_AFTER_SECS, admit_grpc, admit_http};
 use crate::normalize::{Normalizer, NormalizerConfig};
+use crate::pipeline::wal::{Recovered, Wal, WalConfig, WalError};
 use crate::pipeline::{CallIdentity, CounterRebuilder, Restore, RuleStage, Writer, row_queue};
+
+/// Size past which the write-ahead log starts a new segment file.
+const WAL_SEGMENT_BYTES: u64 = 64 << 20;
 use crate::receivers::{
     Destination, HttpReceiverConfig, Ingest, grpc_router, http_router, memory_refusal,
 };
@@ -49,6 +54,12 @@ pub enum ServeError {
     Gateway(String),
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error("write-ahead log in {dir}: {source}; fix the directory or set durability.dir")]
+    Wal {
+        dir: String,
+        #[source]
+        source: WalError,
+    },
 }
 
 /// Addresses the collector actually listens on (ports resolved when 0 was asked).
@@ -159,6 +170,27 @@ pub async fn run(
     };
 
     let (queue, rx) = row_queue(config.queue_capacity_rows);
+    // Receivers and the gateway queue into the log first, unless rows go
+    // to Kafka (acknowledged once the broker has them).
+    let (queue, recovered) = match config.durability.level {
+        Durability::Process | Durability::Power if kafka.is_none() => {
+            let d = &config.durability;
+            let (wal, recovered) = Wal::open(WalConfig {
+                dir: d.dir.clone(),
+                durability: d.level,
+                max_bytes: d.max_bytes,
+                segment_bytes: WAL_SEGMENT_BYTES,
+            })
+            .map_err(|source| ServeError::Wal {
+                dir: d.dir.display().to_string(),
+                source,
+            })?;
+            tokio::spawn(Arc::clone(&wal).run_flusher());
+            events.attach_wal(Arc::clone(&wal));
+            (queue.with_wal(wal), recovered)
+        }
+        _ => (queue, Recovered::default()),
+    };
     let (resync_tx, resync_rx) = mpsc::unbounded_channel();
     let writer = Writer::new(
         rx,
@@ -178,6 +210,23 @@ pub async fn run(
     })
     .with_resync(resync_rx, restore)
     .spawn();
+    // What was acknowledged but not stored before the last stop, queued
+    // again before anything new is accepted.
+    if !recovered.entries.is_empty() || recovered.torn_bytes > 0 {
+        let mut rows = 0;
+        for (end, entry) in recovered.entries {
+            rows += entry.rows.len();
+            if queue.replay(entry.rows, end).await.is_err() {
+                break;
+            }
+        }
+        events.wal_replayed(rows);
+        tracing::info!(
+            rows,
+            torn_bytes = recovered.torn_bytes,
+            "acknowledged rows read back from the write-ahead log"
+        );
+    }
     let consumer = match &kafka {
         Some(k) if k.processes() => Some(
             CallConsumer::start(

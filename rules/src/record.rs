@@ -122,6 +122,13 @@ pub struct CallRecord {
     /// Two spans of one library are never two layers of one call. Not stored.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub instrumentation: u64,
+    /// Counted by the rules engine already: a gateway call, settled when it
+    /// ended. The rules stage counts every other call. Not stored nor
+    /// serialized: a gateway call read back from the write-ahead log after
+    /// a crash is counted again, as the counters rebuilt from the store at
+    /// start-up do not hold it.
+    #[serde(skip)]
+    pub settled: bool,
     /// Provider request / response id (`gen_ai.response.id`).
     pub request_id: Option<String>,
 

@@ -248,6 +248,21 @@ impl Collector {
         self.gateway = parse_optional_addr(&line, "gateway");
     }
 
+    /// Kills the collector (SIGKILL: no shutdown at all) and starts it again
+    /// on the same data and config; the ports change.
+    pub fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (child, line, stderr_path) =
+            Self::spawn(self.dir.path(), &self.config_path, &self.args, &self.envs);
+        self.child = child;
+        self.stderr_path = stderr_path;
+        self.grpc = parse_addr(&line, "otlp_grpc");
+        self.http = parse_addr(&line, "otlp_http");
+        self.api = parse_addr(&line, "api");
+        self.gateway = parse_optional_addr(&line, "gateway");
+    }
+
     pub fn config_path(&self) -> &std::path::Path {
         &self.config_path
     }

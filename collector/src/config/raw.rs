@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub memory: MemorySection,
     #[serde(default)]
     pub ledger: LedgerSection,
+    #[serde(default)]
+    pub durability: DurabilitySection,
     /// `[[rules]]`: budgets, rate limits, model access, region locks and
     /// custom rules; read one by one so that an error names its rule.
     #[serde(default)]
@@ -418,6 +420,50 @@ pub struct MemorySection {
     /// How often resident memory is read (default 100ms).
     #[serde(default, with = "humantime_serde")]
     pub check_interval: Option<Duration>,
+}
+
+/// What an acknowledgement survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Rows are acknowledged once in the in-memory queue: a crash loses
+    /// what the store did not have yet (benchmarks).
+    Memory,
+    /// Rows are acknowledged once written to the write-ahead log: they
+    /// survive the process being killed.
+    #[default]
+    Process,
+    /// Rows are acknowledged once the write-ahead log is flushed to the
+    /// device: they survive a power loss.
+    Power,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Memory => "memory",
+            Durability::Process => "process",
+            Durability::Power => "power",
+        }
+    }
+}
+
+/// `[durability]`: what an OK answer to a sender survives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurabilitySection {
+    /// `memory`, `process` (default) or `power`; see the README's table.
+    #[serde(default)]
+    pub level: Durability,
+    /// Directory of the write-ahead log. Default: `wal` inside the SQLite
+    /// data directory; `./data/wal` with ClickHouse.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Most MiB of acknowledged rows not stored yet the log holds (default
+    /// 1024); past it receivers answer 503 / UNAVAILABLE until the store
+    /// catches up.
+    #[serde(default)]
+    pub max_disk_mib: Option<u64>,
 }
 
 /// `[ledger]`: the rules' usage counters, one per (rule, scope, window).

@@ -96,6 +96,17 @@ pub struct Config {
     pub memory: MemoryLimits,
     /// Most rule counters held in memory (`ledger.max_counters`).
     pub ledger_max_counters: usize,
+    /// What an acknowledgement survives, and where the log is.
+    pub durability: DurabilityConfig,
+}
+
+/// `[durability]`, validated.
+#[derive(Debug, Clone)]
+pub struct DurabilityConfig {
+    pub level: super::raw::Durability,
+    /// The write-ahead log's directory.
+    pub dir: PathBuf,
+    pub max_bytes: u64,
 }
 
 /// `ledger.max_counters` when not set: about 25 MB of calendar counters,
@@ -356,6 +367,24 @@ impl RawConfig {
 
         let listeners = self.listeners.validate()?;
         let memory = self.memory.validate()?;
+        let durability = DurabilityConfig {
+            level: self.durability.level,
+            dir: match (&self.durability.dir, &storage) {
+                (Some(d), _) if d.trim().is_empty() => {
+                    return Err(invalid("durability.dir", "must name a directory"));
+                }
+                (Some(d), _) => PathBuf::from(d),
+                (None, StorageConfig::Sqlite { dir, .. }) => dir.join("wal"),
+                (None, StorageConfig::Clickhouse(_)) => PathBuf::from("./data/wal"),
+            },
+            max_bytes: match self.durability.max_disk_mib {
+                Some(0) => {
+                    return Err(invalid("durability.max_disk_mib", "must be greater than 0"));
+                }
+                Some(m) => m.saturating_mul(1 << 20),
+                None => 1 << 30,
+            },
+        };
         let ledger_max_counters = match self.ledger.max_counters {
             Some(n) if n < 1_000 => {
                 return Err(invalid("ledger.max_counters", "must be at least 1000"));
@@ -367,6 +396,7 @@ impl RawConfig {
             listeners,
             memory,
             ledger_max_counters,
+            durability,
             grpc_listen,
             http_listen,
             api_listen,

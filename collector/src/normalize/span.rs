@@ -494,6 +494,7 @@ impl Normalizer {
                 span_id: span_hex,
                 parent_span_id: hex::encode(&span.parent_span_id),
                 instrumentation: 0,
+                settled: false,
                 request_id: kept(Field::ResponseId),
                 org: kept(Field::Org),
                 project: kept(Field::Project),

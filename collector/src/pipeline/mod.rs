@@ -6,6 +6,7 @@ mod identity;
 mod queue;
 mod restore;
 mod rules_stage;
+pub mod wal;
 mod writer;
 
 pub use identity::{CallIdentity, Sorted};

@@ -4,9 +4,14 @@
 //! either get it or are told to push back; the room is given back only when
 //! the store has written the rows. The queue depth is therefore "rows
 //! acknowledged but not yet stored", which is what shutdown must drain.
+//!
+//! With a write-ahead log ([`super::wal`]), rows are appended to it before
+//! they are queued, under one lock, so the log's order is the queue's and
+//! the writer can tell the log how far the store got.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use super::wal::{Wal, WalError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 use tollgate_rules::engine::Unstored;
 use tollgate_rules::{CallRecord, RuleEvent};
@@ -21,12 +26,19 @@ pub enum QueueError {
     TooLarge { rows: usize, capacity: usize },
     #[error("the collector is shutting down")]
     Closed,
+    /// The write-ahead log cannot take the rows (its size limit, or the
+    /// disk is full or failing): retry later.
+    #[error("the write-ahead log cannot take the rows: {0}")]
+    Disk(&'static str),
 }
 
 impl QueueError {
     /// Whether the sender should retry later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, QueueError::Full | QueueError::Closed)
+        matches!(
+            self,
+            QueueError::Full | QueueError::Closed | QueueError::Disk(_)
+        )
     }
 }
 
@@ -45,14 +57,28 @@ pub struct Enqueued {
     /// Keeps the counters these rows were counted on in memory until the
     /// rows are stored (gateway calls, counted before they are queued).
     pub unstored: Option<Unstored>,
+    /// Where the rows' record ends in the write-ahead log.
+    pub wal_end: Option<u64>,
 }
 
 /// The sending side, cloned into every receiver.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RowQueue {
     room: Arc<Semaphore>,
     capacity: usize,
     tx: mpsc::UnboundedSender<Enqueued>,
+    wal: Option<Arc<Wal>>,
+    /// Held while appending to the log and queueing, so both have one order.
+    order: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for RowQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowQueue")
+            .field("capacity", &self.capacity)
+            .field("wal", &self.wal.as_ref().map(|w| w.durability()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The receiving side, owned by the writer.
@@ -70,21 +96,86 @@ pub fn row_queue(capacity: usize) -> (RowQueue, RowReceiver) {
             room: Arc::new(Semaphore::new(capacity)),
             capacity,
             tx,
+            wal: None,
+            order: Arc::new(Mutex::new(())),
         },
         RowReceiver { rx },
     )
 }
 
 impl RowQueue {
+    /// Appends what receivers and the gateway queue to `wal` first.
+    pub fn with_wal(mut self, wal: Arc<Wal>) -> Self {
+        self.wal = Some(wal);
+        self
+    }
+
+    pub fn wal(&self) -> Option<&Arc<Wal>> {
+        self.wal.as_ref()
+    }
+
+    /// Waits until rows queued at `wal_end` survive what the log's level
+    /// promises (a flush to the device at level `power`).
+    pub async fn durable(&self, wal_end: Option<u64>) {
+        if let (Some(wal), Some(end)) = (&self.wal, wal_end) {
+            wal.durable(end).await;
+        }
+    }
+
+    /// Queues rows read back from the log at start-up, waiting for room.
+    pub async fn replay(&self, rows: Vec<CallRecord>, wal_end: u64) -> Result<(), QueueError> {
+        let n = u32::try_from(rows.len().min(self.capacity)).unwrap_or(u32::MAX);
+        let permit = Arc::clone(&self.room)
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        self.tx
+            .send(Enqueued {
+                rows,
+                permit,
+                ack: None,
+                events: Vec::new(),
+                unstored: None,
+                wal_end: Some(wal_end),
+            })
+            .map_err(|_| QueueError::Closed)
+    }
+
+    /// Appends `rows` to the log (if any) and queues them, in one order.
+    fn send_logged(&self, mut e: Enqueued) -> Result<Option<u64>, QueueError> {
+        let Some(wal) = &self.wal else {
+            self.tx.send(e).map_err(|_| QueueError::Closed)?;
+            return Ok(None);
+        };
+        let record = Wal::encode(&e.rows).map_err(|err| {
+            tracing::error!(error = %err, "rows could not be encoded for the write-ahead log");
+            QueueError::Disk("a row could not be encoded")
+        })?;
+        let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        let end = wal.append(&record).map_err(|err| match err {
+            WalError::Full { .. } => {
+                QueueError::Disk("its size limit (durability.max_disk_mib) is reached")
+            }
+            other => {
+                tracing::warn!(error = %other, "write-ahead log append failed");
+                QueueError::Disk("the disk refused the write")
+            }
+        })?;
+        e.wal_end = Some(end);
+        self.tx.send(e).map_err(|_| QueueError::Closed)?;
+        Ok(Some(end))
+    }
+
     /// Rows the queue can take now.
     pub fn room(&self) -> usize {
         self.room.available_permits()
     }
 
-    /// Queues `rows` whole, or refuses them whole.
-    pub fn try_push(&self, rows: Vec<CallRecord>) -> Result<(), QueueError> {
+    /// Queues `rows` whole (in the log first, if any; returns where their
+    /// record ends), or refuses them whole.
+    pub fn try_push(&self, rows: Vec<CallRecord>) -> Result<Option<u64>, QueueError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let n = rows.len();
         if n > self.capacity {
@@ -94,7 +185,14 @@ impl RowQueue {
             });
         }
         let permit = self.try_reserve(n)?;
-        self.send_reserved(rows, permit, None)
+        self.send_logged(Enqueued {
+            rows,
+            permit,
+            ack: None,
+            events: Vec::new(),
+            unstored: None,
+            wal_end: None,
+        })
     }
 
     /// Reserves room for `rows` rows (`rows` may be 0), or says why not.
@@ -130,6 +228,7 @@ impl RowQueue {
                 ack,
                 events: Vec::new(),
                 unstored: None,
+                wal_end: None,
             })
             .map_err(|_| QueueError::Closed)
     }
@@ -140,17 +239,16 @@ impl RowQueue {
         rows: Vec<CallRecord>,
         events: Vec<RuleEvent>,
         unstored: Option<Unstored>,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Option<u64>, QueueError> {
         let permit = self.try_reserve(rows.len())?;
-        self.tx
-            .send(Enqueued {
-                rows,
-                permit,
-                ack: None,
-                events,
-                unstored,
-            })
-            .map_err(|_| QueueError::Closed)
+        self.send_logged(Enqueued {
+            rows,
+            permit,
+            ack: None,
+            events,
+            unstored,
+            wal_end: None,
+        })
     }
 
     /// Rows queued and not yet written.

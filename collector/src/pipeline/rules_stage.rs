@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use tollgate_rules::engine::Engine;
-use tollgate_rules::{CallRecord, Mode, RuleEvent};
+use tollgate_rules::{CallRecord, RuleEvent};
 
 use super::identity::CallMerge;
 use super::restore::{CounterRebuilder, event_key};
@@ -39,7 +39,7 @@ impl RuleStage {
         let mut plan = self.engine.rebuild_plan();
         let ended = |c: &CallRecord| c.start_unix_nanos.saturating_add(c.duration_nanos);
         // Gateway calls were admitted (and rebuilt) by the gateway.
-        for c in calls.iter().filter(|c| c.mode != Mode::Gateway) {
+        for c in calls.iter().filter(|c| !c.settled) {
             self.engine.plan_rebuild(&mut plan, c, ended(c));
         }
         for m in merges.iter().filter(|m| !m.correction.is_zero()) {
@@ -59,7 +59,7 @@ impl RuleStage {
         let before = out.len();
         for call in calls.iter_mut() {
             // Gateway calls were admitted and settled against the same engine.
-            if call.mode == Mode::Gateway {
+            if call.settled {
                 continue;
             }
             let violations = self.engine.observe(call);

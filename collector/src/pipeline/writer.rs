@@ -165,6 +165,7 @@ impl Writer {
                 batch.acks.extend(e.ack.take());
                 batch.events.append(&mut e.events);
                 batch.unstored.extend(e.unstored.take());
+                batch.wal_end = batch.wal_end.max(e.wal_end);
             }
             self.store.events.queue_depth(self.store.queue.depth());
             // A panic in a stage (a bug) must not stop the writer: the
@@ -251,6 +252,8 @@ struct Flight {
     acks: Vec<oneshot::Sender<bool>>,
     /// Keeps the counters of the batch's calls in memory until it is written.
     unstored: Vec<Unstored>,
+    /// Where the batch's last record ends in the write-ahead log.
+    wal_end: Option<u64>,
 }
 
 impl Flight {
@@ -298,6 +301,12 @@ impl StoreWriter {
         )
         .with_merges(std::mem::take(&mut flight.merges));
         let written = self.write_with_retry(&batch, &mut stop).await;
+        if written && let (Some(wal), Some(end)) = (self.queue.wal(), flight.wal_end.take()) {
+            // Not on a shutdown that gave up: those rows are read back from
+            // the log at the next start.
+            wal.stored_through(end);
+        }
+        flight.wal_end = None;
         // The rows come back to be freed where they were made (`land`).
         (flight.calls, flight.events) = batch.into_parts();
         for ack in flight.acks.drain(..) {

@@ -124,9 +124,13 @@ impl Ingest {
             }
         };
         let rows = outcome.records.len();
-        match queue.try_push(std::mem::take(&mut outcome.records)) {
-            Ok(()) if rows > 0 => self.last_rows.store(rows, Ordering::Relaxed),
-            Ok(()) => {}
+        let logged = match queue.try_push(std::mem::take(&mut outcome.records)) {
+            Ok(end) => {
+                if rows > 0 {
+                    self.last_rows.store(rows, Ordering::Relaxed);
+                }
+                end
+            }
             Err(e) => {
                 let (refusal, answer) = match e {
                     QueueError::Full => (Refusal::QueueFull, IngestRefusal::QueueFull),
@@ -134,13 +138,19 @@ impl Ingest {
                     QueueError::TooLarge { .. } => {
                         (Refusal::TooLarge, IngestRefusal::TooManyRows(e.to_string()))
                     }
+                    QueueError::Disk(_) => (
+                        Refusal::Unavailable,
+                        IngestRefusal::Unavailable(e.to_string()),
+                    ),
                 };
                 self.events
                     .request_refused(transport, refusal, &e.to_string());
                 return Err(answer);
             }
-        }
+        };
         self.events.queue_depth(queue.depth());
+        // Answered once the rows survive what the durability level promises.
+        queue.durable(logged).await;
         Ok(self.accepted(transport, accepted, outcome))
     }
 

@@ -183,6 +183,9 @@ impl CallLog {
         // Taken before the call is counted: its counters stay in memory
         // until its row is stored (see `Engine::unstored`).
         let unstored = self.shared.deps.engine.unstored();
+        // Counted here, by `settle` or `observe`, or refused before any
+        // attempt: the collector's rules stage does not count it again.
+        r.settled = true;
         let mut violations: Vec<Violation> = Vec::new();
         if let Some(held) = self.held.take() {
             if let Some((engine, reservation)) = held.key {

@@ -151,6 +151,7 @@ impl CallRow {
             labels: self.labels,
             parent_span_id: self.parent_span_id,
             instrumentation: 0,
+            settled: false,
         }
     }
 }

@@ -247,6 +247,7 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         parent_span_id: row.get(38)?,
         instrumentation: 0,
+        settled: false,
     })
 }
 
