@@ -16,7 +16,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
-use support::{Collector, otlp, wait_for};
+use support::{ClickhouseServer, Collector, otlp, wait_for};
 
 const KILLS: usize = 20;
 const SPANS_PER_REQUEST: u64 = 100;
@@ -107,9 +107,59 @@ async fn sender(
     refused
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn acknowledged_spans_survive_twenty_kills() {
-    let mut c = Collector::start("");
+/// Where the calls are counted from.
+enum Store {
+    Sqlite(std::path::PathBuf),
+    /// The server's URL (the same after it restarts).
+    Clickhouse(String),
+}
+
+impl Store {
+    /// Every stored span id of the test's project, with how many rows it has.
+    async fn spans(&self) -> Vec<(String, i64)> {
+        match self {
+            Store::Sqlite(db) => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    db,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let mut seen = conn
+                    .prepare(
+                        "SELECT span_id, count(*) FROM calls WHERE project = 'crash' GROUP BY span_id",
+                    )
+                    .unwrap();
+                seen.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+            Store::Clickhouse(url) => reqwest::Client::new()
+                .post(format!("{url}/?default_format=TabSeparated"))
+                .body(
+                    "SELECT span_id, count() FROM crash.calls WHERE project = 'crash' \
+                     GROUP BY span_id",
+                )
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    let (span, n) = l.split_once('\t')?;
+                    Some((span.to_owned(), n.parse().ok()?))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Load from four senders, `KILLS` crashes; `mid_run` is called once, at
+/// the tenth. Returns once every acknowledged span is stored, checking
+/// none is stored twice.
+async fn crash_under_load(mut c: Collector, store: Store, mut mid_run: impl FnMut()) {
     let addrs = Arc::new(RwLock::new((c.grpc_url(), c.http_url())));
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -132,12 +182,15 @@ async fn acknowledged_spans_survive_twenty_kills() {
     })
     .collect();
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    for _ in 0..KILLS {
+    for kill in 0..KILLS {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         // Between 0.2 and 1.5 s of load, then a kill at whatever moment.
         tokio::time::sleep(Duration::from_millis(200 + x % 1300)).await;
+        if kill == KILLS / 2 {
+            mid_run();
+        }
         c.crash_and_restart();
         *addrs.write().unwrap() = (c.grpc_url(), c.http_url());
     }
@@ -151,43 +204,54 @@ async fn acknowledged_spans_survive_twenty_kills() {
     let want: HashSet<String> = acked.iter().flat_map(|(s, q)| span_ids(*s, *q)).collect();
     assert_eq!(want.len(), acked.len() * SPANS_PER_REQUEST as usize);
     // Everything acknowledged reaches the store once the queue drains.
-    let db = c.db_path();
-    let stored = || -> (usize, Vec<(String, i64)>) {
-        let conn =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .unwrap();
-        let mut seen = conn
-            .prepare("SELECT span_id, count(*) FROM calls WHERE project = 'crash' GROUP BY span_id")
-            .unwrap();
-        let rows: Vec<(String, i64)> = seen
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        (rows.len(), rows)
-    };
     wait_for("every acknowledged span stored", async || {
-        let (_, rows) = stored();
+        let rows = store.spans().await;
         let have: HashSet<&str> = rows.iter().map(|(s, _)| s.as_str()).collect();
         want.iter().all(|s| have.contains(s.as_str()))
     })
     .await;
-    let (n, rows) = stored();
+    let rows = store.spans().await;
     let twice: Vec<_> = rows.iter().filter(|(_, k)| *k > 1).collect();
     assert!(
         twice.is_empty(),
-        "stored more than once: {:?}",
+        "{} spans stored more than once: {:?}",
+        twice.len(),
         &twice[..twice.len().min(5)]
     );
     let m = c.metrics().await;
     eprintln!(
-        "{} requests acknowledged ({} spans), {n} spans stored, {retried} attempts refused or failed; {}",
+        "{} requests acknowledged ({} spans), {} spans stored, {retried} attempts refused or failed; {}",
         acked.len(),
         want.len(),
+        rows.len(),
         m.lines()
             .filter(|l| l.starts_with("tollgate_wal_replayed_rows_total"))
             .collect::<Vec<_>>()
             .join(" ")
     );
     assert!(acked.len() > 100, "the senders made too little progress");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_spans_survive_twenty_kills() {
+    let c = Collector::start("");
+    let db = c.db_path();
+    crash_under_load(c, Store::Sqlite(db), || {}).await;
+}
+
+/// The same against ClickHouse, which also restarts once mid-run (the
+/// log holds what it could not take meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_spans_survive_twenty_kills_and_a_clickhouse_restart() {
+    let Some(mut ch) = ClickhouseServer::start("e2e_crash") else {
+        return;
+    };
+    let c = Collector::start_with_storage(Some(&ch.storage("crash")), "", &[], &[]);
+    let store = Store::Clickhouse(ch.url());
+    let restart = || {
+        ch.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        ch.start_again();
+    };
+    crash_under_load(c, store, restart).await;
 }

@@ -27,7 +27,10 @@ use crate::listen::{self, Listener, Protocols};
 use crate::memory::{MemoryLimiter, RETRY_AFTER_SECS, admit_grpc, admit_http};
 use crate::normalize::{Normalizer, NormalizerConfig};
 use crate::pipeline::wal::{Recovered, Wal, WalConfig, WalError};
-use crate::pipeline::{CallIdentity, CounterRebuilder, Restore, RuleStage, Writer, row_queue};
+use crate::pipeline::{
+    CallIdentity, CounterRebuilder, Restore, RowQueue, RuleStage, Writer, row_queue,
+};
+use crate::query::{CallKey, QueryStore};
 
 /// Size past which the write-ahead log starts a new segment file.
 const WAL_SEGMENT_BYTES: u64 = 64 << 20;
@@ -213,19 +216,7 @@ pub async fn run(
     // What was acknowledged but not stored before the last stop, queued
     // again before anything new is accepted.
     if !recovered.entries.is_empty() || recovered.torn_bytes > 0 {
-        let mut rows = 0;
-        for (end, entry) in recovered.entries {
-            rows += entry.rows.len();
-            if queue.replay(entry.rows, end).await.is_err() {
-                break;
-            }
-        }
-        events.wal_replayed(rows);
-        tracing::info!(
-            rows,
-            torn_bytes = recovered.torn_bytes,
-            "acknowledged rows read back from the write-ahead log"
-        );
+        replay_wal(recovered, &queue, store.as_ref(), &events).await?;
     }
     let consumer = match &kafka {
         Some(k) if k.processes() => Some(
@@ -453,6 +444,49 @@ pub async fn run(
     tracing::info!(
         rows_written = events.rows_written_total(),
         "collector stopped"
+    );
+    Ok(())
+}
+
+/// Queues the rows read back from the write-ahead log, but those the store
+/// already has (stored after the last checkpoint, before the stop).
+async fn replay_wal(
+    recovered: Recovered,
+    queue: &RowQueue,
+    store: &dyn QueryStore,
+    events: &InternalEvents,
+) -> Result<(), ServeError> {
+    let keys: Vec<CallKey> = recovered
+        .entries
+        .iter()
+        .flat_map(|(_, e)| e.rows.iter())
+        .map(|r| (r.start_unix_nanos, r.trace_id.clone(), r.span_id.clone()))
+        .collect();
+    // Without the answer, stored rows would be stored twice: better not start.
+    let stored = store.stored(&keys).await.map_err(|e| ServeError::Wal {
+        dir: "(replay)".into(),
+        source: WalError::Io(std::io::Error::other(format!(
+            "cannot tell which rows read back from the write-ahead log are stored: {e}"
+        ))),
+    })?;
+    let (mut queued, mut already) = (0, 0);
+    for (end, mut entry) in recovered.entries {
+        let before = entry.rows.len();
+        entry.rows.retain(|r| {
+            !stored.contains(&(r.start_unix_nanos, r.trace_id.clone(), r.span_id.clone()))
+        });
+        already += before - entry.rows.len();
+        queued += entry.rows.len();
+        if queue.replay(entry.rows, end).await.is_err() {
+            break;
+        }
+    }
+    events.wal_replayed(queued);
+    tracing::info!(
+        rows = queued,
+        already_stored = already,
+        torn_bytes = recovered.torn_bytes,
+        "acknowledged rows read back from the write-ahead log"
     );
     Ok(())
 }

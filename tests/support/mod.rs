@@ -202,6 +202,15 @@ impl Collector {
     ) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // With another store the write-ahead log would default to ./data.
+        let wal = match storage {
+            Some(_) if !extra.contains("[durability]") => format!(
+                "[durability]\ndir = \"{}\"\n",
+                dir.path().join("wal").display()
+            ),
+            _ => String::new(),
+        };
+        let extra = format!("{extra}\n{wal}");
         let storage = storage.map_or_else(
             || format!("type = \"sqlite\"\npath = \"{}\"", data.display()),
             str::to_owned,

@@ -1,5 +1,6 @@
 //! Query types and the trait a store implements to answer them.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -260,9 +261,19 @@ pub trait QueryStore: Send + Sync {
         let _ = scopes;
         self.replay(since_unix_nanos, each)
     }
+    /// Which of `calls` (start time, trace id, span id) are stored: rows
+    /// read back from the write-ahead log that the store already has are
+    /// not stored again.
+    fn stored<'a>(
+        &'a self,
+        calls: &'a [CallKey],
+    ) -> BoxFuture<'a, Result<HashSet<CallKey>, QueryError>>;
     /// Whether the store answers at all (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), QueryError>>;
 }
+
+/// A call's key in the store: start time, trace id, span id.
+pub type CallKey = (i64, String, String);
 
 /// Most scopes a filtered replay names in one query; past it, stores
 /// replay every call (a query with thousands of alternatives is no faster).

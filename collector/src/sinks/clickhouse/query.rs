@@ -7,9 +7,10 @@ use tollgate_rules::{CallRecord, RuleEvent};
 use super::row::{CallRow, EventRow, UsageRowCh};
 use super::sink::ClickhouseStore;
 use crate::query::{
-    Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
+    CallKey, Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
     UsageQuery, UsageRow, scopes_condition,
 };
+use std::collections::HashSet;
 use tollgate_rules::engine::ScopeDim;
 
 /// Expression of each dimension, as a `Nullable(String)`. Only these names
@@ -223,6 +224,42 @@ impl QueryStore for ClickhouseStore {
         each: ReplayFn<'a>,
     ) -> BoxFuture<'a, Result<u64, QueryError>> {
         Box::pin(self.replay_calls(since_unix_nanos, &[], each))
+    }
+
+    fn stored<'a>(
+        &'a self,
+        calls: &'a [CallKey],
+    ) -> BoxFuture<'a, Result<HashSet<CallKey>, QueryError>> {
+        Box::pin(async move {
+            let mut found = HashSet::new();
+            for chunk in calls.chunks(500) {
+                let (Some(min), Some(max)) = (
+                    chunk.iter().map(|k| k.0).min(),
+                    chunk.iter().map(|k| k.0).max(),
+                ) else {
+                    continue;
+                };
+                let tuples = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+                let mut query = self
+                    .client
+                    .query(&format!(
+                        "SELECT start_unix_nanos, trace_id, span_id FROM calls
+                         WHERE start_unix_nanos >= ? AND start_unix_nanos <= ?
+                         AND (start_unix_nanos, trace_id, span_id) IN ({tuples})"
+                    ))
+                    .bind(min)
+                    .bind(max);
+                for (start, trace, span) in chunk {
+                    query = query.bind(*start).bind(trace.as_str()).bind(span.as_str());
+                }
+                let rows = query
+                    .fetch_all::<(i64, String, String)>()
+                    .await
+                    .map_err(store_err)?;
+                found.extend(rows);
+            }
+            Ok(found)
+        })
     }
 
     fn replay_scopes<'a>(

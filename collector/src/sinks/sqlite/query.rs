@@ -9,9 +9,10 @@ use super::readers::open_reader;
 use super::schema::{START_SECOND, started_since};
 use super::sink::{SqliteStore, run_blocking};
 use crate::query::{
-    Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
+    CallKey, Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
     UsageQuery, UsageRow, scopes_condition,
 };
+use std::collections::HashSet;
 use tollgate_rules::engine::ScopeDim;
 
 /// Column of each dimension. Only these names ever reach SQL text.
@@ -284,6 +285,33 @@ impl QueryStore for SqliteStore {
         Box::pin(
             async move { run_blocking(|| self.replay_blocking(since_unix_nanos, &[], &mut each)) },
         )
+    }
+
+    fn stored<'a>(
+        &'a self,
+        calls: &'a [CallKey],
+    ) -> BoxFuture<'a, Result<HashSet<CallKey>, QueryError>> {
+        Box::pin(async move {
+            run_blocking(|| {
+                let conn = open_reader(self.path()).map_err(store_err)?;
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "SELECT 1 FROM calls WHERE {START_SECOND} = ?1 / 1000000000
+                         AND start_unix_nanos = ?1 AND trace_id = ?2 AND span_id = ?3 LIMIT 1"
+                    ))
+                    .map_err(store_err)?;
+                let mut found = HashSet::new();
+                for key in calls {
+                    if stmt
+                        .exists(rusqlite::params![key.0, key.1, key.2])
+                        .map_err(store_err)?
+                    {
+                        found.insert(key.clone());
+                    }
+                }
+                Ok(found)
+            })
+        })
     }
 
     fn replay_scopes<'a>(
