@@ -123,6 +123,8 @@ impl Deployment {
             kafka,
             queue_capacity_rows: launch.queue_capacity_rows,
             batch_max_rows: launch.batch_max_rows,
+            durability: target.durability(),
+            wal_dir: dir.path().join("wal"),
         };
         let link = |role| {
             broker.as_ref().map(|b| KafkaLink {
@@ -134,7 +136,10 @@ impl Deployment {
         };
         let (front, back) = match target {
             Target::Baseline => (ServerProcess::sink(launch, dir.path()).await?, None),
-            Target::Tollgate | Target::Clickhouse => (
+            Target::Tollgate
+            | Target::TollgateMemory
+            | Target::TollgatePower
+            | Target::Clickhouse => (
                 ServerProcess::tollgate(launch, dir.path(), "tollgate", &config(None)).await?,
                 None,
             ),

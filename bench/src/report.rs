@@ -212,7 +212,9 @@ fn describe_targets(bench: &Bench) -> String {
     for &target in &bench.options.targets {
         let what = match target {
             Target::Baseline => "this binary's tonic/prost sink: decodes each request, counts its spans, answers".to_owned(),
-            Target::Tollgate => "`tollgate serve`, embedded store (SQLite, WAL); rows checked with `count(*)` in SQLite".to_owned(),
+            Target::Tollgate => "`tollgate serve`, embedded store (SQLite, WAL), durability `process` (the default: a request is answered once its rows are in the write-ahead log); rows checked with `count(*)` in SQLite".to_owned(),
+            Target::TollgateMemory => "the same with `[durability] level = \"memory\"`: answered once the rows are in the in-memory queue, no write-ahead log".to_owned(),
+            Target::TollgatePower => "the same with `level = \"power\"`: answered once the write-ahead log is flushed to the device (`fdatasync`, one for every request appended meanwhile)".to_owned(),
             Target::Clickhouse => "`tollgate serve` with `[storage] type = \"clickhouse\"`, `compression = \"none\"` \
                  (batched RowBinary inserts with a deduplication token; the collector creates the schema, \
                  `calls_1m` materialized view included), a fresh ClickHouse test server and database per run; \

@@ -25,8 +25,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Target {
     /// The decode-and-count sink.
     Baseline,
-    /// Tollgate end to end, counted once rows are in SQLite.
+    /// Tollgate end to end, counted once rows are in SQLite (durability
+    /// `process`, the default: acknowledged once in the write-ahead log).
     Tollgate,
+    /// The same with `[durability] level = "memory"` (no write-ahead log).
+    TollgateMemory,
+    /// The same with `level = "power"` (the log flushed to the device
+    /// before a request is acknowledged, group commit).
+    TollgatePower,
     /// Tollgate end to end into the ClickHouse test server (chdb engine).
     Clickhouse,
     /// A Tollgate ingest instance producing to Kafka (tansu) and a process
@@ -39,6 +45,8 @@ impl Target {
         match self {
             Target::Baseline => "baseline (decode + count)",
             Target::Tollgate => "tollgate (into SQLite)",
+            Target::TollgateMemory => "tollgate (into SQLite, durability memory)",
+            Target::TollgatePower => "tollgate (into SQLite, durability power)",
             Target::Clickhouse => "tollgate (into ClickHouse)",
             Target::Kafka => "tollgate (Kafka → ClickHouse)",
         }
@@ -49,6 +57,8 @@ impl Target {
         match self {
             Target::Baseline => "baseline",
             Target::Tollgate => "tollgate",
+            Target::TollgateMemory => "tollgate-memory",
+            Target::TollgatePower => "tollgate-power",
             Target::Clickhouse => "clickhouse",
             Target::Kafka => "kafka",
         }
@@ -61,6 +71,15 @@ impl Target {
         Target::Clickhouse,
         Target::Kafka,
     ];
+
+    /// `[durability] level` of its Tollgate instances.
+    pub fn durability(self) -> &'static str {
+        match self {
+            Target::TollgateMemory => "memory",
+            Target::TollgatePower => "power",
+            _ => "process",
+        }
+    }
 
     pub fn is_tollgate(self) -> bool {
         self != Target::Baseline
@@ -145,6 +164,10 @@ pub struct TollgateConfig {
     pub kafka: Option<KafkaLink>,
     pub queue_capacity_rows: usize,
     pub batch_max_rows: usize,
+    /// `[durability] level`.
+    pub durability: &'static str,
+    /// Where the write-ahead log goes (inside the run's directory).
+    pub wal_dir: PathBuf,
 }
 
 /// A TOML basic string (quoted and escaped).
@@ -188,12 +211,18 @@ impl TollgateConfig {
              [pipeline]\n\
              queue_capacity_rows = {q}\n\
              batch_max_rows = {b}\n\
+             \n\
+             [durability]\n\
+             level = \"{durability}\"\n\
+             dir = {wal}\n\
              {kafka}\
              \n\
              [log]\n\
              level = \"warn\"\n",
             q = self.queue_capacity_rows,
             b = self.batch_max_rows,
+            durability = self.durability,
+            wal = toml_str(&self.wal_dir.display().to_string()),
         )
     }
 }
@@ -489,6 +518,8 @@ mod tests {
             kafka,
             queue_capacity_rows: 100_000,
             batch_max_rows: 10_000,
+            durability: "power",
+            wal_dir: PathBuf::from("/tmp/wal"),
         }
         .render()
         .parse()
@@ -514,6 +545,8 @@ mod tests {
             Some("127.0.0.1:0")
         );
         assert_eq!(value["api"]["listen"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(value["durability"]["level"].as_str(), Some("power"));
+        assert_eq!(value["durability"]["dir"].as_str(), Some("/tmp/wal"));
         assert!(!value.contains_key("kafka"));
     }
 
