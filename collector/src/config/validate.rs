@@ -36,7 +36,14 @@ impl std::fmt::Debug for Secret {
 /// Where rows go, validated.
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
-    Sqlite { dir: PathBuf, read: ReadConfig },
+    Sqlite {
+        dir: PathBuf,
+        read: ReadConfig,
+        /// Each commit flushed to the device (`synchronous = FULL`), for
+        /// durability `power`: the log's checkpoint never gets ahead of
+        /// what SQLite keeps through a power loss.
+        flush_commits: bool,
+    },
     Clickhouse(ClickhouseConfig),
 }
 
@@ -214,6 +221,7 @@ impl RawConfig {
                         readers,
                         query_timeout,
                     },
+                    flush_commits: false,
                 }
             }
             StorageSection::Clickhouse {
@@ -385,6 +393,10 @@ impl RawConfig {
                 None => 1 << 30,
             },
         };
+        let mut storage = storage;
+        if let StorageConfig::Sqlite { flush_commits, .. } = &mut storage {
+            *flush_commits = durability.level == super::raw::Durability::Power;
+        }
         let ledger_max_counters = match self.ledger.max_counters {
             Some(n) if n < 1_000 => {
                 return Err(invalid("ledger.max_counters", "must be at least 1000"));

@@ -21,8 +21,12 @@ impl StorageConfig {
     /// Opens the configured store.
     pub async fn build(&self) -> Result<Store, SinkError> {
         match self {
-            StorageConfig::Sqlite { dir, read } => {
-                let store = SqliteStore::open_with(dir, *read)?;
+            StorageConfig::Sqlite {
+                dir,
+                read,
+                flush_commits,
+            } => {
+                let store = SqliteStore::open_with(dir, *read, *flush_commits)?;
                 tracing::info!(path = %store.path().display(), "embedded store open");
                 Ok(Store {
                     sink: Arc::new(store.clone()),

@@ -180,12 +180,12 @@ impl SqliteStore {
     /// Opens (creating and migrating) the store in directory `dir`, with
     /// the default readers and query timeout.
     pub fn open(dir: &Path) -> Result<Self, SinkError> {
-        Self::open_with(dir, ReadConfig::default())
+        Self::open_with(dir, ReadConfig::default(), false)
     }
 
     /// Opens (creating and migrating) the store in directory `dir`; the
     /// query API reads it as `read` says.
-    pub fn open_with(dir: &Path, read: ReadConfig) -> Result<Self, SinkError> {
+    pub fn open_with(dir: &Path, read: ReadConfig, flush_commits: bool) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
         let path = dir.join(DB_FILE);
         let mut writer = Connection::open(&path).map_err(|e| open_err(&path, e))?;
@@ -206,6 +206,11 @@ impl SqliteStore {
                  PRAGMA cache_size = -65536;",
             )
             .map_err(|e| open_err(&path, e))?;
+        if flush_commits {
+            writer
+                .execute_batch("PRAGMA synchronous = FULL;")
+                .map_err(|e| open_err(&path, e))?;
+        }
         schema::migrate(&mut writer).map_err(|e| open_err(&path, e))?;
         let readers = Readers::open(&path, read).map_err(|e| open_err(&path, e))?;
         let health = open_reader(&path).map_err(|e| open_err(&path, e))?;
