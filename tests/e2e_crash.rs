@@ -255,3 +255,88 @@ async fn acknowledged_spans_survive_twenty_kills_and_a_clickhouse_restart() {
     };
     crash_under_load(c, store, restart).await;
 }
+
+const ADMIN: &str = "admin-token-for-the-crash-test";
+
+/// A virtual key with a monthly cost limit spends until the gateway
+/// refuses it; the collector is killed right after the last call it
+/// served. After the restart every served call is stored, and the key's
+/// next call is still refused: its limit was read back from the store, not
+/// started afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_monthly_limit_and_its_served_calls_survive_a_kill() {
+    use serde_json::{Value, json};
+    use tollgate_mock_provider::{MockConfig, MockProvider};
+
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let config = format!(
+        r#"
+[admin]
+token = "{ADMIN}"
+
+[gateway]
+enabled = true
+listen = "127.0.0.1:0"
+
+[[gateway.providers]]
+name = "openai"
+kind = "openai"
+base_url = "{}/v1"
+api_key_env = "CRASH_TEST_OPENAI_KEY"
+"#,
+        mock.base_url()
+    );
+    let mut c = Collector::start_full(&config, &[], &[("CRASH_TEST_OPENAI_KEY", "sk-test")]);
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/admin/v1/keys", c.api_url()))
+        .bearer_auth(ADMIN)
+        .json(&json!({
+            "name": "limited", "project": "crash-gw",
+            // About ten calls of gpt-4o-mini as the mock answers them.
+            "limits": {"cost_usd_per_month": 0.00015},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let call = async |gateway: &str| -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{gateway}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({
+                "model": "gpt-4o-mini",
+                "max_tokens": 20,
+                "messages": [{"role": "user", "content": "Count the calls made with this key."}],
+            }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    };
+    let gateway = format!("http://{}", c.gateway.unwrap());
+    let mut served = 0;
+    let refusal = loop {
+        let (status, body) = call(&gateway).await;
+        match status {
+            200 => served += 1,
+            429 => break body,
+            other => panic!("{other}: {body}"),
+        }
+        assert!(served < 50, "the key's limit never refused");
+    };
+    assert!(served >= 5, "{served} calls served before the limit");
+    assert_eq!(refusal["error"]["code"], "budget_exceeded", "{refusal}");
+    // One more served call would not fit; kill right after the last one.
+    c.crash_and_restart();
+    let gateway = format!("http://{}", c.gateway.unwrap());
+    let rows = c.wait_gateway_rows(served + 1).await;
+    let ok = rows.iter().filter(|r| r["status"] == "ok").count();
+    assert_eq!(ok, served, "every served call is stored: {rows:?}");
+    let (status, body) = call(&gateway).await;
+    assert_eq!(status, 429, "the key's usage was forgotten: {body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    assert_eq!(mock.stats().total_requests, served as u64);
+}

@@ -217,6 +217,12 @@ pub async fn run(
     // again before anything new is accepted.
     if !recovered.entries.is_empty() || recovered.torn_bytes > 0 {
         replay_wal(recovered, &queue, store.as_ref(), &events).await?;
+        // Stored before anything is served: a virtual key's limits are read
+        // back from the store on its first call.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while queue.depth() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     let consumer = match &kafka {
         Some(k) if k.processes() => Some(

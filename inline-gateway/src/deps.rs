@@ -41,6 +41,15 @@ pub trait CounterRebuild: Send + Sync {
         engine: &'a Engine,
         plan: RebuildPlan,
     ) -> BoxFuture<'a, Result<usize, String>>;
+
+    /// Counts into `engine`, a virtual key's own limits just set up, the
+    /// stored calls made with key `key_id` in its open windows; returns how
+    /// many. Called once per key and process, before its first call.
+    fn replay_key<'a>(
+        &'a self,
+        engine: &'a Engine,
+        key_id: &'a str,
+    ) -> BoxFuture<'a, Result<u64, String>>;
 }
 
 impl std::fmt::Debug for GatewayDeps {
@@ -51,8 +60,42 @@ impl std::fmt::Debug for GatewayDeps {
     }
 }
 
+/// Room for one call's row, reserved before the call reaches a provider
+/// and handed back with the row to [`RowSink::submit`].
+pub struct RowRoom(Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl RowRoom {
+    /// Room held by `inner` (what the sink needs back at `submit`).
+    pub fn new(inner: impl std::any::Any + Send + Sync) -> Self {
+        Self(Some(Box::new(inner)))
+    }
+
+    /// Room that holds nothing (a sink that is never full).
+    pub fn unbounded() -> Self {
+        Self(None)
+    }
+
+    /// What the sink put in, if it is a `T`.
+    pub fn take<T: 'static>(self) -> Option<T> {
+        self.0?.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for RowRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowRoom")
+    }
+}
+
 /// Hands finished calls to the collector's pipeline.
 pub trait RowSink: Send + Sync {
+    /// Reserves room for one row before the call reaches a provider, so a
+    /// served call's row is never dropped; `None` when the sink is full
+    /// (the store is behind): the gateway answers 503 instead.
+    fn reserve(&self) -> Option<RowRoom> {
+        Some(RowRoom::unbounded())
+    }
+
     /// Called once per call, on the request's task (or when a response body
     /// is dropped): must not block — enqueue, or drop and count when full.
     /// `violations` are what `settle` reported for the call (thresholds
@@ -61,7 +104,13 @@ pub trait RowSink: Send + Sync {
     /// Their ids are already in `record.rules_fired`. `unstored` (taken
     /// before the call was counted) is to be dropped once the row is stored
     /// or lost: until then the engine keeps the call's counters in memory.
-    fn submit(&self, record: CallRecord, violations: Vec<Violation>, unstored: Unstored);
+    fn submit(
+        &self,
+        record: CallRecord,
+        violations: Vec<Violation>,
+        unstored: Unstored,
+        room: RowRoom,
+    );
 }
 
 /// Who is calling, as the kill-switch matches blocks: a block applies when
@@ -143,7 +192,13 @@ impl MemoryRows {
 }
 
 impl RowSink for MemoryRows {
-    fn submit(&self, record: CallRecord, violations: Vec<Violation>, _unstored: Unstored) {
+    fn submit(
+        &self,
+        record: CallRecord,
+        violations: Vec<Violation>,
+        _unstored: Unstored,
+        _room: RowRoom,
+    ) {
         self.lock().push((record, violations));
     }
 }

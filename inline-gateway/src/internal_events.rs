@@ -17,6 +17,7 @@ pub(crate) struct InternalEvents {
     streams_cut: AtomicU64,
     rows: AtomicU64,
     auth_failures: AtomicU64,
+    refused_store_behind: AtomicU64,
 }
 
 /// A snapshot of [`InternalEvents`].
@@ -38,6 +39,8 @@ pub struct GatewayStats {
     pub rows: u64,
     /// Requests without a valid virtual key.
     pub auth_failures: u64,
+    /// Calls answered 503 because the collector's row queue had no room.
+    pub refused_store_behind: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -56,7 +59,13 @@ impl InternalEvents {
             streams_cut: r(&self.streams_cut),
             rows: r(&self.rows),
             auth_failures: r(&self.auth_failures),
+            refused_store_behind: r(&self.refused_store_behind),
         }
+    }
+
+    pub(crate) fn refused_store_behind(&self) {
+        bump(&self.refused_store_behind);
+        debug!("call refused with 503: the row queue has no room");
     }
 
     pub(crate) fn request(&self) {

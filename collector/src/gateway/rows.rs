@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use tollgate_gateway::{Block as GatewayBlock, BlockCheck, CallScope, RowSink};
+use tollgate_gateway::{Block as GatewayBlock, BlockCheck, CallScope, RowRoom, RowSink};
 use tollgate_rules::engine::{Unstored, Violation};
 use tollgate_rules::{CallRecord, RuleEvent};
 
 use crate::alerts::Alerts;
 use crate::internal_events::InternalEvents;
 use crate::killswitch::{KillSwitch, ScopeQuery};
-use crate::pipeline::RowQueue;
+use crate::pipeline::{RoomForOne, RowQueue};
 
 /// Gateway calls into the row queue, their rule events with them.
 pub struct QueueRows {
@@ -22,7 +22,17 @@ pub struct QueueRows {
 }
 
 impl RowSink for QueueRows {
-    fn submit(&self, record: CallRecord, violations: Vec<Violation>, unstored: Unstored) {
+    fn reserve(&self) -> Option<RowRoom> {
+        self.queue.reserve_one().map(RowRoom::new)
+    }
+
+    fn submit(
+        &self,
+        record: CallRecord,
+        violations: Vec<Violation>,
+        unstored: Unstored,
+        room: RowRoom,
+    ) {
         let mut rule_events = Vec::with_capacity(violations.len());
         for v in &violations {
             let event = RuleEvent::new(&record, v);
@@ -31,13 +41,20 @@ impl RowSink for QueueRows {
         }
         self.killswitch.apply(&violations);
         self.events.rule_events(rule_events.len());
-        if self
-            .queue
-            .try_push_with_events(vec![record], rule_events, Some(unstored))
-            .is_err()
-        {
-            self.events
-                .rows_lost(1, "a gateway call was not stored: the row queue is full");
+        let queued = match room.take::<RoomForOne>() {
+            Some(room) => self
+                .queue
+                .push_reserved(vec![record], rule_events, Some(unstored), room),
+            None => self
+                .queue
+                .try_push_with_events(vec![record], rule_events, Some(unstored))
+                .map(|_| ()),
+        };
+        if queued.is_err() {
+            self.events.rows_lost(
+                1,
+                "a gateway call was not stored: the collector is shutting down",
+            );
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod wal;
 mod writer;
 
 pub use identity::{CallIdentity, Sorted};
-pub use queue::{Enqueued, QueueError, RowQueue, RowReceiver, row_queue};
+pub use queue::{Enqueued, QueueError, RoomForOne, RowQueue, RowReceiver, row_queue};
 pub use restore::{CounterRebuilder, Restore};
 pub use rules_stage::RuleStage;
 pub use writer::{Writer, WriterHandle};

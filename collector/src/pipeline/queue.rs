@@ -61,6 +61,14 @@ pub struct Enqueued {
     pub wal_end: Option<u64>,
 }
 
+/// Room for one row, reserved ahead (see [`RowQueue::reserve_one`]).
+#[derive(Debug)]
+pub struct RoomForOne(OwnedSemaphorePermit);
+
+/// Log space a gateway call needs free to be admitted: far more than one
+/// row's record.
+const WAL_HEADROOM: u64 = 1 << 20;
+
 /// The sending side, cloned into every receiver.
 #[derive(Clone)]
 pub struct RowQueue {
@@ -142,28 +150,73 @@ impl RowQueue {
     }
 
     /// Appends `rows` to the log (if any) and queues them, in one order.
-    fn send_logged(&self, mut e: Enqueued) -> Result<Option<u64>, QueueError> {
+    fn send_logged(&self, e: Enqueued) -> Result<Option<u64>, QueueError> {
+        self.send(e, false)
+    }
+
+    /// `send_logged`; with `keep`, rows the log cannot take are queued in
+    /// memory only instead of refused.
+    fn send(&self, mut e: Enqueued, keep: bool) -> Result<Option<u64>, QueueError> {
         let Some(wal) = &self.wal else {
             self.tx.send(e).map_err(|_| QueueError::Closed)?;
             return Ok(None);
         };
-        let record = Wal::encode(&e.rows).map_err(|err| {
-            tracing::error!(error = %err, "rows could not be encoded for the write-ahead log");
-            QueueError::Disk("a row could not be encoded")
-        })?;
+        let record = Wal::encode(&e.rows);
         let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-        let end = wal.append(&record).map_err(|err| match err {
-            WalError::Full { .. } => {
-                QueueError::Disk("its size limit (durability.max_disk_mib) is reached")
+        let end = match record.and_then(|r| wal.append(&r)) {
+            Ok(end) => Some(end),
+            Err(err) if keep => {
+                tracing::error!(error = %err, "a served gateway call's row is kept in memory only: the write-ahead log cannot take it");
+                None
             }
-            other => {
-                tracing::warn!(error = %other, "write-ahead log append failed");
-                QueueError::Disk("the disk refused the write")
+            Err(WalError::Full { .. }) => {
+                return Err(QueueError::Disk(
+                    "its size limit (durability.max_disk_mib) is reached",
+                ));
             }
-        })?;
-        e.wal_end = Some(end);
+            Err(err) => {
+                tracing::warn!(error = %err, "write-ahead log append failed");
+                return Err(QueueError::Disk("the disk refused the write"));
+            }
+        };
+        e.wal_end = end;
         self.tx.send(e).map_err(|_| QueueError::Closed)?;
-        Ok(Some(end))
+        Ok(end)
+    }
+
+    /// Room for one row of a gateway call, taken before the call reaches a
+    /// provider: `None` when the queue, or the log, has none (the gateway
+    /// answers 503 rather than serve a call it could not record).
+    pub fn reserve_one(&self) -> Option<RoomForOne> {
+        if let Some(wal) = &self.wal {
+            let (pending, max) = wal.pending_bytes();
+            if pending.saturating_add(WAL_HEADROOM) > max {
+                return None;
+            }
+        }
+        self.try_reserve(1).ok().map(RoomForOne)
+    }
+
+    /// Queues a gateway call's row in the room reserved for it. The log is
+    /// written first; if it cannot be (the disk filled meanwhile) the row
+    /// is still queued, in memory only, rather than dropped: the call was
+    /// served.
+    pub fn push_reserved(
+        &self,
+        rows: Vec<CallRecord>,
+        events: Vec<RuleEvent>,
+        unstored: Option<Unstored>,
+        room: RoomForOne,
+    ) -> Result<(), QueueError> {
+        let e = Enqueued {
+            rows,
+            permit: room.0,
+            ack: None,
+            events,
+            unstored,
+            wal_end: None,
+        };
+        self.send(e, true).map(|_| ())
     }
 
     /// Rows the queue can take now.

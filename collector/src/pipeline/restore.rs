@@ -7,9 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tollgate_rules::engine::compile::RuleKind;
-use tollgate_rules::engine::window::WindowKind;
-use tollgate_rules::engine::{Engine, RebuildPlan, ViolationKind};
+use tollgate_rules::Mode;
+use tollgate_rules::engine::{Engine, RebuildPlan, ScopeDim, ViolationKind};
 
 use super::CallIdentity;
 use crate::admin::AdminLog;
@@ -95,21 +94,11 @@ async fn restore(
     mut identity: Option<&mut CallIdentity>,
     store: &dyn QueryStore,
 ) -> i64 {
-    let rules = engine.rules();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    let since = rules
-        .rules
-        .iter()
-        .filter_map(|r| match &r.kind {
-            RuleKind::Budget(b) => Some(match b.window.kind {
-                WindowKind::Rolling => now - b.window.unit.nominal_nanos(),
-                WindowKind::Calendar(_) => b.window.bounds(now).0,
-            }),
-            _ => None,
-        })
-        .min()
+    let since = engine
+        .counted_since(now)
         // Call identities want the last minutes even without budgets.
         .map_or(now - IDENTITY_REFILL_NANOS, |s| {
             s.min(now - IDENTITY_REFILL_NANOS)
@@ -219,7 +208,49 @@ impl CounterRebuilder {
     }
 }
 
+impl CounterRebuilder {
+    /// Counts into `engine` (a virtual key's own limits) the stored gateway
+    /// calls made with key `key_id` in its open windows.
+    pub async fn replay_key(&self, engine: &Engine, key_id: &str) -> Result<u64, QueryError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let Some(since) = engine.counted_since(now) else {
+            return Ok(0);
+        };
+        let scopes = [vec![(ScopeDim::Key, key_id.to_owned())]];
+        let mut counted = 0;
+        self.store
+            .replay_scopes(
+                since,
+                &scopes,
+                Box::new(|call| {
+                    if call.mode == Mode::Gateway
+                        && call.labels.get("key").map(String::as_str) == Some(key_id)
+                    {
+                        engine.observe(call);
+                        counted += 1;
+                    }
+                }),
+            )
+            .await?;
+        Ok(counted)
+    }
+}
+
 impl tollgate_gateway::CounterRebuild for CounterRebuilder {
+    fn replay_key<'a>(
+        &'a self,
+        engine: &'a Engine,
+        key_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move {
+            CounterRebuilder::replay_key(self, engine, key_id)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn rebuild<'a>(
         &'a self,
         engine: &'a Engine,

@@ -13,6 +13,7 @@ use tollgate_rules::pricing::TokenUsage;
 use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode};
 
 use super::state::{Link, Shared};
+use crate::deps::RowRoom;
 use crate::dialect::Dialect;
 use crate::usage::{Usage, estimate_input_tokens, tokens_of_chars};
 
@@ -44,6 +45,8 @@ pub(crate) struct CallLog {
     client_dialect: Dialect,
     body: Bytes,
     finished: bool,
+    /// The row's room in the collector's queue, taken before any provider.
+    room: Option<RowRoom>,
 }
 
 impl CallLog {
@@ -52,8 +55,10 @@ impl CallLog {
         record: CallRecord,
         client_dialect: Dialect,
         body: Bytes,
+        room: RowRoom,
     ) -> Self {
         Self {
+            room: Some(room),
             shared,
             record,
             started: Instant::now(),
@@ -206,10 +211,12 @@ impl CallLog {
             }
         }
         self.shared.events.row();
-        self.shared
-            .deps
-            .rows
-            .submit(std::mem::take(&mut self.record), violations, unstored);
+        self.shared.deps.rows.submit(
+            std::mem::take(&mut self.record),
+            violations,
+            unstored,
+            self.room.take().unwrap_or_else(RowRoom::unbounded),
+        );
     }
 }
 

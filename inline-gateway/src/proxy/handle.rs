@@ -139,7 +139,17 @@ pub(crate) async fn handle(
         (KEY_LABEL.to_owned(), key.id.clone()),
         (REQUEST_ID_LABEL.to_owned(), request_id_str.clone()),
     ]);
-    let mut log = CallLog::new(Arc::clone(&shared), record, dialect, body.clone());
+    // Room for the row first: a call the store could not record is refused
+    // before any provider sees it, never served and then dropped.
+    let Some(room) = shared.deps.rows.reserve() else {
+        shared.events.refused_store_behind();
+        return ApiError::Overloaded {
+            message: "the collector's store is behind; retry shortly",
+            retry_after_s: 1,
+        }
+        .into_response(dialect);
+    };
+    let mut log = CallLog::new(Arc::clone(&shared), record, dialect, body.clone(), room);
 
     let Some(chain) = chain else {
         let err = ApiError::ModelNotFound(model.to_owned());
@@ -179,7 +189,27 @@ pub(crate) async fn handle(
         return refuse(&shared, &mut log, &request_id_str, info, dialect);
     }
 
-    log.set_key_engine(shared.key_limits.engine(&key));
+    let key_engine = shared.key_limits.engine(&key);
+    if let (Some(k), Some(rebuild)) = (&key_engine, &shared.deps.rebuild) {
+        // The key's first call in this process: its stored calls first.
+        let restored = k
+            .restored
+            .get_or_try_init(|| async {
+                rebuild.replay_key(&k.engine, &key.id).await.map(|n| {
+                    tracing::debug!(key = %key.id, calls = n, "key limits read back from the store");
+                })
+            })
+            .await;
+        if let Err(e) = restored {
+            tracing::warn!(key = %key.id, error = %e, "could not read a key's usage back from the store");
+            return ApiError::Overloaded {
+                message: "the key's usage could not be read back from the store; retry shortly",
+                retry_after_s: 1,
+            }
+            .into_response(dialect);
+        }
+    }
+    log.set_key_engine(key_engine.map(|k| k.engine));
     let call = Call {
         shared: &shared,
         op,
@@ -706,7 +736,7 @@ mod tests {
     use tollgate_rules::pricing::PriceTable;
 
     use super::*;
-    use crate::{GatewayConfig, GatewayDeps, MemoryKeyStore, MemoryRows, StaticBlocks};
+    use crate::{GatewayConfig, GatewayDeps, MemoryKeyStore, MemoryRows, RowRoom, StaticBlocks};
 
     fn shared(rows: Arc<MemoryRows>) -> Arc<Shared> {
         #[derive(serde::Deserialize)]
@@ -751,6 +781,7 @@ base_url = "http://127.0.0.1:9/v1"
             record,
             Dialect::OpenAi,
             Bytes::from_static(b"{}"),
+            RowRoom::unbounded(),
         );
         let usage = Usage {
             input: 12,

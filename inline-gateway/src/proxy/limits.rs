@@ -1,10 +1,14 @@
 //! Per-key limits ([`crate::KeyLimits`]): each limited key gets a small rules
 //! engine of its own (budgets scoped on the key), compiled the first time the
-//! key is seen and kept while its limits stay the same. Counters live in
-//! memory; changing a key's limits starts them afresh.
+//! key is seen and kept while its limits stay the same. Before the key's
+//! first call in a process its counters are read back from the stored
+//! calls made with it ([`KeyEngine::restored`]), so a restart keeps them;
+//! changing a key's limits starts them afresh from the stored calls too.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use tokio::sync::OnceCell;
 
 use tollgate_rules::engine::config::{Action, Metric, RawBudget, RawRule};
 use tollgate_rules::engine::window::WindowUnit;
@@ -14,7 +18,15 @@ use crate::keys::{KeyLimits, VirtualKey};
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyLimiter {
-    engines: RwLock<HashMap<String, (KeyLimits, Engine)>>,
+    engines: RwLock<HashMap<String, (KeyLimits, KeyEngine)>>,
+}
+
+/// A key's engine, and whether its counters were read back from the store.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyEngine {
+    pub engine: Engine,
+    /// Set once the stored calls made with the key are counted.
+    pub restored: Arc<OnceCell<()>>,
 }
 
 fn budget(id: &str, metric: Metric, limit: f64, window: WindowUnit, rolling: bool) -> RawRule {
@@ -98,7 +110,7 @@ pub(crate) fn rules_of(l: &KeyLimits) -> Vec<RawRule> {
 
 impl KeyLimiter {
     /// The engine counting `key`'s limits; `None` when it has none.
-    pub(crate) fn engine(&self, key: &VirtualKey) -> Option<Engine> {
+    pub(crate) fn engine(&self, key: &VirtualKey) -> Option<KeyEngine> {
         if key.limits.is_empty() {
             return None;
         }
@@ -117,7 +129,10 @@ impl KeyLimiter {
                 return None;
             }
         };
-        let engine = Engine::new(rules);
+        let engine = KeyEngine {
+            engine: Engine::new(rules),
+            restored: Arc::new(OnceCell::new()),
+        };
         let mut engines = self.engines.write().unwrap_or_else(PoisonError::into_inner);
         let entry = engines
             .entry(key.id.clone())
@@ -150,6 +165,7 @@ mod tests {
         key.limits = limits;
         let a = limiter.engine(&key).unwrap();
         let b = limiter.engine(&key).unwrap();
-        assert_eq!(a.rules().rules.len(), b.rules().rules.len());
+        assert_eq!(a.engine.rules().rules.len(), b.engine.rules().rules.len());
+        assert!(Arc::ptr_eq(&a.restored, &b.restored));
     }
 }

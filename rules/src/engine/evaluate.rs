@@ -397,6 +397,23 @@ impl Engine {
         n
     }
 
+    /// The earliest time a call still counts in some budget of these rules
+    /// at `now` (the start of the longest open window), or `None` without
+    /// budgets: what a rebuild from stored calls must read from.
+    pub fn counted_since(&self, now: i64) -> Option<i64> {
+        self.rules()
+            .rules
+            .iter()
+            .filter_map(|r| match &r.kind {
+                RuleKind::Budget(b) => Some(match b.window.kind {
+                    WindowKind::Rolling => now.saturating_sub(b.window.unit.nominal_nanos()),
+                    WindowKind::Calendar(_) => b.bounds(now).0,
+                }),
+                _ => None,
+            })
+            .min()
+    }
+
     /// A plan to rebuild evicted counters, for the current rules.
     pub fn rebuild_plan(&self) -> RebuildPlan {
         RebuildPlan {
