@@ -26,7 +26,8 @@ use crate::glob;
 pub const KEY_PREFIX: &str = "tg-";
 
 /// Limits of one key, on top of the configured rules. Counted by the gateway
-/// in memory per key (calendar windows in UTC; per-minute ones rolling).
+/// per key (calendar windows in UTC; per-minute ones rolling), read back
+/// from the stored calls made with the key before its first call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimits {

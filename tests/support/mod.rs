@@ -331,6 +331,11 @@ impl Collector {
         format!("http://{}", self.api)
     }
 
+    /// The SQLite file of a collector whose `[storage] path` is `dir`.
+    pub fn db_path_in(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join("tollgate.sqlite")
+    }
+
     pub fn db_path(&self) -> std::path::PathBuf {
         self.dir.path().join("data").join("tollgate.sqlite")
     }
