@@ -429,9 +429,10 @@ async fn a_full_disk_pushes_back_and_ingest_resumes_when_space_returns() {
     assert!(!acked.is_empty());
     let m = c.metrics().await;
     assert!(
-        m.lines().any(|l| l.starts_with("tollgate_wal_write_errors_total ")
-            && !l.ends_with(" 0")
-            || l.starts_with("tollgate_store_write_errors_total") && !l.ends_with(" 0")),
+        m.lines().any(
+            |l| l.starts_with("tollgate_wal_write_errors_total ") && !l.ends_with(" 0")
+                || l.starts_with("tollgate_store_write_errors_total") && !l.ends_with(" 0")
+        ),
         "no disk error counted: {m}"
     );
     // Space returns: the refused requests go through on retry.

@@ -293,20 +293,35 @@ impl QueryStore for SqliteStore {
     ) -> BoxFuture<'a, Result<HashSet<CallKey>, QueryError>> {
         Box::pin(async move {
             run_blocking(|| {
+                // One read of each second the calls started in (the time
+                // index), not one search per call: a burst of calls in one
+                // second would make that quadratic.
+                let wanted: HashSet<&CallKey> = calls.iter().collect();
+                let mut seconds: Vec<i64> = calls
+                    .iter()
+                    .map(|k| k.0.div_euclid(1_000_000_000))
+                    .collect();
+                seconds.sort_unstable();
+                seconds.dedup();
                 let conn = open_reader(self.path()).map_err(store_err)?;
                 let mut stmt = conn
                     .prepare(&format!(
-                        "SELECT 1 FROM calls WHERE {START_SECOND} = ?1 / 1000000000
-                         AND start_unix_nanos = ?1 AND trace_id = ?2 AND span_id = ?3 LIMIT 1"
+                        "SELECT start_unix_nanos, trace_id, span_id FROM calls
+                         WHERE {START_SECOND} = ?1"
                     ))
                     .map_err(store_err)?;
                 let mut found = HashSet::new();
-                for key in calls {
-                    if stmt
-                        .exists(rusqlite::params![key.0, key.1, key.2])
-                        .map_err(store_err)?
-                    {
-                        found.insert(key.clone());
+                for second in seconds {
+                    let mut rows = stmt.query([second]).map_err(store_err)?;
+                    while let Some(row) = rows.next().map_err(store_err)? {
+                        let key: CallKey = (
+                            row.get(0).map_err(store_err)?,
+                            row.get(1).map_err(store_err)?,
+                            row.get(2).map_err(store_err)?,
+                        );
+                        if wanted.contains(&key) {
+                            found.insert(key);
+                        }
                     }
                 }
                 Ok(found)
@@ -382,6 +397,28 @@ mod tests {
             .await
             .unwrap();
         (dir, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stored_finds_calls_by_key_within_their_second() {
+        let second = 1_800_000_000_000_000_000;
+        let rows: Vec<CallRecord> = (0..5)
+            .map(|i| call("a", Some("m"), 1, None, second + i))
+            .chain([call("a", Some("m"), 1, None, second + 2_000_000_000)])
+            .collect();
+        let (_dir, store) = store_with(&rows).await;
+        let key = |r: &CallRecord| (r.start_unix_nanos, r.trace_id.clone(), r.span_id.clone());
+        let missing = (second + 7, "x".repeat(32), "y".repeat(16));
+        let asked = vec![key(&rows[1]), key(&rows[5]), missing.clone()];
+        let found = store.stored(&asked).await.unwrap();
+        assert_eq!(found, HashSet::from([key(&rows[1]), key(&rows[5])]));
+        // Same ids, another start time: another call.
+        let moved = (
+            second + 9,
+            rows[1].trace_id.clone(),
+            rows[1].span_id.clone(),
+        );
+        assert!(store.stored(&[moved]).await.unwrap().is_empty());
     }
 
     #[tokio::test]
