@@ -376,15 +376,27 @@ async fn canary_keys_leak_nowhere_in_the_binary() {
         haystacks.push((format!("reply {i} ({status}) headers"), headers.clone()));
         haystacks.push((format!("reply {i} ({status}) body"), body.clone()));
     }
-    // Every file of the store (database, WAL, shared memory), as bytes.
-    for entry in std::fs::read_dir(c.db_path().parent().unwrap()).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        haystacks.push((
-            path.display().to_string(),
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ));
+    // Every file of the data directory (database, its WAL and shared
+    // memory, the write-ahead log's segments), as bytes.
+    let mut dirs = vec![c.db_path().parent().unwrap().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            haystacks.push((
+                path.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
     }
+    assert!(
+        haystacks.iter().any(|(what, _)| what.contains("seg-")),
+        "the write-ahead log's segments were read"
+    );
     for (what, text) in &haystacks {
         for canary in [
             CANARY_PROVIDER_KEY,

@@ -125,7 +125,7 @@ pub struct InternalEvents {
     query_timeouts: Family<[(&'static str, &'static str); 1], Counter>,
     gateway: GatewayMetrics,
     stage_panics: Family<[(&'static str, &'static str); 1], Counter>,
-    alerts_dedup_evicted: Counter,
+    alerts_pending: Family<[(&'static str, String); 1], Gauge>,
     labels_dropped: Counter,
     connections_open: Family<[(&'static str, &'static str); 1], Gauge>,
     connections_closed: Family<Labels, Counter>,
@@ -202,7 +202,7 @@ impl InternalEvents {
         let alerts = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
             "alerts",
-            "Alerts by outcome: delivered, failed (after retries), dropped (queue full)",
+            "Alert delivery attempts by outcome: delivered, failed (retried later), given_up (refused for good, or older than alerts.max_age)",
             alerts.clone(),
         );
         let rule_events = Counter::default();
@@ -278,11 +278,11 @@ impl InternalEvents {
             "Custom labels dropped because their key had receivers.otlp.max_label_values values already",
             labels_dropped.clone(),
         );
-        let alerts_dedup_evicted = Counter::default();
+        let alerts_pending = Family::<[(&'static str, String); 1], Gauge>::default();
         registry.register(
-            "alerts_dedup_evicted",
-            "Alert identities forgotten to keep the alert dedup map within its cap",
-            alerts_dedup_evicted.clone(),
+            "alerts_pending",
+            "Alerts in the outbox not delivered yet, by webhook (up to 64 counted)",
+            alerts_pending.clone(),
         );
         let stage_panics = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
@@ -362,7 +362,7 @@ impl InternalEvents {
             non_calls,
             costs_replaced,
             stage_panics,
-            alerts_dedup_evicted,
+            alerts_pending,
             labels_dropped,
             connections_open,
             connections_closed,
@@ -519,21 +519,23 @@ impl InternalEvents {
         self.alerts.get_or_create(&[("outcome", "failed")]).inc();
     }
 
+    pub fn alert_given_up(&self, webhook: &str, why: &str) {
+        self.alerts.get_or_create(&[("outcome", "given_up")]).inc();
+        tracing::warn!(webhook, why, "alert given up");
+    }
+
+    /// Pending alerts of a webhook, as its delivery task last read them.
+    pub fn alerts_pending(&self, webhook: &str, n: usize) {
+        self.alerts_pending
+            .get_or_create(&[("webhook", webhook.to_owned())])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// Custom labels dropped over their key's cardinality limit.
     pub fn labels_dropped(&self, n: u64) {
         if n > 0 {
             self.labels_dropped.inc_by(n);
         }
-    }
-
-    /// An alert identity forgotten to keep the dedup map within its cap.
-    pub fn alert_dedup_evicted(&self) {
-        self.alerts_dedup_evicted.inc();
-    }
-
-    pub fn alert_dropped(&self) {
-        self.alerts.get_or_create(&[("outcome", "dropped")]).inc();
-        tracing::warn!("alert queue full; alert dropped");
     }
 
     pub fn rule_events(&self, n: usize) {

@@ -110,6 +110,7 @@ pub async fn run(
         sink,
         query: store,
         admin: admin_log,
+        outbox,
     } = config.storage.build().await?;
 
     let kafka = config.kafka.clone();
@@ -135,7 +136,7 @@ pub async fn run(
         admin_log: Arc::clone(&admin_log),
     };
     let already_stored = restore.run(&engine, &killswitch, Some(&mut identity)).await;
-    let (alerts, alerts_task) = Alerts::start(&config.alerts, Arc::clone(&events));
+    let (alerts, alerts_task) = Alerts::start(&config.alerts, outbox, Arc::clone(&events));
 
     let grpc_listener = bind(
         config.grpc_listen,

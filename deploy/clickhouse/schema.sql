@@ -1,4 +1,4 @@
--- Tollgate ClickHouse schema, version 6. The collector creates and
+-- Tollgate ClickHouse schema, version 7. The collector creates and
 -- migrates it by itself; this file is for DBAs who create it by hand.
 -- Generated from collector/src/sinks/clickhouse/schema.rs.
 
@@ -138,3 +138,18 @@ ALTER TABLE tollgate.calls
 
 -- 6: calls_parent_span
 ALTER TABLE tollgate.calls ADD COLUMN IF NOT EXISTS parent_span_id String DEFAULT '' CODEC(ZSTD(1));
+
+-- 7: alert_outbox
+CREATE TABLE IF NOT EXISTS tollgate.alert_outbox (
+    webhook            LowCardinality(String),
+    key                String,
+    identity           String,
+    event              String CODEC(ZSTD(1)),
+    created_unix_nanos Int64,
+    state              LowCardinality(String),
+    attempts           UInt32,
+    last_error         String,
+    version            UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (webhook, key);

@@ -1,88 +1,120 @@
-//! The alert dispatcher: a bounded queue in front of a task that delivers
-//! each alert to its webhooks. Ingest never waits for it: when the queue is
-//! full, alerts are dropped and counted.
+//! Alerts, delivered at least once. The rules stage (and the gateway) turn a
+//! violation into one outbox entry per webhook it goes to
+//! ([`Alerts::entries`]), stored in the same batch as its rule event. One
+//! task per webhook reads that webhook's pending entries from the store,
+//! oldest first, and delivers each before the next (in order), retrying
+//! with backoff until it is delivered or older than `alerts.max_age`. A
+//! crash or a restart loses nothing: the tasks read what is pending when
+//! they start.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tollgate_rules::RuleEvent;
 use tollgate_rules::engine::Violation;
 use tollgate_rules::engine::config::Action;
 
-use super::webhook::Webhook;
+use super::webhook::{Attempt, Webhook};
 use crate::config::AlertsSection;
 use crate::internal_events::InternalEvents;
+use crate::sinks::outbox::{AlertOutbox, OutboxEntry, Outcome, entry_key};
 
-const QUEUE: usize = 1024;
-/// Alerts of rules without windows (model access, custom...) repeat at most this often.
-const REPEAT_AFTER: i64 = 3_600 * 1_000_000_000;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often an idle webhook task looks for new entries without being woken.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Entries read from the store at a time.
+const PAGE: usize = 64;
 
-struct Job {
-    event: RuleEvent,
-    sinks: Vec<Arc<Webhook>>,
-}
-
-/// The sending side, held by the rules stage.
+/// The producing side, held by the rules stage and the gateway's row sink.
 #[derive(Clone)]
 pub struct Alerts {
-    tx: Option<mpsc::Sender<Job>>,
     webhooks: Arc<Vec<Arc<Webhook>>>,
-    events: Arc<InternalEvents>,
+    wake: Arc<Notify>,
 }
 
-/// The dispatcher task; await [`AlertsHandle::stop`] at shutdown.
+/// The delivery tasks; await [`AlertsHandle::stop`] at shutdown.
 pub struct AlertsHandle {
-    task: Option<tokio::task::JoinHandle<()>>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl AlertsHandle {
-    /// Delivers what is queued (bounded by `timeout`), then stops.
+    /// Stops the delivery tasks (within `timeout`); what is pending stays
+    /// in the store for the next start.
     pub async fn stop(self, timeout: Duration) {
-        if let Some(task) = self.task {
-            let _ = tokio::time::timeout(timeout, task).await;
-        }
+        self.stop.cancel();
+        let _ = tokio::time::timeout(timeout, futures::future::join_all(self.tasks)).await;
     }
 }
 
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 impl Alerts {
-    /// Starts the dispatcher (none when no webhook is configured).
-    pub fn start(config: &AlertsSection, events: Arc<InternalEvents>) -> (Alerts, AlertsHandle) {
+    /// Starts one delivery task per configured webhook, reading `outbox`.
+    pub fn start(
+        config: &AlertsSection,
+        outbox: Arc<dyn AlertOutbox>,
+        events: Arc<InternalEvents>,
+    ) -> (Alerts, AlertsHandle) {
+        if config.max_attempts.is_some() {
+            tracing::warn!(
+                "alerts.max_attempts is no longer used: alerts are retried until alerts.max_age"
+            );
+        }
         let webhooks: Vec<Arc<Webhook>> = config
             .webhooks
             .iter()
             .map(|w| Arc::new(Webhook::from(w)))
             .collect();
-        if webhooks.is_empty() {
-            let alerts = Alerts {
-                tx: None,
-                webhooks: Arc::new(webhooks),
-                events,
-            };
-            return (alerts, AlertsHandle { task: None });
-        }
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(rx, config.max_attempts, Arc::clone(&events)));
+        let wake = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            // A webhook's URL may be a secret: its answer may not send the
+            // alert elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        let tasks = webhooks
+            .iter()
+            .map(|w| {
+                tokio::spawn(deliver(Delivery {
+                    webhook: Arc::clone(w),
+                    outbox: Arc::clone(&outbox),
+                    client: client.clone(),
+                    wake: Arc::clone(&wake),
+                    stop: stop.clone(),
+                    max_age: config.max_age,
+                    events: Arc::clone(&events),
+                }))
+            })
+            .collect();
         (
             Alerts {
-                tx: Some(tx),
                 webhooks: Arc::new(webhooks),
-                events,
+                wake,
             },
-            AlertsHandle { task: Some(task) },
+            AlertsHandle { stop, tasks },
         )
     }
 
-    /// Queues the alert of a violation for its rule's webhooks (or the default ones).
-    pub fn notify(&self, violation: &Violation, event: &RuleEvent) {
-        let Some(tx) = &self.tx else { return };
+    /// The outbox entries announcing `event` (a violation of `violation`'s
+    /// rule): one per webhook the rule alerts (its `alerts`, or the default
+    /// webhooks), none for `log` rules or an exceeded limit already
+    /// announced by its 100 % threshold.
+    pub fn entries(&self, violation: &Violation, event: &RuleEvent) -> Vec<OutboxEntry> {
         if violation.action == Action::Log || !violation.notify {
-            return;
+            return Vec::new();
         }
-        let sinks: Vec<Arc<Webhook>> = self
-            .webhooks
+        self.webhooks
             .iter()
             .filter(|w| {
                 if violation.alerts.is_empty() {
@@ -91,96 +123,125 @@ impl Alerts {
                     violation.alerts.iter().any(|n| *n == w.name)
                 }
             })
-            .cloned()
-            .collect();
-        if sinks.is_empty() {
-            return;
-        }
-        if tx
-            .try_send(Job {
+            .map(|w| OutboxEntry {
+                webhook: w.name.clone(),
+                key: entry_key(event, &w.name),
                 event: event.clone(),
-                sinks,
+                created_unix_nanos: now_nanos(),
             })
-            .is_err()
-        {
-            self.events.alert_dropped();
+            .collect()
+    }
+
+    /// New entries were stored: deliver them now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+}
+
+struct Delivery {
+    webhook: Arc<Webhook>,
+    outbox: Arc<dyn AlertOutbox>,
+    client: reqwest::Client,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    max_age: Duration,
+    events: Arc<InternalEvents>,
+}
+
+impl Delivery {
+    /// Waits `d`, or until stopped (`false`).
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stop.cancelled() => false,
+        }
+    }
+
+    async fn record(&self, entry: &OutboxEntry, outcome: Outcome) {
+        // The store is where the state lives: keep trying (an entry left
+        // pending is only delivered again, never lost).
+        loop {
+            match self
+                .outbox
+                .record(&entry.webhook, &entry.key, outcome.clone(), now_nanos())
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(webhook = %self.webhook.name, error = %e, "could not record an alert's delivery");
+                    if !self.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
+            }
         }
     }
 }
 
-fn dedupe_key(e: &RuleEvent) -> AlertKey {
-    let window = e
-        .window_end_unix_nanos
-        .unwrap_or_else(|| e.time_unix_nanos.div_euclid(REPEAT_AFTER));
-    (
-        e.rule_id.clone(),
-        e.scope.clone(),
-        e.kind.clone(),
-        e.threshold.map_or(0, f64::to_bits),
-        window,
-    )
-}
-
-/// Most alert identities remembered; past it the least recently sent are
-/// forgotten first (counted in `tollgate_alerts_dedup_evicted_total`): an
-/// alert forgotten that way could be sent a second time if its crossing
-/// were seen again, never lost.
-const SENT_MAX: u64 = 100_000;
-
-/// The alerts already sent, each remembered for 32 days (the longest window).
-fn sent_alerts(events: Arc<InternalEvents>) -> moka::sync::Cache<AlertKey, ()> {
-    moka::sync::Cache::builder()
-        .max_capacity(SENT_MAX)
-        .time_to_live(Duration::from_secs(32 * 86_400))
-        .eviction_listener(move |_, (), cause| {
-            if cause == moka::notification::RemovalCause::Size {
-                events.alert_dedup_evicted();
+/// Delivers `d.webhook`'s pending entries in order until stopped.
+async fn deliver(d: Delivery) {
+    loop {
+        // Woken by a batch stored after this point is not missed.
+        let woken = d.wake.notified();
+        let pending = match d.outbox.pending(&d.webhook.name, PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(webhook = %d.webhook.name, error = %e, "could not read pending alerts");
+                if !d.pause(IDLE_POLL).await {
+                    return;
+                }
+                continue;
             }
-        })
-        .build()
-}
-
-type AlertKey = (String, String, String, u64, i64);
-
-async fn run(mut rx: mpsc::Receiver<Job>, max_attempts: u32, events: Arc<InternalEvents>) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default();
-    // One ordered queue and task per webhook: a slow or failing webhook
-    // delays only its own alerts, and each receives them in order.
-    let mut queues: HashMap<String, mpsc::Sender<RuleEvent>> = HashMap::new();
-    let mut deliveries = JoinSet::new();
-    let sent = sent_alerts(Arc::clone(&events));
-    while let Some(job) = rx.recv().await {
-        // Each (rule, scope, threshold, window) is sent once.
-        let key = dedupe_key(&job.event);
-        if sent.contains_key(&key) {
+        };
+        d.events.alerts_pending(&d.webhook.name, pending.len());
+        if pending.is_empty() {
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = d.stop.cancelled() => return,
+            }
             continue;
         }
-        sent.insert(key, ());
-        for sink in job.sinks {
-            let queue = queues.entry(sink.name.clone()).or_insert_with(|| {
-                let (tx, mut rx) = mpsc::channel::<RuleEvent>(QUEUE);
-                let client = client.clone();
-                let events = Arc::clone(&events);
-                deliveries.spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        if sink.deliver(&client, &event, max_attempts).await {
-                            events.alert_delivered();
-                        } else {
-                            events.alert_failed();
-                        }
+        for p in pending {
+            let mut attempts = p.attempts;
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                if d.stop.is_cancelled() {
+                    return;
+                }
+                let age = now_nanos().saturating_sub(p.entry.created_unix_nanos);
+                if age > i64::try_from(d.max_age.as_nanos()).unwrap_or(i64::MAX) {
+                    d.events
+                        .alert_given_up(&d.webhook.name, "older than alerts.max_age");
+                    let error = "older than alerts.max_age".to_owned();
+                    d.record(&p.entry, Outcome::GivenUp { attempts, error })
+                        .await;
+                    break;
+                }
+                attempts += 1;
+                match d.webhook.post(&d.client, &p.entry).await {
+                    Ok(()) => {
+                        d.events.alert_delivered();
+                        d.record(&p.entry, Outcome::Delivered { attempts }).await;
+                        break;
                     }
-                });
-                tx
-            });
-            if queue.try_send(job.event.clone()).is_err() {
-                events.alert_dropped();
+                    Err(Attempt::Refused(error)) => {
+                        d.events.alert_given_up(&d.webhook.name, &error);
+                        d.record(&p.entry, Outcome::GivenUp { attempts, error })
+                            .await;
+                        break;
+                    }
+                    Err(Attempt::Failed(error)) => {
+                        d.events.alert_failed();
+                        d.record(&p.entry, Outcome::Failed { attempts, error })
+                            .await;
+                        if !d.pause(backoff).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
             }
         }
     }
-    // The queue closed (shutdown): each webhook finishes what it has.
-    drop(queues);
-    while deliveries.join_next().await.is_some() {}
 }

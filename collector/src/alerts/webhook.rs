@@ -1,14 +1,10 @@
 //! Delivering one alert to one webhook, with retries.
 
-use std::time::Duration;
-
 use serde_json::json;
 use tollgate_rules::RuleEvent;
 
 use crate::config::{WebhookFormat, WebhookSection};
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::sinks::OutboxEntry;
 
 /// A configured webhook. Its URL may itself be a secret (Slack's are): it is
 /// never logged, only its name.
@@ -90,39 +86,58 @@ impl Webhook {
         }
     }
 
-    /// Posts `e`, retrying with exponential backoff; true once delivered.
-    pub async fn deliver(
-        &self,
-        client: &reqwest::Client,
-        e: &RuleEvent,
-        max_attempts: u32,
-    ) -> bool {
-        let body = self.body(e);
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=max_attempts.max(1) {
-            match client.post(&self.url).json(&body).send().await {
-                Ok(r) if r.status().is_success() => return true,
-                // A 4xx other than 429 will not get better by retrying.
-                Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                    tracing::warn!(webhook = %self.name, status = r.status().as_u16(), "alert refused by the webhook");
-                    return false;
-                }
-                Ok(r) => {
-                    tracing::debug!(webhook = %self.name, attempt, status = r.status().as_u16(), "alert delivery failed");
-                }
-                Err(err) => {
-                    // reqwest errors name the URL; log only its kind.
-                    tracing::debug!(webhook = %self.name, attempt, timeout = err.is_timeout(), connect = err.is_connect(), "alert delivery failed");
-                }
+    /// One attempt at delivering `entry`, with its `Idempotency-Key`.
+    pub async fn post(&self, client: &reqwest::Client, entry: &OutboxEntry) -> Result<(), Attempt> {
+        let answer = client
+            .post(&self.url)
+            .header("idempotency-key", &entry.key)
+            .json(&self.body(&entry.event))
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) if r.status().is_redirection() => {
+                tracing::warn!(webhook = %self.name, status = r.status().as_u16(), "alert webhook answered a redirect; not followed");
+                Err(Attempt::Refused(format!(
+                    "the webhook answered {} (a redirect is not followed)",
+                    r.status().as_u16()
+                )))
             }
-            if attempt < max_attempts {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            // A client error other than a timeout or a rate limit will not
+            // get better by retrying.
+            Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 429) => {
+                tracing::warn!(webhook = %self.name, status = r.status().as_u16(), "alert refused by the webhook");
+                Err(Attempt::Refused(format!(
+                    "the webhook answered {}",
+                    r.status().as_u16()
+                )))
             }
+            Ok(r) => Err(Attempt::Failed(format!(
+                "the webhook answered {}",
+                r.status().as_u16()
+            ))),
+            // reqwest errors name the URL, which may be a secret: say only what kind.
+            Err(e) => Err(Attempt::Failed(
+                if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "could not connect"
+                } else {
+                    "the request failed"
+                }
+                .to_owned(),
+            )),
         }
-        tracing::warn!(webhook = %self.name, attempts = max_attempts, "alert not delivered");
-        false
     }
+}
+
+/// Why an attempt did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Worth trying again later.
+    Failed(String),
+    /// Will not be accepted however often it is tried.
+    Refused(String),
 }
 
 #[cfg(test)]
@@ -171,22 +186,17 @@ mod tests {
         (url, hits)
     }
 
-    #[tokio::test]
-    async fn retries_until_delivered_then_stops() {
-        let (url, hits) = flaky_receiver().await;
-        let w = Webhook {
-            name: "ops".into(),
-            url,
-            format: WebhookFormat::Json,
-            default: true,
-        };
-        let client = reqwest::Client::new();
-        assert!(w.deliver(&client, &event("threshold"), 5).await);
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
+    fn entry(e: RuleEvent) -> OutboxEntry {
+        OutboxEntry {
+            webhook: "ops".into(),
+            key: "k-1".into(),
+            event: e,
+            created_unix_nanos: 0,
+        }
     }
 
     #[tokio::test]
-    async fn gives_up_after_the_attempts_and_on_client_errors() {
+    async fn one_attempt_tells_a_failure_worth_retrying_from_a_refusal() {
         let (url, hits) = flaky_receiver().await;
         let w = Webhook {
             name: "ops".into(),
@@ -195,13 +205,19 @@ mod tests {
             default: true,
         };
         let client = reqwest::Client::new();
-        assert!(!w.deliver(&client, &event("threshold"), 2).await);
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let e = entry(event("threshold"));
+        assert!(matches!(w.post(&client, &e).await, Err(Attempt::Failed(_))));
+        assert!(matches!(w.post(&client, &e).await, Err(Attempt::Failed(_))));
+        assert_eq!(w.post(&client, &e).await, Ok(()));
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
         let gone = Webhook {
             url: "http://127.0.0.1:9/nothing".into(),
             ..w
         };
-        assert!(!gone.deliver(&client, &event("threshold"), 1).await);
+        assert_eq!(
+            gone.post(&client, &e).await,
+            Err(Attempt::Failed("could not connect".into()))
+        );
     }
 
     #[test]

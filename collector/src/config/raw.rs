@@ -176,20 +176,27 @@ fn default_true() -> bool {
 pub struct AlertsSection {
     #[serde(default)]
     pub webhooks: Vec<WebhookSection>,
-    /// Attempts per delivery before giving up (with exponential backoff).
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
+    /// An alert not delivered by then is given up (default 24h); until
+    /// then it is retried with backoff (200 ms doubling to 30 s), across
+    /// restarts.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// No longer used (alerts are retried until `max_age`); accepted so
+    /// that older files still load.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
-fn default_attempts() -> u32 {
-    6
+fn default_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 impl Default for AlertsSection {
     fn default() -> Self {
         Self {
             webhooks: Vec::new(),
-            max_attempts: default_attempts(),
+            max_age: default_max_age(),
+            max_attempts: None,
         }
     }
 }

@@ -34,20 +34,22 @@ impl RowSink for QueueRows {
         room: RowRoom,
     ) {
         let mut rule_events = Vec::with_capacity(violations.len());
+        let mut alerts = Vec::new();
         for v in &violations {
             let event = RuleEvent::new(&record, v);
-            self.alerts.notify(v, &event);
+            alerts.extend(self.alerts.entries(v, &event));
             rule_events.push(event);
         }
         self.killswitch.apply(&violations);
         self.events.rule_events(rule_events.len());
         let queued = match room.take::<RoomForOne>() {
-            Some(room) => self
-                .queue
-                .push_reserved(vec![record], rule_events, Some(unstored), room),
+            Some(room) => {
+                self.queue
+                    .push_reserved(vec![record], rule_events, alerts, Some(unstored), room)
+            }
             None => self
                 .queue
-                .try_push_with_events(vec![record], rule_events, Some(unstored))
+                .try_push_with_events(vec![record], rule_events, alerts, Some(unstored))
                 .map(|_| ()),
         };
         if queued.is_err() {

@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::wal::{Wal, WalError};
+use crate::sinks::OutboxEntry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 use tollgate_rules::engine::Unstored;
 use tollgate_rules::{CallRecord, RuleEvent};
@@ -59,6 +60,8 @@ pub struct Enqueued {
     pub unstored: Option<Unstored>,
     /// Where the rows' record ends in the write-ahead log.
     pub wal_end: Option<u64>,
+    /// Alerts announcing `events`, stored with them in the outbox.
+    pub alerts: Vec<OutboxEntry>,
 }
 
 /// Room for one row, reserved ahead (see [`RowQueue::reserve_one`]).
@@ -145,6 +148,7 @@ impl RowQueue {
                 events: Vec::new(),
                 unstored: None,
                 wal_end: Some(wal_end),
+                alerts: Vec::new(),
             })
             .map_err(|_| QueueError::Closed)
     }
@@ -205,6 +209,7 @@ impl RowQueue {
         &self,
         rows: Vec<CallRecord>,
         events: Vec<RuleEvent>,
+        alerts: Vec<OutboxEntry>,
         unstored: Option<Unstored>,
         room: RoomForOne,
     ) -> Result<(), QueueError> {
@@ -215,6 +220,7 @@ impl RowQueue {
             events,
             unstored,
             wal_end: None,
+            alerts,
         };
         self.send(e, true).map(|_| ())
     }
@@ -245,6 +251,7 @@ impl RowQueue {
             events: Vec::new(),
             unstored: None,
             wal_end: None,
+            alerts: Vec::new(),
         })
     }
 
@@ -282,6 +289,7 @@ impl RowQueue {
                 events: Vec::new(),
                 unstored: None,
                 wal_end: None,
+                alerts: Vec::new(),
             })
             .map_err(|_| QueueError::Closed)
     }
@@ -291,6 +299,7 @@ impl RowQueue {
         &self,
         rows: Vec<CallRecord>,
         events: Vec<RuleEvent>,
+        alerts: Vec<OutboxEntry>,
         unstored: Option<Unstored>,
     ) -> Result<Option<u64>, QueueError> {
         let permit = self.try_reserve(rows.len())?;
@@ -301,6 +310,7 @@ impl RowQueue {
             events,
             unstored,
             wal_end: None,
+            alerts,
         })
     }
 

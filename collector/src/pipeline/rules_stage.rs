@@ -14,6 +14,7 @@ use super::restore::{CounterRebuilder, event_key};
 use crate::alerts::Alerts;
 use crate::internal_events::InternalEvents;
 use crate::killswitch::KillSwitch;
+use crate::sinks::OutboxEntry;
 
 /// What the writer runs on each batch before writing it.
 #[derive(Clone)]
@@ -54,8 +55,14 @@ impl RuleStage {
         }
     }
 
-    /// Observes every call of `calls` (queue order) and appends the events to `out`.
-    pub fn evaluate(&mut self, calls: &mut [CallRecord], out: &mut Vec<RuleEvent>) {
+    /// Observes every call of `calls` (queue order) and appends the events
+    /// to `out`, the alerts announcing them to `alerts`.
+    pub fn evaluate(
+        &mut self,
+        calls: &mut [CallRecord],
+        out: &mut Vec<RuleEvent>,
+        alerts: &mut Vec<OutboxEntry>,
+    ) {
         let before = out.len();
         for call in calls.iter_mut() {
             // Gateway calls were admitted and settled against the same engine.
@@ -75,7 +82,7 @@ impl RuleStage {
                 {
                     continue;
                 }
-                self.alerts.notify(v, &event);
+                alerts.extend(self.alerts.entries(v, &event));
                 out.push(event);
             }
             self.killswitch.apply(&violations);
@@ -84,8 +91,14 @@ impl RuleStage {
     }
 
     /// Counts the usage that later descriptions of already-counted calls
-    /// added (see [`CallMerge::correction`]); appends the events to `out`.
-    pub fn correct(&mut self, merges: &[CallMerge], out: &mut Vec<RuleEvent>) {
+    /// added (see [`CallMerge::correction`]); appends the events to `out`,
+    /// their alerts to `alerts`.
+    pub fn correct(
+        &mut self,
+        merges: &[CallMerge],
+        out: &mut Vec<RuleEvent>,
+        alerts: &mut Vec<OutboxEntry>,
+    ) {
         let before = out.len();
         for m in merges.iter().filter(|m| !m.correction.is_zero()) {
             let mut extra = m.description.clone();
@@ -101,7 +114,7 @@ impl RuleStage {
                 {
                     continue;
                 }
-                self.alerts.notify(v, &event);
+                alerts.extend(self.alerts.entries(v, &event));
                 out.push(event);
             }
             self.killswitch.apply(&violations);
@@ -136,7 +149,13 @@ action = "alert"
         .unwrap();
         let tables = v["rules"].as_array().unwrap().clone();
         let events = InternalEvents::new();
-        let (alerts, _task) = Alerts::start(&AlertsSection::default(), Arc::clone(&events));
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::sinks::sqlite::SqliteStore::open(dir.path()).unwrap();
+        let (alerts, _task) = Alerts::start(
+            &AlertsSection::default(),
+            Arc::new(store),
+            Arc::clone(&events),
+        );
         RuleStage {
             engine: Engine::new(compile(&parse_rules(tables).unwrap()).unwrap()),
             killswitch: KillSwitch::new(),
@@ -168,7 +187,7 @@ action = "alert"
         // First pass: the 50 % crossing is an event.
         let mut first = stage(HashSet::new());
         let mut out = Vec::new();
-        first.evaluate(&mut calls(), &mut out);
+        first.evaluate(&mut calls(), &mut out, &mut Vec::new());
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].threshold, Some(0.5));
         // The same calls read again after a crash that stored the event
@@ -176,7 +195,7 @@ action = "alert"
         let mut again = stage([event_key(&out[0])].into());
         let mut out_again = Vec::new();
         let mut calls = calls();
-        again.evaluate(&mut calls, &mut out_again);
+        again.evaluate(&mut calls, &mut out_again, &mut Vec::new());
         assert!(out_again.is_empty(), "{out_again:?}");
         assert_eq!(calls[1].rules_fired, vec!["daily".to_owned()]);
         assert!(again.already_stored.is_empty());

@@ -18,8 +18,9 @@ use super::identity::{CallIdentity, CallMerge};
 use super::queue::{Enqueued, RowQueue, RowReceiver};
 use super::restore::Restore;
 use super::rules_stage::RuleStage;
+use crate::alerts::Alerts;
 use crate::internal_events::InternalEvents;
-use crate::sinks::{Batch, Sink};
+use crate::sinks::{Batch, OutboxEntry, Sink};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -76,6 +77,7 @@ impl Writer {
                 sink,
                 events,
                 queue,
+                alerts: None,
             },
             batch_max_rows,
             identity: None,
@@ -106,6 +108,7 @@ impl Writer {
 
     /// Runs `stage` on every batch before it is written.
     pub fn with_rules(mut self, stage: RuleStage) -> Self {
+        self.store.alerts = Some(stage.alerts.clone());
         self.rules = Some(stage);
         self
     }
@@ -165,6 +168,7 @@ impl Writer {
                 batch.acks.extend(e.ack.take());
                 batch.events.append(&mut e.events);
                 batch.unstored.extend(e.unstored.take());
+                batch.alerts.append(&mut e.alerts);
                 batch.wal_end = batch.wal_end.max(e.wal_end);
             }
             self.store.events.queue_depth(self.store.queue.depth());
@@ -194,8 +198,8 @@ impl Writer {
                 batch.unstored.push(stage.engine.unstored());
                 stage.rebuild(&batch.calls, &batch.merges).await;
                 let evaluated = catch_unwind(AssertUnwindSafe(|| {
-                    stage.evaluate(&mut batch.calls, &mut batch.events);
-                    stage.correct(&batch.merges, &mut batch.events);
+                    stage.evaluate(&mut batch.calls, &mut batch.events, &mut batch.alerts);
+                    stage.correct(&batch.merges, &mut batch.events, &mut batch.alerts);
                 }));
                 if evaluated.is_err() {
                     self.store.events.stage_panicked("rules", 0);
@@ -254,6 +258,8 @@ struct Flight {
     unstored: Vec<Unstored>,
     /// Where the batch's last record ends in the write-ahead log.
     wal_end: Option<u64>,
+    /// Alerts announcing the batch's rule events, into the outbox.
+    alerts: Vec<OutboxEntry>,
 }
 
 impl Flight {
@@ -290,6 +296,8 @@ struct StoreWriter {
     sink: Arc<dyn Sink>,
     events: Arc<InternalEvents>,
     queue: RowQueue,
+    /// Told when a batch put alerts in the outbox.
+    alerts: Option<Alerts>,
 }
 
 impl StoreWriter {
@@ -299,8 +307,15 @@ impl StoreWriter {
             std::mem::take(&mut flight.calls),
             std::mem::take(&mut flight.events),
         )
-        .with_merges(std::mem::take(&mut flight.merges));
+        .with_merges(std::mem::take(&mut flight.merges))
+        .with_alerts(std::mem::take(&mut flight.alerts));
         let written = self.write_with_retry(&batch, &mut stop).await;
+        if written
+            && !batch.alerts.is_empty()
+            && let Some(alerts) = &self.alerts
+        {
+            alerts.wake();
+        }
         if written && let (Some(wal), Some(end)) = (self.queue.wal(), flight.wal_end.take()) {
             // Not on a shutdown that gave up: those rows are read back from
             // the log at the next start.

@@ -2,9 +2,11 @@
 //! chosen from `[storage]` by [`crate::config::StorageConfig::build`].
 
 pub mod clickhouse;
+pub mod outbox;
 mod sink;
 pub mod sqlite;
 mod store;
 
+pub use outbox::{AlertOutbox, DeliveryState, OutboxEntry, Outcome, Pending};
 pub use sink::{Batch, CallMerge, Correction, Sink, SinkError};
 pub use store::Store;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tollgate_rules::{CallRecord, RuleEvent};
 
+use super::outbox::OutboxEntry;
+
 /// What one write stores: calls and the rule events they caused, together.
 ///
 /// Shared rather than borrowed, so that a store can hand it to a thread of
@@ -16,6 +18,9 @@ pub struct Batch {
     /// Later descriptions of calls already stored, merged into their rows
     /// after `calls` are written (a row may be in this very batch).
     pub merges: Arc<Vec<CallMerge>>,
+    /// Alerts announcing `events`, into the outbox (an entry already there,
+    /// by its key, is kept as it is).
+    pub alerts: Arc<Vec<OutboxEntry>>,
 }
 
 impl Batch {
@@ -24,7 +29,14 @@ impl Batch {
             calls: Arc::new(calls),
             events: Arc::new(events),
             merges: Arc::default(),
+            alerts: Arc::default(),
         }
+    }
+
+    /// With the alerts to put in the outbox.
+    pub fn with_alerts(mut self, alerts: Vec<OutboxEntry>) -> Self {
+        self.alerts = Arc::new(alerts);
+        self
     }
 
     /// With the merges to apply after the calls.

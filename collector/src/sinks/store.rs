@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::clickhouse::ClickhouseStore;
 use super::sqlite::SqliteStore;
-use super::{Sink, SinkError};
+use super::{AlertOutbox, Sink, SinkError};
 use crate::admin::AdminLog;
 use crate::config::StorageConfig;
 use crate::query::QueryStore;
@@ -15,6 +15,8 @@ pub struct Store {
     pub sink: Arc<dyn Sink>,
     pub query: Arc<dyn QueryStore>,
     pub admin: Arc<dyn AdminLog>,
+    /// The alert outbox.
+    pub outbox: Arc<dyn AlertOutbox>,
 }
 
 impl StorageConfig {
@@ -31,7 +33,8 @@ impl StorageConfig {
                 Ok(Store {
                     sink: Arc::new(store.clone()),
                     query: Arc::new(store.clone()),
-                    admin: Arc::new(store),
+                    admin: Arc::new(store.clone()),
+                    outbox: Arc::new(store),
                 })
             }
             StorageConfig::Clickhouse(config) => {
@@ -40,7 +43,8 @@ impl StorageConfig {
                 Ok(Store {
                     sink: Arc::new(store.clone()),
                     query: Arc::new(store.clone()),
-                    admin: Arc::new(store),
+                    admin: Arc::new(store.clone()),
+                    outbox: Arc::new(store),
                 })
             }
         }

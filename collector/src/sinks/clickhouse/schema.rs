@@ -178,6 +178,28 @@ const MIGRATIONS: &[(&str, &[&str])] = &[
             "ALTER TABLE {db}.calls ADD COLUMN IF NOT EXISTS parent_span_id String DEFAULT '' CODEC(ZSTD(1))",
         ],
     ),
+    (
+        "alert_outbox",
+        &[
+            // An alert per (crossing, webhook), stored with its rule event
+            // and kept until delivered or given up. Each attempt adds a row
+            // with a higher version; read with FINAL. An entry stored again
+            // (a batch replayed) has version 0 and never hides its state.
+            "CREATE TABLE IF NOT EXISTS {db}.alert_outbox (
+                webhook            LowCardinality(String),
+                key                String,
+                identity           String,
+                event              String CODEC(ZSTD(1)),
+                created_unix_nanos Int64,
+                state              LowCardinality(String),
+                attempts           UInt32,
+                last_error         String,
+                version            UInt64
+            )
+            ENGINE = ReplacingMergeTree(version)
+            ORDER BY (webhook, key)",
+        ],
+    ),
 ];
 
 /// Tables that retention (TTL) applies to, with their time column.
@@ -330,6 +352,6 @@ mod tests {
             assert!(sql.contains("analytics."), "{sql}");
             assert!(!sql.contains("{db}"), "{sql}");
         }
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, 7);
     }
 }

@@ -9,6 +9,9 @@ use tollgate_rules::{CallRecord, RuleEvent};
 use super::config::{ClickhouseCompression, ClickhouseConfig};
 use super::row::{CallRow, EventRow};
 use super::schema;
+use crate::sinks::outbox::{
+    AlertOutbox, DeliveryState, OutboxEntry, Outcome, Pending, alert_identity,
+};
 use crate::sinks::{Batch, CallMerge, Sink, SinkError};
 
 /// The ClickHouse store. Cheap to clone: clones share the connection pool.
@@ -161,6 +164,28 @@ impl ClickhouseStore {
             .map_err(sink_err)
     }
 
+    /// Puts alerts in the outbox (version 0: an entry already there keeps
+    /// its state).
+    async fn insert_alerts(&self, alerts: &[OutboxEntry]) -> Result<(), SinkError> {
+        let values = vec!["(?, ?, ?, ?, ?, 'pending', 0, '', 0)"; alerts.len()].join(", ");
+        let mut query = self.client.query(&format!(
+            "INSERT INTO alert_outbox
+             (webhook, key, identity, event, created_unix_nanos, state, attempts, last_error, version)
+             VALUES {values}"
+        ));
+        for a in alerts {
+            let event =
+                serde_json::to_string(&a.event).map_err(|e| SinkError::Rejected(e.to_string()))?;
+            query = query
+                .bind(a.webhook.as_str())
+                .bind(a.key.as_str())
+                .bind(alert_identity(&a.event))
+                .bind(event)
+                .bind(a.created_unix_nanos);
+        }
+        query.execute().await.map_err(sink_err)
+    }
+
     async fn insert_events(&self, events: &[RuleEvent], token: &str) -> Result<(), SinkError> {
         let mut insert = self
             .client
@@ -219,10 +244,15 @@ impl Sink for ClickhouseStore {
     fn write(&self, batch: Batch) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
             let token = batch_token(&batch.calls, &batch.events);
-            // Events first: a writer killed between the two inserts leaves
-            // events without their calls, which whoever reads the calls
-            // again recognises (pipeline::event_key), never calls without
-            // their events.
+            // Alerts, then events, then calls: a writer killed between two
+            // inserts leaves alerts without their events (stored again, by
+            // key, when the events are made again) or events without their
+            // calls, which whoever reads the calls again recognises
+            // (pipeline::event_key); never events without their alerts nor
+            // calls without their events.
+            if !batch.alerts.is_empty() {
+                self.insert_alerts(&batch.alerts).await?;
+            }
             if !batch.events.is_empty() {
                 self.insert_events(&batch.events, &format!("{token}-events"))
                     .await?;
@@ -235,6 +265,106 @@ impl Sink for ClickhouseStore {
                 self.merge(m).await?;
             }
             Ok(())
+        })
+    }
+}
+
+impl AlertOutbox for ClickhouseStore {
+    fn pending<'a>(
+        &'a self,
+        webhook: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Pending>, SinkError>> {
+        Box::pin(async move {
+            let rows = self
+                .client
+                .query(
+                    "SELECT key, event, created_unix_nanos, attempts FROM alert_outbox FINAL
+                     WHERE webhook = ? AND state = 'pending'
+                     ORDER BY created_unix_nanos, key LIMIT ?",
+                )
+                .bind(webhook)
+                .bind(limit as u64)
+                .fetch_all::<(String, String, i64, u32)>()
+                .await
+                .map_err(sink_err)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(key, event, created, attempts)| {
+                    Some(Pending {
+                        entry: OutboxEntry {
+                            webhook: webhook.to_owned(),
+                            key,
+                            event: serde_json::from_str(&event).ok()?,
+                            created_unix_nanos: created,
+                        },
+                        attempts,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn record<'a>(
+        &'a self,
+        webhook: &'a str,
+        key: &'a str,
+        outcome: Outcome,
+        at_unix_nanos: i64,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.client
+                .query(
+                    "INSERT INTO alert_outbox
+                     (webhook, key, identity, event, created_unix_nanos, state, attempts, last_error, version)
+                     SELECT webhook, key, identity, event, created_unix_nanos, ?, ?, ?, ?
+                     FROM alert_outbox FINAL WHERE webhook = ? AND key = ?",
+                )
+                .bind(outcome.state())
+                .bind(outcome.attempts())
+                .bind(outcome.error())
+                .bind(u64::try_from(at_unix_nanos).unwrap_or(1).max(1))
+                .bind(webhook)
+                .bind(key)
+                .execute()
+                .await
+                .map_err(sink_err)
+        })
+    }
+
+    fn deliveries<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, DeliveryState)>, SinkError>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let list = vec!["?"; keys.len()].join(", ");
+            let mut query = self.client.query(&format!(
+                "SELECT identity, webhook, state, attempts FROM alert_outbox FINAL
+                 WHERE identity IN ({list}) ORDER BY webhook"
+            ));
+            for k in keys {
+                query = query.bind(k.as_str());
+            }
+            let rows = query
+                .fetch_all::<(String, String, String, u32)>()
+                .await
+                .map_err(sink_err)?;
+            Ok(rows
+                .into_iter()
+                .map(|(identity, webhook, state, attempts)| {
+                    (
+                        identity,
+                        DeliveryState {
+                            webhook,
+                            state,
+                            attempts,
+                        },
+                    )
+                })
+                .collect())
         })
     }
 }

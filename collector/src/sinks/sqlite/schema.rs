@@ -128,6 +128,23 @@ const MIGRATIONS: &[&str] = &[
     // 8: the span's parent, which ties a call to its run and lets a later
     // description of the call (another instrumentation layer) find its row.
     "ALTER TABLE calls ADD COLUMN parent_span_id TEXT NOT NULL DEFAULT '';",
+    // 9: the alert outbox: an alert per (crossing, webhook), stored with its
+    // rule event and kept until delivered or given up.
+    "CREATE TABLE alert_outbox (
+        id                 INTEGER PRIMARY KEY,
+        webhook            TEXT NOT NULL,
+        key                TEXT NOT NULL,
+        identity           TEXT NOT NULL,
+        event              TEXT NOT NULL,
+        created_unix_nanos INTEGER NOT NULL,
+        state              TEXT NOT NULL DEFAULT 'pending',
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        last_error         TEXT,
+        updated_unix_nanos INTEGER
+     );
+     CREATE UNIQUE INDEX alert_outbox_by_key ON alert_outbox (webhook, key);
+     CREATE INDEX alert_outbox_pending ON alert_outbox (webhook, id) WHERE state = 'pending';
+     CREATE INDEX alert_outbox_by_identity ON alert_outbox (identity);",
 ];
 
 /// The key of `calls_by_second`. A query reads a time range from that index

@@ -13,6 +13,9 @@ use tollgate_rules::{CallRecord, RuleEvent};
 use super::readers::{ReadConfig, Readers, open_reader};
 use super::schema;
 use crate::sinks::CallMerge;
+use crate::sinks::outbox::{
+    AlertOutbox, DeliveryState, OutboxEntry, Outcome, Pending, alert_identity,
+};
 use crate::sinks::{Batch, Sink, SinkError};
 
 /// File name of the database inside the data directory.
@@ -110,7 +113,8 @@ impl BatchThread {
             .name("tollgate-sqlite".into())
             .spawn(move || {
                 for (batch, done) in rx {
-                    let written = inner.insert(&batch.calls, &batch.events, &batch.merges);
+                    let written =
+                        inner.insert(&batch.calls, &batch.events, &batch.merges, &batch.alerts);
                     // The pipeline takes the rows back once this handle is gone.
                     drop(batch);
                     let _ = done.send(written);
@@ -248,6 +252,7 @@ impl Inner {
         batch: &[CallRecord],
         events: &[RuleEvent],
         merges: &[CallMerge],
+        alerts: &[OutboxEntry],
     ) -> Result<(), SinkError> {
         let mut conn = self
             .writer
@@ -384,6 +389,26 @@ impl Inner {
                 .map_err(unavailable)?;
             }
         }
+        if !alerts.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alert_outbox
+                     (webhook, key, identity, event, created_unix_nanos) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(unavailable)?;
+            for a in alerts {
+                let event = serde_json::to_string(&a.event)
+                    .map_err(|e| SinkError::Rejected(e.to_string()))?;
+                stmt.execute(params![
+                    a.webhook,
+                    a.key,
+                    alert_identity(&a.event),
+                    event,
+                    a.created_unix_nanos
+                ])
+                .map_err(unavailable)?;
+            }
+        }
         tx.commit().map_err(unavailable)
     }
 }
@@ -414,6 +439,126 @@ fn unavailable(e: rusqlite::Error) -> SinkError {
 impl Sink for SqliteStore {
     fn write(&self, batch: Batch) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(self.batches.write(batch))
+    }
+}
+
+impl AlertOutbox for SqliteStore {
+    fn pending<'a>(
+        &'a self,
+        webhook: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Pending>, SinkError>> {
+        Box::pin(async move {
+            run_blocking(|| {
+                let conn = self
+                    .inner()
+                    .writer
+                    .lock()
+                    .map_err(|_| SinkError::Unavailable("store writer lock poisoned".into()))?;
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT key, event, created_unix_nanos, attempts FROM alert_outbox
+                         WHERE webhook = ?1 AND state = 'pending' ORDER BY id LIMIT ?2",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![webhook, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .map_err(unavailable)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (key, event, created, attempts) = row.map_err(unavailable)?;
+                    let Ok(event) = serde_json::from_str(&event) else {
+                        continue;
+                    };
+                    out.push(Pending {
+                        entry: OutboxEntry {
+                            webhook: webhook.to_owned(),
+                            key,
+                            event,
+                            created_unix_nanos: created,
+                        },
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    });
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn record<'a>(
+        &'a self,
+        webhook: &'a str,
+        key: &'a str,
+        outcome: Outcome,
+        at_unix_nanos: i64,
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            run_blocking(|| {
+                let conn = self
+                    .inner()
+                    .writer
+                    .lock()
+                    .map_err(|_| SinkError::Unavailable("store writer lock poisoned".into()))?;
+                conn.execute(
+                    "UPDATE alert_outbox SET state = ?3, attempts = ?4,
+                     last_error = NULLIF(?5, ''), updated_unix_nanos = ?6
+                     WHERE webhook = ?1 AND key = ?2",
+                    params![
+                        webhook,
+                        key,
+                        outcome.state(),
+                        outcome.attempts(),
+                        outcome.error(),
+                        at_unix_nanos
+                    ],
+                )
+                .map_err(unavailable)?;
+                Ok(())
+            })
+        })
+    }
+
+    fn deliveries<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, DeliveryState)>, SinkError>> {
+        Box::pin(async move {
+            run_blocking(|| {
+                let conn = super::readers::open_reader(self.path()).map_err(unavailable)?;
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT identity, webhook, state, attempts FROM alert_outbox
+                         WHERE identity = ?1 ORDER BY webhook",
+                    )
+                    .map_err(unavailable)?;
+                let mut out = Vec::new();
+                for key in keys {
+                    let rows = stmt
+                        .query_map([key], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                DeliveryState {
+                                    webhook: r.get(1)?,
+                                    state: r.get(2)?,
+                                    attempts: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                                },
+                            ))
+                        })
+                        .map_err(unavailable)?;
+                    for row in rows {
+                        out.push(row.map_err(unavailable)?);
+                    }
+                }
+                Ok(out)
+            })
+        })
     }
 }
 
