@@ -459,3 +459,146 @@ async fn a_full_disk_pushes_back_and_ingest_resumes_when_space_returns() {
         "{before} requests acknowledged before the disk was full, {refused} refused, 20 after it grew"
     );
 }
+
+/// What a webhook receiver got: (Idempotency-Key, the event's threshold).
+type Received = Arc<Mutex<Vec<(String, f64)>>>;
+
+/// A webhook receiver on `port` (0: any) until the returned handle is aborted.
+async fn receiver(port: u16, got: Received) -> (u16, tokio::task::JoinHandle<()>) {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/hook",
+        post(
+            move |headers: axum::http::HeaderMap, axum::Json(v): axum::Json<serde_json::Value>| {
+                let got = Arc::clone(&got);
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|k| k.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let threshold = v["event"]["threshold"].as_f64().unwrap_or(-1.0);
+                    got.lock().unwrap().push((key, threshold));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (
+        port,
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
+    )
+}
+
+/// A threshold event is stored while the webhook is down, the collector is
+/// killed before it could deliver it, a second event comes after the
+/// restart, and the webhook stays down for a minute: once it is back it
+/// gets both, each with an Idempotency-Key that is the same on every
+/// delivery of the same alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_delivered_at_least_once_across_a_kill_and_a_webhook_outage() {
+    let got: Received = Arc::default();
+    // A port for the webhook, closed at once: the webhook is down.
+    let (port, server) = receiver(0, Arc::clone(&got)).await;
+    server.abort();
+    let _ = server.await;
+    let down_since = std::time::Instant::now();
+    let mut c = Collector::start(&format!(
+        r#"
+[[alerts.webhooks]]
+name = "ops"
+url = "http://127.0.0.1:{port}/hook"
+default = true
+
+[[rules]]
+id = "daily-alerts"
+type = "budget"
+metric = "tokens"
+limit = 1000
+scope = ["project"]
+window = "day"
+alert_at = [0.5, 0.8]
+action = "alert"
+"#
+    ));
+    let alert_states = async |c: &Collector| -> Vec<serde_json::Value> {
+        let (_, body) = c.get("/v1/events?since=1h&rule=daily-alerts").await;
+        body["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e["alerts"].clone())
+            .collect()
+    };
+    // 600 tokens: the 50 % threshold, stored, its delivery failing.
+    c.send_tokens(1, "alerted", 600).await;
+    wait_for("a failed delivery attempt", async || {
+        alert_states(&c)
+            .await
+            .first()
+            .is_some_and(|a| a[0]["attempts"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    assert_eq!(alert_states(&c).await[0][0]["state"], "pending");
+    c.crash_and_restart();
+    // After the restart: the 80 % threshold.
+    c.send_tokens(2, "alerted", 300).await;
+    wait_for("the second event", async || {
+        alert_states(&c).await.len() == 2
+    })
+    .await;
+    // The webhook comes back after a minute down.
+    let left = Duration::from_secs(60).saturating_sub(down_since.elapsed());
+    tokio::time::sleep(left).await;
+    assert!(got.lock().unwrap().is_empty());
+    let (_, server) = receiver(port, Arc::clone(&got)).await;
+    // Retries back off to 30 s apart: the next one may be that far.
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let both = {
+            let got = got.lock().unwrap();
+            [0.5, 0.8]
+                .iter()
+                .all(|t| got.iter().any(|(_, th)| (th - t).abs() < 1e-9))
+        };
+        if both {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered: received {:?}, states {:?}\n{}",
+            got.lock().unwrap(),
+            alert_states(&c).await,
+            c.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.abort();
+    let got = got.lock().unwrap().clone();
+    for (key, threshold) in &got {
+        assert!(!key.is_empty(), "an alert without an Idempotency-Key");
+        // Every delivery of one alert carries one key; two alerts, two keys.
+        let same_alert: HashSet<&str> = got
+            .iter()
+            .filter(|(_, t)| t == threshold)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(same_alert.len(), 1, "{got:?}");
+    }
+    let keys: HashSet<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 2, "{got:?}");
+    let states = alert_states(&c).await;
+    wait_for("deliveries recorded", async || {
+        alert_states(&c)
+            .await
+            .iter()
+            .all(|a| a[0]["state"] == "delivered")
+    })
+    .await;
+    eprintln!("received {got:?}; states {states:?}");
+}

@@ -136,7 +136,8 @@ pub async fn run(
         admin_log: Arc::clone(&admin_log),
     };
     let already_stored = restore.run(&engine, &killswitch, Some(&mut identity)).await;
-    let (alerts, alerts_task) = Alerts::start(&config.alerts, outbox, Arc::clone(&events));
+    let (alerts, alerts_task) =
+        Alerts::start(&config.alerts, Arc::clone(&outbox), Arc::clone(&events));
 
     let grpc_listener = bind(
         config.grpc_listen,
@@ -377,6 +378,7 @@ pub async fn run(
         receivers_ready: Arc::clone(&receivers_ready),
         gateway: addrs.gateway,
         max_query_range: config.max_query_range,
+        outbox,
     })
     .merge(enforcement_router(killswitch.clone()));
     match &config.admin_token {

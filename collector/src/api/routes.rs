@@ -18,6 +18,7 @@ use crate::internal_events::InternalEvents;
 use crate::query::{
     Dimension, EventsQuery, QueryError, QueryStore, UsageQuery, format_since, parse_since,
 };
+use crate::sinks::outbox::{AlertOutbox, DeliveryState, alert_identity};
 
 /// Most rows `/v1/calls` and `/v1/usage` return at once.
 const MAX_LIMIT: usize = 10_000;
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub gateway: Option<SocketAddr>,
     /// Longest range `since` may cover (`api.max_query_range`).
     pub max_query_range: Duration,
+    /// The alert outbox: `/v1/events` shows each event's deliveries.
+    pub outbox: Arc<dyn AlertOutbox>,
 }
 
 /// `/v1/usage`, `/v1/calls`, `/healthz`, `/readyz`, `/metrics`.
@@ -191,6 +194,29 @@ async fn events(
         within_query_timeout: true,
     };
     let rows = counted(&state, "events", state.store.events(query).await)?;
+    // Each event with its alerts' deliveries (`alerts`: webhook, state,
+    // attempts), when it has any.
+    let identities: Vec<String> = rows.iter().map(alert_identity).collect();
+    let mut deliveries: HashMap<String, Vec<DeliveryState>> = HashMap::new();
+    match state.outbox.deliveries(&identities).await {
+        Ok(found) => {
+            for (identity, d) in found {
+                deliveries.entry(identity).or_default().push(d);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read alert deliveries"),
+    }
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .zip(&identities)
+        .map(|(event, identity)| {
+            let mut v = serde_json::to_value(event).unwrap_or_default();
+            if let Some(d) = deliveries.get(identity) {
+                v["alerts"] = serde_json::to_value(d).unwrap_or_default();
+            }
+            v
+        })
+        .collect();
     Ok(answer(rows, &since))
 }
 
