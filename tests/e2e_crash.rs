@@ -569,13 +569,14 @@ action = "alert"
         if both {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not delivered: received {:?}, states {:?}\n{}",
-            got.lock().unwrap(),
-            alert_states(&c).await,
-            c.stderr()
-        );
+        if std::time::Instant::now() >= deadline {
+            let received = got.lock().unwrap().clone();
+            let states = alert_states(&c).await;
+            panic!(
+                "not delivered: received {received:?}, states {states:?}\n{}",
+                c.stderr()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     server.abort();
