@@ -376,9 +376,10 @@ impl InternalEvents {
         })
     }
 
-    /// Exports the write-ahead log's state (`tollgate_wal_*`).
-    pub fn attach_wal(&self, wal: Arc<crate::pipeline::wal::Wal>) {
-        let _ = self.wal.0.set(wal);
+    /// Exports the write-ahead log's state (`tollgate_wal_*`), read by
+    /// `stats` at scrape time.
+    pub fn attach_wal(&self, stats: impl Fn() -> WalStats + Send + Sync + 'static) {
+        let _ = self.wal.0.set(Arc::new(stats));
     }
 
     pub fn wal_replayed(&self, rows: usize) {
@@ -811,9 +812,24 @@ impl prometheus_client::collector::Collector for LedgerMetrics {
     }
 }
 
+/// The write-ahead log's figures at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalStats {
+    pub pending_bytes: u64,
+    pub max_bytes: u64,
+    pub segments: u64,
+    pub appends: u64,
+    pub appended_bytes: u64,
+    pub refused_full: u64,
+    pub write_errors: u64,
+    pub flushes: u64,
+}
+
+type WalStatsFn = Arc<dyn Fn() -> WalStats + Send + Sync>;
+
 /// The write-ahead log's state, read at scrape time.
 #[derive(Clone, Default)]
-struct WalMetrics(Arc<std::sync::OnceLock<Arc<crate::pipeline::wal::Wal>>>);
+struct WalMetrics(Arc<std::sync::OnceLock<WalStatsFn>>);
 
 impl std::fmt::Debug for WalMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -829,11 +845,11 @@ impl prometheus_client::collector::Collector for WalMetrics {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::gauge::ConstGauge;
-        use std::sync::atomic::Ordering::Relaxed;
-        let Some(wal) = self.0.get() else {
+        let Some(stats) = self.0.get() else {
             return Ok(());
         };
-        let (pending, max) = wal.pending_bytes();
+        let s = stats();
+        let (pending, max) = (s.pending_bytes, s.max_bytes);
         let gauges = [
             (
                 "wal_pending_bytes",
@@ -848,7 +864,7 @@ impl prometheus_client::collector::Collector for WalMetrics {
             (
                 "wal_segments",
                 "Segment files of the write-ahead log on disk",
-                wal.segments() as u64,
+                s.segments,
             ),
         ];
         for (name, help, value) in gauges {
@@ -856,32 +872,31 @@ impl prometheus_client::collector::Collector for WalMetrics {
             let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
             gauge.encode(metric)?;
         }
-        let c = wal.counters();
         let counters = [
             (
                 "wal_appends",
                 "Records appended to the write-ahead log",
-                c.appends.load(Relaxed),
+                s.appends,
             ),
             (
                 "wal_appended_bytes",
                 "Bytes appended to the write-ahead log",
-                c.appended_bytes.load(Relaxed),
+                s.appended_bytes,
             ),
             (
                 "wal_refused_full",
                 "Appends refused because the write-ahead log reached durability.max_disk_mib",
-                c.refused_full.load(Relaxed),
+                s.refused_full,
             ),
             (
                 "wal_write_errors",
                 "Write-ahead log writes or flushes the disk refused (full or failing)",
-                c.write_errors.load(Relaxed),
+                s.write_errors,
             ),
             (
                 "wal_flushes",
                 "Flushes of the write-ahead log to the device (level power)",
-                c.flushes.load(Relaxed),
+                s.flushes,
             ),
         ];
         for (name, help, value) in counters {

@@ -191,7 +191,8 @@ pub async fn run(
                 source,
             })?;
             tokio::spawn(Arc::clone(&wal).run_flusher());
-            events.attach_wal(Arc::clone(&wal));
+            let stats = Arc::clone(&wal);
+            events.attach_wal(move || stats.stats());
             (queue.with_wal(wal), recovered)
         }
         _ => (queue, Recovered::default()),

@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use tollgate_rules::CallRecord;
 
 pub use crate::config::Durability;
+use crate::internal_events::WalStats;
 
 /// Settings of the log.
 #[derive(Debug, Clone)]
@@ -225,6 +226,22 @@ impl Wal {
     /// Segment files on disk.
     pub fn segments(&self) -> usize {
         lock(&self.appender).segments.len()
+    }
+
+    /// Figures for `/metrics`.
+    pub fn stats(&self) -> WalStats {
+        let (pending_bytes, max_bytes) = self.pending_bytes();
+        let c = &self.counters;
+        WalStats {
+            pending_bytes,
+            max_bytes,
+            segments: self.segments() as u64,
+            appends: c.appends.load(Ordering::Relaxed),
+            appended_bytes: c.appended_bytes.load(Ordering::Relaxed),
+            refused_full: c.refused_full.load(Ordering::Relaxed),
+            write_errors: c.write_errors.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+        }
     }
 
     /// Encodes a record; done outside the queue's lock.
