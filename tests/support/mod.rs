@@ -304,7 +304,8 @@ impl Collector {
             }
         });
         let line = loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
+            // Generous: a restart reads the last minutes of calls back first.
+            match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) if l.starts_with("tollgate listening:") => break l,
                 Ok(_) => continue,
                 Err(_) => {
