@@ -380,7 +380,7 @@ async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
             .query("SELECT count(), max(version) FROM tg_retry.tollgate_migrations")
             .await
             .trim(),
-        "6\t6"
+        "7\t7"
     );
 }
 
@@ -437,7 +437,7 @@ async fn an_older_store_is_migrated_to_the_model_asked_for() {
     eventually(renamed, "42\t0").await;
     eventually(
         "SELECT max(version) FROM tg_upgrade.tollgate_migrations",
-        "6",
+        "7",
     )
     .await;
     let (_, by_model) = ch.get("/v1/usage?by=model&since=1h").await;

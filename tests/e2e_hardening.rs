@@ -295,7 +295,11 @@ async fn more_request_bytes_than_the_memory_limit_are_refused_before_they_are_re
     let _serial = SERIAL.lock().await;
     const REQUESTS: u64 = 500;
     const LIMIT_MIB: u64 = 256;
-    let c = Collector::start(&format!("[memory]\nlimit_mib = {LIMIT_MIB}\n"));
+    // Refused bodies are read and dropped: 2 GB in all, which a busy
+    // machine may take longer to read than the default body timeout.
+    let c = Collector::start(&format!(
+        "[memory]\nlimit_mib = {LIMIT_MIB}\n[listeners]\nbody_read_timeout = \"300s\"\n"
+    ));
     // Just under the default 4 MiB body limit.
     let padding = bytes::Bytes::from(vec![b'x'; (4 << 20) - 1024]);
     let client = reqwest::Client::builder()
