@@ -247,14 +247,7 @@ impl Collector {
     pub fn restart(&mut self) {
         let exit = self.terminate();
         assert!(exit.success(), "{}", self.stderr());
-        let (child, line, stderr_path) =
-            Self::spawn(self.dir.path(), &self.config_path, &self.args, &self.envs);
-        self.child = child;
-        self.stderr_path = stderr_path;
-        self.grpc = parse_addr(&line, "otlp_grpc");
-        self.http = parse_addr(&line, "otlp_http");
-        self.api = parse_addr(&line, "api");
-        self.gateway = parse_optional_addr(&line, "gateway");
+        self.start_again();
     }
 
     /// Kills the collector (SIGKILL: no shutdown at all) and starts it again
@@ -262,6 +255,11 @@ impl Collector {
     pub fn crash_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        self.start_again();
+    }
+
+    /// Starts the (stopped) collector on its data and config again.
+    fn start_again(&mut self) {
         let (child, line, stderr_path) =
             Self::spawn(self.dir.path(), &self.config_path, &self.args, &self.envs);
         self.child = child;
