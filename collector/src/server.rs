@@ -57,6 +57,11 @@ pub enum ServeError {
     Gateway(String),
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error(
+        "cannot tell which rows read back from the write-ahead log the store already has ({0}); \
+         the collector does not start rather than store them twice"
+    )]
+    WalReplay(String),
     #[error("write-ahead log in {dir}: {source}; fix the directory or set durability.dir")]
     Wal {
         dir: String,
@@ -473,12 +478,10 @@ async fn replay_wal(
         .map(|r| (r.start_unix_nanos, r.trace_id.clone(), r.span_id.clone()))
         .collect();
     // Without the answer, stored rows would be stored twice: better not start.
-    let stored = store.stored(&keys).await.map_err(|e| ServeError::Wal {
-        dir: "(replay)".into(),
-        source: WalError::Io(std::io::Error::other(format!(
-            "cannot tell which rows read back from the write-ahead log are stored: {e}"
-        ))),
-    })?;
+    let stored = store
+        .stored(&keys)
+        .await
+        .map_err(|e| ServeError::WalReplay(e.to_string()))?;
     let (mut queued, mut already) = (0, 0);
     for (end, mut entry) in recovered.entries {
         let before = entry.rows.len();

@@ -247,6 +247,13 @@ impl SqliteStore {
 }
 
 impl Inner {
+    /// The writer connection (batches, and the alert outbox's updates).
+    fn lock_writer(&self) -> Result<std::sync::MutexGuard<'_, Connection>, SinkError> {
+        self.writer
+            .lock()
+            .map_err(|_| SinkError::Unavailable("store writer lock poisoned".into()))
+    }
+
     fn insert(
         &self,
         batch: &[CallRecord],
@@ -254,10 +261,7 @@ impl Inner {
         merges: &[CallMerge],
         alerts: &[OutboxEntry],
     ) -> Result<(), SinkError> {
-        let mut conn = self
-            .writer
-            .lock()
-            .map_err(|_| SinkError::Unavailable("store writer lock poisoned".into()))?;
+        let mut conn = self.lock_writer()?;
         let tx = conn.transaction().map_err(unavailable)?;
         {
             let mut stmt = tx.prepare_cached(INSERT).map_err(unavailable)?;
@@ -450,11 +454,7 @@ impl AlertOutbox for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<Pending>, SinkError>> {
         Box::pin(async move {
             run_blocking(|| {
-                let conn = self
-                    .inner()
-                    .writer
-                    .lock()
-                    .map_err(|_| SinkError::Unavailable("store writer lock poisoned".into()))?;
+                let conn = self.inner().lock_writer()?;
                 let mut stmt = conn
                     .prepare_cached(
                         "SELECT key, event, created_unix_nanos, attempts FROM alert_outbox
@@ -501,11 +501,7 @@ impl AlertOutbox for SqliteStore {
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             run_blocking(|| {
-                let conn = self
-                    .inner()
-                    .writer
-                    .lock()
-                    .map_err(|_| SinkError::Unavailable("store writer lock poisoned".into()))?;
+                let conn = self.inner().lock_writer()?;
                 conn.execute(
                     "UPDATE alert_outbox SET state = ?3, attempts = ?4,
                      last_error = NULLIF(?5, ''), updated_unix_nanos = ?6
