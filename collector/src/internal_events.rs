@@ -129,6 +129,7 @@ pub struct InternalEvents {
     labels_dropped: Counter,
     connections_open: Family<[(&'static str, &'static str); 1], Gauge>,
     connections_closed: Family<Labels, Counter>,
+    auth_failures: Family<Labels, Counter>,
     memory: MemoryMetrics,
     ledger: LedgerMetrics,
     wal: WalMetrics,
@@ -296,6 +297,12 @@ impl InternalEvents {
             "Connections open, by listener",
             connections_open.clone(),
         );
+        let auth_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused for their key or token, by listener and reason (missing, unknown, revoked, expired, role, scope, throttled)",
+            auth_failures.clone(),
+        );
         let connections_closed = Family::<Labels, Counter>::default();
         registry.register(
             "listener_connections_closed",
@@ -366,6 +373,7 @@ impl InternalEvents {
             labels_dropped,
             connections_open,
             connections_closed,
+            auth_failures,
             memory,
             ledger,
             wal,
@@ -427,6 +435,13 @@ impl InternalEvents {
         }
         self.connections_closed
             .get_or_create(&[("listener", listener), ("reason", why.as_str())])
+            .inc();
+    }
+
+    /// A request was refused for its key or token (never logged with it).
+    pub fn auth_failed(&self, listener: &'static str, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&[("listener", listener), ("reason", reason)])
             .inc();
     }
 

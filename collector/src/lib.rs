@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;

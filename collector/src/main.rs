@@ -147,6 +147,16 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Keys(command) => match tollgate_collector::cli::run_keys(&command).await {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Usage(args) => match tollgate_collector::cli::run_usage(&args).await {
             Ok(text) => {
                 println!("{text}");

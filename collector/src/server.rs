@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::middleware;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,12 +15,14 @@ use tokio::sync::mpsc;
 use tollgate_gateway::{Gateway, GatewayDeps, KeyStore};
 use tollgate_rules::engine::Engine;
 
+use crate::admin::KeyCache;
 use crate::admin::{AdminState, Reloader, admin_router};
 use crate::alerts::Alerts;
 use crate::api::{ApiState, api_router};
+use crate::auth::{Auth, Guard, Need, Style, require};
 use crate::config::Config;
 use crate::config::Durability;
-use crate::gateway::{KeyCache, KillSwitchBlocks, QueueRows};
+use crate::gateway::{KillSwitchBlocks, QueueRows};
 use crate::internal_events::InternalEvents;
 use crate::kafka::{CallConsumer, CallProducer};
 use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
@@ -31,6 +34,30 @@ use crate::pipeline::{
     CallIdentity, CounterRebuilder, Restore, RowQueue, RuleStage, Writer, row_queue,
 };
 use crate::query::{CallKey, QueryStore};
+
+/// How often keys are read again from the store (a key revoked by another
+/// process sharing it stops working here within this).
+const KEYS_REFRESH: Duration = Duration::from_secs(1);
+
+/// What a request on the gRPC port needs: spans `ingest`, the kill-switch
+/// stream `read`.
+fn grpc_need(path: &str) -> Option<Need> {
+    if path.starts_with("/opentelemetry.proto.collector.trace.v1.TraceService/") {
+        Some(Need::Ingest)
+    } else {
+        Some(Need::Read)
+    }
+}
+
+/// What a request on the API port needs: nothing for health checks.
+fn api_need(path: &str) -> Option<Need> {
+    match path {
+        "/healthz" | "/readyz" => None,
+        "/metrics" => Some(Need::Metrics),
+        p if p.starts_with("/admin/") => Some(Need::Admin),
+        _ => Some(Need::Read),
+    }
+}
 
 /// Size past which the write-ahead log starts a new segment file.
 const WAL_SEGMENT_BYTES: u64 = 64 << 20;
@@ -168,10 +195,22 @@ pub async fn run(
         None => None,
     };
     let keys = Arc::new(
-        KeyCache::load(Arc::clone(&admin_log))
+        KeyCache::load(Arc::clone(&admin_log), config.auth.keys.clone())
             .await
-            .map_err(|e| ServeError::Gateway(format!("cannot load virtual keys: {e}")))?,
+            .map_err(|e| ServeError::Gateway(format!("cannot load keys: {e}")))?,
     );
+    let auth = Arc::new(Auth::new(
+        &config.auth,
+        config.admin_token.as_ref(),
+        Arc::clone(&keys),
+        Arc::clone(&events),
+    ));
+    if config.auth.open_beyond_loopback {
+        tracing::warn!(
+            "auth.mode = \"open\" with a listener reachable from other machines: anyone who can \
+             reach it can send spend into any project and read every call; set auth.mode = \"keys\""
+        );
+    }
     let addrs = BoundAddrs {
         otlp_grpc: local(&grpc_listener, config.grpc_listen),
         otlp_http: http_listener.as_ref().map(|l| local(l, config.http_listen)),
@@ -294,8 +333,17 @@ pub async fn run(
     } else {
         tonic::service::Routes::new(enforcement_service(killswitch.clone()))
     };
+    let grpc_guard = Guard {
+        auth: Arc::clone(&auth),
+        listener: "otlp_grpc",
+        style: Style::Grpc,
+        need: grpc_need,
+    };
     let grpc_app = admit_grpc(
-        grpc_routes.prepare().into_axum_router(),
+        grpc_routes
+            .prepare()
+            .into_axum_router()
+            .layer(middleware::from_fn_with_state(grpc_guard, require)),
         memory.clone(),
         config.grpc_max_message_bytes as u64,
     );
@@ -318,8 +366,14 @@ pub async fn run(
         },
     );
     if let Some(http_listener) = http_listener {
+        let guard = Guard {
+            auth: Arc::clone(&auth),
+            listener: "otlp_http",
+            style: Style::Otlp,
+            need: |_| Some(Need::Ingest),
+        };
         let http_app = admit_http(
-            http_app,
+            http_app.layer(middleware::from_fn_with_state(guard, require)),
             memory.clone(),
             config.http_max_body_bytes as u64,
             memory_refusal,
@@ -387,20 +441,32 @@ pub async fn run(
         outbox,
     })
     .merge(enforcement_router(killswitch.clone()));
-    match &config.admin_token {
-        Some(token) => {
-            api_app = api_app.merge(admin_router(AdminState {
-                token: token.clone(),
-                engine: engine.clone(),
-                killswitch: killswitch.clone(),
-                reloader: Arc::clone(&reloader),
-                log: Arc::clone(&admin_log),
-                keys: Arc::clone(&keys),
-            }));
-        }
-        None => tracing::info!(
-            "admin API off: set admin.token (or TOLLGATE_ADMIN__TOKEN) to enable /admin/v1"
-        ),
+    api_app = api_app.merge(admin_router(AdminState {
+        engine: engine.clone(),
+        killswitch: killswitch.clone(),
+        reloader: Arc::clone(&reloader),
+        log: Arc::clone(&admin_log),
+        keys: Arc::clone(&keys),
+    }));
+    if !auth.admin_possible() {
+        tracing::info!(
+            "admin API off: set admin.token (or TOLLGATE_ADMIN__TOKEN), or write an `admin` key in [[auth.keys]]"
+        );
+    }
+    let api_app = api_app.layer(middleware::from_fn_with_state(
+        Guard {
+            auth: Arc::clone(&auth),
+            listener: "api",
+            style: Style::Json,
+            need: api_need,
+        },
+        require,
+    ));
+    {
+        let keys = Arc::clone(&keys);
+        let stop = receivers_stop.clone();
+        // Keys made or revoked by another process sharing the store.
+        tasks.spawn(async move { keys.watch(KEYS_REFRESH, stop).await });
     }
     let watch_stop = receivers_stop.clone();
     tasks.spawn(async move { reloader.watch(Duration::from_secs(2), watch_stop).await });

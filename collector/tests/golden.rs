@@ -18,7 +18,7 @@ use serde_json::Value;
 use tollgate_collector::config::LabelPolicy;
 use tollgate_collector::normalize::{Normalizer, NormalizerConfig};
 use tollgate_collector::pipeline::CallIdentity;
-use tollgate_collector::query::QueryStore;
+use tollgate_collector::query::{CallsQuery, QueryStore};
 use tollgate_collector::sinks::Sink;
 use tollgate_collector::sinks::sqlite::SqliteStore;
 use tollgate_rules::CallRecord;
@@ -284,7 +284,7 @@ async fn one_row_per_provider_response_in_the_store() {
         .write(tollgate_collector::sinks::Batch::new(rows.clone(), vec![]))
         .await
         .unwrap();
-    let stored = store.calls(100).await.unwrap();
+    let stored = store.calls(CallsQuery::latest(100)).await.unwrap();
     let with_response: Vec<_> = stored.iter().filter(|r| r.request_id.is_some()).collect();
     assert_eq!(with_response.len(), 3, "three answered calls");
     let mut ids: Vec<_> = with_response.iter().map(|r| r.request_id.clone()).collect();

@@ -7,6 +7,11 @@
 //! (no per-key salt to try). A server-side pepper (HMAC) would add a second
 //! secret to manage and rotate for no gain against this threat model.
 //!
+//! One key model serves every caller: each key has roles ([`Role`]: send
+//! spans, call the gateway, read, administer) and a tenant scope (org,
+//! optionally project and user). Keys made before roles existed are
+//! gateway keys.
+//!
 //! The gateway reads keys through [`KeyStore`], synchronously, on every
 //! request; the collector implements it over an in-memory cache that its
 //! admin API fills and persists. [`MemoryKeyStore`] serves tests.
@@ -58,6 +63,78 @@ impl KeyLimits {
     }
 }
 
+/// What a key may do. A key has one or more roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Send spans to the OTLP receivers, counted under the key's scope.
+    Ingest,
+    /// Call the inline gateway (what virtual keys always were).
+    Gateway,
+    /// Read the query API, the kill-switch state and its streams, within
+    /// the key's scope.
+    Read,
+    /// Everything `read` may, plus the admin API (unscoped keys only).
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Ingest, Role::Gateway, Role::Read, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Gateway => "gateway",
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn gateway_only() -> Vec<Role> {
+    vec![Role::Gateway]
+}
+
+/// Why a presented key is not accepted for what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    Revoked,
+    Expired,
+    /// The key has no role that allows this.
+    Role(Role),
+}
+
+impl KeyRefusal {
+    /// A short label for metrics and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            KeyRefusal::Revoked => "revoked",
+            KeyRefusal::Expired => "expired",
+            KeyRefusal::Role(_) => "role",
+        }
+    }
+}
+
+impl fmt::Display for KeyRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyRefusal::Revoked => f.write_str("this key was revoked"),
+            KeyRefusal::Expired => f.write_str("this key has expired"),
+            KeyRefusal::Role(r) => write!(f, "this key does not have the `{r}` role"),
+        }
+    }
+}
+
 /// A virtual key as stored: never the secret itself, only its hash.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct VirtualKey {
@@ -79,11 +156,17 @@ pub struct VirtualKey {
     pub allowed_models: Vec<String>,
     #[serde(default)]
     pub limits: KeyLimits,
+    /// What the key may do; keys stored before roles existed are gateway keys.
+    #[serde(default = "gateway_only")]
+    pub roles: Vec<Role>,
     /// Unix nanoseconds.
     pub created_unix_nanos: i64,
     /// Unix nanoseconds; a revoked key is refused.
     #[serde(default)]
     pub revoked_unix_nanos: Option<i64>,
+    /// Unix nanoseconds after which the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_unix_nanos: Option<i64>,
 }
 
 /// The hash is not the secret, but it is shown shortened anyway.
@@ -98,8 +181,10 @@ impl fmt::Debug for VirtualKey {
             .field("user", &self.user)
             .field("allowed_models", &self.allowed_models)
             .field("limits", &self.limits)
+            .field("roles", &self.roles)
             .field("created_unix_nanos", &self.created_unix_nanos)
             .field("revoked_unix_nanos", &self.revoked_unix_nanos)
+            .field("expires_unix_nanos", &self.expires_unix_nanos)
             .finish()
     }
 }
@@ -116,9 +201,35 @@ impl VirtualKey {
             user: None,
             allowed_models: Vec::new(),
             limits: KeyLimits::default(),
+            roles: gateway_only(),
             created_unix_nanos: crate::clock::now_unix_nanos(),
             revoked_unix_nanos: None,
+            expires_unix_nanos: None,
         }
+    }
+
+    /// Whether one of the key's roles allows `role` (`admin` includes `read`).
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles
+            .iter()
+            .any(|&r| r == role || (r == Role::Admin && role == Role::Read))
+    }
+
+    /// Whether the key may be used for `role` at `now_unix_nanos`.
+    pub fn permits(&self, role: Role, now_unix_nanos: i64) -> Result<(), KeyRefusal> {
+        if self.is_revoked() {
+            return Err(KeyRefusal::Revoked);
+        }
+        if self
+            .expires_unix_nanos
+            .is_some_and(|at| now_unix_nanos >= at)
+        {
+            return Err(KeyRefusal::Expired);
+        }
+        if !self.has_role(role) {
+            return Err(KeyRefusal::Role(role));
+        }
+        Ok(())
     }
 
     /// Whether the key may ask for `model` (any of `names`, the spellings of
@@ -135,6 +246,33 @@ impl VirtualKey {
         self.revoked_unix_nanos.is_some()
     }
 }
+
+/// Why a key with `roles` cannot have this scope, if it cannot.
+pub fn check_roles_and_scope(
+    roles: &[Role],
+    org: Option<&str>,
+    project: Option<&str>,
+    user: Option<&str>,
+) -> Result<(), String> {
+    if roles.is_empty() {
+        return Err("`roles` is empty: give at least one of ingest, gateway, read, admin".into());
+    }
+    let scoped = org.is_some() || project.is_some() || user.is_some();
+    if roles.contains(&Role::Admin) && scoped {
+        return Err(
+            "an `admin` key cannot have a scope (org, project, user): it administers every tenant"
+                .into(),
+        );
+    }
+    if project.is_some() && org.is_none() && roles.iter().any(|r| *r != Role::Gateway) {
+        // Project names are unique within an org, not across orgs.
+        return Err("a key scoped to a project needs its `org` too".into());
+    }
+    Ok(())
+}
+
+/// Id prefix of keys written in the collector's config (`[[auth.keys]]`).
+pub const CONFIG_KEY_PREFIX: &str = "cfg_";
 
 /// Where the gateway finds virtual keys. Called on every request, on the
 /// request's task: it must answer from memory and never block on I/O.
@@ -248,6 +386,37 @@ mod tests {
         assert!(k.allows_model(["openai/gpt-4o", "gpt-4o"]));
         assert!(k.allows_model(["support-chat"]));
         assert!(!k.allows_model(["claude-3-5-haiku", "anthropic/claude-3-5-haiku"]));
+    }
+
+    #[test]
+    fn roles_expiry_and_revocation_decide_what_a_key_permits() {
+        let mut k = VirtualKey::new("k", "s");
+        assert_eq!(k.permits(Role::Gateway, 10), Ok(()));
+        assert_eq!(
+            k.permits(Role::Ingest, 10),
+            Err(KeyRefusal::Role(Role::Ingest))
+        );
+        k.roles = vec![Role::Admin];
+        assert_eq!(k.permits(Role::Read, 10), Ok(()));
+        assert_eq!(k.permits(Role::Admin, 10), Ok(()));
+        assert_eq!(
+            k.permits(Role::Gateway, 10),
+            Err(KeyRefusal::Role(Role::Gateway))
+        );
+        k.expires_unix_nanos = Some(10);
+        assert_eq!(k.permits(Role::Admin, 9), Ok(()));
+        assert_eq!(k.permits(Role::Admin, 10), Err(KeyRefusal::Expired));
+        k.revoked_unix_nanos = Some(5);
+        assert_eq!(k.permits(Role::Admin, 9), Err(KeyRefusal::Revoked));
+    }
+
+    #[test]
+    fn keys_stored_before_roles_are_gateway_keys() {
+        let stored = r#"{"id":"key_1","hash":"ab","org":"acme","project":null,"user":null,
+            "created_unix_nanos":1}"#;
+        let k: VirtualKey = serde_json::from_str(stored).unwrap();
+        assert_eq!(k.roles, vec![Role::Gateway]);
+        assert_eq!(k.expires_unix_nanos, None);
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub use deps::{
 pub use error::GatewayError;
 pub use internal_events::GatewayStats;
 pub use keys::{
-    KEY_PREFIX, KeyLimits, KeyStore, MemoryKeyStore, VirtualKey, generate_key, hash_key,
+    CONFIG_KEY_PREFIX, KEY_PREFIX, KeyLimits, KeyRefusal, KeyStore, MemoryKeyStore, Role,
+    VirtualKey, check_roles_and_scope, generate_key, hash_key,
 };
 pub use proxy::overloaded;
 pub use secret::Secret;

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::dialect::{Dialect, Operation};
-use crate::keys::{VirtualKey, hash_key};
+use crate::keys::{KeyRefusal, Role, VirtualKey, hash_key};
 use crate::proxy::{self, ApiError, Shared};
 
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -147,12 +147,19 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             events.auth_failed(&rid, "unknown");
             return ApiError::Unauthorized("this virtual key is not valid").into_response(dialect);
         }
-        Some(k) if k.is_revoked() => {
-            events.auth_failed(&rid, "revoked");
-            return ApiError::Unauthorized("this virtual key was revoked").into_response(dialect);
-        }
         Some(k) => k,
     };
+    if let Err(refusal) = key.permits(Role::Gateway, crate::clock::now_unix_nanos()) {
+        events.auth_failed(&rid, refusal.reason());
+        let message = match refusal {
+            KeyRefusal::Revoked => "this virtual key was revoked",
+            KeyRefusal::Expired => "this virtual key has expired",
+            KeyRefusal::Role(_) => {
+                "this key may not call the gateway (it lacks the `gateway` role)"
+            }
+        };
+        return ApiError::Unauthorized(message).into_response(dialect);
+    }
     // Nothing past this point needs the caller's secret.
     for name in ["authorization", "x-api-key", "api-key"] {
         req.headers_mut().remove(name);

@@ -26,6 +26,9 @@ pub enum ApiError {
         .0.as_secs_f64()
     )]
     Timeout(Duration),
+    /// Outside what the caller's key may read.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<QueryError> for ApiError {
@@ -34,6 +37,7 @@ impl From<QueryError> for ApiError {
             QueryError::BadRequest(m) => ApiError::BadRequest(m),
             QueryError::Store(m) => ApiError::Store(m),
             QueryError::Timeout { timeout } => ApiError::Timeout(timeout),
+            QueryError::Forbidden(m) => ApiError::Forbidden(m),
         }
     }
 }
@@ -53,6 +57,10 @@ impl IntoResponse for ApiError {
                     serde_json::json!({ "error": "store_error" }),
                 )
             }
+            ApiError::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                serde_json::json!({ "error": "forbidden" }),
+            ),
             ApiError::NotReady(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({ "error": "not_ready" }),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,7 +16,8 @@ use serde_json::json;
 use super::error::ApiError;
 use crate::internal_events::InternalEvents;
 use crate::query::{
-    Dimension, EventsQuery, QueryError, QueryStore, UsageQuery, format_since, parse_since,
+    CallsQuery, Dimension, EventsQuery, QueryError, QueryStore, Tenant, UsageQuery, format_since,
+    parse_since,
 };
 use crate::sinks::outbox::{AlertOutbox, DeliveryState, alert_identity};
 
@@ -130,6 +131,7 @@ fn limit(params: &HashMap<String, String>, default: usize) -> Result<usize, ApiE
 /// `GET /v1/usage?by=project,model&since=1h[&project=x][&limit=N]`.
 async fn usage(
     State(state): State<ApiState>,
+    tenant: Option<Extension<Tenant>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let group_by = match params.get("by") {
@@ -152,6 +154,7 @@ async fn usage(
             }
         }
     }
+    tenant_of(tenant).restrict(&mut filters)?;
     filters.sort_by_key(|(d, _)| d.as_str());
     let query = UsageQuery {
         group_by,
@@ -163,12 +166,40 @@ async fn usage(
     Ok(answer(rows, &since))
 }
 
-/// `GET /v1/calls?limit=N`: the latest calls, newest first.
+/// The tenant of the request's key; everything when auth let it in without one.
+fn tenant_of(tenant: Option<Extension<Tenant>>) -> Tenant {
+    tenant.map(|t| t.0).unwrap_or_default()
+}
+
+/// `GET /v1/calls?limit=N[&project=x]...`: the latest calls, newest first,
+/// with equality filters on any dimension.
 async fn calls(
     State(state): State<ApiState>,
+    tenant: Option<Extension<Tenant>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let answer = state.store.calls(limit(&params, 50)?).await;
+    let mut filters = Vec::new();
+    for (k, v) in &params {
+        if k == "limit" {
+            continue;
+        }
+        let d = Dimension::parse(k).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown parameter `{k}`; use limit or a dimension filter ({})",
+                Dimension::ALL.map(Dimension::as_str).join(", ")
+            ))
+        })?;
+        filters.push((d, v.clone()));
+    }
+    tenant_of(tenant).restrict(&mut filters)?;
+    filters.sort_by_key(|(d, _)| d.as_str());
+    let answer = state
+        .store
+        .calls(CallsQuery {
+            limit: limit(&params, 50)?,
+            filters,
+        })
+        .await;
     let rows = counted(&state, "calls", answer)?;
     Ok(Json(json!({ "rows": rows })))
 }
@@ -176,6 +207,7 @@ async fn calls(
 /// `GET /v1/events?since=24h[&rule=ID][&kind=threshold][&limit=N]`: rule events, newest first.
 async fn events(
     State(state): State<ApiState>,
+    tenant: Option<Extension<Tenant>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
     for k in params.keys() {
@@ -192,7 +224,9 @@ async fn events(
         kind: params.get("kind").cloned(),
         limit: limit(&params, 100)?,
         within_query_timeout: true,
-    };
+        ..EventsQuery::default()
+    }
+    .within(&tenant_of(tenant));
     let rows = counted(&state, "events", state.store.events(query).await)?;
     // Each event with its alerts' deliveries (`alerts`: webhook, state,
     // attempts), when it has any.

@@ -26,6 +26,74 @@ pub enum Command {
     /// Show, enable or disable the inline gateway in a config file.
     #[command(subcommand)]
     Gateway(GatewayCommand),
+    /// Create, list and revoke keys (through the admin API).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; its secret is printed once.
+    Create(KeysCreateArgs),
+    /// List keys (never their secrets).
+    List(AdminArgs),
+    /// Revoke a key by id; it stops working at once.
+    Revoke(KeysRevokeArgs),
+    /// Print a new random secret for a `[[auth.keys]]` entry (no collector needed).
+    Generate,
+}
+
+/// Where the admin API is and how to reach it.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Base URL of the collector's API.
+    #[arg(
+        long,
+        env = "TOLLGATE_API_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub api: String,
+    /// The admin token (admin.token) or an `admin` key.
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysCreateArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// What the key may do: ingest, gateway, read, admin (repeat or comma-separate).
+    #[arg(long = "role", value_delimiter = ',', required = true)]
+    pub roles: Vec<String>,
+    /// A label, e.g. "search agents".
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The org the key acts for (its spans are counted there; it reads only there).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// The project within the org.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// The user (gateway keys: the `X-Tollgate-User` header cannot change it).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The key stops working this long after it is made: 30d, 12h.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+    /// Gateway keys: globs of the models the key may use (repeatable).
+    #[arg(long = "allowed-model")]
+    pub allowed_models: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRevokeArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The key's id (`key_...`).
+    pub id: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +160,9 @@ pub struct UsageArgs {
         default_value = "http://127.0.0.1:7070"
     )]
     pub api: String,
+    /// A `read` key, when the collector requires keys.
+    #[arg(long, env = "TOLLGATE_KEY", hide_env_values = true)]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Args)]

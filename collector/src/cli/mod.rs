@@ -4,11 +4,13 @@
 
 mod args;
 mod gateway;
+mod keys;
 mod usage;
 
 pub use args::{
-    Cli, Command, ConfigCheckArgs, ConfigCommand, DemoArgs, GatewayArgs, GatewayCommand, ServeArgs,
-    UsageArgs,
+    AdminArgs, Cli, Command, ConfigCheckArgs, ConfigCommand, DemoArgs, GatewayArgs, GatewayCommand,
+    KeysCommand, KeysCreateArgs, KeysRevokeArgs, ServeArgs, UsageArgs,
 };
 pub use gateway::{GatewayCliError, run_gateway};
+pub use keys::{KeysError, run_keys};
 pub use usage::{UsageError, run_usage};

@@ -41,12 +41,11 @@ pub async fn run_usage(args: &UsageArgs) -> Result<String, UsageError> {
         api: args.api.clone(),
         source,
     };
-    let response = reqwest::Client::new()
-        .get(&url)
-        .query(&query)
-        .send()
-        .await
-        .map_err(unreachable)?;
+    let mut request = reqwest::Client::new().get(&url).query(&query);
+    if let Some(key) = &args.key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.map_err(unreachable)?;
     let status = response.status();
     let body: Value = response.json().await.map_err(unreachable)?;
     if !status.is_success() {

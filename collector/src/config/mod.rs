@@ -11,11 +11,11 @@ pub use expand::expand_env;
 pub(crate) use load::from_text;
 pub use load::{ConfigError, load};
 pub use raw::{
-    AdminSection, AlertsSection, ApiSection, Durability, KafkaRole, KafkaSection, LogFormat,
-    LogSection, OtlpSection, PipelineSection, PricingSection, RawConfig, ReceiversSection,
-    StorageSection, WebhookFormat, WebhookSection,
+    AdminSection, AlertsSection, ApiSection, AuthKeySection, AuthMode, AuthSection, Durability,
+    KafkaRole, KafkaSection, LogFormat, LogSection, OtlpSection, PipelineSection, PricingSection,
+    RawConfig, ReceiversSection, StorageSection, WebhookFormat, WebhookSection,
 };
 pub use validate::{
-    Config, DEFAULT_MAX_QUERY_RANGE, DurabilityConfig, LabelPolicy, ListenerLimits, Secret,
-    StorageConfig,
+    AuthConfig, Config, DEFAULT_MAX_QUERY_RANGE, DurabilityConfig, LabelPolicy, ListenerLimits,
+    Secret, StorageConfig,
 };

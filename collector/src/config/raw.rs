@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use tollgate_gateway::GatewayConfig;
+
 use tollgate_rules::pricing::PriceOverride;
 
 /// The whole file. Every section is optional.
@@ -41,6 +43,8 @@ pub struct RawConfig {
     pub ledger: LedgerSection,
     #[serde(default)]
     pub durability: DurabilitySection,
+    #[serde(default)]
+    pub auth: AuthSection,
     /// `[[rules]]`: budgets, rate limits, model access, region locks and
     /// custom rules; read one by one so that an error names its rule.
     #[serde(default)]
@@ -137,6 +141,68 @@ pub struct AdminSection {
     /// Prefer `token = "${TOLLGATE_ADMIN_TOKEN}"` to writing it here.
     #[serde(default)]
     pub token: Option<String>,
+}
+
+/// Whether callers need keys.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No key needed; a key that is sent still scopes the request.
+    Open,
+    /// Every OTLP request, read and kill-switch stream needs a key.
+    Keys,
+}
+
+/// `[auth]`: who may send spans, read and administer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `open` or `keys`. Unset: open while every listener is on loopback;
+    /// a listener on another address then refuses to start.
+    #[serde(default)]
+    pub mode: Option<AuthMode>,
+    /// Bearer token `/metrics` accepts besides `read` keys (for Prometheus:
+    /// `authorization.credentials_file`). Prefer `${TOLLGATE_METRICS_TOKEN}`.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
+    /// Keys written here (from files or the environment) rather than made
+    /// through the admin API; they are not stored and cannot be revoked
+    /// through the API.
+    #[serde(default)]
+    pub keys: Vec<AuthKeySection>,
+}
+
+/// One `[[auth.keys]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthKeySection {
+    /// Its id is `cfg_<name>`.
+    pub name: String,
+    pub roles: Vec<tollgate_gateway::Role>,
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The key itself, e.g. `"${TOLLGATE_INGEST_KEY}"`; or `secret_file`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the key (a mounted Secret); surrounding whitespace is ignored.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// The key itself is never shown.
+impl std::fmt::Debug for AuthKeySection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthKeySection")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("org", &self.org)
+            .field("project", &self.project)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
 }
 
 /// Body format of a webhook.

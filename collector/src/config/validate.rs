@@ -33,6 +33,142 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// `[auth]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Whether every OTLP request, read and kill-switch stream needs a key.
+    pub keys_required: bool,
+    /// `mode = "open"` written with a listener off loopback: warned at start.
+    pub open_beyond_loopback: bool,
+    pub metrics_token: Option<Secret>,
+    /// `[[auth.keys]]`, hashed.
+    pub keys: Vec<tollgate_gateway::VirtualKey>,
+}
+
+impl AuthConfig {
+    /// Open, as for tests and embedding on loopback.
+    pub fn open() -> Self {
+        Self {
+            keys_required: false,
+            open_beyond_loopback: false,
+            metrics_token: None,
+            keys: Vec::new(),
+        }
+    }
+}
+
+fn auth_config(
+    section: super::raw::AuthSection,
+    listeners: &[(&'static str, SocketAddr)],
+    admin_token: Option<&Secret>,
+) -> Result<AuthConfig, ConfigError> {
+    use super::raw::AuthMode;
+    let mut keys = Vec::new();
+    for (i, k) in section.keys.into_iter().enumerate() {
+        let field = |f: &str| format!("auth.keys[{i}].{f}");
+        if k.name.trim().is_empty()
+            || !k
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                &field("name"),
+                "must be letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        let secret = match (k.secret, &k.secret_file) {
+            (Some(s), None) => s,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    invalid(
+                        &field("secret_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_owned(),
+            _ => {
+                return Err(invalid(
+                    &field("secret"),
+                    "give exactly one of `secret` and `secret_file`",
+                ));
+            }
+        };
+        if secret.trim().len() < 24 {
+            return Err(invalid(
+                &field("secret"),
+                "must be at least 24 characters (`tollgate keys generate` makes one)",
+            ));
+        }
+        tollgate_gateway::check_roles_and_scope(
+            &k.roles,
+            k.org.as_deref(),
+            k.project.as_deref(),
+            None,
+        )
+        .map_err(|m| invalid(&field("roles"), m))?;
+        let mut key = tollgate_gateway::VirtualKey::new(
+            format!("{}{}", tollgate_gateway::CONFIG_KEY_PREFIX, k.name),
+            secret.trim(),
+        );
+        key.name = Some(k.name);
+        key.roles = k.roles;
+        key.org = k.org;
+        key.project = k.project;
+        if keys.iter().any(|other: &tollgate_gateway::VirtualKey| {
+            other.id == key.id || other.hash == key.hash
+        }) {
+            return Err(invalid(
+                &field("name"),
+                "two keys with the same name or secret",
+            ));
+        }
+        keys.push(key);
+    }
+    let off_loopback = listeners.iter().find(|(_, a)| !a.ip().is_loopback());
+    let (keys_required, open_beyond_loopback) = match section.mode {
+        Some(AuthMode::Keys) => {
+            if keys.is_empty() && admin_token.is_none() {
+                return Err(invalid(
+                    "auth.mode",
+                    "is `keys` but no key can ever be made: set admin.token (then `tollgate keys create`) or write [[auth.keys]]",
+                ));
+            }
+            (true, false)
+        }
+        Some(AuthMode::Open) => (false, off_loopback.is_some()),
+        None => match off_loopback {
+            None => (false, false),
+            Some((field, addr)) => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{addr} is reachable from other machines but [auth] is not set: set auth.mode = \"keys\" \
+                         (with admin.token or [[auth.keys]]) so callers need keys, or auth.mode = \"open\" to let anyone in"
+                    ),
+                ));
+            }
+        },
+    };
+    let metrics_token = match section.metrics_token {
+        Some(t) if t.trim().len() < 16 => {
+            return Err(invalid(
+                "auth.metrics_token",
+                "must be at least 16 characters",
+            ));
+        }
+        Some(t) => Some(Secret(t)),
+        None => None,
+    };
+    Ok(AuthConfig {
+        keys_required,
+        open_beyond_loopback,
+        metrics_token,
+        keys,
+    })
+}
+
 /// Where rows go, validated.
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
@@ -89,8 +225,10 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// `[gateway]` validated, provider keys loaded; `Some` when enabled.
     pub gateway_valid: Option<Arc<ValidConfig>>,
-    /// Admin API bearer token; `None` = admin API off.
+    /// Admin API bearer token; `None` = admin API off (unless admin keys).
     pub admin_token: Option<Secret>,
+    /// Who needs keys, and the keys written in the config.
+    pub auth: AuthConfig,
     pub alerts: AlertsSection,
     /// Kafka scale-out; `None` = rows go straight to the store.
     pub kafka: Option<KafkaConfig>,
@@ -373,6 +511,15 @@ impl RawConfig {
             None => None,
         };
 
+        let mut listening = vec![
+            ("receivers.otlp.grpc_listen", grpc_listen),
+            ("receivers.otlp.http_listen", http_listen),
+            ("api.listen", api_listen),
+        ];
+        if let Some(g) = &gateway_valid {
+            listening.push(("gateway.listen", g.listen()));
+        }
+        let auth = auth_config(self.auth, &listening, admin_token.as_ref())?;
         let listeners = self.listeners.validate()?;
         let memory = self.memory.validate()?;
         let durability = DurabilityConfig {
@@ -437,6 +584,7 @@ impl RawConfig {
             gateway: self.gateway,
             gateway_valid,
             admin_token,
+            auth,
             alerts: self.alerts,
             kafka,
             rules: Arc::new(rules),

@@ -3,13 +3,10 @@
 //! the collector's rules engine (same counters as observe mode); its rows
 //! and the rule events its settlements produced go through the collector's
 //! row queue; it asks the kill-switch before every call; virtual keys are
-//! created and revoked through the admin API, stored as admin actions
-//! (hash only) and looked up in memory; its counters are in `/metrics`.
+//! the admin API's keys with the `gateway` role; its counters are in `/metrics`.
 
-mod keys;
 mod metrics;
 mod rows;
 
-pub use keys::{KeyCache, KeyInfo, NewKey};
 pub use metrics::GatewayMetrics;
 pub use rows::{KillSwitchBlocks, QueueRows};

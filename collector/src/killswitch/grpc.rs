@@ -71,7 +71,14 @@ impl Enforcement for EnforcementService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let scope = ScopeQuery::from(request.into_inner().scope.unwrap_or_default());
+        let tenant = request
+            .extensions()
+            .get::<crate::query::Tenant>()
+            .cloned()
+            .unwrap_or_default();
+        let scope = ScopeQuery::from(request.into_inner().scope.unwrap_or_default())
+            .within(&tenant)
+            .map_err(Status::permission_denied)?;
         let states = self
             .killswitch
             .watch(scope)

@@ -1,17 +1,21 @@
 //! `GET /v1/enforcement` (JSON) and `GET /v1/enforcement/stream` (SSE).
+//! A reader whose key is scoped sees only its tenant's scopes.
 
 use std::convert::Infallible;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{Stream, StreamExt};
+use http::StatusCode;
 
 use super::state::{EnforcementState, KillSwitch, ScopeQuery};
+use crate::query::Tenant;
 
-/// The enforcement routes (no authentication: agents read them).
+/// The enforcement routes (agents read them with `read` keys).
 pub fn enforcement_router(killswitch: KillSwitch) -> Router {
     Router::new()
         .route("/v1/enforcement", get(current))
@@ -21,18 +25,41 @@ pub fn enforcement_router(killswitch: KillSwitch) -> Router {
 
 async fn current(
     State(ks): State<KillSwitch>,
+    tenant: Option<Extension<Tenant>>,
     Query(scope): Query<ScopeQuery>,
-) -> Json<EnforcementState> {
-    Json(ks.state_for(&scope))
+) -> Result<Json<EnforcementState>, Forbidden> {
+    let scope = within(scope, tenant)?;
+    Ok(Json(ks.state_for(&scope)))
+}
+
+/// `scope` with the tenant's org, project and user; 403 when it asks for another.
+fn within(scope: ScopeQuery, tenant: Option<Extension<Tenant>>) -> Result<ScopeQuery, Forbidden> {
+    let tenant = tenant.map(|t| t.0).unwrap_or_default();
+    scope.within(&tenant).map_err(Forbidden)
+}
+
+/// A scope outside the reader's tenant: 403.
+struct Forbidden(String);
+
+impl IntoResponse for Forbidden {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({ "error": "forbidden", "message": self.0 })),
+        )
+            .into_response()
+    }
 }
 
 /// The state at once, then again whenever it changes for this scope.
 async fn stream(
     State(ks): State<KillSwitch>,
+    tenant: Option<Extension<Tenant>>,
     Query(scope): Query<ScopeQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Forbidden> {
+    let scope = within(scope, tenant)?;
     let events = ks
         .watch(scope)
         .map(|state| Ok(Event::default().data(serde_json::to_string(&state).unwrap_or_default())));
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

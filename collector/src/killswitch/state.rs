@@ -59,6 +59,25 @@ impl ScopeQuery {
         }
     }
 
+    /// This scope narrowed to `tenant`: its org, project and user set to
+    /// the tenant's; `Err` names one asked of another tenant.
+    pub fn within(mut self, tenant: &crate::query::Tenant) -> Result<Self, String> {
+        for (name, own, asked) in [
+            ("org", &tenant.org, &mut self.org),
+            ("project", &tenant.project, &mut self.project),
+            ("user", &tenant.user, &mut self.user),
+        ] {
+            let Some(own) = own else { continue };
+            match asked {
+                Some(a) if a != own => {
+                    return Err(format!("this key reads {name} `{own}` only, not `{a}`"));
+                }
+                _ => *asked = Some(own.clone()),
+            }
+        }
+        Ok(self)
+    }
+
     /// The (dimension, value) pairs given, for a block set by an admin.
     pub fn dims(&self) -> Vec<(String, String)> {
         [

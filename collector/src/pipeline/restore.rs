@@ -45,6 +45,7 @@ impl Restore {
                 kind: None,
                 limit: STORED_EVENTS_MAX,
                 within_query_timeout: false,
+                ..EventsQuery::default()
             })
             .await;
         match stored {

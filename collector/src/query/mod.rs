@@ -4,7 +4,7 @@
 mod model;
 
 pub use model::{
-    CallKey, Dimension, EventsQuery, MAX_GROUP_BY, QueryError, QueryStore,
-    REPLAY_LONGEST_CALL_NANOS, REPLAY_SCOPES_MAX, ReplayFn, UsageQuery, UsageRow, format_since,
-    parse_since, scope_column, scopes_condition,
+    CallKey, CallsQuery, Dimension, EventsQuery, MAX_GROUP_BY, QueryError, QueryStore,
+    REPLAY_LONGEST_CALL_NANOS, REPLAY_SCOPES_MAX, ReplayFn, Tenant, UsageQuery, UsageRow,
+    format_since, parse_since, scope_column, scopes_condition,
 };

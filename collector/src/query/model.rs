@@ -204,6 +204,9 @@ pub enum QueryError {
     /// per-query timeout and was stopped.
     #[error("the query ran longer than the {}s query timeout and was stopped", timeout.as_secs_f64())]
     Timeout { timeout: Duration },
+    /// The query asks for data outside the reader's tenant.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// `GET /v1/events`: rule events since a time, newest first.
@@ -216,6 +219,119 @@ pub struct EventsQuery {
     /// Whether the store's per-query timeout applies: true for the API,
     /// false for start-up work (reading back the events already sent).
     pub within_query_timeout: bool,
+    /// Only events whose scope names each of these `dim=value` pairs.
+    pub scope_has: Vec<(&'static str, String)>,
+    /// Only events whose scope names no other value for these dimensions.
+    pub scope_not_other: Vec<(&'static str, String)>,
+}
+
+impl EventsQuery {
+    /// Restricts the events to what `tenant` may see: events of its most
+    /// specific dimension (project, else org), never of another org.
+    pub fn within(mut self, tenant: &Tenant) -> Self {
+        if let Some(p) = &tenant.project {
+            self.scope_has.push(("project", p.clone()));
+            if let Some(o) = &tenant.org {
+                self.scope_not_other.push(("org", o.clone()));
+            }
+        } else if let Some(o) = &tenant.org {
+            self.scope_has.push(("org", o.clone()));
+        }
+        if let Some(u) = &tenant.user {
+            self.scope_has.push(("user", u.clone()));
+        }
+        self
+    }
+}
+
+/// `GET /v1/calls`: the latest calls, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallsQuery {
+    pub limit: usize,
+    /// Equality filters, e.g. project = "search".
+    pub filters: Vec<(Dimension, String)>,
+}
+
+impl CallsQuery {
+    /// The latest `limit` calls, of any scope.
+    pub fn latest(limit: usize) -> Self {
+        Self {
+            limit,
+            filters: Vec::new(),
+        }
+    }
+}
+
+/// The part of the data a reader may see: the scope of its key. Empty
+/// (every field `None`) sees everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tenant {
+    pub org: Option<String>,
+    pub project: Option<String>,
+    pub user: Option<String>,
+}
+
+impl Tenant {
+    /// Whether this tenant sees every org.
+    pub fn is_everything(&self) -> bool {
+        self.org.is_none() && self.project.is_none() && self.user.is_none()
+    }
+
+    /// The tenant's dimensions with their values.
+    pub fn pairs(&self) -> impl Iterator<Item = (Dimension, &str)> {
+        [
+            (Dimension::Org, self.org.as_deref()),
+            (Dimension::Project, self.project.as_deref()),
+            (Dimension::User, self.user.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(d, v)| Some((d, v?)))
+    }
+
+    /// Adds the tenant's equality filters to `filters`; an asked filter on
+    /// one of its dimensions with another value is an error naming it.
+    pub fn restrict(&self, filters: &mut Vec<(Dimension, String)>) -> Result<(), QueryError> {
+        for (dim, value) in self.pairs() {
+            if let Some((_, asked)) = filters.iter().find(|(d, _)| *d == dim) {
+                if asked != value {
+                    return Err(QueryError::Forbidden(format!(
+                        "this key reads {} `{value}` only, not `{asked}`",
+                        dim.as_str()
+                    )));
+                }
+                continue;
+            }
+            filters.push((dim, value.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Gives a call's `org`, `project` and `user` the tenant's values when
+    /// it names none; `Err` names the first one it claims of another tenant.
+    pub fn claim(
+        &self,
+        org: &mut Option<String>,
+        project: &mut Option<String>,
+        user: &mut Option<String>,
+    ) -> Result<(), String> {
+        for (name, own, claimed) in [
+            ("org", &self.org, org),
+            ("project", &self.project, project),
+            ("user", &self.user, user),
+        ] {
+            let Some(own) = own else { continue };
+            match claimed {
+                None => *claimed = Some(own.clone()),
+                Some(c) if c == own => {}
+                Some(c) => {
+                    return Err(format!(
+                        "the span names {name} `{c}` but its key may only send for {name} `{own}`"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Called with every stored call of a replay, oldest first.
@@ -236,8 +352,8 @@ pub const REPLAY_LONGEST_CALL_NANOS: i64 = 24 * 3600 * 1_000_000_000;
 /// `ping` must never wait behind a query.
 pub trait QueryStore: Send + Sync {
     fn usage(&self, query: UsageQuery) -> BoxFuture<'_, Result<Vec<UsageRow>, QueryError>>;
-    /// The latest `limit` calls, newest first.
-    fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>>;
+    /// The latest calls matching `query`, newest first.
+    fn calls(&self, query: CallsQuery) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>>;
     fn events(&self, query: EventsQuery) -> BoxFuture<'_, Result<Vec<RuleEvent>, QueryError>>;
     /// Streams every call that ended at or after `since` (and started at
     /// most [`REPLAY_LONGEST_CALL_NANOS`] before it), oldest first

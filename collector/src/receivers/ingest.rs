@@ -9,8 +9,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 
 use crate::internal_events::{InternalEvents, Refusal, Transport};
 use crate::kafka::{CallProducer, ProduceError};
-use crate::normalize::Normalizer;
+use crate::normalize::{NormalizeOutcome, Normalizer};
 use crate::pipeline::{QueueError, RowQueue};
+use crate::query::Tenant;
 
 /// Seconds a client is told to wait when the queue is full.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -96,14 +97,17 @@ impl Ingest {
         &self.events
     }
 
-    /// Queues the model calls of `request`; the response reports spans
-    /// refused for bad values the OTLP way (partial success).
+    /// Queues the model calls of `request`, sent by `tenant`; the response
+    /// reports spans refused for bad values, or for claiming another
+    /// tenant, the OTLP way (partial success).
     pub async fn export(
         &self,
         transport: Transport,
+        tenant: &Tenant,
         request: ExportTraceServiceRequest,
     ) -> Result<ExportTraceServiceResponse, IngestRefusal> {
         let mut outcome = self.normalizer.normalize(request);
+        within_tenant(tenant, &mut outcome);
         let accepted = outcome.records.len() as u64;
         let queue = match &self.destination {
             Destination::Queue(queue) => queue,
@@ -179,5 +183,32 @@ impl Ingest {
                 }
             });
         ExportTraceServiceResponse { partial_success }
+    }
+}
+
+/// Gives each call the key's org, project and user when it names none, and
+/// refuses (as rejected spans) the calls that name another: a key's spans
+/// are never counted under another tenant.
+fn within_tenant(tenant: &Tenant, outcome: &mut NormalizeOutcome) {
+    if tenant.is_everything() {
+        return;
+    }
+    let mut refused = 0u64;
+    let mut first = None;
+    outcome.records.retain_mut(
+        |r| match tenant.claim(&mut r.org, &mut r.project, &mut r.user) {
+            Ok(()) => true,
+            Err(why) => {
+                refused += 1;
+                first.get_or_insert(why);
+                false
+            }
+        },
+    );
+    if refused > 0 {
+        outcome.rejected_spans += refused;
+        if outcome.first_error.is_none() {
+            outcome.first_error = first;
+        }
     }
 }

@@ -18,6 +18,7 @@ use tower::Service;
 
 use super::ingest::{Ingest, IngestRefusal, RETRY_AFTER_SECS};
 use crate::internal_events::{Refusal, Transport};
+use crate::query::Tenant;
 
 /// The tonic service behind `TraceService/Export`.
 #[derive(Debug, Clone)]
@@ -31,9 +32,14 @@ impl TraceService for OtlpGrpcService {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+        let tenant = request
+            .extensions()
+            .get::<Tenant>()
+            .cloned()
+            .unwrap_or_default();
         match self
             .ingest
-            .export(Transport::Grpc, request.into_inner())
+            .export(Transport::Grpc, &tenant, request.into_inner())
             .await
         {
             Ok(response) => Ok(tonic::Response::new(response)),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -24,6 +24,7 @@ use super::ingest::{Ingest, IngestRefusal, RETRY_AFTER_SECS};
 use crate::internal_events::{Refusal, Transport};
 use crate::listen::BodyTimeout;
 use crate::memory::MemoryRefusal;
+use crate::query::Tenant;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -129,14 +130,25 @@ fn fail(
     }
 }
 
-async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&state, &headers, body).await {
+async fn export(
+    State(state): State<HttpState>,
+    tenant: Option<Extension<Tenant>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let tenant = tenant.map(|t| t.0).unwrap_or_default();
+    match handle(&state, &tenant, &headers, body).await {
         Ok(r) => r,
         Err(f) => f.into_response(),
     }
 }
 
-async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Response, Failure> {
+async fn handle(
+    state: &HttpState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Failure> {
     let limit = state.config.max_body_bytes;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -265,7 +277,7 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Re
         )
     })?;
 
-    match state.ingest.export(Transport::Http, request).await {
+    match state.ingest.export(Transport::Http, tenant, request).await {
         Ok(response) => Ok(success(&response, encoding)),
         Err(IngestRefusal::QueueFull) => Err(queue_full(encoding)),
         Err(IngestRefusal::ShuttingDown) => Err(Failure {

@@ -7,8 +7,8 @@ use tollgate_rules::{CallRecord, RuleEvent};
 use super::row::{CallRow, EventRow, UsageRowCh};
 use super::sink::ClickhouseStore;
 use crate::query::{
-    CallKey, Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
-    UsageQuery, UsageRow, scopes_condition,
+    CallKey, CallsQuery, Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS,
+    ReplayFn, UsageQuery, UsageRow, scopes_condition,
 };
 use std::collections::HashSet;
 use tollgate_rules::engine::ScopeDim;
@@ -131,12 +131,23 @@ impl ClickhouseStore {
             .collect())
     }
 
-    async fn latest_calls(&self, limit: usize) -> Result<Vec<CallRecord>, QueryError> {
-        let query = self
-            .api_query(&format!(
-                "SELECT {CALL_FIELDS} FROM calls ORDER BY start_unix_nanos DESC, span_id DESC LIMIT ?"
-            ))
-            .bind(limit as u64);
+    async fn latest_calls(&self, q: &CallsQuery) -> Result<Vec<CallRecord>, QueryError> {
+        let mut filter = String::new();
+        for (d, _) in &q.filters {
+            filter.push_str(if filter.is_empty() {
+                " WHERE "
+            } else {
+                " AND "
+            });
+            filter.push_str(&format!("{} = ?", column(*d)));
+        }
+        let mut query = self.api_query(&format!(
+            "SELECT {CALL_FIELDS} FROM calls{filter} ORDER BY start_unix_nanos DESC, span_id DESC LIMIT ?"
+        ));
+        for (_, v) in &q.filters {
+            query = query.bind(v.as_str());
+        }
+        let query = query.bind(q.limit as u64);
         let rows = self.bounded(query.fetch_all::<CallRow>()).await?;
         Ok(rows.into_iter().map(CallRow::into_record).collect())
     }
@@ -153,6 +164,14 @@ impl ClickhouseStore {
         if q.kind.is_some() {
             sql.push_str(" AND kind = ?");
         }
+        for _ in &q.scope_has {
+            sql.push_str(" AND position(concat(',', scope, ','), ?) > 0");
+        }
+        for _ in &q.scope_not_other {
+            sql.push_str(
+                " AND (position(concat(',', scope), ?) = 0 OR position(concat(',', scope, ','), ?) > 0)",
+            );
+        }
         sql.push_str(" ORDER BY time_unix_nanos DESC LIMIT ?");
         let mut query = if q.within_query_timeout {
             self.api_query(&sql)
@@ -165,6 +184,14 @@ impl ClickhouseStore {
         }
         if let Some(k) = &q.kind {
             query = query.bind(k.as_str());
+        }
+        for (dim, value) in &q.scope_has {
+            query = query.bind(format!(",{dim}={value},"));
+        }
+        for (dim, value) in &q.scope_not_other {
+            query = query
+                .bind(format!(",{dim}="))
+                .bind(format!(",{dim}={value},"));
         }
         let fetch = query.bind(q.limit as u64).fetch_all::<EventRow>();
         let rows = if q.within_query_timeout {
@@ -210,8 +237,8 @@ impl QueryStore for ClickhouseStore {
         Box::pin(async move { self.usage_rows(&query).await })
     }
 
-    fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>> {
-        Box::pin(self.latest_calls(limit))
+    fn calls(&self, query: CallsQuery) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>> {
+        Box::pin(async move { self.latest_calls(&query).await })
     }
 
     fn events(&self, query: EventsQuery) -> BoxFuture<'_, Result<Vec<RuleEvent>, QueryError>> {

@@ -9,8 +9,8 @@ use super::readers::open_reader;
 use super::schema::{START_SECOND, started_since};
 use super::sink::{SqliteStore, run_blocking};
 use crate::query::{
-    CallKey, Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS, ReplayFn,
-    UsageQuery, UsageRow, scopes_condition,
+    CallKey, CallsQuery, Dimension, EventsQuery, QueryError, QueryStore, REPLAY_LONGEST_CALL_NANOS,
+    ReplayFn, UsageQuery, UsageRow, scopes_condition,
 };
 use std::collections::HashSet;
 use tollgate_rules::engine::ScopeDim;
@@ -101,57 +101,86 @@ fn usage_rows(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageRow>, QueryE
     Ok(out)
 }
 
-fn latest_calls(conn: &Connection, limit: usize) -> Result<Vec<CallRecord>, QueryError> {
+fn latest_calls(conn: &Connection, q: &CallsQuery) -> Result<Vec<CallRecord>, QueryError> {
+    let mut args: Vec<Value> = vec![Value::Integer(i64::try_from(q.limit).unwrap_or(i64::MAX))];
+    let mut filter = String::new();
+    for (d, v) in &q.filters {
+        args.push(Value::Text(v.clone()));
+        filter.push_str(if filter.is_empty() {
+            " WHERE "
+        } else {
+            " AND "
+        });
+        filter.push_str(&format!("{} = ?{}", column(*d), args.len()));
+    }
     let mut stmt = conn
         // Newest seconds first from `calls_by_second`; only the rows of
         // the seconds read are sorted. Without statistics the planner
         // would sort the whole table instead.
         .prepare_cached(&format!(
-            "SELECT {CALL_COLUMNS} FROM calls INDEXED BY calls_by_second
+            "SELECT {CALL_COLUMNS} FROM calls INDEXED BY calls_by_second{filter}
                  ORDER BY {START_SECOND} DESC, start_unix_nanos DESC, id DESC LIMIT ?1"
         ))
         .map_err(store_err)?;
     let rows = stmt
-        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], read_record)
+        .query_map(params_from_iter(args), read_record)
         .map_err(store_err)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
 }
 
+/// `scope` (`project=a,user=b`) names `dim=value` (SQL over `scope`, bound
+/// to `?n` = `,dim=value,`).
+fn scope_has_sql(n: usize) -> String {
+    format!("instr(',' || scope || ',', ?{n}) > 0")
+}
+
 fn rule_events(conn: &Connection, q: &EventsQuery) -> Result<Vec<RuleEvent>, QueryError> {
+    let mut args: Vec<Value> = vec![
+        Value::Integer(q.since_unix_nanos),
+        q.rule_id.clone().map_or(Value::Null, Value::Text),
+        q.kind.clone().map_or(Value::Null, Value::Text),
+        Value::Integer(i64::try_from(q.limit).unwrap_or(i64::MAX)),
+    ];
+    let mut tenant = String::new();
+    for (dim, value) in &q.scope_has {
+        args.push(Value::Text(format!(",{dim}={value},")));
+        tenant.push_str(&format!(" AND {}", scope_has_sql(args.len())));
+    }
+    for (dim, value) in &q.scope_not_other {
+        args.push(Value::Text(format!(",{dim}=")));
+        let any = args.len();
+        args.push(Value::Text(format!(",{dim}={value},")));
+        tenant.push_str(&format!(
+            " AND (instr(',' || scope, ?{any}) = 0 OR {})",
+            scope_has_sql(args.len())
+        ));
+    }
     let mut stmt = conn
-            .prepare_cached(
-                "SELECT time_unix_nanos, rule_id, kind, scope, metric, limit_value, used, threshold,
-                        action, window_end_unix_nanos, trace_id, span_id
-                 FROM rule_events
-                 WHERE time_unix_nanos >= ?1 AND (?2 IS NULL OR rule_id = ?2) AND (?3 IS NULL OR kind = ?3)
-                 ORDER BY time_unix_nanos DESC, id DESC LIMIT ?4",
-            )
-            .map_err(store_err)?;
+        .prepare_cached(&format!(
+            "SELECT time_unix_nanos, rule_id, kind, scope, metric, limit_value, used, threshold,
+                    action, window_end_unix_nanos, trace_id, span_id
+             FROM rule_events
+             WHERE time_unix_nanos >= ?1 AND (?2 IS NULL OR rule_id = ?2) AND (?3 IS NULL OR kind = ?3){tenant}
+             ORDER BY time_unix_nanos DESC, id DESC LIMIT ?4",
+        ))
+        .map_err(store_err)?;
     let rows = stmt
-        .query_map(
-            rusqlite::params![
-                q.since_unix_nanos,
-                q.rule_id,
-                q.kind,
-                i64::try_from(q.limit).unwrap_or(i64::MAX)
-            ],
-            |row| {
-                Ok(RuleEvent {
-                    time_unix_nanos: row.get(0)?,
-                    rule_id: row.get(1)?,
-                    kind: row.get(2)?,
-                    scope: row.get(3)?,
-                    metric: row.get(4)?,
-                    limit: row.get(5)?,
-                    used: row.get(6)?,
-                    threshold: row.get(7)?,
-                    action: row.get(8)?,
-                    window_end_unix_nanos: row.get(9)?,
-                    trace_id: row.get(10)?,
-                    span_id: row.get(11)?,
-                })
-            },
-        )
+        .query_map(params_from_iter(args), |row| {
+            Ok(RuleEvent {
+                time_unix_nanos: row.get(0)?,
+                rule_id: row.get(1)?,
+                kind: row.get(2)?,
+                scope: row.get(3)?,
+                metric: row.get(4)?,
+                limit: row.get(5)?,
+                used: row.get(6)?,
+                threshold: row.get(7)?,
+                action: row.get(8)?,
+                window_end_unix_nanos: row.get(9)?,
+                trace_id: row.get(10)?,
+                span_id: row.get(11)?,
+            })
+        })
         .map_err(store_err)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(store_err)
 }
@@ -261,11 +290,11 @@ impl QueryStore for SqliteStore {
         )
     }
 
-    fn calls(&self, limit: usize) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>> {
+    fn calls(&self, query: CallsQuery) -> BoxFuture<'_, Result<Vec<CallRecord>, QueryError>> {
         Box::pin(
             self.inner()
                 .readers
-                .read(true, move |c| latest_calls(c, limit)),
+                .read(true, move |c| latest_calls(c, &query)),
         )
     }
 

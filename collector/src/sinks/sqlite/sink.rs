@@ -561,7 +561,7 @@ impl AlertOutbox for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::QueryStore;
+    use crate::query::{CallsQuery, QueryStore};
     use tollgate_rules::{CallStatus, CostSource};
 
     fn record(i: u32) -> CallRecord {
@@ -633,7 +633,7 @@ mod tests {
             .await
             .unwrap();
         let key = |c: &CallRecord| (c.start_unix_nanos, c.span_id.clone());
-        let mut calls = store.calls(10).await.unwrap();
+        let mut calls = store.calls(CallsQuery::latest(10)).await.unwrap();
         calls.sort_by_key(key);
         let mut want = batch.clone();
         want.sort_by_key(key);
@@ -651,7 +651,7 @@ mod tests {
         assert_eq!(std::sync::Arc::strong_count(&batch.calls), 1);
         let (calls, _) = batch.into_parts();
         assert_eq!(calls.len(), 3);
-        assert_eq!(store.calls(10).await.unwrap().len(), 3);
+        assert_eq!(store.calls(CallsQuery::latest(10)).await.unwrap().len(), 3);
         // A store that is gone has closed its thread and, with it, its
         // connections: a database leaves WAL mode only when no other
         // connection has it open.
@@ -675,7 +675,7 @@ mod tests {
             .write(Batch::new(vec![record(3)], vec![]))
             .await
             .unwrap();
-        assert_eq!(store.calls(10).await.unwrap().len(), 4);
+        assert_eq!(store.calls(CallsQuery::latest(10)).await.unwrap().len(), 4);
     }
 
     #[tokio::test]
@@ -687,12 +687,12 @@ mod tests {
             .write(Batch::new(batch.clone(), vec![]))
             .await
             .unwrap();
-        let calls = store.calls(10).await.unwrap();
+        let calls = store.calls(CallsQuery::latest(10)).await.unwrap();
         assert_eq!(calls.len(), 3);
         assert_eq!(calls[0], batch[2], "newest first, all fields equal");
         // Reopening keeps the rows and the schema.
         drop(store);
         let store = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(store.calls(10).await.unwrap().len(), 3);
+        assert_eq!(store.calls(CallsQuery::latest(10)).await.unwrap().len(), 3);
     }
 }
