@@ -21,3 +21,4 @@ pub mod query;
 pub mod receivers;
 pub mod server;
 pub mod sinks;
+pub mod tls;

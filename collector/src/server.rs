@@ -38,6 +38,7 @@ use crate::receivers::{
     Destination, HttpReceiverConfig, Ingest, grpc_router, http_router, memory_refusal,
 };
 use crate::sinks::{SinkError, Store};
+use crate::tls::{ListenerRole, ServerTls, TlsError};
 
 /// Why the collector could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,8 @@ pub enum ServeError {
          the collector does not start rather than store them twice"
     )]
     WalReplay(String),
+    #[error("invalid config: {0}")]
+    Tls(#[from] TlsError),
     #[error("write-ahead log in {dir}: {source}; fix the directory or set durability.dir")]
     Wal {
         dir: String,
@@ -80,6 +83,8 @@ pub struct BoundAddrs {
     pub api: SocketAddr,
     /// The inline gateway, when `gateway.enabled`.
     pub gateway: Option<SocketAddr>,
+    /// Every listener speaks TLS (`[tls]`).
+    pub tls: bool,
 }
 
 async fn bind(
@@ -177,6 +182,14 @@ pub async fn run(
         otlp_http: http_listener.as_ref().map(|l| local(l, config.http_listen)),
         api: local(&api_listener, config.api_listen),
         gateway: gateway_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        tls: config.tls.server.is_some(),
+    };
+    // One certificate for every listener, read again every reload_interval.
+    let tls = config.tls.server.as_ref().map(ServerTls::new);
+    let tls_config = |role: ListenerRole, protocols: Protocols| {
+        tls.as_ref()
+            .map(|t| t.server_config(role, protocols == Protocols::Http2Only))
+            .transpose()
     };
 
     let (queue, rx) = row_queue(config.queue_capacity_rows);
@@ -305,6 +318,7 @@ pub async fn run(
             name: "otlp_grpc",
             protocols: Protocols::Http2Only,
             limits: config.listeners,
+            tls: tls_config(ListenerRole::Receiver, Protocols::Http2Only)?,
         },
         grpc_app,
         Arc::clone(&events),
@@ -330,6 +344,7 @@ pub async fn run(
                 name: "otlp_http",
                 protocols: Protocols::Any,
                 limits: config.listeners,
+                tls: tls_config(ListenerRole::Receiver, Protocols::Any)?,
             },
             http_app,
             Arc::clone(&events),
@@ -369,6 +384,7 @@ pub async fn run(
                 name: "gateway",
                 protocols: Protocols::Any,
                 limits: config.listeners,
+                tls: tls_config(ListenerRole::Service, Protocols::Any)?,
             },
             router,
             Arc::clone(&events),
@@ -410,12 +426,24 @@ pub async fn run(
             name: "api",
             protocols: Protocols::Any,
             limits: config.listeners,
+            tls: tls_config(ListenerRole::Service, Protocols::Any)?,
         },
         api_app,
         Arc::clone(&events),
         api_stop.clone(),
     ));
     let sampler = tokio::spawn(memory.clone().sample(api_stop.clone()));
+    if let Some(tls) = tls {
+        tracing::info!(
+            client_certificates = config
+                .tls
+                .server
+                .as_ref()
+                .is_some_and(|s| s.client_ca_file.is_some()),
+            "TLS on every listener"
+        );
+        tasks.spawn(tls.watch(receivers_stop.clone()));
+    }
     tasks.close();
 
     receivers_ready.store(true, Ordering::Release);

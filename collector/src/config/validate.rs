@@ -16,6 +16,7 @@ use super::raw::{AlertsSection, LogSection, RawConfig, StorageSection};
 use crate::kafka::KafkaConfig;
 use crate::sinks::clickhouse::{ClickhouseCompression, ClickhouseConfig};
 use crate::sinks::sqlite::ReadConfig;
+use crate::tls::{OutboundRoots, ServerTlsSettings, TlsSettings};
 
 /// A secret from config: never shown by `Debug` or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -105,6 +106,8 @@ pub struct Config {
     pub ledger_max_counters: usize,
     /// What an acknowledgement survives, and where the log is.
     pub durability: DurabilityConfig,
+    /// Listener TLS and outbound roots (`[tls]`).
+    pub tls: TlsSettings,
 }
 
 /// `[durability]`, validated.
@@ -373,6 +376,7 @@ impl RawConfig {
             None => None,
         };
 
+        let tls = self.tls.validate()?;
         let listeners = self.listeners.validate()?;
         let memory = self.memory.validate()?;
         let durability = DurabilityConfig {
@@ -405,6 +409,7 @@ impl RawConfig {
             None => DEFAULT_LEDGER_MAX_COUNTERS,
         };
         Ok(Config {
+            tls,
             listeners,
             memory,
             ledger_max_counters,
@@ -535,5 +540,59 @@ impl super::raw::MemorySection {
             requests_bytes: limit_bytes / 100 * u64::from(requests),
             check_interval,
         })
+    }
+}
+
+impl super::raw::TlsSection {
+    /// Reads and checks the files: a start-up error names the field and file.
+    fn validate(self) -> Result<TlsSettings, ConfigError> {
+        let tls_err = |e: crate::tls::TlsError| invalid(e.field, e.message);
+        let nonempty = |field: &str, v: Option<String>| match v {
+            Some(p) if p.trim().is_empty() => Err(invalid(
+                field,
+                "must name a file (leave it unset to turn it off)",
+            )),
+            other => Ok(other.map(PathBuf::from)),
+        };
+        let cert = nonempty("tls.cert_file", self.cert_file)?;
+        let key = nonempty("tls.key_file", self.key_file)?;
+        let client_ca = nonempty("tls.client_ca_file", self.client_ca_file)?;
+        let ca = nonempty("tls.ca_file", self.ca_file)?;
+        if self.reload_interval.is_zero() {
+            return Err(invalid(
+                "tls.reload_interval",
+                "must be longer than 0s (e.g. \"5s\")",
+            ));
+        }
+        let server = match (cert, key) {
+            (Some(cert), Some(key)) => Some(
+                ServerTlsSettings::load(cert, key, client_ca, self.reload_interval)
+                    .map_err(tls_err)?,
+            ),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key_file",
+                    "must be set with tls.cert_file (the certificate's private key)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "must be set with tls.key_file (the key's certificate chain)",
+                ));
+            }
+            (None, None) if client_ca.is_some() => {
+                return Err(invalid(
+                    "tls.client_ca_file",
+                    "needs tls.cert_file and tls.key_file (client certificates are asked for over TLS)",
+                ));
+            }
+            (None, None) => None,
+        };
+        let outbound = match ca {
+            Some(path) => OutboundRoots::load(&path).map_err(tls_err)?,
+            None => OutboundRoots::default(),
+        };
+        Ok(TlsSettings { server, outbound })
     }
 }
