@@ -146,8 +146,12 @@ pub async fn run(
         admin_log: Arc::clone(&admin_log),
     };
     let already_stored = restore.run(&engine, &killswitch, Some(&mut identity)).await;
-    let (alerts, alerts_task) =
-        Alerts::start(&config.alerts, Arc::clone(&outbox), Arc::clone(&events));
+    let (alerts, alerts_task) = Alerts::start(
+        &config.alerts,
+        &config.tls.outbound,
+        Arc::clone(&outbox),
+        Arc::clone(&events),
+    );
 
     let grpc_listener = bind(
         config.grpc_listen,

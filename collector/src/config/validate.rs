@@ -286,6 +286,7 @@ impl RawConfig {
                     retention_days,
                     timeout,
                     query_timeout,
+                    extra_roots: OutboundRoots::default(),
                 })
             }
         };
@@ -314,6 +315,7 @@ impl RawConfig {
             .with_overrides(&self.pricing.models)
             .map_err(|e| invalid("pricing.models", e.to_string()))?;
 
+        let tls = self.tls.validate()?;
         let gateway_valid = if self.gateway.enabled {
             let valid = self.gateway.validate().map_err(|e| match e {
                 tollgate_gateway::GatewayError::Config { field, message }
@@ -328,7 +330,9 @@ impl RawConfig {
                     "the inline gateway does not run with [kafka] yet (its counters would not be shared between instances); run it on an instance without [kafka]",
                 ));
             }
-            Some(Arc::new(valid))
+            Some(Arc::new(valid.with_extra_roots(
+                tls.outbound.certificates().iter().cloned(),
+            )))
         } else {
             None
         };
@@ -376,7 +380,6 @@ impl RawConfig {
             None => None,
         };
 
-        let tls = self.tls.validate()?;
         let listeners = self.listeners.validate()?;
         let memory = self.memory.validate()?;
         let durability = DurabilityConfig {
@@ -398,6 +401,9 @@ impl RawConfig {
             },
         };
         let mut storage = storage;
+        if let StorageConfig::Clickhouse(c) = &mut storage {
+            c.extra_roots = tls.outbound.clone();
+        }
         if let StorageConfig::Sqlite { flush_commits, .. } = &mut storage {
             *flush_commits = durability.level == super::raw::Durability::Power;
         }
@@ -516,33 +522,6 @@ impl super::raw::ListenersSection {
     }
 }
 
-impl super::raw::MemorySection {
-    fn validate(self) -> Result<MemoryLimits, ConfigError> {
-        let limit_bytes = match self.limit_mib {
-            Some(0) => return Err(invalid("memory.limit_mib", "must be greater than 0")),
-            Some(mib) => mib.saturating_mul(1 << 20),
-            None => MemoryLimits::default_limit_bytes(),
-        };
-        let percent = |field: &str, value: Option<u8>, default: u8| match value {
-            None => Ok(default),
-            Some(p) if (1..=100).contains(&p) => Ok(p),
-            Some(_) => Err(invalid(field, "must be between 1 and 100")),
-        };
-        let resume = percent("memory.resume_below_percent", self.resume_below_percent, 90)?;
-        let requests = percent("memory.requests_percent", self.requests_percent, 25)?;
-        let check_interval = self.check_interval.unwrap_or(Duration::from_millis(100));
-        if check_interval.is_zero() {
-            return Err(invalid("memory.check_interval", "must be longer than 0s"));
-        }
-        Ok(MemoryLimits {
-            limit_bytes,
-            resume_bytes: limit_bytes / 100 * u64::from(resume),
-            requests_bytes: limit_bytes / 100 * u64::from(requests),
-            check_interval,
-        })
-    }
-}
-
 impl super::raw::TlsSection {
     /// Reads and checks the files: a start-up error names the field and file.
     fn validate(self) -> Result<TlsSettings, ConfigError> {
@@ -594,5 +573,32 @@ impl super::raw::TlsSection {
             None => OutboundRoots::default(),
         };
         Ok(TlsSettings { server, outbound })
+    }
+}
+
+impl super::raw::MemorySection {
+    fn validate(self) -> Result<MemoryLimits, ConfigError> {
+        let limit_bytes = match self.limit_mib {
+            Some(0) => return Err(invalid("memory.limit_mib", "must be greater than 0")),
+            Some(mib) => mib.saturating_mul(1 << 20),
+            None => MemoryLimits::default_limit_bytes(),
+        };
+        let percent = |field: &str, value: Option<u8>, default: u8| match value {
+            None => Ok(default),
+            Some(p) if (1..=100).contains(&p) => Ok(p),
+            Some(_) => Err(invalid(field, "must be between 1 and 100")),
+        };
+        let resume = percent("memory.resume_below_percent", self.resume_below_percent, 90)?;
+        let requests = percent("memory.requests_percent", self.requests_percent, 25)?;
+        let check_interval = self.check_interval.unwrap_or(Duration::from_millis(100));
+        if check_interval.is_zero() {
+            return Err(invalid("memory.check_interval", "must be longer than 0s"));
+        }
+        Ok(MemoryLimits {
+            limit_bytes,
+            resume_bytes: limit_bytes / 100 * u64::from(resume),
+            requests_bytes: limit_bytes / 100 * u64::from(requests),
+            check_interval,
+        })
     }
 }

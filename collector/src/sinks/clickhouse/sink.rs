@@ -45,11 +45,37 @@ pub(super) fn sink_err(e: clickhouse::error::Error) -> SinkError {
     }
 }
 
+/// The crate's own client, or, with extra roots, one whose TLS trusts them
+/// too (hyper-rustls on ring, as the crate's own).
+fn http_client(config: &ClickhouseConfig) -> Result<Client, SinkError> {
+    if config.extra_roots.is_empty() {
+        return Ok(Client::default());
+    }
+    let tls = config
+        .extra_roots
+        .client_config(&[b"http/1.1"])
+        .map_err(|e| SinkError::Unavailable(format!("ClickHouse TLS: {e}")))?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    // As the crate's default: idle connections dropped before the
+    // server's keep-alive timeout (3 s before 23.11) closes them.
+    let pool = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build(connector);
+    Ok(Client::with_http_client(pool))
+}
+
 impl ClickhouseStore {
     /// Connects, creates the database if needed and migrates the schema.
     /// Fails with one line when ClickHouse cannot be reached or refuses.
     pub async fn open(config: &ClickhouseConfig) -> Result<Self, SinkError> {
-        let mut client = Client::default()
+        let mut client = http_client(config)?
             .with_url(config.url.clone())
             .with_database(config.database.clone())
             .with_compression(match config.compression {
