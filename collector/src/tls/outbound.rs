@@ -39,19 +39,18 @@ impl OutboundRoots {
     }
 
     /// A rustls client configuration (ring provider, safe protocol
-    /// versions) trusting the Mozilla roots and these; `alpn` offered.
-    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, rustls::Error> {
+    /// versions) trusting the Mozilla roots and these. It offers no ALPN:
+    /// connectors (hyper-rustls) set the protocols they speak.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         // Checked when loaded; a certificate rustls would not take is skipped.
         let _ = roots.add_parsable_certificates(self.0.iter().cloned());
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(config)
+        .with_no_client_auth())
     }
 }
