@@ -603,6 +603,95 @@ mod tests {
         (addr, stop)
     }
 
+    /// A TLS listener with a self-signed certificate; its events.
+    async fn started_tls(
+        limits: ListenerLimits,
+    ) -> (SocketAddr, Arc<InternalEvents>, CancellationToken) {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, issued.cert.pem()).unwrap();
+        std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+        let settings =
+            crate::tls::ServerTlsSettings::load(cert, key, None, Duration::from_secs(5)).unwrap();
+        let tls = crate::tls::ServerTls::new(&settings)
+            .server_config(crate::tls::ListenerRole::Service, false)
+            .unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let events = InternalEvents::new();
+        tokio::spawn(serve(
+            Listener {
+                tcp,
+                name: "test",
+                protocols: Protocols::Any,
+                limits,
+                tls: Some(tls),
+            },
+            axum::Router::new().route("/ok", axum::routing::get(|| async { "fine" })),
+            Arc::clone(&events),
+            stop.clone(),
+        ));
+        (addr, events, stop)
+    }
+
+    /// Waits (5 s at most) for the server to close `s`.
+    async fn closed_by_server(s: &mut TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1024];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_handshake_is_a_header_timeout_and_plaintext_a_protocol_error() {
+        use tokio::io::AsyncWriteExt;
+        let limits = ListenerLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ListenerLimits::default()
+        };
+        let (addr, events, stop) = started_tls(limits).await;
+
+        // Connects and never says hello.
+        let started = Instant::now();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_by_server(&mut silent).await);
+        assert!(started.elapsed() < Duration::from_secs(3));
+
+        // Plaintext HTTP to the TLS port.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(closed_by_server(&mut plain).await);
+
+        let line = |reason: &str| {
+            format!(
+                "tollgate_listener_connections_closed_total{{listener=\"test\",reason=\"{reason}\"}} 1"
+            )
+        };
+        // Counted once the connection's task has returned.
+        let counted = || {
+            let m = events.encode();
+            m.contains(&line("header_timeout")) && m.contains(&line("protocol_error"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !counted() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(counted(), "{}", events.encode());
+        stop.cancel();
+    }
+
     #[tokio::test]
     async fn a_panicking_handler_answers_500_and_the_listener_keeps_serving() {
         #[allow(clippy::panic)]
