@@ -325,6 +325,7 @@ async fn a_retried_batch_is_stored_once_and_rolled_up_once() {
         retention_days: Some(30),
         timeout: Duration::from_secs(5),
         query_timeout: Duration::from_secs(10),
+        extra_roots: Default::default(),
     };
     let store = ClickhouseStore::open(&config).await.unwrap();
     let base = now_nanos() as i64;

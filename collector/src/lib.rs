@@ -22,3 +22,4 @@ pub mod query;
 pub mod receivers;
 pub mod server;
 pub mod sinks;
+pub mod tls;

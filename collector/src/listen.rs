@@ -21,9 +21,20 @@
 //! refused with `REFUSED_STREAM`), and the h2 protections (reset floods,
 //! oversized or endless header blocks) close the connection of a peer that
 //! abuses them.
+//!
+//! With `[tls]` every listener speaks TLS only. The handshake runs in the
+//! connection's own task and must finish within `header_read_timeout` of
+//! the connection opening (else it is closed as a header timeout; the
+//! request head's deadline still counts from the opening). A handshake
+//! that fails (plaintext sent to a TLS port, a client certificate missing
+//! or not trusted) closes the connection as a protocol error.
+//!
+//! Each request carries the peer's address as
+//! `axum::extract::ConnectInfo<SocketAddr>` in its extensions.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,6 +42,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
@@ -39,6 +51,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -63,6 +76,8 @@ pub struct Listener {
     pub name: &'static str,
     pub protocols: Protocols,
     pub limits: ListenerLimits,
+    /// TLS on this listener (see `crate::tls`); `None`: plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets the requests in
@@ -79,7 +94,9 @@ pub async fn serve(
         name,
         protocols,
         limits,
+        tls,
     } = listener;
+    let acceptor = tls.map(TlsAcceptor::from);
     let builder = Arc::new(builder(protocols, &limits));
     // A panic in a handler answers that request only (500, gRPC INTERNAL).
     let app = match protocols {
@@ -93,8 +110,8 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             accepted = tcp.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin.
                 if !is_connection_error(&e) {
@@ -109,14 +126,23 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let opened = Instant::now();
         let _ = stream.set_nodelay(true);
         events.connection_opened(name);
+        let acceptor = acceptor.clone();
         let builder = Arc::clone(&builder);
         let app = app.clone();
         let events = Arc::clone(&events);
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let why = connection(stream, &builder, app, &limits, shutdown).await;
+            let opened = Opened { at: opened, peer };
+            let why = match acceptor {
+                None => connection(stream, opened, &builder, app, &limits, shutdown).await,
+                Some(acceptor) => match handshake(&acceptor, stream, &limits, &shutdown).await {
+                    Ok(tls) => connection(tls, opened, &builder, app, &limits, shutdown).await,
+                    Err(why) => why,
+                },
+            };
             events.connection_closed(name, why);
             drop(slot);
         });
@@ -246,16 +272,60 @@ impl Activity {
     }
 }
 
-/// Serves one connection; returns why it closed.
-async fn connection(
+/// The TLS handshake of a new connection, within `header_read_timeout`;
+/// or why the connection closed.
+async fn handshake(
+    acceptor: &TlsAcceptor,
     stream: TcpStream,
+    limits: &ListenerLimits,
+    shutdown: &CancellationToken,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, ConnectionClose> {
+    let accepted = tokio::select! {
+        () = shutdown.cancelled() => return Err(ConnectionClose::Shutdown),
+        accepted = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => accepted,
+    };
+    match accepted {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(handshake_failure(&e)),
+        Err(_) => Err(ConnectionClose::HeaderTimeout),
+    }
+}
+
+/// Why a handshake failed: rustls' own errors (not TLS, no or a bad
+/// client certificate, no common protocol) are the peer's protocol errors.
+fn handshake_failure(e: &std::io::Error) -> ConnectionClose {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        InvalidData => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            ConnectionClose::ProtocolError
+        }
+        UnexpectedEof => ConnectionClose::Client,
+        _ => ConnectionClose::Reset,
+    }
+}
+
+/// When and from where a connection was accepted.
+#[derive(Debug, Clone, Copy)]
+struct Opened {
+    at: Instant,
+    peer: SocketAddr,
+}
+
+/// Serves one connection; returns why it closed.
+async fn connection<S>(
+    stream: S,
+    opened: Opened,
     builder: &auto::Builder<TokioExecutor>,
     app: axum::Router,
     limits: &ListenerLimits,
     shutdown: CancellationToken,
-) -> ConnectionClose {
+) -> ConnectionClose
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity {
-        opened: Instant::now(),
+        opened: opened.at,
         in_flight: AtomicUsize::new(0),
         requests: AtomicU64::new(0),
         idle_since: AtomicU64::new(0),
@@ -269,8 +339,10 @@ async fn connection(
     });
     let body_timeout = limits.body_read_timeout;
     let seen = Arc::clone(&activity);
-    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+    let peer = ConnectInfo(opened.peer);
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let activity = Arc::clone(&seen);
+        req.extensions_mut().insert(peer);
         activity.begin(req.version() == http::Version::HTTP_2);
         let grpc = is_grpc(&req);
         let req = req.map(|body| {
@@ -359,13 +431,14 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The TCP stream, telling the watchdog when bytes arrive.
-struct Watched {
-    inner: TcpStream,
+/// The connection's stream (TCP, or TLS over TCP), telling the watchdog
+/// when bytes arrive.
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -380,7 +453,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -521,6 +594,7 @@ mod tests {
                 name: "test",
                 protocols: Protocols::Any,
                 limits,
+                tls: None,
             },
             app,
             InternalEvents::new(),
@@ -529,7 +603,94 @@ mod tests {
         (addr, stop)
     }
 
-    use std::net::SocketAddr;
+    /// A TLS listener with a self-signed certificate; its events.
+    async fn started_tls(
+        limits: ListenerLimits,
+    ) -> (SocketAddr, Arc<InternalEvents>, CancellationToken) {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, issued.cert.pem()).unwrap();
+        std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+        let settings =
+            crate::tls::ServerTlsSettings::load(cert, key, None, Duration::from_secs(5)).unwrap();
+        let tls = crate::tls::ServerTls::new(&settings)
+            .server_config(crate::tls::ListenerRole::Service, false)
+            .unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let events = InternalEvents::new();
+        tokio::spawn(serve(
+            Listener {
+                tcp,
+                name: "test",
+                protocols: Protocols::Any,
+                limits,
+                tls: Some(tls),
+            },
+            axum::Router::new().route("/ok", axum::routing::get(|| async { "fine" })),
+            Arc::clone(&events),
+            stop.clone(),
+        ));
+        (addr, events, stop)
+    }
+
+    /// Waits (5 s at most) for the server to close `s`.
+    async fn closed_by_server(s: &mut TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1024];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_handshake_is_a_header_timeout_and_plaintext_a_protocol_error() {
+        use tokio::io::AsyncWriteExt;
+        let limits = ListenerLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ListenerLimits::default()
+        };
+        let (addr, events, stop) = started_tls(limits).await;
+
+        // Connects and never says hello.
+        let started = Instant::now();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_by_server(&mut silent).await);
+        assert!(started.elapsed() < Duration::from_secs(3));
+
+        // Plaintext HTTP to the TLS port.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(closed_by_server(&mut plain).await);
+
+        let line = |reason: &str| {
+            format!(
+                "tollgate_listener_connections_closed_total{{listener=\"test\",reason=\"{reason}\"}} 1"
+            )
+        };
+        // Counted once the connection's task has returned.
+        let counted = || {
+            let m = events.encode();
+            m.contains(&line("header_timeout")) && m.contains(&line("protocol_error"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !counted() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(counted(), "{}", events.encode());
+        stop.cancel();
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_answers_500_and_the_listener_keeps_serving() {

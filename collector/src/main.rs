@@ -106,14 +106,15 @@ async fn main() -> ExitCode {
                 }
             });
             let result = server::run(config, shutdown, move |addrs| {
+                let scheme = if addrs.tls { "https" } else { "http" };
                 println!(
-                    "tollgate listening: otlp_grpc={} otlp_http={} api=http://{}{}",
+                    "tollgate listening: otlp_grpc={} otlp_http={} api={scheme}://{}{}",
                     addrs.otlp_grpc,
                     addrs.otlp_http.map_or_else(|| "off".to_owned(), |a| a.to_string()),
                     addrs.api,
                     addrs
                         .gateway
-                        .map_or_else(String::new, |g| format!(" gateway=http://{g}")),
+                        .map_or_else(String::new, |g| format!(" gateway={scheme}://{g}")),
                 );
                 if with_demo {
                     let endpoint = format!("http://{}", addrs.otlp_grpc);

@@ -65,6 +65,7 @@ use crate::receivers::{
     Destination, HttpReceiverConfig, Ingest, grpc_router, http_router, memory_refusal,
 };
 use crate::sinks::{SinkError, Store};
+use crate::tls::{ListenerRole, ServerTls, TlsError};
 
 /// Why the collector could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,8 @@ pub enum ServeError {
          the collector does not start rather than store them twice"
     )]
     WalReplay(String),
+    #[error("invalid config: {0}")]
+    Tls(#[from] TlsError),
     #[error("write-ahead log in {dir}: {source}; fix the directory or set durability.dir")]
     Wal {
         dir: String,
@@ -107,6 +110,8 @@ pub struct BoundAddrs {
     pub api: SocketAddr,
     /// The inline gateway, when `gateway.enabled`.
     pub gateway: Option<SocketAddr>,
+    /// Every listener speaks TLS (`[tls]`).
+    pub tls: bool,
 }
 
 async fn bind(
@@ -168,8 +173,12 @@ pub async fn run(
         admin_log: Arc::clone(&admin_log),
     };
     let already_stored = restore.run(&engine, &killswitch, Some(&mut identity)).await;
-    let (alerts, alerts_task) =
-        Alerts::start(&config.alerts, Arc::clone(&outbox), Arc::clone(&events));
+    let (alerts, alerts_task) = Alerts::start(
+        &config.alerts,
+        &config.tls.outbound,
+        Arc::clone(&outbox),
+        Arc::clone(&events),
+    );
 
     let grpc_listener = bind(
         config.grpc_listen,
@@ -216,6 +225,14 @@ pub async fn run(
         otlp_http: http_listener.as_ref().map(|l| local(l, config.http_listen)),
         api: local(&api_listener, config.api_listen),
         gateway: gateway_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        tls: config.tls.server.is_some(),
+    };
+    // One certificate for every listener, read again every reload_interval.
+    let tls = config.tls.server.as_ref().map(ServerTls::new);
+    let tls_config = |role: ListenerRole, protocols: Protocols| {
+        tls.as_ref()
+            .map(|t| t.server_config(role, protocols == Protocols::Http2Only))
+            .transpose()
     };
 
     let (queue, rx) = row_queue(config.queue_capacity_rows);
@@ -353,6 +370,7 @@ pub async fn run(
             name: "otlp_grpc",
             protocols: Protocols::Http2Only,
             limits: config.listeners,
+            tls: tls_config(ListenerRole::Receiver, Protocols::Http2Only)?,
         },
         grpc_app,
         Arc::clone(&events),
@@ -384,6 +402,7 @@ pub async fn run(
                 name: "otlp_http",
                 protocols: Protocols::Any,
                 limits: config.listeners,
+                tls: tls_config(ListenerRole::Receiver, Protocols::Any)?,
             },
             http_app,
             Arc::clone(&events),
@@ -423,6 +442,7 @@ pub async fn run(
                 name: "gateway",
                 protocols: Protocols::Any,
                 limits: config.listeners,
+                tls: tls_config(ListenerRole::Service, Protocols::Any)?,
             },
             router,
             Arc::clone(&events),
@@ -476,12 +496,24 @@ pub async fn run(
             name: "api",
             protocols: Protocols::Any,
             limits: config.listeners,
+            tls: tls_config(ListenerRole::Service, Protocols::Any)?,
         },
         api_app,
         Arc::clone(&events),
         api_stop.clone(),
     ));
     let sampler = tokio::spawn(memory.clone().sample(api_stop.clone()));
+    if let Some(tls) = tls {
+        tracing::info!(
+            client_certificates = config
+                .tls
+                .server
+                .as_ref()
+                .is_some_and(|s| s.client_ca_file.is_some()),
+            "TLS on every listener"
+        );
+        tasks.spawn(tls.watch(receivers_stop.clone()));
+    }
     tasks.close();
 
     receivers_ready.store(true, Ordering::Release);

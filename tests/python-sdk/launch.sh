@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs the official `openai` and `anthropic` Python SDKs (versions pinned
-# in requirements.txt beside this file) into a cached venv, for the gateway's
-# SDK test (tests/e2e_python_sdk.rs runs sdk_calls.py with it).
+# Installs the official `openai` and `anthropic` Python SDKs and the official
+# OpenTelemetry SDK with its OTLP exporters (versions pinned in
+# requirements.txt beside this file) into a cached venv, for the gateway's
+# SDK test (tests/e2e_python_sdk.rs runs sdk_calls.py with it) and the TLS
+# test (tests/e2e_tls.rs runs otlp_export.py with it).
 #
 #   launch.sh python    install if missing or out of date; print the venv's python
 #
@@ -19,6 +21,7 @@ TOOLS="${TOLLGATE_TOOLS:-$HOME/.cache/tollgate/tools}"
 VENV="$TOOLS/venv-sdk"
 REQUIREMENTS="$HERE/requirements.txt"
 BASE_PYTHON="${TOLLGATE_PYTHON:-python3}"
+IMPORTS='import openai, anthropic, opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.exporter.otlp.proto.http.trace_exporter'
 
 die() {
     echo "python-sdk/launch.sh: $*" >&2
@@ -36,7 +39,7 @@ stamp() {
 
 venv_ok() {
     [[ -f "$(stamp)" ]] &&
-        "$VENV/bin/python" -c 'import openai, anthropic' >/dev/null 2>&1
+        "$VENV/bin/python" -c "$IMPORTS" >/dev/null 2>&1
 }
 
 ensure_venv() {
@@ -48,11 +51,12 @@ ensure_venv() {
     exec 9>"$TOOLS/venv-sdk.lock"
     flock 9 || die "cannot lock $TOOLS/venv-sdk.lock"
     if ! venv_ok; then
-        echo "installing the openai and anthropic SDKs from PyPI into $VENV (log: $log)" >&2
+        echo "installing the openai, anthropic and OpenTelemetry SDKs from PyPI into $VENV (log: $log)" >&2
         rm -rf "$VENV"
         {
             "$BASE_PYTHON" -m venv "$VENV" &&
                 "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS" &&
+                "$VENV/bin/python" -c "$IMPORTS" &&
                 "$VENV/bin/python" -c 'import openai, anthropic; print("openai", openai.__version__, "anthropic", anthropic.__version__)'
         } >"$log" 2>&1 || {
             rm -rf "$VENV"

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -175,7 +177,10 @@ fn parse_addr(line: &str, key: &str) -> SocketAddr {
         // A listener this role does not run (the Kafka process role has no OTLP/HTTP).
         return SocketAddr::from(([0, 0, 0, 0], 0));
     }
-    part.trim_start_matches("http://").parse().unwrap()
+    part.trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap()
 }
 
 impl Collector {

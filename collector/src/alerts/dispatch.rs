@@ -21,6 +21,7 @@ use super::webhook::{Attempt, Webhook};
 use crate::config::AlertsSection;
 use crate::internal_events::InternalEvents;
 use crate::sinks::outbox::{AlertOutbox, OutboxEntry, Outcome, entry_key};
+use crate::tls::OutboundRoots;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -61,6 +62,7 @@ impl Alerts {
     /// Starts one delivery task per configured webhook, reading `outbox`.
     pub fn start(
         config: &AlertsSection,
+        roots: &OutboundRoots,
         outbox: Arc<dyn AlertOutbox>,
         events: Arc<InternalEvents>,
     ) -> (Alerts, AlertsHandle) {
@@ -81,6 +83,7 @@ impl Alerts {
             // A webhook's URL may be a secret: its answer may not send the
             // alert elsewhere.
             .redirect(reqwest::redirect::Policy::none())
+            .tls_certs_merge(roots.reqwest_certificates())
             .build()
             .unwrap_or_default();
         let tasks = webhooks

@@ -13,7 +13,7 @@ pub use load::{ConfigError, load};
 pub use raw::{
     AdminSection, AlertsSection, ApiSection, AuthKeySection, AuthMode, AuthSection, Durability,
     KafkaRole, KafkaSection, LogFormat, LogSection, OtlpSection, PipelineSection, PricingSection,
-    RawConfig, ReceiversSection, StorageSection, WebhookFormat, WebhookSection,
+    RawConfig, ReceiversSection, StorageSection, TlsSection, WebhookFormat, WebhookSection,
 };
 pub use validate::{
     AuthConfig, Config, DEFAULT_MAX_QUERY_RANGE, DurabilityConfig, LabelPolicy, ListenerLimits,

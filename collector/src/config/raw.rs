@@ -45,6 +45,8 @@ pub struct RawConfig {
     pub durability: DurabilitySection,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub tls: TlsSection,
     /// `[[rules]]`: budgets, rate limits, model access, region locks and
     /// custom rules; read one by one so that an error names its rule.
     #[serde(default)]
@@ -467,6 +469,51 @@ impl Default for ListenersSection {
             http2_max_pending_accept_reset_streams: default_http2_max_pending_accept_reset_streams(
             ),
             max_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+/// `[tls]`: TLS on every listener (OTLP/gRPC, OTLP/HTTP, API, gateway),
+/// client certificates on the OTLP receivers, and extra roots for outbound
+/// connections. Files are PEM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Certificate chain, end entity first. Set with `key_file`: every
+    /// listener then serves TLS only (1.2 and 1.3).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// Private key of the certificate (PKCS#8, RSA or SEC1).
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// CA bundle: when set, the OTLP receivers require a client certificate
+    /// signed by one of these CAs (mTLS); the API and gateway do not. Read
+    /// at start-up.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+    /// CA bundle trusted for outbound connections (LLM providers, webhooks,
+    /// ClickHouse) on top of the usual public roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// How often `cert_file` and `key_file` are read again: a renewed
+    /// certificate is served to new connections without a restart; one that
+    /// cannot be used keeps the previous certificate (and is logged once).
+    #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            ca_file: None,
+            reload_interval: default_tls_reload_interval(),
         }
     }
 }

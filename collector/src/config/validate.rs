@@ -16,6 +16,7 @@ use super::raw::{AlertsSection, LogSection, RawConfig, StorageSection};
 use crate::kafka::KafkaConfig;
 use crate::sinks::clickhouse::{ClickhouseCompression, ClickhouseConfig};
 use crate::sinks::sqlite::ReadConfig;
+use crate::tls::{OutboundRoots, ServerTlsSettings, TlsSettings};
 
 /// A secret from config: never shown by `Debug` or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -243,6 +244,8 @@ pub struct Config {
     pub ledger_max_counters: usize,
     /// What an acknowledgement survives, and where the log is.
     pub durability: DurabilityConfig,
+    /// Listener TLS and outbound roots (`[tls]`).
+    pub tls: TlsSettings,
 }
 
 /// `[durability]`, validated.
@@ -421,6 +424,7 @@ impl RawConfig {
                     retention_days,
                     timeout,
                     query_timeout,
+                    extra_roots: OutboundRoots::default(),
                 })
             }
         };
@@ -449,6 +453,7 @@ impl RawConfig {
             .with_overrides(&self.pricing.models)
             .map_err(|e| invalid("pricing.models", e.to_string()))?;
 
+        let tls = self.tls.validate()?;
         let gateway_valid = if self.gateway.enabled {
             let valid = self.gateway.validate().map_err(|e| match e {
                 tollgate_gateway::GatewayError::Config { field, message }
@@ -463,7 +468,9 @@ impl RawConfig {
                     "the inline gateway does not run with [kafka] yet (its counters would not be shared between instances); run it on an instance without [kafka]",
                 ));
             }
-            Some(Arc::new(valid))
+            Some(Arc::new(valid.with_extra_roots(
+                tls.outbound.certificates().iter().cloned(),
+            )))
         } else {
             None
         };
@@ -541,6 +548,9 @@ impl RawConfig {
             },
         };
         let mut storage = storage;
+        if let StorageConfig::Clickhouse(c) = &mut storage {
+            c.extra_roots = tls.outbound.clone();
+        }
         if let StorageConfig::Sqlite { flush_commits, .. } = &mut storage {
             *flush_commits = durability.level == super::raw::Durability::Power;
         }
@@ -552,6 +562,7 @@ impl RawConfig {
             None => DEFAULT_LEDGER_MAX_COUNTERS,
         };
         Ok(Config {
+            tls,
             listeners,
             memory,
             ledger_max_counters,
@@ -656,6 +667,60 @@ impl super::raw::ListenersSection {
                 self.max_header_bytes
             },
         })
+    }
+}
+
+impl super::raw::TlsSection {
+    /// Reads and checks the files: a start-up error names the field and file.
+    fn validate(self) -> Result<TlsSettings, ConfigError> {
+        let tls_err = |e: crate::tls::TlsError| invalid(e.field, e.message);
+        let nonempty = |field: &str, v: Option<String>| match v {
+            Some(p) if p.trim().is_empty() => Err(invalid(
+                field,
+                "must name a file (leave it unset to turn it off)",
+            )),
+            other => Ok(other.map(PathBuf::from)),
+        };
+        let cert = nonempty("tls.cert_file", self.cert_file)?;
+        let key = nonempty("tls.key_file", self.key_file)?;
+        let client_ca = nonempty("tls.client_ca_file", self.client_ca_file)?;
+        let ca = nonempty("tls.ca_file", self.ca_file)?;
+        if self.reload_interval.is_zero() {
+            return Err(invalid(
+                "tls.reload_interval",
+                "must be longer than 0s (e.g. \"5s\")",
+            ));
+        }
+        let server = match (cert, key) {
+            (Some(cert), Some(key)) => Some(
+                ServerTlsSettings::load(cert, key, client_ca, self.reload_interval)
+                    .map_err(tls_err)?,
+            ),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key_file",
+                    "must be set with tls.cert_file (the certificate's private key)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "must be set with tls.key_file (the key's certificate chain)",
+                ));
+            }
+            (None, None) if client_ca.is_some() => {
+                return Err(invalid(
+                    "tls.client_ca_file",
+                    "needs tls.cert_file and tls.key_file (client certificates are asked for over TLS)",
+                ));
+            }
+            (None, None) => None,
+        };
+        let outbound = match ca {
+            Some(path) => OutboundRoots::load(&path).map_err(tls_err)?,
+            None => OutboundRoots::default(),
+        };
+        Ok(TlsSettings { server, outbound })
     }
 }
 

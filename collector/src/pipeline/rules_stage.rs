@@ -153,6 +153,7 @@ action = "alert"
         let store = crate::sinks::sqlite::SqliteStore::open(dir.path()).unwrap();
         let (alerts, _task) = Alerts::start(
             &AlertsSection::default(),
+            &crate::tls::OutboundRoots::default(),
             Arc::new(store),
             Arc::clone(&events),
         );

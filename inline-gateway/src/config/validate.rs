@@ -36,6 +36,8 @@ pub struct ValidConfig {
     pub(crate) breaker: CircuitBreakerConfig,
     pub(crate) providers: Vec<ProviderSettings>,
     pub(crate) routes: Vec<RouteSettings>,
+    /// Roots trusted by upstream connections besides the Mozilla ones.
+    pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl ValidConfig {
@@ -47,6 +49,17 @@ impl ValidConfig {
     /// The largest request body accepted (`gateway.max_request_bytes`).
     pub fn max_body_bytes(&self) -> usize {
         self.max_request_bytes
+    }
+
+    /// Also trusts `roots` on upstream connections (a private CA, a
+    /// TLS-inspecting proxy), on top of the Mozilla roots.
+    #[must_use]
+    pub fn with_extra_roots(
+        mut self,
+        roots: impl IntoIterator<Item = rustls::pki_types::CertificateDer<'static>>,
+    ) -> Self {
+        self.extra_roots.extend(roots);
+        self
     }
 }
 
@@ -171,6 +184,7 @@ impl GatewayConfig {
             breaker: self.circuit_breaker.clone(),
             providers,
             routes,
+            extra_roots: Vec::new(),
         })
     }
 }

@@ -1,13 +1,22 @@
 //! TLS for upstream connections: rustls with the ring provider and the
-//! Mozilla roots (webpki-roots), built once and shared by every client.
+//! Mozilla roots (webpki-roots) plus any extra roots from the config,
+//! built once and shared by every client.
 
 use std::sync::Arc;
 
 use crate::error::GatewayError;
 
-pub(crate) fn client_tls() -> Result<rustls::ClientConfig, GatewayError> {
+pub(crate) fn client_tls(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, GatewayError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        roots.add(root.clone()).map_err(|e| GatewayError::Client {
+            provider: "*".to_owned(),
+            message: format!("an extra root certificate cannot be used: {e}"),
+        })?;
+    }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

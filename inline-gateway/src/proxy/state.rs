@@ -56,7 +56,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: &ValidConfig, deps: GatewayDeps) -> Result<Self, GatewayError> {
-        let tls = client_tls()?;
+        let tls = client_tls(&config.extra_roots)?;
         let providers = config
             .providers
             .iter()

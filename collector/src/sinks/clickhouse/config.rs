@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::config::Secret;
+use crate::tls::OutboundRoots;
 
 /// How batches travel to ClickHouse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,4 +28,6 @@ pub struct ClickhouseConfig {
     /// Longest one query of the API may run (`max_execution_time` on the
     /// server, and the client stops waiting then too).
     pub query_timeout: Duration,
+    /// Roots trusted over `https://` besides the Mozilla ones (`tls.ca_file`).
+    pub extra_roots: OutboundRoots,
 }

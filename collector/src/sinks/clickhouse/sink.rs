@@ -45,11 +45,37 @@ pub(super) fn sink_err(e: clickhouse::error::Error) -> SinkError {
     }
 }
 
+/// The crate's own client, or, with extra roots, one whose TLS trusts them
+/// too (hyper-rustls on ring, as the crate's own).
+fn http_client(config: &ClickhouseConfig) -> Result<Client, SinkError> {
+    if config.extra_roots.is_empty() {
+        return Ok(Client::default());
+    }
+    let tls = config
+        .extra_roots
+        .client_config()
+        .map_err(|e| SinkError::Unavailable(format!("ClickHouse TLS: {e}")))?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    // As the crate's default: idle connections dropped before the
+    // server's keep-alive timeout (3 s before 23.11) closes them.
+    let pool = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build(connector);
+    Ok(Client::with_http_client(pool))
+}
+
 impl ClickhouseStore {
     /// Connects, creates the database if needed and migrates the schema.
     /// Fails with one line when ClickHouse cannot be reached or refuses.
     pub async fn open(config: &ClickhouseConfig) -> Result<Self, SinkError> {
-        let mut client = Client::default()
+        let mut client = http_client(config)?
             .with_url(config.url.clone())
             .with_database(config.database.clone())
             .with_compression(match config.compression {
@@ -389,5 +415,72 @@ mod tests {
         assert_eq!(batch_token(&a, &[]), batch_token(&a.clone(), &[]));
         assert_ne!(batch_token(&a, &[]), batch_token(&b, &[]));
         assert_ne!(batch_token(&a, &[]), batch_token(&a[..1], &[]));
+    }
+
+    /// A server with a certificate no public root vouches for, answering
+    /// every request as ClickHouse answers `SELECT 1` in RowBinary: the
+    /// store's client reaches it over https only with `tls.ca_file`.
+    #[tokio::test]
+    async fn extra_roots_are_trusted_over_https() {
+        use crate::internal_events::InternalEvents;
+        use crate::listen::{Listener, ListenerLimits, Protocols, serve};
+        use crate::tls::{ListenerRole, OutboundRoots, ServerTls, ServerTlsSettings};
+
+        let dir = tempfile::tempdir().unwrap();
+        let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join("ch.crt"), dir.path().join("ch.key"));
+        std::fs::write(&cert, issued.cert.pem()).unwrap();
+        std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+        let settings =
+            ServerTlsSettings::load(cert.clone(), key, None, std::time::Duration::from_secs(5))
+                .unwrap();
+        let tls = ServerTls::new(&settings)
+            .server_config(ListenerRole::Service, false)
+            .unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", tcp.local_addr().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let app = axum::Router::new().fallback(|| async { bytes::Bytes::from_static(&[1]) });
+        tokio::spawn(serve(
+            Listener {
+                tcp,
+                name: "clickhouse",
+                protocols: Protocols::Any,
+                limits: ListenerLimits::default(),
+                tls: Some(tls),
+            },
+            app,
+            InternalEvents::new(),
+            stop.clone(),
+        ));
+
+        let select_one = |extra_roots: OutboundRoots| {
+            let config = ClickhouseConfig {
+                url: url.clone(),
+                database: "default".into(),
+                user: None,
+                password: None,
+                compression: ClickhouseCompression::None,
+                retention_days: None,
+                timeout: std::time::Duration::from_secs(5),
+                query_timeout: std::time::Duration::from_secs(5),
+                extra_roots,
+            };
+            let client = http_client(&config)
+                .unwrap()
+                .with_url(config.url.clone())
+                .with_compression(Compression::None)
+                .with_validation(false);
+            async move { client.query("SELECT 1").fetch_one::<u8>().await }
+        };
+        assert_eq!(
+            select_one(OutboundRoots::load(&cert).unwrap())
+                .await
+                .unwrap(),
+            1
+        );
+        let untrusted = select_one(OutboundRoots::default()).await;
+        assert!(untrusted.is_err(), "{untrusted:?}");
+        stop.cancel();
     }
 }
