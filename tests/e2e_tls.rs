@@ -80,10 +80,24 @@ fn call_request(id: u64, project: &str) -> ExportTraceServiceRequest {
 
 /// Waits until a call of `project` is stored (read over the TLS API).
 async fn wait_project(client: &reqwest::Client, c: &Collector, project: &str) -> Value {
+    wait_project_with(client, c, project, None).await
+}
+
+/// [`wait_project`], reading with `key` when given.
+async fn wait_project_with(
+    client: &reqwest::Client,
+    c: &Collector,
+    project: &str,
+    key: Option<&str>,
+) -> Value {
     let url = format!("{}/v1/calls?limit=1000", https(c.api));
     let mut found = None;
     wait_for(&format!("a stored call of {project}"), async || {
-        let Ok(r) = client.get(&url).send().await else {
+        let mut request = client.get(&url);
+        if let Some(k) = key {
+            request = request.bearer_auth(k);
+        }
+        let Ok(r) = request.send().await else {
             return false;
         };
         let body: Value = r.json().await.unwrap();
@@ -508,28 +522,46 @@ async fn the_official_python_exporter_sends_over_tls_configured_by_env_alone() {
     };
     let ca = TestCa::new("tollgate test CA");
     let (cert, key) = ca.write("server", &ca.server("tollgate"));
-    let c = Collector::start(&tls_section(&cert, &key, ""));
+    // Keys required: the exporter sends an `ingest` key of org acme.
+    const AGENT_KEY: &str = "tg-python-exporter-key-0123456789abcdef";
+    let c = Collector::start(&format!(
+        "{}\n[auth]\nmode = \"keys\"\n[[auth.keys]]\nname = \"agents\"\n\
+         roles = [\"ingest\", \"read\"]\norg = \"acme\"\nsecret = \"{AGENT_KEY}\"\n",
+        tls_section(&cert, &key, "")
+    ));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python-sdk/otlp_export.py");
     let api = https_client(&ca, None);
-    for (protocol, addr, project) in [
-        ("grpc", c.grpc, "python-grpc"),
-        ("http/protobuf", c.http, "python-http"),
-    ] {
-        let out = Command::new(&python)
+    let export = |protocol: &str, addr, project: &str, key: &str| {
+        Command::new(&python)
             .arg(&script)
             .arg(project)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", https(addr))
             .env("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.ca_path())
-            .env("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20x")
+            .env(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                format!("authorization=Bearer%20{key}"),
+            )
             .env("OTEL_EXPORTER_OTLP_TIMEOUT", "10000")
             // `requests` lets these replace the exporter's own CA file
             // (psf/requests#3829); an exporter run by hand has neither.
             .env_remove("REQUESTS_CA_BUNDLE")
             .env_remove("CURL_CA_BUNDLE")
             .output()
-            .unwrap_or_else(|e| panic!("{TEST}: cannot run {python}: {e}"));
+            .unwrap_or_else(|e| panic!("{TEST}: cannot run {python}: {e}"))
+    };
+    for (protocol, addr, project) in [
+        ("grpc", c.grpc, "python-grpc"),
+        ("http/protobuf", c.http, "python-http"),
+    ] {
+        // A wrong key: the export fails (401 / UNAUTHENTICATED).
+        let refused = export(protocol, addr, project, "tg-not-a-key-0123456789abcdef");
+        assert!(
+            !refused.status.success(),
+            "{protocol}: a wrong key was accepted"
+        );
+        let out = export(protocol, addr, project, AGENT_KEY);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -538,7 +570,8 @@ async fn the_official_python_exporter_sends_over_tls_configured_by_env_alone() {
             out.status
         );
         let sent: Value = serde_json::from_str(stdout.trim()).unwrap();
-        let row = wait_project(&api, &c, project).await;
+        let row = wait_project_with(&api, &c, project, Some(AGENT_KEY)).await;
+        assert_eq!(row["org"], "acme", "{protocol}: {row}");
         assert_eq!(
             row["trace_id"], sent["trace_id"],
             "{protocol}: {row} {sent}"
