@@ -1058,10 +1058,23 @@ def check_binary(root: Path, image: ImageFacts, k8s_configs: list[tuple[str, str
         os.environ,
         CLICKHOUSE_PASSWORD="check-deploy",
         TOLLGATE_ADMIN_TOKEN="check-deploy-admin-token",
+        TOLLGATE_AGENTS_KEY="tg-check-deploy-agents-key-000000000",
+        TOLLGATE_METRICS_TOKEN="check-deploy-metrics-token",
         CLICKHOUSE_URL="http://clickhouse:8123",
         KAFKA_BROKERS="kafka:9092",
     )
     with tempfile.TemporaryDirectory() as tmp:
+        # The configs' certificate files stood in by the development ones
+        # (deploy/tls/dev-certs.sh), through the [tls] overrides.
+        certs = Path(tmp) / "tls"
+        certs.mkdir()
+        made = subprocess.run(
+            ["sh", str(root / "deploy" / "tls" / "dev-certs.sh"), str(certs)], capture_output=True, text=True
+        )
+        if not r.check(made.returncode == 0, "deploy/tls/dev-certs.sh makes a certificate", made.stderr[-300:]):
+            return
+        env["TOLLGATE_TLS__CERT_FILE"] = str(certs / "tls.crt")
+        env["TOLLGATE_TLS__KEY_FILE"] = str(certs / "tls.key")
         files = [(str(p.relative_to(root)), p) for p in config_files(root)]
         written = image.builtin_configs + [(f"k8s ConfigMap {name}", text) for name, text in k8s_configs]
         for n, (what, text) in enumerate(written):
