@@ -13,7 +13,7 @@ pub use load::{ConfigError, load};
 pub use raw::{
     AdminSection, AlertsSection, ApiSection, Durability, KafkaRole, KafkaSection, LogFormat,
     LogSection, OtlpSection, PipelineSection, PricingSection, RawConfig, ReceiversSection,
-    StorageSection, WebhookFormat, WebhookSection,
+    StorageSection, WebhookFormat, WebhookSection, is_secret_kafka_option, redacted_kafka_options,
 };
 pub use validate::{
     Config, DEFAULT_MAX_QUERY_RANGE, DurabilityConfig, LabelPolicy, ListenerLimits, Secret,
