@@ -78,6 +78,8 @@ fn reach(config: &KafkaConfig, timeout: Duration) -> Result<(), String> {
         .map_err(|e| format!("cannot create a Kafka client: {}", client_error(&e)))?;
     let deadline = Instant::now() + timeout;
     let answer = loop {
+        // Every topic's metadata: asking for ours could have a broker
+        // create it with its own defaults (a producer may auto-create).
         let answer = probe
             .client()
             .fetch_metadata(None, Duration::from_millis(500));
