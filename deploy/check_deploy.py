@@ -7,9 +7,11 @@ and passes their paths. Prints one line per check (`ok`, `FAIL` or `skip`)
 and exits 1 if any check failed.
 
   Dockerfile   stages, builder toolchain = the workspace's, the release build
-               command, the binary the runtime copies, non-root user, no
-               secrets in ENV/ARG, every COPY source present and not
-               ignored, every workspace member copied, hadolint
+               command, the build packages of scripts/install-build-deps,
+               libssl3 in the runtime, the binary the runtime copies,
+               non-root user, no secrets in ENV/ARG, every COPY source
+               present and not ignored, every workspace member copied,
+               hadolint
   compose      Compose Specification schema, depends_on, healthchecks of
                what is waited for, build context and Dockerfile, mounted
                paths, named volumes, host ports, interpolation defaults, the
@@ -56,6 +58,9 @@ K8S_VERSIONS = ("1.30.0", "1.37.0")
 PER_ENVIRONMENT_KEYS = (("storage", "url"), ("kafka", "brokers"), ("kafka", "replication_factor"))
 # Directories in PATH of the runtime image (distroless and Debian).
 IMAGE_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+# Runtime images that carry libssl3: distroless base and cc (base plus
+# libgcc), Debian 12 and later.
+RUNTIME_WITH_LIBSSL3 = re.compile(r"(?:gcr\.io/)?distroless/(?:base|cc)-debian(?:1[2-9])(?::|@|$)")
 SECRET_NAME = re.compile(r"(?i)(passw|secret|token|api_?key|private_?key|credential)")
 VAR_REF = re.compile(r"\$\{([^}]*)\}")
 
@@ -196,6 +201,28 @@ def shell_commands(run_args: str) -> list[list[str]]:
     """The simple commands of a RUN's shell text, split at && || ; |."""
     _, text = split_flags(run_args)
     return [shlex.split(seg) for seg in re.split(r"&&|\|\||;|\|", text) if seg.strip()]
+
+
+def apt_installs(stage: Stage) -> set[str]:
+    """Packages a stage's RUN instructions install with apt-get."""
+    packages = set()
+    for ins in stage.instructions:
+        if ins.keyword != "RUN":
+            continue
+        for c in shell_commands(ins.args):
+            if c[:1] == ["apt-get"] and "install" in c:
+                after = c[c.index("install") + 1 :]
+                packages |= {w.split("=")[0] for w in after if not w.startswith("-")}
+    return packages
+
+
+def build_packages(root: Path) -> list[str]:
+    """`PACKAGES=(...)` of scripts/install-build-deps."""
+    path = root / "scripts" / "install-build-deps"
+    if not path.is_file():
+        return []
+    m = re.search(r"^PACKAGES=\(([^)]*)\)", path.read_text(), re.MULTILINE)
+    return shlex.split(m.group(1)) if m else []
 
 
 def workspace_toolchain(root: Path) -> tuple[str | None, str]:
@@ -354,6 +381,23 @@ def check_dockerfile(root: Path, path: Path, hadolint: str | None, r: Report) ->
         f"dockerfile: same release build command as the docs ({shown})",
         "; ".join(f"{where} runs `{c}`" for where, c in others)
         or "no doc shows the command (deploy/README.md should)",
+    )
+
+    # System packages: what scripts/install-build-deps installs on a test
+    # machine, the builder installs too; the runtime has the OpenSSL that
+    # librdkafka was linked against.
+    wanted = build_packages(root)
+    installed = apt_installs(builder)
+    r.check(
+        bool(wanted) and all(p in installed for p in wanted),
+        f"dockerfile: builder installs the build packages ({' '.join(wanted) or 'none listed'})",
+        f"missing: {' '.join(p for p in wanted if p not in installed) or 'scripts/install-build-deps lists no PACKAGES'}",
+    )
+    r.check(
+        bool(RUNTIME_WITH_LIBSSL3.match(runtime.image))
+        or any(p.startswith("libssl3") for p in apt_installs(runtime)),
+        f"dockerfile: runtime `{runtime.image}` has libssl3 (librdkafka's TLS)",
+        "use a distroless base or cc image (not -nossl, not static), or install libssl3",
     )
 
     # The binary: copied out of target/release in the builder, into PATH in the runtime.

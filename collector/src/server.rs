@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::config::Durability;
 use crate::gateway::{KillSwitchBlocks, QueueRows};
 use crate::internal_events::InternalEvents;
-use crate::kafka::{CallConsumer, CallProducer};
+use crate::kafka::{CallConsumer, CallProducer, client_error};
 use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
 use crate::listen::{self, Listener, Protocols};
 use crate::memory::{MemoryLimiter, RETRY_AFTER_SECS, admit_grpc, admit_http};
@@ -297,22 +297,27 @@ pub async fn run(
                 Arc::clone(&events),
                 config.shutdown_timeout,
             )
-            .map_err(|e| ServeError::Kafka(format!("cannot start the consumer: {e}")))?,
+            .map_err(|e| {
+                ServeError::Kafka(format!("cannot start the consumer: {}", client_error(&e)))
+            })?,
         ),
         _ => None,
     };
     let enforcement_sync = match &kafka {
         Some(k) => Some(
-            crate::kafka::EnforcementSync::start(k, &killswitch)
-                .map_err(|e| ServeError::Kafka(format!("cannot share the kill-switch: {e}")))?,
+            crate::kafka::EnforcementSync::start(k, &killswitch).map_err(|e| {
+                ServeError::Kafka(format!(
+                    "cannot share the kill-switch: {}",
+                    client_error(&e)
+                ))
+            })?,
         ),
         None => None,
     };
     let producer = match &kafka {
-        Some(k) if k.ingests() => Some(
-            CallProducer::new(k)
-                .map_err(|e| ServeError::Kafka(format!("cannot start the producer: {e}")))?,
-        ),
+        Some(k) if k.ingests() => Some(CallProducer::new(k).map_err(|e| {
+            ServeError::Kafka(format!("cannot start the producer: {}", client_error(&e)))
+        })?),
         _ => None,
     };
     let normalizer = Normalizer::new(

@@ -24,6 +24,15 @@ pub async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// How a `tollgate serve` that stopped at start-up ended.
+#[derive(Debug)]
+pub struct FailedStart {
+    /// `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// A running `tollgate serve` child process.
 pub struct Collector {
     child: Child,
@@ -206,27 +215,7 @@ impl Collector {
         envs: &[(&str, &str)],
     ) -> Collector {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        // With another store the write-ahead log would default to ./data.
-        let wal = match storage {
-            Some(_) if !extra.contains("[durability]") => format!(
-                "[durability]\ndir = \"{}\"\n",
-                dir.path().join("wal").display()
-            ),
-            _ => String::new(),
-        };
-        let extra = format!("{extra}\n{wal}");
-        let storage = storage.map_or_else(
-            || format!("type = \"sqlite\"\npath = \"{}\"", data.display()),
-            str::to_owned,
-        );
-        let config = format!(
-            "[receivers.otlp]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n\
-             [storage]\n{storage}\n{extra}\n"
-        );
-        let path = dir.path().join("tollgate.toml");
-        std::fs::write(&path, config).unwrap();
+        let path = Self::write_config(dir.path(), storage, extra);
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let envs: Vec<(String, String)> = envs
             .iter()
@@ -245,6 +234,76 @@ impl Collector {
             dir,
             stderr_path,
         }
+    }
+
+    /// Runs `serve` on the config [`Collector::start`] would write, for a
+    /// start-up that must fail: waits up to 60 s for the process to exit on
+    /// its own (it is killed, and the test fails, if it does not).
+    pub fn start_expecting_exit(extra: &str, envs: &[(&str, &str)]) -> FailedStart {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Self::write_config(dir.path(), None, extra);
+        // Files, not pipes: a full pipe would stop the process from exiting.
+        let (stdout, stderr) = (dir.path().join("stdout.log"), dir.path().join("stderr.log"));
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the collector was still running after 60 s: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        FailedStart {
+            code: status.code(),
+            stdout: std::fs::read_to_string(&stdout).unwrap(),
+            stderr: std::fs::read_to_string(&stderr).unwrap(),
+        }
+    }
+
+    /// Writes the config file into `dir`: free loopback ports, `storage` (or
+    /// SQLite in `dir`), then `extra`.
+    fn write_config(
+        dir: &std::path::Path,
+        storage: Option<&str>,
+        extra: &str,
+    ) -> std::path::PathBuf {
+        let data = dir.join("data");
+        // With another store the write-ahead log would default to ./data.
+        let wal = match storage {
+            Some(_) if !extra.contains("[durability]") => {
+                format!("[durability]\ndir = \"{}\"\n", dir.join("wal").display())
+            }
+            _ => String::new(),
+        };
+        let extra = format!("{extra}\n{wal}");
+        let storage = storage.map_or_else(
+            || format!("type = \"sqlite\"\npath = \"{}\"", data.display()),
+            str::to_owned,
+        );
+        let config = format!(
+            "[receivers.otlp]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\
+             [storage]\n{storage}\n{extra}\n"
+        );
+        let path = dir.join("tollgate.toml");
+        std::fs::write(&path, config).unwrap();
+        path
     }
 
     /// Stops the collector (SIGTERM) and starts it again on the same data
@@ -592,6 +651,13 @@ impl KafkaBroker {
     /// Starts one, or `None` (with a notice) when the test environment has
     /// no broker binary; under `scripts/test` that is a failure.
     pub fn start(test: &str) -> Option<KafkaBroker> {
+        Self::start_advertising(test, None)
+    }
+
+    /// Like [`KafkaBroker::start`], but tells clients (in metadata) to
+    /// connect to `advertised` on loopback instead: a front such as a TLS
+    /// terminator listens there and forwards to [`KafkaBroker::port`].
+    pub fn start_advertising(test: &str, advertised: Option<u16>) -> Option<KafkaBroker> {
         let bin = match std::env::var("TOLLGATE_TEST_TANSU") {
             Ok(p) if !p.is_empty() => p,
             _ if std::env::var_os("TOLLGATE_TEST_STRICT").is_some() => panic!(
@@ -611,10 +677,11 @@ impl KafkaBroker {
             .port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
         let child = Command::new(&bin)
             .arg("broker")
             .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -635,6 +702,11 @@ impl KafkaBroker {
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(broker)
+    }
+
+    /// The (plaintext) port the broker listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `bootstrap.servers` for clients.

@@ -14,6 +14,7 @@ pub use raw::{
     AdminSection, AlertsSection, ApiSection, AuthKeySection, AuthMode, AuthSection, Durability,
     KafkaRole, KafkaSection, LogFormat, LogSection, OtlpSection, PipelineSection, PricingSection,
     RawConfig, ReceiversSection, StorageSection, TlsSection, WebhookFormat, WebhookSection,
+    is_secret_kafka_option, redacted_kafka_options,
 };
 pub use validate::{
     AuthConfig, Config, DEFAULT_MAX_QUERY_RANGE, DurabilityConfig, LabelPolicy, ListenerLimits,

@@ -68,7 +68,7 @@ pub enum KafkaRole {
 }
 
 /// `[kafka]`: scale-out through a Kafka topic keyed by project.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSection {
     /// Bootstrap servers, `host:port[,host:port…]`; empty = Kafka off.
@@ -95,9 +95,54 @@ pub struct KafkaSection {
     /// Longest wait for Kafka to acknowledge a request's calls.
     #[serde(default = "default_kafka_produce_timeout", with = "humantime_serde")]
     pub produce_timeout: Duration,
-    /// Extra librdkafka properties (TLS, SASL, timeouts).
+    /// Extra librdkafka properties (TLS, SASL, timeouts), e.g.
+    /// `"security.protocol" = "SASL_SSL"`, `"ssl.ca.location"`,
+    /// `"sasl.password" = "${KAFKA_PASSWORD}"`. Secret values
+    /// ([`is_secret_kafka_option`]) are never printed.
     #[serde(default)]
     pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether the value of librdkafka property `key` is a secret (a password,
+/// a client secret, a private key in PEM): it is shown as `<redacted>`
+/// wherever options are printed.
+pub fn is_secret_kafka_option(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || matches!(key, "ssl.key.pem" | "sasl.oauthbearer.config")
+}
+
+/// `options` for printing: secret values replaced by `<redacted>`.
+pub fn redacted_kafka_options(
+    options: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<&str, &str> {
+    options
+        .iter()
+        .map(|(k, v)| {
+            let shown = if is_secret_kafka_option(k) {
+                "<redacted>"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), shown)
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for KafkaSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSection")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("role", &self.role)
+            .field("group_id", &self.group_id)
+            .field("compression", &self.compression)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("produce_timeout", &self.produce_timeout)
+            .field("options", &redacted_kafka_options(&self.options))
+            .finish()
+    }
 }
 
 fn default_kafka_topic() -> String {

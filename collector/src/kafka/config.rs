@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
 
-use crate::config::{KafkaRole, KafkaSection};
+use crate::config::{KafkaRole, KafkaSection, is_secret_kafka_option, redacted_kafka_options};
 
 /// librdkafka properties the collector sets itself because the delivery
 /// guarantee depends on them; `kafka.options` may not change them.
@@ -21,6 +22,17 @@ const RESERVED: &[&str] = &[
     "compression.codec",
 ];
 
+/// librdkafka properties naming a file (or a directory of CA certificates)
+/// that librdkafka reads when a client is created.
+const FILE_OPTIONS: &[&str] = &[
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.crl.location",
+    "ssl.keystore.location",
+    "sasl.kerberos.keytab",
+];
+
 /// Kafka settings for the ingest and process roles.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -32,7 +44,8 @@ pub struct KafkaConfig {
     pub partitions: i32,
     pub replication_factor: i32,
     pub produce_timeout: Duration,
-    /// Extra librdkafka properties (may hold SASL passwords: never printed).
+    /// Extra librdkafka properties (may hold passwords: secret values are
+    /// never printed).
     pub options: BTreeMap<String, String>,
 }
 
@@ -47,7 +60,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("produce_timeout", &self.produce_timeout)
-            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("options", &redacted_kafka_options(&self.options))
             .finish()
     }
 }
@@ -131,6 +144,28 @@ impl KafkaSection {
                 ),
             ));
         }
+        // librdkafka checks names and values here (an unknown property, a
+        // protocol this build lacks); what is in the files is checked when a
+        // client is created, at start-up.
+        let mut native = ClientConfig::new();
+        native.extend(self.options.clone());
+        native
+            .create_native_config()
+            .map_err(|e| bad("kafka.options", client_error(&e)))?;
+        for (key, path) in &self.options {
+            // `probe`: librdkafka looks for the system's CA certificates.
+            if !FILE_OPTIONS.contains(&key.as_str())
+                || (key == "ssl.ca.location" && path == "probe")
+            {
+                continue;
+            }
+            if let Err(e) = readable(path) {
+                return Err(bad(
+                    "kafka.options",
+                    format!("`{key}`: cannot read `{path}`: {e}"),
+                ));
+            }
+        }
         Ok(Some(KafkaConfig {
             brokers,
             topic: self.topic,
@@ -167,8 +202,32 @@ impl KafkaConfig {
     }
 }
 
+/// A file that can be opened, or a directory.
+fn readable(path: &str) -> std::io::Result<()> {
+    if std::fs::metadata(path)?.is_dir() {
+        return Ok(());
+    }
+    std::fs::File::open(path).map(drop)
+}
+
+/// librdkafka's reason a client could not be configured or created, naming
+/// the property and never a secret value (librdkafka's own text quotes the
+/// value it refused).
+pub fn client_error(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, _, key, _) if is_secret_kafka_option(key) => {
+            format!("`{key}`: invalid value")
+        }
+        KafkaError::ClientConfig(_, reason, key, _) => format!("`{key}`: {reason}"),
+        KafkaError::ClientCreation(reason) => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use rdkafka::producer::BaseProducer;
+
     use super::*;
 
     fn section(brokers: &str) -> KafkaSection {
@@ -232,16 +291,174 @@ mod tests {
         }
     }
 
-    #[test]
-    fn option_values_are_not_printed() {
-        let c = KafkaSection {
-            options: [("sasl.password".to_owned(), "hunter2-canary".to_owned())].into(),
-            ..section("k:1")
+    fn with_options(options: &[(&str, &str)]) -> KafkaSection {
+        KafkaSection {
+            options: options
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            // Nothing listens there; creating a client connects to nothing yet.
+            ..section("127.0.0.1:1")
         }
-        .validate()
-        .unwrap()
-        .unwrap();
-        let shown = format!("{c:?}");
-        assert!(shown.contains("sasl.password") && !shown.contains("hunter2-canary"));
+    }
+
+    #[test]
+    fn secret_option_values_are_not_printed() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let ca = ca.path().to_str().unwrap();
+        let section = with_options(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.password", "hunter2-canary"),
+            ("ssl.key.password", "keypass-canary"),
+            ("ssl.ca.location", ca),
+        ]);
+        let raw = format!("{section:?}");
+        let validated = format!("{:?}", section.validate().unwrap().unwrap());
+        for shown in [raw, validated] {
+            assert!(!shown.contains("hunter2-canary"), "{shown}");
+            assert!(!shown.contains("keypass-canary"), "{shown}");
+            assert!(
+                shown.contains(r#""sasl.password": "<redacted>""#),
+                "{shown}"
+            );
+            assert!(
+                shown.contains(r#""ssl.key.password": "<redacted>""#),
+                "{shown}"
+            );
+            // What is not a secret stays visible, for whoever debugs TLS.
+            assert!(shown.contains(ca), "{shown}");
+        }
+        for secret in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "ssl.key.pem",
+        ] {
+            assert!(is_secret_kafka_option(secret), "{secret}");
+        }
+        assert!(!is_secret_kafka_option("sasl.username"));
+    }
+
+    /// A build of librdkafka without OpenSSL refuses this at validation:
+    /// `kafka.options`: `security.protocol`: Unsupported value "SSL" for
+    /// configuration property "security.protocol": OpenSSL not available at
+    /// build time.
+    #[test]
+    fn tls_protocols_are_accepted_by_librdkafka() {
+        for options in [
+            vec![("security.protocol", "SSL")],
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "tollgate"),
+                ("sasl.password", "secret"),
+            ],
+        ] {
+            let config = with_options(&options)
+                .validate()
+                .unwrap_or_else(|e| panic!("{options:?}: {}: {}", e.field, e.message))
+                .unwrap();
+            let created: Result<BaseProducer, _> = config.client().create();
+            if let Err(e) = created {
+                panic!("{options:?}: {}", client_error(&e));
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_option_is_named_at_validation() {
+        for (options, named, why) in [
+            (
+                vec![("security.protocol", "TLS")],
+                "`security.protocol`",
+                "Invalid value \"TLS\"",
+            ),
+            (
+                vec![("ssl.ca.locaton", "/ca.pem")],
+                "`ssl.ca.locaton`",
+                "No such configuration property",
+            ),
+        ] {
+            let e = with_options(&options).validate().unwrap_err();
+            assert_eq!(e.field, "kafka.options");
+            assert!(
+                e.message.contains(named) && e.message.contains(why),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_tls_file_is_named_at_validation() {
+        for key in [
+            "ssl.ca.location",
+            "ssl.certificate.location",
+            "ssl.key.location",
+        ] {
+            let e = with_options(&[
+                ("security.protocol", "SSL"),
+                (key, "/nonexistent/tollgate-test.pem"),
+            ])
+            .validate()
+            .unwrap_err();
+            assert_eq!(e.field, "kafka.options");
+            assert!(
+                e.message.starts_with(&format!(
+                    "`{key}`: cannot read `/nonexistent/tollgate-test.pem`"
+                )),
+                "{}",
+                e.message
+            );
+        }
+        // librdkafka's own word for the system's CA certificates.
+        with_options(&[("security.protocol", "SSL"), ("ssl.ca.location", "probe")])
+            .validate()
+            .unwrap();
+    }
+
+    /// What is in the files is read when a client is created (at start-up):
+    /// the error names the property, on one line.
+    #[test]
+    fn an_unreadable_tls_file_is_named_when_the_client_is_created() {
+        let garbage = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(garbage.path(), "not a PEM file\n").unwrap();
+        let path = garbage.path().to_str().unwrap();
+        for key in [
+            "ssl.ca.location",
+            "ssl.certificate.location",
+            "ssl.key.location",
+        ] {
+            let config = with_options(&[("security.protocol", "SSL"), (key, path)])
+                .validate()
+                .unwrap()
+                .unwrap();
+            let created: Result<BaseProducer, _> = config.client().create();
+            let Err(e) = created else {
+                panic!("{key}: a client was created from a file that is not PEM");
+            };
+            let shown = client_error(&e);
+            assert!(
+                shown.starts_with(&format!("{key} failed: ")),
+                "{key}: {shown}"
+            );
+            assert!(!shown.contains('\n'), "one line: {shown}");
+        }
+    }
+
+    #[test]
+    fn a_refused_secret_value_is_not_repeated() {
+        let e = KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"hunter2\" for configuration property \"sasl.password\"".to_owned(),
+            "sasl.password".to_owned(),
+            "hunter2".to_owned(),
+        );
+        let shown = client_error(&e);
+        assert!(
+            shown.contains("sasl.password") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

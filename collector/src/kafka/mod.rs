@@ -24,55 +24,12 @@ mod config;
 mod consume;
 mod enforcement;
 mod produce;
+mod topics;
 
-use std::time::Duration;
-
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::types::RDKafkaErrorCode;
-
-pub use config::{KafkaConfig, KafkaConfigError};
+pub use config::{KafkaConfig, KafkaConfigError, client_error};
 pub(crate) use consume::decode_call;
 pub use consume::{CallConsumer, ResyncRequests};
 pub(crate) use enforcement::decode_change;
 pub use enforcement::{EnforcementSync, enforcement_topic};
 pub use produce::{CallProducer, ProduceError};
-
-/// Creates the topic unless it exists; fails when the brokers cannot be reached.
-pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .client()
-        .create()
-        .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
-    let topic = NewTopic::new(
-        &config.topic,
-        config.partitions,
-        TopicReplication::Fixed(config.replication_factor),
-    );
-    // Kill-switch changes: one partition (one order), compacted (the last
-    // change of each block is what matters).
-    let changes_topic = enforcement_topic(config);
-    let changes = NewTopic::new(
-        &changes_topic,
-        1,
-        TopicReplication::Fixed(config.replication_factor),
-    )
-    .set("cleanup.policy", "compact");
-    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
-    let results = admin
-        .create_topics([&topic, &changes], &options)
-        .await
-        .map_err(|e| format!("cannot reach Kafka at {}: {e}", config.brokers))?;
-    for r in results {
-        match r {
-            Ok(_) => {
-                tracing::info!(topic = %config.topic, partitions = config.partitions, "Kafka topic created")
-            }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(format!("cannot create Kafka topic `{name}`: {code}"));
-            }
-        }
-    }
-    Ok(())
-}
+pub use topics::ensure_topic;
