@@ -333,8 +333,12 @@ async fn keys_scope_what_is_written_and_what_is_read() {
     for secret in [&ingest_a, &read_a, &read_all] {
         assert!(!metrics.contains(secret.as_str()));
     }
-    // Health checks stay open for probes.
+    // Health checks stay open for probes; where the gateway is, any key.
     assert_eq!(get(&c, None, "/healthz").await.0, 200);
+    let (gateway_key, _) = key(&c, json!({"roles": ["gateway"], "org": "acme"})).await;
+    assert_eq!(get(&c, Some(&gateway_key), "/v1/gateway").await.0, 200);
+    assert_eq!(get(&c, None, "/v1/gateway").await.0, 401);
+    assert_eq!(get(&c, Some(&gateway_key), "/v1/calls").await.0, 403);
 
     // A revoked key stops working within a second.
     let r = reqwest::Client::new()

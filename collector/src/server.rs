@@ -53,6 +53,7 @@ fn grpc_need(path: &str) -> Option<Need> {
 fn api_need(path: &str) -> Option<Need> {
     match path {
         "/healthz" | "/readyz" => None,
+        "/v1/gateway" => Some(Need::AnyKey),
         "/metrics" => Some(Need::Metrics),
         p if p.starts_with("/admin/") => Some(Need::Admin),
         _ => Some(Need::Read),

@@ -215,8 +215,9 @@ impl VirtualKey {
             .any(|&r| r == role || (r == Role::Admin && role == Role::Read))
     }
 
-    /// Whether the key may be used for `role` at `now_unix_nanos`.
-    pub fn permits(&self, role: Role, now_unix_nanos: i64) -> Result<(), KeyRefusal> {
+    /// Whether the key may be used at all at `now_unix_nanos`: neither
+    /// revoked nor expired.
+    pub fn usable(&self, now_unix_nanos: i64) -> Result<(), KeyRefusal> {
         if self.is_revoked() {
             return Err(KeyRefusal::Revoked);
         }
@@ -226,6 +227,12 @@ impl VirtualKey {
         {
             return Err(KeyRefusal::Expired);
         }
+        Ok(())
+    }
+
+    /// Whether the key may be used for `role` at `now_unix_nanos`.
+    pub fn permits(&self, role: Role, now_unix_nanos: i64) -> Result<(), KeyRefusal> {
+        self.usable(now_unix_nanos)?;
         if !self.has_role(role) {
             return Err(KeyRefusal::Role(role));
         }

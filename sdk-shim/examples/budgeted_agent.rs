@@ -15,6 +15,11 @@
 //! they go to `--provider` and the agent exports a span per call. The agent
 //! runs unchanged either way.
 //!
+//! A collector that requires keys (`[auth] mode = "keys"`) needs an
+//! `ingest` key for the spans (`--ingest-key`) and a `read` key for the
+//! kill-switch (`--read-key`, else `TOLLGATE_KEY`); one key with both
+//! roles may be given twice.
+//!
 //! Output on stdout, one line per event:
 //!
 //! - `call n=<i> input=<tokens> output=<tokens>` after each answered call;
@@ -37,8 +42,8 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tollgate_sdk::{
-    Direct, ExporterProtocol, GatewaySetting, GuardError, KillSwitch, KillSwitchConfig, ModelCall,
-    ModelRoute, RouteConfig, Scope, VirtualKey, init_tracer_provider,
+    Direct, ExporterConfig, ExporterProtocol, GatewaySetting, GuardError, KillSwitch,
+    KillSwitchConfig, ModelCall, ModelRoute, RouteConfig, Scope, VirtualKey,
 };
 
 /// Exit code when the kill-switch refuses a call.
@@ -72,6 +77,14 @@ struct Args {
     /// inline gateway when it runs) or the gateway's URL.
     #[arg(long, env = "AGENT_GATEWAY", default_value = "auto")]
     gateway: GatewaySetting,
+    /// An `ingest` key for the spans, when the collector requires keys
+    /// (`OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<key>` works too).
+    #[arg(long, env = "AGENT_INGEST_KEY", hide_env_values = true)]
+    ingest_key: Option<VirtualKey>,
+    /// A `read` key for the kill-switch, when the collector requires keys
+    /// (default: `TOLLGATE_KEY`).
+    #[arg(long, env = "AGENT_READ_KEY", hide_env_values = true)]
+    read_key: Option<VirtualKey>,
     /// The virtual key used through the gateway.
     #[arg(long, env = "AGENT_GATEWAY_KEY", hide_env_values = true)]
     gateway_key: Option<String>,
@@ -116,17 +129,16 @@ async fn run(args: Args) -> Result<ExitCode> {
         user: args.user.clone(),
         ..Scope::default()
     };
-    let provider = init_tracer_provider(
-        &args.collector_grpc,
-        ExporterProtocol::Grpc,
-        &args.app,
-        None,
-    )?;
+    let mut exporter = ExporterConfig::new(&args.collector_grpc, ExporterProtocol::Grpc, &args.app);
+    exporter.ingest_key = args.ingest_key.clone();
+    let provider = exporter.init_tracer_provider()?;
     let tracer = provider.tracer("budgeted-agent");
-    let killswitch = KillSwitch::start(
-        KillSwitchConfig::new(&args.collector_grpc, &args.collector_api, scope.clone())
-            .with_app(&args.app),
-    )?;
+    let mut watch = KillSwitchConfig::new(&args.collector_grpc, &args.collector_api, scope.clone())
+        .with_app(&args.app);
+    if args.read_key.is_some() {
+        watch.key = args.read_key.clone();
+    }
+    let killswitch = KillSwitch::start(watch)?;
     // A block that already exists must stop the very first call.
     if !killswitch
         .wait_ready(Duration::from_millis(args.ready_timeout_ms))
@@ -136,6 +148,9 @@ async fn run(args: Args) -> Result<ExitCode> {
             "budgeted_agent: no kill-switch state within {} ms; calling anyway (fail-open)",
             args.ready_timeout_ms
         );
+        if let Some(refused) = killswitch.key_refused() {
+            eprintln!("budgeted_agent: {refused}");
+        }
     }
 
     let route = ModelRoute::resolve(&RouteConfig {

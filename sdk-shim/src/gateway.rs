@@ -18,6 +18,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::call::{ModelCall, Scope, record_model_call};
+use crate::key::{self, VirtualKey};
 
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -90,16 +91,6 @@ pub struct RouteConfig {
     pub scope: Scope,
 }
 
-/// A virtual key; never printed.
-#[derive(Clone)]
-pub struct VirtualKey(pub String);
-
-impl fmt::Debug for VirtualKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("VirtualKey(..)")
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct Discovery {
     enabled: bool,
@@ -128,10 +119,8 @@ fn header(value: &str, what: &'static str) -> Result<HeaderValue, GatewayError> 
     HeaderValue::from_str(value).map_err(|_| GatewayError::Header(what))
 }
 
-fn bearer(key: &str) -> Result<HeaderValue, GatewayError> {
-    let mut v = header(&format!("Bearer {key}"), "the API key")?;
-    v.set_sensitive(true);
-    Ok(v)
+fn bearer(token: &str) -> Result<HeaderValue, GatewayError> {
+    key::bearer(token).map_err(|_| GatewayError::Header("the API key"))
 }
 
 /// The base URL with exactly one trailing `/v1`.
@@ -146,13 +135,19 @@ fn with_v1(base: &str) -> String {
 
 /// Asks the collector whether it runs the gateway; `None` when it cannot
 /// be asked (the agent then calls the provider and its spans say the rest).
-async fn discover(collector_api: &str) -> Option<String> {
+/// Asks the collector where its gateway is, with the agent's key when it
+/// has one (a collector that requires keys answers any valid key).
+async fn discover(collector_api: &str, key: Option<&VirtualKey>) -> Option<String> {
     let client = reqwest::Client::builder()
         .timeout(DISCOVERY_TIMEOUT)
         .build()
         .ok()?;
     let url = format!("{}/v1/gateway", collector_api.trim_end_matches('/'));
-    let answer = match client.get(&url).send().await {
+    let mut request = client.get(&url);
+    if let Some(k) = key {
+        request = request.header(AUTHORIZATION, k.bearer_header().ok()?);
+    }
+    let answer = match request.send().await {
         Ok(a) if a.status().is_success() => a,
         Ok(a) => {
             tracing::warn!(status = %a.status(), "gateway discovery refused; calling the provider directly");
@@ -173,7 +168,9 @@ impl ModelRoute {
         let gateway = match &config.setting {
             GatewaySetting::Off => None,
             GatewaySetting::On(url) => Some(url.clone()),
-            GatewaySetting::Auto => discover(&config.collector_api).await,
+            GatewaySetting::Auto => {
+                discover(&config.collector_api, config.virtual_key.as_ref()).await
+            }
         };
         Self::new(config, gateway.as_deref())
     }

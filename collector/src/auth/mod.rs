@@ -46,6 +46,9 @@ pub enum Need {
     Metrics,
     /// The admin API: the admin token or an `admin` key, even when open.
     Admin,
+    /// `GET /v1/gateway` (where the gateway is): any valid key, so that an
+    /// agent holding only a gateway key can find it.
+    AnyKey,
 }
 
 impl Need {
@@ -54,6 +57,7 @@ impl Need {
             Need::Ingest => Role::Ingest,
             Need::Read | Need::Metrics => Role::Read,
             Need::Admin => Role::Admin,
+            Need::AnyKey => Role::Gateway,
         }
     }
 }
@@ -125,6 +129,7 @@ impl Denied {
                  OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<key>)"
             }
             Need::Read => "send a `read` key as `Authorization: Bearer <key>`",
+            Need::AnyKey => "send a key as `Authorization: Bearer <key>`",
             Need::Metrics => {
                 "send an unscoped `read` key or auth.metrics_token as `Authorization: Bearer <token>`"
             }
@@ -247,8 +252,11 @@ impl Auth {
             return Ok(Caller::MetricsToken);
         }
         let key = self.keys.lookup(&hash_key(given)).ok_or(Denied::Unknown)?;
-        key.permits(need.role(), now_nanos())
-            .map_err(Denied::Refused)?;
+        match need {
+            Need::AnyKey => key.usable(now_nanos()),
+            _ => key.permits(need.role(), now_nanos()),
+        }
+        .map_err(Denied::Refused)?;
         let caller = Caller::Key(key);
         if need == Need::Metrics && !caller.tenant().is_everything() {
             return Err(Denied::Scoped);

@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
+use reqwest::header::{AUTHORIZATION, HeaderMap};
 use tollgate_proto::enforcement::v1 as proto;
+use tonic::metadata::AsciiMetadataValue;
 use url::Url;
 
 use super::error::KillSwitchError;
 use crate::call::Scope;
+use crate::key::{KEY_ENV, VirtualKey};
 
 /// How a [`KillSwitch`](super::KillSwitch) reaches the collector.
 ///
@@ -27,6 +30,11 @@ pub struct KillSwitchConfig {
     pub scope: Scope,
     /// The agent's app (its `service.name`), so blocks on `app=...` apply.
     pub app: Option<String>,
+    /// A `read` key, for a collector that requires keys (`[auth] mode =
+    /// "keys"`): sent as `Authorization: Bearer <key>` on the gRPC watch
+    /// and on every HTTP poll. [`new`](Self::new) takes it from
+    /// `TOLLGATE_KEY` when that is set and not empty; never printed.
+    pub key: Option<VirtualKey>,
     /// How often the HTTP endpoint is polled while no gRPC stream is up.
     /// Default 500 ms.
     pub poll_interval: Duration,
@@ -40,7 +48,8 @@ pub struct KillSwitchConfig {
 }
 
 impl KillSwitchConfig {
-    /// A config for `scope` with the default timings.
+    /// A config for `scope` with the default timings, and the key from
+    /// `TOLLGATE_KEY` when that is set.
     pub fn new(
         grpc_endpoint: impl Into<String>,
         api_base: impl Into<String>,
@@ -51,6 +60,7 @@ impl KillSwitchConfig {
             api_base: api_base.into(),
             scope,
             app: None,
+            key: VirtualKey::from_lookup(KEY_ENV, |name| std::env::var(name).ok()),
             poll_interval: Duration::from_millis(500),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
@@ -62,6 +72,13 @@ impl KillSwitchConfig {
     #[must_use]
     pub fn with_app(mut self, app: impl Into<String>) -> Self {
         self.app = Some(app.into());
+        self
+    }
+
+    /// Sets [`key`](Self::key), whatever `TOLLGATE_KEY` says.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(VirtualKey(key.into()));
         self
     }
 
@@ -127,14 +144,30 @@ impl KillSwitchConfig {
                 }
             }
         }
+        let mut headers = HeaderMap::new();
+        let mut watch_authorization = None;
+        if let Some(key) = &self.key {
+            if key.is_empty() {
+                return Err(KillSwitchError::Key("is empty"));
+            }
+            // The parse errors are dropped: their text could show the key.
+            let unsendable = || KillSwitchError::Key("contains characters a header cannot carry");
+            headers.insert(
+                AUTHORIZATION,
+                key.bearer_header().map_err(|_| unsendable())?,
+            );
+            watch_authorization = Some(key.bearer_metadata().map_err(|_| unsendable())?);
+        }
         let http = reqwest::Client::builder()
             .timeout(self.request_timeout)
+            .default_headers(headers)
             .build()
             .map_err(KillSwitchError::HttpClient)?;
 
         Ok(ValidatedConfig {
             grpc,
             watch_request: proto::WatchRequest { scope: Some(scope) },
+            watch_authorization,
             http,
             poll_url,
             poll_interval: self.poll_interval,
@@ -180,6 +213,9 @@ fn scope_dims(scope: &proto::Scope) -> [(&'static str, &str); 8] {
 pub(crate) struct ValidatedConfig {
     pub(crate) grpc: tonic::transport::Endpoint,
     pub(crate) watch_request: proto::WatchRequest,
+    /// `Bearer <key>` for the watch's `authorization` metadata, sensitive.
+    pub(crate) watch_authorization: Option<AsciiMetadataValue>,
+    /// Sends `Authorization: Bearer <key>` (sensitive) on every request.
     pub(crate) http: reqwest::Client,
     /// `{api_base}/v1/enforcement?project=..`, built once.
     pub(crate) poll_url: Url,

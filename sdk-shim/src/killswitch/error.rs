@@ -32,6 +32,9 @@ pub enum KillSwitchError {
         "kill-switch reconnect_min ({min:?}) is longer than reconnect_max ({max:?}); swap or raise reconnect_max"
     )]
     Backoff { min: Duration, max: Duration },
+    /// Never carries the key itself, which would then be printed.
+    #[error("kill-switch key {0}; give the `read` key exactly as it was issued (tg-...)")]
+    Key(&'static str),
     #[error("cannot build the kill-switch HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
     #[error("KillSwitch::start must be called from inside a Tokio runtime: {0}")]

@@ -2,8 +2,10 @@
 //!
 //! Both wire formats (the gRPC `EnforcementState` and the HTTP JSON body)
 //! are converted once, on arrival, into an [`EnforcementSnapshot`], so the
-//! hot path only compares a timestamp.
+//! hot path only compares a timestamp. A collector that refuses the key
+//! sends no state; [`KeyRefused`] says why.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -17,6 +19,68 @@ pub enum StateSource {
     Grpc,
     /// A poll of `GET /v1/enforcement` (the fallback).
     Http,
+}
+
+impl fmt::Display for StateSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Grpc => "gRPC",
+            Self::Http => "HTTP",
+        })
+    }
+}
+
+/// The collector refused the kill-switch's key, so no state comes from it
+/// until the key is fixed. Meanwhile the kill-switch behaves as with an
+/// unreachable collector: calls go through until a first state arrives,
+/// and a state already received is kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyRefused {
+    /// HTTP 401 or gRPC UNAUTHENTICATED: no key was sent (set
+    /// [`KillSwitchConfig::key`](super::KillSwitchConfig::key) or
+    /// `TOLLGATE_KEY`), or the collector does not know it (mistyped,
+    /// revoked or expired).
+    #[error("the collector did not accept the kill-switch key over {via}: {message}")]
+    Unauthenticated {
+        /// The collector's explanation.
+        message: String,
+        /// The path that was refused last.
+        via: StateSource,
+    },
+    /// HTTP 403 or gRPC PERMISSION_DENIED: the key is known but may not
+    /// read this scope (no `read` role, or scoped to another tenant).
+    #[error("the kill-switch key may not read this scope over {via}: {message}")]
+    Forbidden { message: String, via: StateSource },
+}
+
+impl KeyRefused {
+    /// The collector's explanation, e.g. ``no key: send a `read` key as
+    /// `Authorization: Bearer <key>` ``.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Unauthenticated { message, .. } | Self::Forbidden { message, .. } => message,
+        }
+    }
+
+    /// The path that was refused last.
+    pub fn via(&self) -> StateSource {
+        match self {
+            Self::Unauthenticated { via, .. } | Self::Forbidden { via, .. } => *via,
+        }
+    }
+
+    /// The same refusal, apart from the wording and the path.
+    pub(crate) fn same_kind(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+/// The JSON body of a refusal on the HTTP API: `{"error": .., "message": ..}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct JsonRefusal {
+    pub(crate) message: String,
 }
 
 /// The enforcement state last received for the watched scope.

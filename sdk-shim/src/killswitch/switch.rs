@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::config::KillSwitchConfig;
 use super::error::KillSwitchError;
 use super::guard::GuardError;
-use super::state::{Blocked, EnforcementSnapshot};
+use super::state::{Blocked, EnforcementSnapshot, KeyRefused};
 use super::watcher::Watcher;
 
 /// The kill-switch for one scope.
@@ -33,6 +33,13 @@ use super::watcher::Watcher;
 ///   Once a state has arrived, it is kept while both paths are down: a
 ///   blocked agent stays blocked until told otherwise, except that a block
 ///   whose `until` has passed counts as lifted without waiting for news.
+/// - **Keys**: a collector that requires keys gets
+///   [`KillSwitchConfig::key`] as `Authorization: Bearer <key>` on both
+///   paths. A refused key (HTTP 401/403, gRPC UNAUTHENTICATED or
+///   PERMISSION_DENIED) is logged once with the collector's message and
+///   kept in [`key_refused`](Self::key_refused); it is treated like an
+///   unreachable collector (fail-open, last state kept), and both paths
+///   retry with the backoff rather than at every poll.
 ///
 /// Cheap to clone; clones share one background task. Dropping the last
 /// clone stops that task at its next await point, closing its gRPC stream.
@@ -40,6 +47,8 @@ use super::watcher::Watcher;
 pub struct KillSwitch {
     /// `None` until a first state arrives (fail-open).
     state: watch::Receiver<Option<EnforcementSnapshot>>,
+    /// Set while the collector refuses the key; cleared by the next state.
+    key_refused: watch::Receiver<Option<KeyRefused>>,
 }
 
 impl KillSwitch {
@@ -54,8 +63,12 @@ impl KillSwitch {
         let runtime = tokio::runtime::Handle::try_current().map_err(KillSwitchError::NoRuntime)?;
         let config = config.validate()?;
         let (tx, rx) = watch::channel(None);
-        runtime.spawn(Watcher::new(config, tx).run());
-        Ok(Self { state: rx })
+        let (refused_tx, refused_rx) = watch::channel(None);
+        runtime.spawn(Watcher::new(config, tx, refused_tx).run());
+        Ok(Self {
+            state: rx,
+            key_refused: refused_rx,
+        })
     }
 
     /// `Err(Blocked)` when a block is in force for this scope; the hot path
@@ -94,6 +107,13 @@ impl KillSwitch {
         // `wait_for` fails only when the watcher is gone; then a state is
         // there or will never be, and `is_ready` tells which.
         matches!(ready, Ok(Ok(_))) || self.is_ready()
+    }
+
+    /// Why no state is coming, when the collector's last answer refused
+    /// the key; `None` once a state arrives. Useful after
+    /// [`wait_ready`](Self::wait_ready) returned `false`.
+    pub fn key_refused(&self) -> Option<KeyRefused> {
+        self.key_refused.borrow().clone()
     }
 
     /// The state last received, for display and diagnostics.

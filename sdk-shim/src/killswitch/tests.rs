@@ -1,6 +1,8 @@
 //! The watcher against real servers on 127.0.0.1: a tonic `Enforcement`
 //! server fed by a watch channel, and an axum app serving the JSON fallback.
-//! Timings are shortened so that a reconnect cycle takes milliseconds.
+//! Both record the `authorization` they were sent and can require a key
+//! the way the collector does. Timings are shortened so that a reconnect
+//! cycle takes milliseconds.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,16 +12,49 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tollgate_proto::enforcement::v1::enforcement_server::{Enforcement, EnforcementServer};
 use tollgate_proto::enforcement::v1::{Block, EnforcementState, Scope as ProtoScope, WatchRequest};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Status};
 
-use super::{GuardError, KillSwitch, KillSwitchConfig, KillSwitchError, StateSource};
+use super::{GuardError, KeyRefused, KillSwitch, KillSwitchConfig, KillSwitchError, StateSource};
 use crate::call::Scope;
+
+/// What the fake collector asks of a caller, as `[auth] mode` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Auth off: anyone may read.
+    Open,
+    /// Keys required: this one is let in, anything else is refused.
+    Key(&'static str),
+    /// The key is known but scoped to another tenant.
+    Forbidden,
+}
+
+/// The collector's wording, so the tests can check it is passed on.
+const NO_KEY: &str = "no key: send a `read` key as `Authorization: Bearer <key>`";
+const BAD_KEY: &str = "this key is not valid: send a `read` key as `Authorization: Bearer <key>`";
+const OTHER_TENANT: &str = "this key is scoped to project `billing`, not `search`";
+
+/// Refused: whether with 403 rather than 401, and the message.
+type Refusal = (bool, &'static str);
+
+impl Gate {
+    fn check(self, authorization: Option<&str>) -> Result<(), Refusal> {
+        match (self, authorization) {
+            (Gate::Open, _) => Ok(()),
+            (Gate::Forbidden, _) => Err((true, OTHER_TENANT)),
+            (Gate::Key(_), None) => Err((false, NO_KEY)),
+            (Gate::Key(key), Some(given)) if given == format!("Bearer {key}") => Ok(()),
+            (Gate::Key(_), Some(_)) => Err((false, BAD_KEY)),
+        }
+    }
+}
 
 /// Counts a live server-side stream for as long as it is held.
 struct OpenStream(Arc<AtomicUsize>);
@@ -45,6 +80,9 @@ struct WatchService {
     stop: watch::Receiver<bool>,
     scopes: Arc<Mutex<Vec<ProtoScope>>>,
     open_streams: Arc<AtomicUsize>,
+    gate: Gate,
+    /// The `authorization` metadata of every call, refused ones included.
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 #[tonic::async_trait]
@@ -54,7 +92,20 @@ impl Enforcement for WatchService {
     async fn watch(
         &self,
         request: Request<WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        self.authorizations
+            .lock()
+            .unwrap()
+            .push(authorization.clone());
+        match self.gate.check(authorization.as_deref()) {
+            Ok(()) => {}
+            Err((true, message)) => return Err(Status::permission_denied(message)),
+            Err((false, message)) => return Err(Status::unauthenticated(message)),
+        }
         let scope = request.into_inner().scope.unwrap_or_default();
         self.scopes.lock().unwrap().push(scope);
         let (out, rx) = mpsc::channel(4);
@@ -78,7 +129,7 @@ impl Enforcement for WatchService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -88,12 +139,17 @@ struct GrpcServer {
     stop: watch::Sender<bool>,
     scopes: Arc<Mutex<Vec<ProtoScope>>>,
     open_streams: Arc<AtomicUsize>,
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
     task: JoinHandle<()>,
 }
 
 impl GrpcServer {
-    /// Serves on `addr` (port 0 for a fresh one).
+    /// Serves on `addr` (port 0 for a fresh one), open to anyone.
     async fn start(addr: SocketAddr, initial: EnforcementState) -> Self {
+        Self::start_gated(addr, initial, Gate::Open).await
+    }
+
+    async fn start_gated(addr: SocketAddr, initial: EnforcementState, gate: Gate) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (states, states_rx) = watch::channel(initial);
@@ -103,8 +159,11 @@ impl GrpcServer {
             stop: stop_rx.clone(),
             scopes: Arc::default(),
             open_streams: Arc::default(),
+            gate,
+            authorizations: Arc::default(),
         };
         let (scopes, open_streams) = (service.scopes.clone(), service.open_streams.clone());
+        let authorizations = service.authorizations.clone();
         let mut shutdown = stop_rx;
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -121,6 +180,7 @@ impl GrpcServer {
             stop,
             scopes,
             open_streams,
+            authorizations,
             task,
         }
     }
@@ -139,11 +199,14 @@ impl GrpcServer {
     }
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct HttpShared {
     state: Arc<Mutex<serde_json::Value>>,
     hits: Arc<AtomicUsize>,
     queries: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    gate: Arc<Mutex<Gate>>,
+    /// The `Authorization` header of every request, refused ones included.
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 /// `GET /v1/enforcement` answering whatever the test last set.
@@ -155,16 +218,44 @@ struct HttpServer {
 
 impl HttpServer {
     async fn start(initial: &EnforcementState) -> Self {
+        Self::start_gated(initial, Gate::Open).await
+    }
+
+    async fn start_gated(initial: &EnforcementState, gate: Gate) -> Self {
         async fn current(
             State(shared): State<HttpShared>,
+            headers: HeaderMap,
             Query(query): Query<HashMap<String, String>>,
-        ) -> Json<serde_json::Value> {
+        ) -> Response {
             shared.hits.fetch_add(1, Ordering::SeqCst);
+            let authorization = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            shared
+                .authorizations
+                .lock()
+                .unwrap()
+                .push(authorization.clone());
+            let gate = *shared.gate.lock().unwrap();
+            if let Err((forbidden, message)) = gate.check(authorization.as_deref()) {
+                let (status, error) = if forbidden {
+                    (StatusCode::FORBIDDEN, "forbidden")
+                } else {
+                    (StatusCode::UNAUTHORIZED, "unauthorized")
+                };
+                let body = serde_json::json!({"error": error, "message": message});
+                return (status, Json(body)).into_response();
+            }
             shared.queries.lock().unwrap().push(query);
-            Json(shared.state.lock().unwrap().clone())
+            Json(shared.state.lock().unwrap().clone()).into_response()
         }
-        let shared = HttpShared::default();
-        *shared.state.lock().unwrap() = json_of(initial);
+        let shared = HttpShared {
+            state: Arc::new(Mutex::new(json_of(initial))),
+            hits: Arc::default(),
+            queries: Arc::default(),
+            gate: Arc::new(Mutex::new(gate)),
+            authorizations: Arc::default(),
+        };
         let app = axum::Router::new()
             .route("/v1/enforcement", axum::routing::get(current))
             .with_state(shared.clone());
@@ -180,6 +271,10 @@ impl HttpServer {
 
     fn hits(&self) -> usize {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    fn authorizations(&self) -> Vec<Option<String>> {
+        self.shared.authorizations.lock().unwrap().clone()
     }
 }
 
@@ -246,6 +341,8 @@ fn config(grpc: SocketAddr, http: SocketAddr) -> KillSwitchConfig {
     let mut config =
         KillSwitchConfig::new(format!("http://{grpc}"), format!("http://{http}/"), scope)
             .with_app("agent-1");
+    // Whatever the environment running the tests says.
+    config.key = None;
     config.poll_interval = Duration::from_millis(50);
     config.reconnect_min = Duration::from_millis(20);
     config.reconnect_max = Duration::from_millis(200);
@@ -506,6 +603,189 @@ async fn a_config_that_cannot_work_is_rejected() {
         KillSwitch::start(inverted),
         Err(KillSwitchError::Backoff { min, max }) if min == Duration::from_secs(10) && max == Duration::from_secs(5)
     ));
+
+    let empty_key =
+        KillSwitchConfig::new("http://127.0.0.1:4317", "http://127.0.0.1:7070", scope())
+            .with_key("");
+    assert_eq!(
+        err(empty_key),
+        "kill-switch key is empty; give the `read` key exactly as it was issued (tg-...)"
+    );
+    let bad_key = KillSwitchConfig::new("http://127.0.0.1:4317", "http://127.0.0.1:7070", scope())
+        .with_key("tg-s3cr3t\n");
+    let message = err(bad_key);
+    assert_eq!(
+        message,
+        "kill-switch key contains characters a header cannot carry; give the `read` key exactly as it was issued (tg-...)"
+    );
+}
+
+#[test]
+fn the_key_is_never_printed() {
+    let config = KillSwitchConfig::new(
+        "http://127.0.0.1:4317",
+        "http://127.0.0.1:7070",
+        Scope::default(),
+    )
+    .with_key("tg-s3cr3t");
+    let debug = format!("{config:?}");
+    assert!(debug.contains("key: Some(VirtualKey(..))"), "{debug}");
+    assert!(!debug.contains("s3cr3t"), "{debug}");
+    let validated = format!("{:?}", config.validate().unwrap());
+    assert!(
+        validated.contains("watch_authorization: Some(Sensitive)"),
+        "{validated}"
+    );
+    assert!(!validated.contains("s3cr3t"), "{validated}");
+}
+
+#[tokio::test]
+async fn the_key_goes_out_on_the_grpc_watch() {
+    let grpc = GrpcServer::start_gated(
+        "127.0.0.1:0".parse().unwrap(),
+        blocked(1, "admin", "admin", 0),
+        Gate::Key("tg-read-1"),
+    )
+    .await;
+    let config = config(grpc.addr, closed_port().await).with_key("tg-read-1");
+    let ks = KillSwitch::start(config).unwrap();
+    eventually("the gRPC state", || source(&ks) == Some(StateSource::Grpc)).await;
+    assert_eq!(ks.check().unwrap_err().rule, "admin");
+    assert_eq!(
+        grpc.authorizations.lock().unwrap().clone(),
+        vec![Some("Bearer tg-read-1".to_owned())]
+    );
+    assert_eq!(ks.key_refused(), None);
+    grpc.stop().await;
+}
+
+#[tokio::test]
+async fn the_key_goes_out_on_every_http_poll() {
+    let http = HttpServer::start_gated(
+        &blocked(2, "rpm", "rate_limited", 0),
+        Gate::Key("tg-read-1"),
+    )
+    .await;
+    let config = config(closed_port().await, http.addr).with_key("tg-read-1");
+    let ks = KillSwitch::start(config).unwrap();
+    assert!(ks.wait_ready(Duration::from_secs(2)).await);
+    assert_eq!(source(&ks), Some(StateSource::Http));
+    assert_eq!(ks.check().unwrap_err().rule, "rpm");
+    eventually("a third poll", || http.hits() >= 3).await;
+    let sent = http.authorizations();
+    assert!(
+        sent.iter()
+            .all(|a| a.as_deref() == Some("Bearer tg-read-1")),
+        "{sent:?}"
+    );
+    assert_eq!(ks.key_refused(), None);
+}
+
+#[tokio::test]
+async fn without_a_key_no_authorization_is_sent() {
+    let grpc = GrpcServer::start("127.0.0.1:0".parse().unwrap(), open(1)).await;
+    let http = HttpServer::start(&open(1)).await;
+    let ks = KillSwitch::start(config(grpc.addr, http.addr)).unwrap();
+    eventually("the gRPC state", || source(&ks) == Some(StateSource::Grpc)).await;
+    eventually("a first poll", || http.hits() > 0).await;
+    assert_eq!(grpc.authorizations.lock().unwrap().clone(), vec![None]);
+    assert_eq!(http.authorizations()[0], None);
+    grpc.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_key_over_http_is_reported_fails_open_and_is_retried_with_backoff() {
+    let http =
+        HttpServer::start_gated(&blocked(1, "admin", "admin", 0), Gate::Key("tg-right")).await;
+    let config = config(closed_port().await, http.addr).with_key("tg-wrong");
+    let ks = KillSwitch::start(config).unwrap();
+    assert!(!ks.wait_ready(Duration::from_millis(300)).await);
+    // Fail-open, as with an unreachable collector; the reason is kept.
+    assert_eq!(ks.check(), Ok(()));
+    let refused = ks.key_refused().unwrap();
+    assert_eq!(
+        refused,
+        KeyRefused::Unauthenticated {
+            message: BAD_KEY.to_owned(),
+            via: StateSource::Http,
+        }
+    );
+    assert_eq!(
+        refused.to_string(),
+        format!("the collector did not accept the kill-switch key over HTTP: {BAD_KEY}")
+    );
+    assert!(!refused.to_string().contains("tg-wrong"));
+
+    // Polled every 50 ms this would be about 20 requests a second; the
+    // backoff (up to 200 ms here) allows about 10 at most.
+    let before = http.hits();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let polls = http.hits() - before;
+    assert!(polls <= 12, "{polls} polls in 1 s");
+
+    // The collector accepts the key after all: the state arrives and the
+    // refusal is cleared.
+    *http.shared.gate.lock().unwrap() = Gate::Open;
+    eventually("the block", || ks.check().is_err()).await;
+    assert_eq!(ks.key_refused(), None);
+    assert!(ks.is_ready());
+}
+
+#[tokio::test]
+async fn a_forbidden_key_over_grpc_is_reported_and_retried_with_backoff() {
+    let grpc = GrpcServer::start_gated(
+        "127.0.0.1:0".parse().unwrap(),
+        blocked(1, "admin", "admin", 0),
+        Gate::Forbidden,
+    )
+    .await;
+    let config = config(grpc.addr, closed_port().await).with_key("tg-other-tenant");
+    let ks = KillSwitch::start(config).unwrap();
+    eventually("the refusal", || ks.key_refused().is_some()).await;
+    assert_eq!(
+        ks.key_refused(),
+        Some(KeyRefused::Forbidden {
+            message: OTHER_TENANT.to_owned(),
+            via: StateSource::Grpc,
+        })
+    );
+    assert_eq!(ks.key_refused().unwrap().message(), OTHER_TENANT);
+    assert!(!ks.is_ready());
+    assert_eq!(ks.check(), Ok(()));
+
+    // Reconnecting at once would be hundreds of attempts a second.
+    let attempts = || grpc.authorizations.lock().unwrap().len();
+    let before = attempts();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = attempts() - before;
+    assert!(during <= 12, "{during} attempts in 1 s");
+    let sent = grpc.authorizations.lock().unwrap().clone();
+    assert!(
+        sent.iter()
+            .all(|a| a.as_deref() == Some("Bearer tg-other-tenant"))
+    );
+    grpc.stop().await;
+}
+
+#[tokio::test]
+async fn no_key_for_a_collector_that_requires_one_says_so() {
+    let grpc = GrpcServer::start_gated(
+        "127.0.0.1:0".parse().unwrap(),
+        open(1),
+        Gate::Key("tg-read-1"),
+    )
+    .await;
+    let http = HttpServer::start_gated(&open(1), Gate::Key("tg-read-1")).await;
+    let ks = KillSwitch::start(config(grpc.addr, http.addr)).unwrap();
+    eventually("the refusal", || ks.key_refused().is_some()).await;
+    let refused = ks.key_refused().unwrap();
+    assert!(
+        matches!(refused, KeyRefused::Unauthenticated { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(refused.message(), NO_KEY);
+    assert!(!ks.is_ready());
+    grpc.stop().await;
 }
 
 #[test]
