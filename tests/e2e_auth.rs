@@ -542,3 +542,91 @@ secret_file = "{}"
     assert_eq!(calls["rows"][0]["project"], "search");
     assert_eq!(calls["rows"][0]["org"], "acme");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_makes_lists_and_revokes_keys_over_tls() {
+    use support::certs::TestCa;
+    let ca = TestCa::new("tollgate test CA");
+    let (cert, cert_key) = ca.write("server", &ca.server("tollgate"));
+    let c = Collector::start(&format!(
+        "{}\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        config(),
+        cert.display(),
+        cert_key.display()
+    ));
+    let api = format!("https://{}", c.api_url().trim_start_matches("http://"));
+    let ca_file = ca.ca_path().display().to_string();
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--api", &api, "--admin-token", ADMIN, "--ca-file", &ca_file]);
+        support::cli(&all)
+    };
+    // Without the CA the certificate is not trusted.
+    let (ok, _, err) = support::cli(&["keys", "list", "--api", &api, "--admin-token", ADMIN]);
+    assert!(!ok && err.contains("cannot reach"), "{err}");
+
+    let (ok, out, err) = admin(&[
+        "keys",
+        "create",
+        "--role",
+        "read",
+        "--org",
+        "acme",
+        "--project",
+        "a",
+        "--name",
+        "ci",
+    ]);
+    assert!(ok, "{err}");
+    let secret = out.lines().next().unwrap().trim().to_owned();
+    assert!(secret.starts_with("tg-"), "{out}");
+    let (ok, listed, _) = admin(&["keys", "list"]);
+    assert!(ok);
+    assert!(
+        listed.contains("read") && listed.contains("acme") && !listed.contains(&secret),
+        "{listed}"
+    );
+    let (ok, _, err) = admin(&["keys", "create", "--role", "owner"]);
+    assert!(!ok && err.contains("unknown role `owner`"), "{err}");
+
+    // The read key reads through `tollgate usage`; a wrong admin token does not list.
+    let (ok, out, err) = support::cli(&[
+        "usage",
+        "--api",
+        &api,
+        "--key",
+        &secret,
+        "--ca-file",
+        &ca_file,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("rows"), "{out}");
+    let (ok, _, err) = support::cli(&[
+        "keys",
+        "list",
+        "--api",
+        &api,
+        "--admin-token",
+        "not-the-admin-token-0000",
+        "--ca-file",
+        &ca_file,
+    ]);
+    assert!(!ok && err.contains("401"), "{err}");
+
+    let (_, listed, _) = admin(&["keys", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let id = listed["keys"][0]["id"].as_str().unwrap().to_owned();
+    let (ok, _, err) = admin(&["keys", "revoke", &id]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = support::cli(&[
+        "usage",
+        "--api",
+        &api,
+        "--key",
+        &secret,
+        "--ca-file",
+        &ca_file,
+    ]);
+    assert!(!ok && err.contains("401"), "{err}");
+}

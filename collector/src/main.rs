@@ -86,6 +86,13 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if args.demo && (config.tls.server.is_some() || config.auth.keys_required) {
+                eprintln!(
+                    "tollgate: --demo sends plaintext spans without a key: run it with neither [tls] \
+                     nor auth.mode = \"keys\" (the demo config listens on loopback)"
+                );
+                return ExitCode::from(2);
+            }
             init_logs(&config.log.level, config.log.format);
             // A signal stops the demo first (it flushes its last spans into
             // the still-open receivers), then the collector.

@@ -56,6 +56,9 @@ pub struct AdminArgs {
     /// The admin token (admin.token) or an `admin` key.
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A CA bundle (PEM) to trust for an `https://` API, on top of the public roots.
+    #[arg(long, env = "TOLLGATE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -163,6 +166,9 @@ pub struct UsageArgs {
     /// A `read` key, when the collector requires keys.
     #[arg(long, env = "TOLLGATE_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// A CA bundle (PEM) to trust for an `https://` API, on top of the public roots.
+    #[arg(long, env = "TOLLGATE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

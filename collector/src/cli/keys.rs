@@ -24,6 +24,8 @@ pub enum KeysError {
     NoToken,
     #[error("unknown role `{0}`: use ingest, gateway, read or admin")]
     BadRole(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Runs a `keys` subcommand; returns what to print.
@@ -101,9 +103,8 @@ async fn call(
         api: admin.api.clone(),
         source,
     };
-    let mut request = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(token);
+    let client = super::http_client(admin.ca_file.as_deref()).map_err(KeysError::Tls)?;
+    let mut request = client.request(method, &url).bearer_auth(token);
     if let Some(b) = body {
         request = request.json(&b);
     }

@@ -22,6 +22,8 @@ pub enum UsageError {
     Refused { status: u16, message: String },
     #[error("bad filter `{0}`: write DIM=VALUE, e.g. project=search")]
     BadFilter(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Fetches `/v1/usage` and renders it; returns what to print.
@@ -41,7 +43,8 @@ pub async fn run_usage(args: &UsageArgs) -> Result<String, UsageError> {
         api: args.api.clone(),
         source,
     };
-    let mut request = reqwest::Client::new().get(&url).query(&query);
+    let client = super::http_client(args.ca_file.as_deref()).map_err(UsageError::Tls)?;
+    let mut request = client.get(&url).query(&query);
     if let Some(key) = &args.key {
         request = request.bearer_auth(key);
     }
