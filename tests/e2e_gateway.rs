@@ -111,6 +111,7 @@ async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
     let id = created["info"]["id"].as_str().unwrap().to_owned();
     let (_, listed) = admin(&c, reqwest::Method::GET, "/admin/v1/keys", None).await;
     assert_eq!(listed["keys"][0]["id"], id.as_str());
+    assert_eq!(listed["keys"][0]["roles"], json!(["gateway"]));
     assert_eq!(listed["keys"][0]["project"], "gw");
     assert!(!listed.to_string().contains(&key));
     assert!(
@@ -122,6 +123,19 @@ async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
     // A bad key: 401, nothing forwarded.
     let (status, _) = chat(&gateway, "tg-not-a-key", false).await;
     assert_eq!(status, 401);
+    assert_eq!(mock.stats().total_requests, 0);
+    // A key without the gateway role (it may only send spans): 401 too.
+    let (status, ingest) = admin(
+        &c,
+        reqwest::Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"roles": ["ingest"], "org": "acme", "project": "gw"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{ingest}");
+    let (status, refused) = chat(&gateway, ingest["key"].as_str().unwrap(), false).await;
+    assert_eq!(status, 401, "{refused}");
+    assert!(refused.to_string().contains("gateway` role"), "{refused}");
     assert_eq!(mock.stats().total_requests, 0);
 
     // A call: the provider's usage, exactly, in a gateway row of the key's project.
