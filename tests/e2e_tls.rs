@@ -581,3 +581,96 @@ async fn the_official_python_exporter_sends_over_tls_configured_by_env_alone() {
         assert_eq!(row["output_tokens"], 300, "{protocol}: {row}");
     }
 }
+
+/// A local webhook receiver (plaintext; put behind a TLS front): every JSON
+/// body POSTed to it.
+async fn webhook_sink() -> (SocketAddr, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&bodies);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_connections_trust_the_extra_ca_of_tls_ca_file() {
+    // A provider and a webhook reachable only over TLS, with certificates
+    // of a private CA.
+    let ca = TestCa::new("private upstream CA");
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let provider = support::certs::tls_front(&ca, mock.addr()).await;
+    let (hook, bodies) = webhook_sink().await;
+    let hook = support::certs::tls_front(&ca, hook).await;
+    let config = |ca_file: &str| {
+        format!(
+            "[tls]\n{ca_file}\n\
+             [[alerts.webhooks]]\nname = \"ops\"\nurl = \"https://localhost:{}/hook\"\n\
+             [[rules]]\nid = \"tiny\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimit = 10\n\
+             scope = [\"project\"]\nwindow = \"day\"\naction = \"alert\"\n\
+             [gateway]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\n\
+             [[gateway.providers]]\nname = \"openai\"\nkind = \"openai\"\n\
+             base_url = \"https://localhost:{}/v1\"\napi_key_env = \"TEST_TLS_OPENAI_KEY\"\n\
+             [admin]\ntoken = \"admin-token-for-tests-0123456789\"\n",
+            hook.port(),
+            provider.port()
+        )
+    };
+    let call = async |c: &Collector| {
+        let admin = reqwest::Client::new();
+        let created: Value = admin
+            .post(format!("{}/admin/v1/keys", c.api_url()))
+            .bearer_auth("admin-token-for-tests-0123456789")
+            .json(&serde_json::json!({"project": "tls-out"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/v1/chat/completions", c.gateway.unwrap()))
+            .bearer_auth(created["key"].as_str().unwrap())
+            .json(&serde_json::json!({
+                "model": "gpt-4o-mini",
+                "max_tokens": 40,
+                "messages": [{"role": "user", "content": "Hello over TLS."}],
+            }))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    };
+
+    // Without the CA the provider's certificate is not trusted: no call.
+    let c = Collector::start_full(&config(""), &[], &[("TEST_TLS_OPENAI_KEY", "sk-test")]);
+    assert_eq!(call(&c).await, 502);
+    assert_eq!(mock.stats().total_requests, 0);
+    drop(c);
+
+    // With tls.ca_file: the call goes through, and its alert reaches the webhook.
+    let ca_file = format!("ca_file = \"{}\"", ca.ca_path().display());
+    let c = Collector::start_full(
+        &config(&ca_file),
+        &[],
+        &[("TEST_TLS_OPENAI_KEY", "sk-test")],
+    );
+    assert_eq!(call(&c).await, 200);
+    assert_eq!(mock.stats().total_requests, 1);
+    wait_for("the alert delivered over TLS", async || {
+        !bodies.lock().unwrap().is_empty()
+    })
+    .await;
+    let alert = bodies.lock().unwrap()[0].to_string();
+    assert!(alert.contains("\"tiny\""), "{alert}");
+}

@@ -8,12 +8,14 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-/// A certificate and its key, PEM.
+/// A certificate and its key, PEM (and DER).
 #[derive(Clone)]
 pub struct Issued {
     pub cert_pem: String,
     pub key_pem: String,
     pub der: Vec<u8>,
+    /// The key, PKCS#8 DER.
+    pub key_der: Vec<u8>,
 }
 
 /// A CA whose certificate is written to `ca.crt` in its directory.
@@ -80,6 +82,7 @@ impl TestCa {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
         }
     }
 
@@ -110,4 +113,45 @@ pub fn https_client(ca: &TestCa, identity: Option<&Issued>) -> reqwest::Client {
         b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
     }
     b.build().unwrap()
+}
+
+/// A TLS front on a free loopback port, with a server certificate of `ca`:
+/// each connection's TLS is terminated and its bytes forwarded in
+/// plaintext to `upstream` (an HTTP/1.1 server that speaks no TLS). Returns
+/// the front's address.
+pub async fn tls_front(ca: &TestCa, upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let issued = ca.server("front");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(issued.der.clone())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_der.clone())),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
 }
