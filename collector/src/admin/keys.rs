@@ -126,6 +126,9 @@ pub struct KeyCache {
     /// Keys from the config, kept across refreshes.
     fixed: Vec<VirtualKey>,
     log: Arc<dyn AdminLog>,
+    /// Held while the log is written or read back, so that a refresh never
+    /// replaces the map with a reading older than a key just made here.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl KeyCache {
@@ -136,6 +139,7 @@ impl KeyCache {
             by_hash: RwLock::new(HashMap::new()),
             fixed,
             log,
+            writes: tokio::sync::Mutex::new(()),
         };
         cache.refresh().await?;
         Ok(cache)
@@ -144,6 +148,7 @@ impl KeyCache {
     /// Reads every key again from the log, so that keys created or revoked
     /// by another process sharing the store are seen here too.
     pub async fn refresh(&self) -> Result<(), QueryError> {
+        let _writes = self.writes.lock().await;
         let actions = self.log.load(now_nanos()).await?;
         let mut keys = HashMap::new();
         for k in &self.fixed {
@@ -207,6 +212,7 @@ impl KeyCache {
     /// Creates a key; returns its secret (shown once) and what is kept.
     /// `new` must pass [`NewKey::check`].
     pub async fn create(&self, new: NewKey) -> Result<(String, KeyInfo), QueryError> {
+        let _writes = self.writes.lock().await;
         let secret = generate_key();
         let id = format!("key_{:016x}", rand::random::<u64>());
         let mut key = VirtualKey::new(id, &secret);
@@ -231,6 +237,7 @@ impl KeyCache {
     /// Revokes key `id`: `Ok(false)` if there is no such key. Keys from the
     /// config are not revoked here (remove them from the config).
     pub async fn revoke(&self, id: &str) -> Result<bool, QueryError> {
+        let _writes = self.writes.lock().await;
         if !self.list().iter().any(|k| k.id == id && !k.from_config) {
             return Ok(false);
         }

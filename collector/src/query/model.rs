@@ -443,6 +443,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tenant_fills_what_a_call_leaves_out_and_refuses_another_tenant() {
+        let tenant = Tenant {
+            org: Some("acme".into()),
+            project: Some("a".into()),
+            user: None,
+        };
+        let (mut org, mut project, mut user) = (None, None, Some("u1".to_owned()));
+        tenant.claim(&mut org, &mut project, &mut user).unwrap();
+        assert_eq!(
+            (org.as_deref(), project.as_deref()),
+            (Some("acme"), Some("a"))
+        );
+        assert_eq!(user.as_deref(), Some("u1"));
+        let (mut org, mut project, mut user) =
+            (Some("acme".to_owned()), Some("b".to_owned()), None);
+        let err = tenant.claim(&mut org, &mut project, &mut user).unwrap_err();
+        assert!(
+            err.contains("project `b`") && err.contains("project `a`"),
+            "{err}"
+        );
+        let (mut org, mut project) = (Some("evil".to_owned()), None);
+        assert!(tenant.claim(&mut org, &mut project, &mut None).is_err());
+        // Everything: nothing changes.
+        let (mut org, mut project) = (Some("x".to_owned()), None);
+        Tenant::default()
+            .claim(&mut org, &mut project, &mut None)
+            .unwrap();
+        assert_eq!((org.as_deref(), project), (Some("x"), None));
+    }
+
+    #[test]
+    fn a_tenant_narrows_filters_and_refuses_another_tenants() {
+        let tenant = Tenant {
+            org: Some("acme".into()),
+            project: Some("a".into()),
+            user: None,
+        };
+        let mut filters = vec![(Dimension::Model, "gpt-4o".to_owned())];
+        tenant.restrict(&mut filters).unwrap();
+        assert_eq!(
+            filters,
+            [
+                (Dimension::Model, "gpt-4o".to_owned()),
+                (Dimension::Org, "acme".to_owned()),
+                (Dimension::Project, "a".to_owned()),
+            ]
+        );
+        let mut asked = vec![(Dimension::Project, "b".to_owned())];
+        assert!(matches!(
+            tenant.restrict(&mut asked),
+            Err(QueryError::Forbidden(_))
+        ));
+        let mut same = vec![(Dimension::Project, "a".to_owned())];
+        tenant.restrict(&mut same).unwrap();
+        assert_eq!(same.len(), 2);
+    }
+
+    #[test]
     fn parses_dimensions_and_refuses_unknown_ones() {
         assert_eq!(
             Dimension::parse_list("project, model,project").unwrap(),

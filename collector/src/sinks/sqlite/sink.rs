@@ -582,6 +582,89 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_tenant_reads_its_own_calls_and_events_only() {
+        use crate::query::{EventsQuery, Tenant};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let call = |i: u32, org: &str, project: &str| CallRecord {
+            org: Some(org.into()),
+            project: Some(project.into()),
+            ..record(i)
+        };
+        let event = |i: i64, scope: &str| RuleEvent {
+            time_unix_nanos: 1_000 + i,
+            rule_id: "r".into(),
+            kind: "threshold".into(),
+            scope: scope.into(),
+            metric: None,
+            limit: None,
+            used: None,
+            threshold: None,
+            action: "alert".into(),
+            window_end_unix_nanos: None,
+            trace_id: "t".repeat(32),
+            span_id: format!("{i:016x}"),
+        };
+        let calls = vec![
+            call(1, "acme", "a"),
+            call(2, "acme", "b"),
+            call(3, "other", "a"),
+        ];
+        let events = vec![
+            event(1, "project=a"),
+            event(2, "org=acme,project=a"),
+            event(3, "org=other,project=a"),
+            event(4, "project=b"),
+            // A value that only contains the tenant's project.
+            event(5, "project=aa"),
+            event(6, "user=u1"),
+            event(7, "org=acme"),
+        ];
+        store.write(Batch::new(calls, events)).await.unwrap();
+
+        let tenant = Tenant {
+            org: Some("acme".into()),
+            project: Some("a".into()),
+            user: None,
+        };
+        let mut filters = Vec::new();
+        tenant.restrict(&mut filters).unwrap();
+        let seen = store
+            .calls(CallsQuery { limit: 10, filters })
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].span_id, format!("{:016x}", 1));
+
+        let scopes = |tenant: &Tenant| {
+            let store = &store;
+            let query = EventsQuery {
+                limit: 100,
+                ..EventsQuery::default()
+            }
+            .within(tenant);
+            async move {
+                let mut s: Vec<String> = store
+                    .events(query)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.scope)
+                    .collect();
+                s.sort();
+                s
+            }
+        };
+        assert_eq!(scopes(&tenant).await, ["org=acme,project=a", "project=a"]);
+        let org_only = Tenant {
+            org: Some("acme".into()),
+            ..Tenant::default()
+        };
+        assert_eq!(scopes(&org_only).await, ["org=acme", "org=acme,project=a"]);
+        assert_eq!(scopes(&Tenant::default()).await.len(), 7);
+    }
+
     #[test]
     fn a_new_store_uses_large_pages_and_a_larger_checkpoint_interval() {
         let dir = tempfile::tempdir().unwrap();
