@@ -1,12 +1,13 @@
 //! Everything one run of one target needs, started fresh in a fresh temp dir
 //! and stopped at the end:
 //!
-//! | target       | receives the load        | writes the store          | infrastructure            |
-//! |--------------|--------------------------|---------------------------|---------------------------|
-//! | `baseline`   | the decode-and-count sink | (counts)                 | —                         |
-//! | `tollgate`   | `tollgate serve`         | same process, SQLite      | —                         |
-//! | `clickhouse` | `tollgate serve`         | same process, ClickHouse  | ClickHouse test server    |
-//! | `kafka`      | `tollgate` ingest role   | `tollgate` process role   | ClickHouse server, tansu  |
+//! | target            | receives the load         | writes the store          | infrastructure            |
+//! |-------------------|---------------------------|---------------------------|---------------------------|
+//! | `baseline`        | the decode-and-count sink | (counts)                  | —                         |
+//! | `tollgate`        | `tollgate serve`          | same process, SQLite      | —                         |
+//! | `tollgate-secure` | the same, keys + TLS      | same process, SQLite      | —                         |
+//! | `clickhouse`      | `tollgate serve`          | same process, ClickHouse  | ClickHouse test server    |
+//! | `kafka`           | `tollgate` ingest role    | `tollgate` process role   | ClickHouse server, tansu  |
 //!
 //! The servers (sink, Tollgate instances) are pinned to the server CPUs;
 //! the infrastructure to `Launch::infra_cpus`. Each run gets its own
@@ -21,6 +22,7 @@ use tempfile::TempDir;
 
 use crate::infra::{ClickhouseServer, KafkaBroker, StoredRows};
 use crate::load::Transport;
+use crate::secure::{ClientAuth, Credentials};
 use crate::target::{
     KafkaLink, KafkaRole, Launch, ServerCounters, ServerProcess, Storage, Target, TollgateConfig,
     metric_value, tollgate_counters,
@@ -79,6 +81,8 @@ pub struct Deployment {
     clickhouse: Option<ClickhouseServer>,
     broker: Option<KafkaBroker>,
     database: String,
+    /// Keys and TLS (`tollgate-secure`): the run's certificates.
+    secure: Option<Credentials>,
     dir: TempDir,
 }
 
@@ -110,6 +114,11 @@ impl Deployment {
         } else {
             None
         };
+        let secure = if target.is_secure() {
+            Some(Credentials::issue(&dir.path().join("tls"))?)
+        } else {
+            None
+        };
         let config = |kafka: Option<KafkaLink>| TollgateConfig {
             storage: match &clickhouse {
                 Some(ch) => Storage::Clickhouse {
@@ -125,6 +134,7 @@ impl Deployment {
             batch_max_rows: launch.batch_max_rows,
             durability: target.durability(),
             wal_dir: dir.path().join("wal"),
+            secure: secure.clone(),
         };
         let link = |role| {
             broker.as_ref().map(|b| KafkaLink {
@@ -139,6 +149,7 @@ impl Deployment {
             Target::Tollgate
             | Target::TollgateMemory
             | Target::TollgatePower
+            | Target::TollgateSecure
             | Target::Clickhouse => (
                 ServerProcess::tollgate(launch, dir.path(), "tollgate", &config(None)).await?,
                 None,
@@ -170,6 +181,7 @@ impl Deployment {
             clickhouse,
             broker,
             database,
+            secure,
             dir,
         })
     }
@@ -180,6 +192,11 @@ impl Deployment {
             Transport::Grpc => Ok(self.front.otlp_grpc),
             Transport::Http => self.front.otlp_http.context("no OTLP/HTTP listener"),
         }
+    }
+
+    /// The CA and key the load must use, when keys and TLS are on.
+    pub fn ingest_auth(&self) -> Option<ClientAuth> {
+        self.secure.as_ref().map(Credentials::ingest)
     }
 
     pub fn cpu_secs(&self) -> anyhow::Result<CpuSecs> {

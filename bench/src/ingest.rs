@@ -55,8 +55,10 @@ pub struct IngestOptions {
     pub transports: Vec<Transport>,
     /// Servers to measure: baseline (decode + count), tollgate (into SQLite),
     /// clickhouse (into the ClickHouse test server), kafka (ingest instance ->
-    /// tansu -> process instance -> ClickHouse). ClickHouse and Kafka are
-    /// skipped, with a notice, when chdb or tansu is missing.
+    /// tansu -> process instance -> ClickHouse); also tollgate-memory,
+    /// tollgate-power (other durability levels) and tollgate-secure (keys
+    /// and TLS on). ClickHouse and Kafka are skipped, with a notice, when
+    /// chdb or tansu is missing.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Target::ALL)]
     pub targets: Vec<Target>,
     /// gRPC connections (HTTP/2) the in-flight requests are spread over.
@@ -405,8 +407,14 @@ impl Bench {
     ) -> anyhow::Result<RunResult> {
         let addr = server.otlp(transport)?;
         let concurrency = self.options.concurrency;
-        let exporter =
-            Exporter::connect(transport, addr, concurrency, self.options.grpc_connections).await?;
+        let exporter = Exporter::connect(
+            transport,
+            addr,
+            concurrency,
+            self.options.grpc_connections,
+            server.ingest_auth().as_ref(),
+        )
+        .await?;
         let deadline = Instant::now() + Duration::from_secs(self.options.max_run_secs);
 
         let warm_requests = self.requests_for(self.options.warmup_spans);

@@ -4,7 +4,8 @@
 //! end to end, side by side with a decode-and-count baseline sink on the
 //! same machine, same transports and same runtime size: into SQLite, into
 //! ClickHouse (the chdb engine behind the test server), and through Kafka
-//! (tansu) into ClickHouse with separate ingest and process instances.
+//! (tansu) into ClickHouse with separate ingest and process instances;
+//! and, beside plain `tollgate`, the same with keys and TLS on.
 //!
 //! `gateway` measures the inline gateway's added latency and throughput
 //! against the mock provider, beside a bare pass-through, LiteLLM and
@@ -22,6 +23,7 @@ pub mod ingest;
 pub mod load;
 pub mod report;
 pub mod rules;
+pub mod secure;
 pub mod sink;
 pub mod spans;
 pub mod target;

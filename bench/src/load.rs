@@ -4,6 +4,10 @@
 //! has one) and a pass-through codec, so the pre-encoded request is sent as
 //! is; senders are spread round-robin over the connections.
 //! HTTP uses a reqwest HTTP/1.1 pool (one connection per in-flight request).
+//! With keys and TLS on (`tollgate-secure`), connections are TLS trusting
+//! the run's CA (gRPC: ALPN h2) and every request carries the ingest key
+//! (`authorization: Bearer`: gRPC metadata made once, or a default HTTP
+//! header); without them nothing is added to a request.
 //! A refusal (gRPC RESOURCE_EXHAUSTED, or UNAVAILABLE with a retry delay;
 //! HTTP 503/429: a full queue, or Kafka slow to acknowledge) is
 //! counted, not treated as throughput: the sender backs off briefly and
@@ -20,8 +24,10 @@ use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::secure::ClientAuth;
 use crate::spans::RequestPool;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -95,7 +101,11 @@ impl Decoder for ResponseDecoder {
 /// A connected exporter.
 #[derive(Debug, Clone)]
 pub enum Exporter {
-    Grpc(Vec<tonic::client::Grpc<Channel>>),
+    Grpc {
+        channels: Vec<tonic::client::Grpc<Channel>>,
+        /// `Bearer <key>`, when the server needs a key.
+        authorization: Option<AsciiMetadataValue>,
+    },
     Http {
         client: reqwest::Client,
         url: Arc<str>,
@@ -129,56 +139,85 @@ fn is_refusal(status: &tonic::Status) -> bool {
 }
 
 impl Exporter {
+    /// Connects to `addr`; over TLS with the key of `auth` when given.
     pub async fn connect(
         transport: Transport,
         addr: SocketAddr,
         concurrency: usize,
         grpc_connections: usize,
+        auth: Option<&ClientAuth>,
     ) -> anyhow::Result<Self> {
+        let scheme = if auth.is_some() { "https" } else { "http" };
         Ok(match transport {
             Transport::Grpc => {
                 let mut channels = Vec::with_capacity(grpc_connections);
                 for _ in 0..grpc_connections.max(1) {
-                    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+                    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
                         .tcp_nodelay(true)
-                        .connect_timeout(Duration::from_secs(5))
-                        .connect()
-                        .await
-                        .with_context(|| format!("cannot connect to OTLP/gRPC at {addr}"))?;
+                        .connect_timeout(Duration::from_secs(5));
+                    let channel = match auth {
+                        None => endpoint.connect().await,
+                        Some(auth) => {
+                            endpoint
+                                .connect_with_connector(auth.grpc_connector()?)
+                                .await
+                        }
+                    }
+                    .with_context(|| format!("cannot connect to OTLP/gRPC at {scheme}://{addr}"))?;
                     channels.push(tonic::client::Grpc::new(channel));
                 }
-                Exporter::Grpc(channels)
+                Exporter::Grpc {
+                    channels,
+                    authorization: auth.map(ClientAuth::grpc_metadata).transpose()?,
+                }
             }
-            Transport::Http => Exporter::Http {
-                client: reqwest::Client::builder()
+            Transport::Http => {
+                let builder = reqwest::Client::builder()
                     .http1_only()
                     .tcp_nodelay(true)
                     .pool_max_idle_per_host(concurrency)
-                    .no_proxy()
-                    .build()?,
-                url: format!("http://{addr}/v1/traces").into(),
-            },
+                    .no_proxy();
+                Exporter::Http {
+                    client: match auth {
+                        None => builder.build()?,
+                        Some(auth) => auth.https_client(builder)?,
+                    },
+                    url: format!("{scheme}://{addr}/v1/traces").into(),
+                }
+            }
         })
     }
 
     /// The exporter sender number `n` uses.
     fn for_sender(&self, n: usize) -> Self {
         match self {
-            Exporter::Grpc(channels) => Exporter::Grpc(vec![channels[n % channels.len()].clone()]),
+            Exporter::Grpc {
+                channels,
+                authorization,
+            } => Exporter::Grpc {
+                channels: vec![channels[n % channels.len()].clone()],
+                authorization: authorization.clone(),
+            },
             http => http.clone(),
         }
     }
 
     async fn send(&mut self, body: Bytes) -> anyhow::Result<Answer> {
         match self {
-            Exporter::Grpc(channels) => {
+            Exporter::Grpc {
+                channels,
+                authorization,
+            } => {
                 let grpc = channels.first_mut().context("no gRPC connection")?;
                 grpc.ready().await.context("gRPC channel not ready")?;
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
-                match grpc
-                    .unary(tonic::Request::new(body), path, PassThroughCodec)
-                    .await
-                {
+                let mut request = tonic::Request::new(body);
+                if let Some(value) = authorization {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", value.clone());
+                }
+                match grpc.unary(request, path, PassThroughCodec).await {
                     Ok(response) => Ok(Answer::Accepted {
                         rejected_spans: rejected(response.get_ref()),
                     }),

@@ -16,6 +16,9 @@ pub const END: &str = "<!-- END bench ingest -->";
 /// Issue targets.
 pub const TARGET_GRPC_SPANS_PER_SEC: f64 = 100_000.0;
 pub const TARGET_RATIO: f64 = 0.5;
+/// Keys and TLS on (`tollgate-secure`) keep at least this share of the
+/// throughput of the same run without them (`tollgate`).
+pub const TARGET_SECURE_RATIO: f64 = 0.9;
 
 /// Median of `values` (mean of the middle two for an even count); 0 when empty.
 pub fn median(values: &[f64]) -> f64 {
@@ -170,15 +173,23 @@ pub fn summarize(
 
 /// Median over rounds of `target` / baseline measured in the same round.
 pub fn paired_ratio(results: &[RunResult], transport: Transport, target: Target) -> Option<f64> {
+    paired_ratio_to(results, transport, target, Target::Baseline)
+}
+
+/// Median over rounds of `target` / `reference` measured in the same round.
+pub fn paired_ratio_to(
+    results: &[RunResult],
+    transport: Transport,
+    target: Target,
+    reference: Target,
+) -> Option<f64> {
     let ratios: Vec<f64> = results
         .iter()
         .filter(|t| t.transport == transport && t.target == target)
         .filter_map(|t| {
             results
                 .iter()
-                .find(|b| {
-                    b.transport == transport && b.target == Target::Baseline && b.round == t.round
-                })
+                .find(|b| b.transport == transport && b.target == reference && b.round == t.round)
                 .filter(|b| b.spans_per_sec() > 0.0)
                 .map(|b| t.spans_per_sec() / b.spans_per_sec())
         })
@@ -215,6 +226,10 @@ fn describe_targets(bench: &Bench) -> String {
             Target::Tollgate => "`tollgate serve`, embedded store (SQLite, WAL), durability `process` (the default: a request is answered once its rows are in the write-ahead log); rows checked with `count(*)` in SQLite".to_owned(),
             Target::TollgateMemory => "the same with `[durability] level = \"memory\"`: answered once the rows are in the in-memory queue, no write-ahead log".to_owned(),
             Target::TollgatePower => "the same with `level = \"power\"`: answered once the write-ahead log is flushed to the device (`fdatasync`, one for every request appended meanwhile)".to_owned(),
+            Target::TollgateSecure => "`tollgate` (SQLite, durability `process`) with `[auth] mode = \"keys\"` and `[tls]`: \
+                 every listener TLS only (rustls; a CA and an ECDSA P-256 server certificate issued per run), \
+                 every request carrying an `ingest` key scoped to the org the spans name \
+                 (`authorization: Bearer`, gRPC metadata or HTTP header); the load generator trusts only the run's CA".to_owned(),
             Target::Clickhouse => "`tollgate serve` with `[storage] type = \"clickhouse\"`, `compression = \"none\"` \
                  (batched RowBinary inserts with a deduplication token; the collector creates the schema, \
                  `calls_1m` materialized view included), a fresh ClickHouse test server and database per run; \
@@ -458,6 +473,31 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
             met(r >= TARGET_RATIO)
         );
     }
+    for &transport in &o.transports {
+        let plain = summarize(results, transport, Target::Tollgate, l.client_workers);
+        let secure = summarize(results, transport, Target::TollgateSecure, l.client_workers);
+        let (Some(plain), Some(secure)) = (plain, secure) else {
+            continue;
+        };
+        if plain.median_sps <= 0.0 {
+            continue;
+        }
+        let r = secure.median_sps / plain.median_sps;
+        let _ = writeln!(
+            s,
+            "- keys + TLS within {:.0} % of the same run without them ({}): {} vs. {} spans/s, \
+             {:.0} % (paired by round {:.0} %) → {}",
+            (1.0 - TARGET_SECURE_RATIO) * 100.0,
+            transport.label(),
+            thousands(secure.median_sps),
+            thousands(plain.median_sps),
+            r * 100.0,
+            paired_ratio_to(results, transport, Target::TollgateSecure, Target::Tollgate)
+                .unwrap_or(0.0)
+                * 100.0,
+            met(r >= TARGET_SECURE_RATIO)
+        );
+    }
 
     let _ = writeln!(s, "\nEvery run:\n");
     let _ = writeln!(
@@ -583,6 +623,14 @@ mod tests {
         // Paired: 0.5, 0.4, 0.6 -> 0.5.
         assert!((paired_ratio(&results, g, Target::Tollgate).unwrap() - 0.5).abs() < 1e-9);
         assert!(paired_ratio(&results, g, Target::Kafka).is_none());
+        let mut with_secure = results.clone();
+        with_secure.extend([
+            run(0, g, Target::TollgateSecure, 90_000.0),
+            run(1, g, Target::TollgateSecure, 96_000.0),
+        ]);
+        // 0.9 and 0.8 paired by round; round 2 has no secure run.
+        let r = paired_ratio_to(&with_secure, g, Target::TollgateSecure, Target::Tollgate).unwrap();
+        assert!((r - 0.85).abs() < 1e-9);
         assert!(summarize(&results, Transport::Http, Target::Baseline, 1).is_none());
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
@@ -639,6 +687,40 @@ mod tests {
             date: "today".into(),
             commit: "abc".into(),
         }
+    }
+
+    #[test]
+    fn report_compares_keys_and_tls_with_the_same_run_without() {
+        let g = Transport::Grpc;
+        let b = bench(&[
+            "--transports",
+            "grpc",
+            "--runs",
+            "1",
+            "--targets",
+            "baseline,tollgate,tollgate-secure",
+        ]);
+        let results = vec![
+            run(0, g, Target::Baseline, 200_000.0),
+            run(0, g, Target::Tollgate, 100_000.0),
+            run(0, g, Target::TollgateSecure, 88_000.0),
+        ];
+        let md = render(&b, &machine(), &results);
+        assert!(
+            md.contains(
+                "- keys + TLS within 10 % of the same run without them (gRPC): 88,000 vs. \
+                 100,000 spans/s, 88 % (paired by round 88 %) → **not met**"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| gRPC | tollgate (into SQLite, keys + TLS) | **88,000** |"));
+        // Without the plain run there is nothing to compare with.
+        let md = render(
+            &b,
+            &machine(),
+            &[run(0, g, Target::TollgateSecure, 88_000.0)],
+        );
+        assert!(!md.contains("keys + TLS within"));
     }
 
     #[test]

@@ -27,6 +27,10 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
+/// The org every request names (`tollgate.org`); a scoped ingest key must
+/// name the same one, or the collector refuses the spans.
+pub const ORG: &str = "acme";
+
 /// Model calls per trace (an agent turn making several calls).
 const SPANS_PER_TRACE: usize = 10;
 
@@ -370,7 +374,7 @@ impl RequestTemplate {
                         string("service.name", service),
                         string("service.version", "1.14.2"),
                         string("deployment.environment.name", "production"),
-                        string("tollgate.org", "acme"),
+                        string("tollgate.org", ORG),
                         string("host.name", format!("ip-10-0-{template}-17")),
                         string("telemetry.sdk.language", "python"),
                         string("telemetry.sdk.name", "opentelemetry"),

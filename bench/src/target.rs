@@ -17,6 +17,8 @@ use tokio::process::ChildStdout;
 use tokio::task::JoinHandle;
 
 use crate::child::{self, Child, Spawn};
+use crate::secure::{self, ClientAuth, Credentials};
+use crate::spans;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,6 +35,9 @@ pub enum Target {
     /// The same with `level = "power"` (the log flushed to the device
     /// before a request is acknowledged, group commit).
     TollgatePower,
+    /// `tollgate` with keys and TLS on: `[auth] mode = "keys"` (every
+    /// request carries an ingest key) and `[tls]` on every listener.
+    TollgateSecure,
     /// Tollgate end to end into the ClickHouse test server (chdb engine).
     Clickhouse,
     /// A Tollgate ingest instance producing to Kafka (tansu) and a process
@@ -47,6 +52,7 @@ impl Target {
             Target::Tollgate => "tollgate (into SQLite)",
             Target::TollgateMemory => "tollgate (into SQLite, durability memory)",
             Target::TollgatePower => "tollgate (into SQLite, durability power)",
+            Target::TollgateSecure => "tollgate (into SQLite, keys + TLS)",
             Target::Clickhouse => "tollgate (into ClickHouse)",
             Target::Kafka => "tollgate (Kafka → ClickHouse)",
         }
@@ -59,6 +65,7 @@ impl Target {
             Target::Tollgate => "tollgate",
             Target::TollgateMemory => "tollgate-memory",
             Target::TollgatePower => "tollgate-power",
+            Target::TollgateSecure => "tollgate-secure",
             Target::Clickhouse => "clickhouse",
             Target::Kafka => "kafka",
         }
@@ -83,6 +90,11 @@ impl Target {
 
     pub fn is_tollgate(self) -> bool {
         self != Target::Baseline
+    }
+
+    /// Requests need a key, over TLS.
+    pub fn is_secure(self) -> bool {
+        self == Target::TollgateSecure
     }
 
     /// Needs the ClickHouse test server (chdb).
@@ -168,6 +180,9 @@ pub struct TollgateConfig {
     pub durability: &'static str,
     /// Where the write-ahead log goes (inside the run's directory).
     pub wal_dir: PathBuf,
+    /// Keys and TLS: `[auth] mode = "keys"` with one ingest key scoped to
+    /// the org the generated spans name, a metrics token, and `[tls]`.
+    pub secure: Option<Credentials>,
 }
 
 /// A TOML basic string (quoted and escaped).
@@ -197,6 +212,19 @@ impl TollgateConfig {
                 toml_str(&k.group_id)
             )
         });
+        let secure = self.secure.as_ref().map_or_else(String::new, |c| {
+            format!(
+                "\n[auth]\nmode = \"keys\"\nmetrics_token = {metrics}\n\
+                 \n[[auth.keys]]\nname = {name}\nroles = [\"ingest\"]\norg = {org}\nsecret = {key}\n\
+                 \n[tls]\ncert_file = {cert}\nkey_file = {tls_key}\n",
+                metrics = toml_str(secure::METRICS_TOKEN),
+                name = toml_str(secure::KEY_NAME),
+                org = toml_str(spans::ORG),
+                key = toml_str(secure::INGEST_KEY),
+                cert = toml_str(&c.cert_file.display().to_string()),
+                tls_key = toml_str(&c.key_file.display().to_string()),
+            )
+        });
         format!(
             "[receivers.otlp]\n\
              grpc_listen = \"127.0.0.1:0\"\n\
@@ -216,6 +244,7 @@ impl TollgateConfig {
              level = \"{durability}\"\n\
              dir = {wal}\n\
              {kafka}\
+             {secure}\
              \n\
              [log]\n\
              level = \"warn\"\n",
@@ -251,7 +280,8 @@ pub struct ReadyLine {
     pub api: Option<SocketAddr>,
 }
 
-/// Addresses in a `... listening: otlp_grpc=A otlp_http=B|off [api=http://C]` line.
+/// Addresses in a `... listening: otlp_grpc=A otlp_http=B|off [api=http(s)://C]`
+/// line (`https` when Tollgate serves TLS; the OTLP addresses carry no scheme).
 pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
     let (_, fields) = line.split_once("listening:")?;
     let mut grpc = None;
@@ -259,7 +289,10 @@ pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
     let mut api = None;
     for field in fields.split_whitespace() {
         let (key, value) = field.split_once('=')?;
-        let value = value.strip_prefix("http://").unwrap_or(value);
+        let value = value
+            .strip_prefix("http://")
+            .or_else(|| value.strip_prefix("https://"))
+            .unwrap_or(value);
         let addr = if value == "off" {
             None
         } else {
@@ -324,8 +357,9 @@ pub struct ServerProcess {
     stdout_drain: Option<JoinHandle<()>>,
     pub otlp_grpc: SocketAddr,
     pub otlp_http: Option<SocketAddr>,
-    /// Tollgate's API, or the sink's HTTP port (for `GET /count`).
-    api: SocketAddr,
+    /// `http(s)://` and Tollgate's API, or the sink's HTTP port (for `GET /count`).
+    api: String,
+    /// Trusts the run's CA and sends the metrics token when TLS and keys are on.
     client: reqwest::Client,
 }
 
@@ -338,6 +372,7 @@ impl ServerProcess {
             &launch.sink_exe,
             vec!["sink".into()],
             dir.join("sink.log"),
+            None,
         )
         .await
     }
@@ -357,6 +392,7 @@ impl ServerProcess {
             &launch.tollgate_exe,
             vec!["serve".into(), "--config".into(), path.into()],
             dir.join(format!("{name}.log")),
+            config.secure.as_ref().map(Credentials::metrics),
         )
         .await
     }
@@ -367,6 +403,7 @@ impl ServerProcess {
         exe: &Path,
         args: Vec<std::ffi::OsString>,
         log: PathBuf,
+        api_auth: Option<ClientAuth>,
     ) -> anyhow::Result<Self> {
         if !exe.is_file() {
             bail!(
@@ -402,13 +439,18 @@ impl ServerProcess {
             (Some(api), _) | (None, Some(api)) => api,
             (None, None) => bail!("`{line}` names no API address"),
         };
+        let builder = reqwest::Client::builder().no_proxy();
+        let (api, client) = match api_auth {
+            Some(auth) => (format!("https://{api}"), auth.https_client(builder)?),
+            None => (format!("http://{api}"), builder.build()?),
+        };
         Ok(Self {
             child,
             stdout_drain: Some(stdout_drain),
             otlp_grpc: ready.otlp_grpc,
             otlp_http: ready.otlp_http,
             api,
-            client: reqwest::Client::builder().no_proxy().build()?,
+            client,
         })
     }
 
@@ -419,7 +461,7 @@ impl ServerProcess {
     async fn get(&self, path: &str) -> anyhow::Result<String> {
         Ok(self
             .client
-            .get(format!("http://{}{path}", self.api))
+            .get(format!("{}{path}", self.api))
             .send()
             .await?
             .error_for_status()?
@@ -476,6 +518,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.otlp_http, r.api.map(|a| a.port())), (None, Some(6)));
+        // With TLS on, the API is named `https://`; the OTLP ports have no scheme.
+        let r = parse_ready_line(
+            "tollgate listening: otlp_grpc=127.0.0.1:7 otlp_http=127.0.0.1:8 api=https://127.0.0.1:9",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.otlp_grpc.port(),
+                r.otlp_http.map(|a| a.port()),
+                r.api.map(|a| a.port())
+            ),
+            (7, Some(8), Some(9))
+        );
         assert!(parse_ready_line("tollgate listening: otlp_grpc=off otlp_http=off").is_none());
         assert!(parse_ready_line("tollgate listening: otlp_grpc=nope").is_none());
         assert!(parse_ready_line("starting").is_none());
@@ -520,6 +575,7 @@ mod tests {
             batch_max_rows: 10_000,
             durability: "power",
             wal_dir: PathBuf::from("/tmp/wal"),
+            secure: None,
         }
         .render()
         .parse()
@@ -548,6 +604,57 @@ mod tests {
         assert_eq!(value["durability"]["level"].as_str(), Some("power"));
         assert_eq!(value["durability"]["dir"].as_str(), Some("/tmp/wal"));
         assert!(!value.contains_key("kafka"));
+    }
+
+    #[test]
+    fn secure_config_requires_keys_and_serves_tls() {
+        let plain = config(
+            Storage::Sqlite {
+                dir: PathBuf::from("/tmp/data"),
+            },
+            None,
+        );
+        assert!(!plain.contains_key("auth") && !plain.contains_key("tls"));
+
+        let value: toml::Table = TollgateConfig {
+            storage: Storage::Sqlite {
+                dir: PathBuf::from("/tmp/data"),
+            },
+            kafka: None,
+            queue_capacity_rows: 100_000,
+            batch_max_rows: 10_000,
+            durability: Target::TollgateSecure.durability(),
+            wal_dir: PathBuf::from("/tmp/wal"),
+            secure: Some(Credentials {
+                cert_file: PathBuf::from("/tmp/tls/server.crt"),
+                key_file: PathBuf::from("/tmp/tls/server.key"),
+                ca: rustls::pki_types::CertificateDer::from(Vec::new()),
+            }),
+        }
+        .render()
+        .parse()
+        .unwrap();
+        // The same durability as `tollgate`, so only keys and TLS differ.
+        assert_eq!(value["durability"]["level"].as_str(), Some("process"));
+        let auth = &value["auth"];
+        assert_eq!(auth["mode"].as_str(), Some("keys"));
+        assert_eq!(auth["metrics_token"].as_str(), Some(secure::METRICS_TOKEN));
+        let keys = auth["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0]["secret"].as_str(), Some(secure::INGEST_KEY));
+        assert_eq!(keys[0]["roles"].as_array().unwrap().len(), 1);
+        assert_eq!(keys[0]["roles"][0].as_str(), Some("ingest"));
+        // The spans name this org: any other and every span would be refused.
+        assert_eq!(keys[0]["org"].as_str(), Some(spans::ORG));
+        assert_eq!(
+            value["tls"]["cert_file"].as_str(),
+            Some("/tmp/tls/server.crt")
+        );
+        assert_eq!(
+            value["tls"]["key_file"].as_str(),
+            Some("/tmp/tls/server.key")
+        );
+        assert_eq!(value["log"]["level"].as_str(), Some("warn"));
     }
 
     #[test]
@@ -602,12 +709,22 @@ mod tests {
     #[test]
     fn target_names_match_the_command_line() {
         use clap::ValueEnum;
-        for t in Target::ALL {
+        let opt_in = [
+            Target::TollgateMemory,
+            Target::TollgatePower,
+            Target::TollgateSecure,
+        ];
+        for t in Target::ALL.into_iter().chain(opt_in) {
             let parsed = Target::from_str(t.name(), false).unwrap();
             assert_eq!(parsed, t);
         }
         assert!(Target::Kafka.uses_clickhouse() && Target::Kafka.uses_kafka());
         assert!(Target::Clickhouse.uses_clickhouse() && !Target::Clickhouse.uses_kafka());
         assert!(!Target::Tollgate.uses_clickhouse() && !Target::Baseline.is_tollgate());
+        assert!(Target::TollgateSecure.is_secure() && !Target::Tollgate.is_secure());
+        assert_eq!(
+            Target::TollgateSecure.durability(),
+            Target::Tollgate.durability()
+        );
     }
 }
