@@ -16,12 +16,11 @@ use tollgate_gateway::{Gateway, GatewayDeps, KeyStore};
 use tollgate_rules::engine::Engine;
 
 use crate::admin::KeyCache;
-use crate::admin::{AdminState, Reloader, admin_router};
 use crate::alerts::Alerts;
-use crate::api::{ApiState, api_router};
+use crate::api::{AdminState, ApiState, admin_router, api_router};
 use crate::auth::{Auth, Guard, Need, Style, require};
-use crate::config::Config;
 use crate::config::Durability;
+use crate::config::{Config, Reloader};
 use crate::gateway::{KillSwitchBlocks, QueueRows};
 use crate::internal_events::InternalEvents;
 use crate::kafka::{CallConsumer, CallProducer, client_error};

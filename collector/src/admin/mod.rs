@@ -1,12 +1,9 @@
-//! The admin API (admin token or `admin` key): rule reload, kill-switch
-//! blocks, overrides, keys.
+//! What administrators change at run time, kept in the store's admin log:
+//! overrides, snoozes, blocks and lifts ([`AdminAction`]), and keys
+//! ([`KeyCache`]). The HTTP routes that make them are in `crate::api`.
 
 mod actions;
 mod keys;
-mod reload;
-mod routes;
 
 pub use actions::{AdminAction, AdminLog};
 pub use keys::{KeyCache, KeyInfo, NewKey};
-pub use reload::Reloader;
-pub use routes::{AdminState, admin_router};

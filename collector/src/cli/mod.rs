@@ -1,6 +1,6 @@
 //! The `tollgate` command line: argument definitions and the client-side
-//! commands (`usage`). `serve` and `demo` live in [`crate::server`] and
-//! [`crate::demo`].
+//! commands (`usage`, `keys`). `serve` and `demo` live in the `server` and
+//! `demo` modules.
 
 mod args;
 mod gateway;

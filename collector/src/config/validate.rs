@@ -11,28 +11,15 @@ use tollgate_gateway::{GatewayConfig, ValidConfig};
 use tollgate_rules::engine::{RuleSet, compile, parse_rules};
 use tollgate_rules::pricing::PriceTable;
 
-use super::load::ConfigError;
+use super::error::ConfigError;
+use super::kafka::KafkaConfig;
 use super::raw::{AlertsSection, LogSection, RawConfig, StorageSection};
-use crate::kafka::KafkaConfig;
 use crate::sinks::clickhouse::{ClickhouseCompression, ClickhouseConfig};
 use crate::sinks::sqlite::ReadConfig;
 use crate::tls::{OutboundRoots, ServerTlsSettings, TlsSettings};
 
-/// A secret from config: never shown by `Debug` or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A secret from config: never shown by `Debug`, `Display` or logs.
+pub use tollgate_gateway::Secret;
 
 /// `[auth]`, validated.
 #[derive(Debug, Clone)]
@@ -159,7 +146,7 @@ fn auth_config(
                 "must be at least 16 characters",
             ));
         }
-        Some(t) => Some(Secret(t)),
+        Some(t) => Some(Secret::new(t)),
         None => None,
     };
     Ok(AuthConfig {
@@ -170,19 +157,7 @@ fn auth_config(
     })
 }
 
-/// Where rows go, validated.
-#[derive(Debug, Clone)]
-pub enum StorageConfig {
-    Sqlite {
-        dir: PathBuf,
-        read: ReadConfig,
-        /// Each commit flushed to the device (`synchronous = FULL`), for
-        /// durability `power`: the log's checkpoint never gets ahead of
-        /// what SQLite keeps through a power loss.
-        flush_commits: bool,
-    },
-    Clickhouse(ClickhouseConfig),
-}
+pub use crate::sinks::StorageConfig;
 
 /// Longest range a query covers when neither `api.max_query_range` nor a
 /// retention is set: a year and a month, so "this month last year" fits.
@@ -419,7 +394,7 @@ impl RawConfig {
                     url,
                     database,
                     user: user.filter(|u| !u.is_empty()),
-                    password: password.filter(|p| !p.is_empty()).map(Secret),
+                    password: password.filter(|p| !p.is_empty()).map(Secret::new),
                     compression,
                     retention_days,
                     timeout,
@@ -514,7 +489,7 @@ impl RawConfig {
             Some(t) if t.trim().len() < 16 => {
                 return Err(invalid("admin.token", "must be at least 16 characters"));
             }
-            Some(t) => Some(Secret(t)),
+            Some(t) => Some(Secret::new(t)),
             None => None,
         };
 

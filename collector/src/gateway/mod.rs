@@ -3,10 +3,9 @@
 //! the collector's rules engine (same counters as observe mode); its rows
 //! and the rule events its settlements produced go through the collector's
 //! row queue; it asks the kill-switch before every call; virtual keys are
-//! the admin API's keys with the `gateway` role; its counters are in `/metrics`.
+//! the admin API's keys with the `gateway` role; its counters are in
+//! `/metrics` (`crate::internal_events`).
 
-mod metrics;
 mod rows;
 
-pub use metrics::GatewayMetrics;
 pub use rows::{KillSwitchBlocks, QueueRows};

@@ -20,13 +20,12 @@
 //! to `<topic>.enforcement` and applies the others' ([`EnforcementSync`]),
 //! so an agent may watch any instance.
 
-mod config;
 mod consume;
 mod enforcement;
 mod produce;
 mod topics;
 
-pub use config::{KafkaConfig, KafkaConfigError, client_error};
+pub use crate::config::{KafkaConfig, KafkaConfigError, client_error};
 pub(crate) use consume::decode_call;
 pub use consume::{CallConsumer, ResyncRequests};
 pub(crate) use enforcement::decode_change;

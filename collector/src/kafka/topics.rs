@@ -14,8 +14,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::config::client_error;
 use super::{KafkaConfig, enforcement_topic};
+use crate::config::client_error;
 
 /// How long start-up waits for the brokers, and for the topics.
 const START_TIMEOUT: Duration = Duration::from_secs(15);

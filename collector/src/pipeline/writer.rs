@@ -178,7 +178,11 @@ impl Writer {
                 let before = batch.calls.len();
                 match catch_unwind(AssertUnwindSafe(|| identity.sort(&mut batch.calls))) {
                     Ok(sorted) => {
-                        self.store.events.calls_sorted(&sorted);
+                        self.store.events.calls_sorted(
+                            sorted.retries,
+                            sorted.merged,
+                            sorted.late.len(),
+                        );
                         batch.merges = sorted.late;
                     }
                     Err(_) => {

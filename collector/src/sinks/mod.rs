@@ -1,5 +1,5 @@
 //! Sinks: where rows are written. One trait, one implementation per store,
-//! chosen from `[storage]` by [`crate::config::StorageConfig::build`].
+//! chosen from `[storage]` by [`StorageConfig::build`].
 
 pub mod clickhouse;
 pub mod outbox;
@@ -9,4 +9,4 @@ mod store;
 
 pub use outbox::{AlertOutbox, DeliveryState, OutboxEntry, Outcome, Pending};
 pub use sink::{Batch, CallMerge, Correction, Sink, SinkError};
-pub use store::Store;
+pub use store::{StorageConfig, Store};

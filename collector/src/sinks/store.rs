@@ -1,13 +1,27 @@
 //! Building the configured store from `[storage]`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::clickhouse::ClickhouseStore;
-use super::sqlite::SqliteStore;
+use super::clickhouse::{ClickhouseConfig, ClickhouseStore};
+use super::sqlite::{ReadConfig, SqliteStore};
 use super::{AlertOutbox, Sink, SinkError};
 use crate::admin::AdminLog;
-use crate::config::StorageConfig;
 use crate::query::QueryStore;
+
+/// Where rows go: `[storage]`, validated.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Sqlite {
+        dir: PathBuf,
+        read: ReadConfig,
+        /// Each commit flushed to the device (`synchronous = FULL`), for
+        /// durability `power`: the log's checkpoint never gets ahead of
+        /// what SQLite keeps through a power loss.
+        flush_commits: bool,
+    },
+    Clickhouse(ClickhouseConfig),
+}
 
 /// An open store: the side the writer writes to and the side the API reads.
 #[derive(Clone)]

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::config::Secret;
 use crate::tls::OutboundRoots;
+use tollgate_gateway::Secret;
 
 /// How batches travel to ClickHouse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

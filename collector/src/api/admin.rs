@@ -14,9 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tollgate_rules::engine::Engine;
 
-use super::actions::{AdminAction, AdminLog};
-use super::reload::Reloader;
-use super::{KeyCache, NewKey};
+use crate::admin::{AdminAction, AdminLog, KeyCache, NewKey};
+use crate::config::Reloader;
 use crate::killswitch::{KillSwitch, ScopeQuery};
 
 /// What the admin handlers share.

@@ -2,6 +2,8 @@
 //! and counts. Metric handles are created once at start-up and cloned into
 //! the components; nothing here allocates per request.
 
+mod gateway;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,12 +14,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::memory::MemoryLimiter;
+pub use gateway::GatewayMetrics;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::gateway::GatewayMetrics;
 use crate::normalize::NonCallKind;
-use crate::pipeline::Sorted;
 
 type Labels = [(&'static str, &'static str); 2];
 
@@ -558,14 +559,16 @@ impl InternalEvents {
         self.rule_events.inc_by(n as u64);
     }
 
-    /// What call identity did with a batch.
-    pub fn calls_sorted(&self, sorted: &Sorted) {
-        if sorted.retries > 0 {
-            self.duplicates.inc_by(sorted.retries as u64);
-            tracing::debug!(spans = sorted.retries, "repeated spans dropped");
+    /// What call identity did with a batch: `retries` repeated spans
+    /// dropped, `merged` descriptions merged into a call of the batch,
+    /// `late` merged into calls already passed on.
+    pub fn calls_sorted(&self, retries: usize, merged: usize, late: usize) {
+        if retries > 0 {
+            self.duplicates.inc_by(retries as u64);
+            tracing::debug!(spans = retries, "repeated spans dropped");
         }
-        self.merged_same_batch.inc_by(sorted.merged as u64);
-        self.merged_late.inc_by(sorted.late.len() as u64);
+        self.merged_same_batch.inc_by(merged as u64);
+        self.merged_late.inc_by(late as u64);
     }
 
     /// A pipeline stage panicked on a batch; `lost` rows could not be kept.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tollgate_rules::engine::Engine;
 
-use crate::config;
+use super::load;
 
 /// Reloads rules from the config file into the engine.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ impl Reloader {
         let Some(path) = &self.path else {
             return Err("the collector runs without a config file; nothing to reload".to_owned());
         };
-        match config::load(Some(path)) {
+        match load::load(Some(path)) {
             Ok(c) => {
                 let n = c.rules.rules.len();
                 self.engine.replace_rules((*c.rules).clone());

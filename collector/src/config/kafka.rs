@@ -6,7 +6,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
-use crate::config::{KafkaRole, KafkaSection, is_secret_kafka_option, redacted_kafka_options};
+use super::raw::{KafkaRole, KafkaSection, is_secret_kafka_option, redacted_kafka_options};
 
 /// librdkafka properties the collector sets itself because the delivery
 /// guarantee depends on them; `kafka.options` may not change them.
@@ -192,7 +192,7 @@ impl KafkaConfig {
     }
 
     /// Client settings shared by producer, consumer and admin client.
-    pub(super) fn client(&self) -> ClientConfig {
+    pub(crate) fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.options {
