@@ -9,8 +9,8 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use tollgate_rules::pricing::{PriceTable, TokenUsage};
-use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode};
+use tollgate_rules::pricing::{CallCost, PriceTable, TokenUsage};
+use tollgate_rules::{CallRecord, CallStatus, Mode};
 
 use super::semconv::{
     FIELD_COUNT, Field, LABEL_PREFIX, NonCallKind, OperationKind, field_of, normalize_operation,
@@ -438,16 +438,20 @@ impl Normalizer {
             CallStatus::Ok
         };
 
-        let usage = TokenUsage {
-            input: input_tokens,
-            output: output_tokens,
-            cache_read,
-            cache_write,
+        let call = CallCost {
+            provider: provider.as_deref(),
+            response_model: response_model.as_deref(),
+            request_model: request_model.as_deref(),
+            usage: TokenUsage {
+                input: input_tokens,
+                output: output_tokens,
+                cache_read,
+                cache_write,
+            },
+            has_usage,
+            failed: status == CallStatus::Error,
         };
-        let priced = [response_model.as_deref(), request_model.as_deref()]
-            .into_iter()
-            .flatten()
-            .find_map(|m| self.prices.cost(provider.as_deref(), m, &usage));
+        let priced = self.prices.call_cost(&call);
         let mut warning = None;
         let provider_cost = provider_cost.filter(|&c| {
             let ok = self.plausible_cost(c, priced.filter(|_| has_usage));
@@ -462,21 +466,7 @@ impl Normalizer {
             }
             ok
         });
-        let (cost_usd, cost_source) = match provider_cost {
-            Some(c) => (Some(c), CostSource::Provider),
-            None => {
-                match priced {
-                    // A failed call that reports no usage was not billed.
-                    Some(_) if !has_usage && status == CallStatus::Error => {
-                        (Some(0.0), CostSource::PriceTable)
-                    }
-                    // A successful call without usage cannot be priced: unknown, not $0.
-                    Some(_) if !has_usage => (None, CostSource::Unpriced),
-                    Some(c) => (Some(c), CostSource::PriceTable),
-                    None => (None, CostSource::Unpriced),
-                }
-            }
-        };
+        let (cost_usd, cost_source) = PriceTable::row_cost(&call, priced, provider_cost);
 
         let start = i64::try_from(span.start_time_unix_nano).unwrap_or(i64::MAX);
         let end = i64::try_from(span.end_time_unix_nano).unwrap_or(i64::MAX);

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tollgate_rules::engine::{Engine, Reservation, Violation};
-use tollgate_rules::pricing::TokenUsage;
-use tollgate_rules::{CallRecord, CallStatus, CostSource, Mode};
+use tollgate_rules::pricing::{CallCost, PriceTable, TokenUsage};
+use tollgate_rules::{CallRecord, CallStatus, Mode};
 
 use super::state::{Link, Shared};
 use crate::deps::RowRoom;
@@ -221,36 +221,27 @@ impl CallLog {
 }
 
 /// Prices `r` at the model that served it (the response's model, else the
-/// link's), for the provider that served it.
+/// link's), for the provider that served it. The gateway always knows the
+/// call's usage (the provider's, or its estimate).
 fn price(shared: &Shared, r: &mut CallRecord) {
-    let usage = TokenUsage {
-        input: r.input_tokens,
-        output: r.output_tokens,
-        cache_read: r.cache_read_tokens,
-        cache_write: r.cache_write_tokens,
-    };
     let prices = &shared.deps.prices;
-    let provider = r.provider.as_deref();
-    let cost = r
-        .response_model
-        .as_deref()
-        .and_then(|m| prices.cost(provider, m, &usage))
-        .or_else(|| {
-            r.request_model
-                .as_deref()
-                .and_then(|m| prices.cost(provider, m, &usage))
-        });
+    let call = CallCost {
+        provider: r.provider.as_deref(),
+        response_model: r.response_model.as_deref(),
+        request_model: r.request_model.as_deref(),
+        usage: TokenUsage {
+            input: r.input_tokens,
+            output: r.output_tokens,
+            cache_read: r.cache_read_tokens,
+            cache_write: r.cache_write_tokens,
+        },
+        has_usage: true,
+        failed: r.status == CallStatus::Error,
+    };
+    let (cost, source) = PriceTable::row_cost(&call, prices.call_cost(&call), None);
+    r.cost_usd = cost;
+    r.cost_source = source;
     r.price_version = Some(prices.version().to_owned());
-    match cost {
-        Some(c) => {
-            r.cost_usd = Some(c);
-            r.cost_source = CostSource::PriceTable;
-        }
-        None => {
-            r.cost_usd = None;
-            r.cost_source = CostSource::Unpriced;
-        }
-    }
 }
 
 impl Drop for CallLog {

@@ -41,6 +41,7 @@
 //! span's provider, the first party a reseller follows (Azure OpenAI → OpenAI,
 //! Vertex AI → Gemini), the provider the name carried, the first entry.
 
+mod call;
 mod error;
 mod matcher;
 mod price;
@@ -49,6 +50,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use call::CallCost;
 pub use error::{Location, PricingError};
 pub use price::{ModelPrice, PriceTier, TokenUsage};
 pub use table::{PriceMatch, PriceOverride, PriceTable};

@@ -4,6 +4,7 @@ use super::*;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+use tollgate_rules::CostSource;
 use tollgate_rules::pricing::PriceOverride;
 
 fn kv(key: &str, value: Value) -> KeyValue {
