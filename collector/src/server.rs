@@ -30,7 +30,7 @@ use crate::memory::{MemoryLimiter, RETRY_AFTER_SECS, admit_grpc, admit_http};
 use crate::normalize::{Normalizer, NormalizerConfig};
 use crate::pipeline::wal::{Recovered, Wal, WalConfig, WalError};
 use crate::pipeline::{
-    CallIdentity, CounterRebuilder, Restore, RowQueue, RuleStage, Writer, row_queue,
+    CallIdentity, Consequences, CounterRebuilder, Restore, RowQueue, RuleStage, Writer, row_queue,
 };
 use crate::query::{CallKey, QueryStore};
 
@@ -179,6 +179,12 @@ pub async fn run(
         Arc::clone(&outbox),
         Arc::clone(&events),
     );
+    // What follows a violation, the same for observed spans and gateway calls.
+    let consequences = Consequences {
+        killswitch: killswitch.clone(),
+        alerts,
+        events: Arc::clone(&events),
+    };
 
     let grpc_listener = bind(
         config.grpc_listen,
@@ -269,9 +275,7 @@ pub async fn run(
     .with_identity(identity)
     .with_rules(RuleStage {
         engine: engine.clone(),
-        killswitch: killswitch.clone(),
-        alerts: alerts.clone(),
-        events: Arc::clone(&events),
+        consequences: consequences.clone(),
         already_stored,
         rebuilder: Some(rebuilder.clone()),
     })
@@ -421,8 +425,7 @@ pub async fn run(
             prices: Arc::clone(&config.prices),
             rows: Arc::new(QueueRows {
                 queue: queue.clone(),
-                killswitch: killswitch.clone(),
-                alerts: alerts.clone(),
+                consequences: consequences.clone(),
                 events: Arc::clone(&events),
             }),
             keys: Arc::clone(&keys) as Arc<dyn KeyStore>,
@@ -454,7 +457,7 @@ pub async fn run(
             receivers_stop.clone(),
         ));
     }
-    drop(alerts);
+    drop(consequences);
 
     let reloader = Arc::new(Reloader::new(config.source.clone(), engine.clone()));
     let mut api_app = api_router(ApiState {

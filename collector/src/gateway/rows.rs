@@ -2,22 +2,22 @@
 //! settlements produced) go through the collector's row queue, and every
 //! call asks the collector's kill-switch first.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tollgate_gateway::{Block as GatewayBlock, BlockCheck, CallScope, RowRoom, RowSink};
+use tollgate_rules::CallRecord;
 use tollgate_rules::engine::{Unstored, Violation};
-use tollgate_rules::{CallRecord, RuleEvent};
 
-use crate::alerts::Alerts;
 use crate::internal_events::InternalEvents;
 use crate::killswitch::{KillSwitch, ScopeQuery};
-use crate::pipeline::{RoomForOne, RowQueue};
+use crate::pipeline::{Consequences, Followed, RoomForOne, RowQueue};
 
 /// Gateway calls into the row queue, their rule events with them.
 pub struct QueueRows {
     pub queue: RowQueue,
-    pub killswitch: KillSwitch,
-    pub alerts: Alerts,
+    /// Events, alerts and blocks of violations, as for observed spans.
+    pub consequences: Consequences,
     pub events: Arc<InternalEvents>,
 }
 
@@ -28,20 +28,23 @@ impl RowSink for QueueRows {
 
     fn submit(
         &self,
-        record: CallRecord,
+        mut record: CallRecord,
         violations: Vec<Violation>,
         unstored: Unstored,
         room: RowRoom,
     ) {
-        let mut rule_events = Vec::with_capacity(violations.len());
-        let mut alerts = Vec::new();
-        for v in &violations {
-            let event = RuleEvent::new(&record, v);
-            alerts.extend(self.alerts.entries(v, &event));
-            rule_events.push(event);
-        }
-        self.killswitch.apply(&violations);
-        self.events.rule_events(rule_events.len());
+        let mut followed = Followed::default();
+        self.consequences.follow(
+            &mut record,
+            &violations,
+            None,
+            &mut HashSet::new(),
+            &mut followed,
+        );
+        let Followed {
+            events: rule_events,
+            alerts,
+        } = followed;
         let queued = match room.take::<RoomForOne>() {
             Some(room) => {
                 self.queue

@@ -2,6 +2,7 @@
 //! and the writer task that drains it in batches, making one call of the
 //! spans that describe one (`identity`) and running the rules on it.
 
+mod consequences;
 mod identity;
 mod queue;
 mod restore;
@@ -9,6 +10,7 @@ mod rules_stage;
 pub mod wal;
 mod writer;
 
+pub use consequences::{Consequences, Followed};
 pub use identity::{CallIdentity, Sorted};
 pub use queue::{Enqueued, QueueError, RoomForOne, RowQueue, RowReceiver, row_queue};
 pub use restore::{CounterRebuilder, Restore};

@@ -1,28 +1,22 @@
 //! The rules stage: every call goes through the engine's `observe` before it
-//! is stored. Rows get the ids of the rules that fired; each violation
-//! becomes a rule event (stored with the batch), an alert, and, for `block`
-//! rules over their limit, a kill-switch block.
+//! is stored; what its violations bring is [`Consequences::follow`], as for
+//! the gateway's calls.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
+use tollgate_rules::CallRecord;
 use tollgate_rules::engine::Engine;
-use tollgate_rules::{CallRecord, RuleEvent};
 
+use super::consequences::{Consequences, Followed};
 use super::identity::CallMerge;
-use super::restore::{CounterRebuilder, event_key};
-use crate::alerts::Alerts;
-use crate::internal_events::InternalEvents;
-use crate::killswitch::KillSwitch;
-use crate::sinks::OutboxEntry;
+use super::restore::CounterRebuilder;
 
 /// What the writer runs on each batch before writing it.
 #[derive(Clone)]
 pub struct RuleStage {
     pub engine: Engine,
-    pub killswitch: KillSwitch,
-    pub alerts: Alerts,
-    pub events: Arc<InternalEvents>,
+    /// Events, alerts and blocks of violations.
+    pub consequences: Consequences,
     /// Keys ([`event_key`]) of rule events already in the store, from the
     /// last rebuild: emitted again, they are neither stored nor alerted.
     pub already_stored: HashSet<String>,
@@ -55,71 +49,38 @@ impl RuleStage {
         }
     }
 
-    /// Observes every call of `calls` (queue order) and appends the events
-    /// to `out`, the alerts announcing them to `alerts`.
-    pub fn evaluate(
-        &mut self,
-        calls: &mut [CallRecord],
-        out: &mut Vec<RuleEvent>,
-        alerts: &mut Vec<OutboxEntry>,
-    ) {
-        let before = out.len();
+    /// Observes every call of `calls` (queue order); their events and
+    /// alerts go to `out`.
+    pub fn evaluate(&mut self, calls: &mut [CallRecord], out: &mut Followed) {
         for call in calls.iter_mut() {
             // Gateway calls were admitted and settled against the same engine.
             if call.settled {
                 continue;
             }
             let violations = self.engine.observe(call);
-            if violations.is_empty() {
-                continue;
-            }
-            for v in &violations {
-                if !call.rules_fired.iter().any(|r| **r == *v.rule_id) {
-                    call.rules_fired.push(v.rule_id.to_string());
-                }
-                let event = RuleEvent::new(call, v);
-                if !self.already_stored.is_empty() && self.already_stored.remove(&event_key(&event))
-                {
-                    continue;
-                }
-                alerts.extend(self.alerts.entries(v, &event));
-                out.push(event);
-            }
-            self.killswitch.apply(&violations);
+            self.consequences
+                .follow(call, &violations, None, &mut self.already_stored, out);
         }
-        self.events.rule_events(out.len() - before);
     }
 
     /// Counts the usage that later descriptions of already-counted calls
-    /// added (see [`CallMerge::correction`]); appends the events to `out`,
-    /// their alerts to `alerts`.
-    pub fn correct(
-        &mut self,
-        merges: &[CallMerge],
-        out: &mut Vec<RuleEvent>,
-        alerts: &mut Vec<OutboxEntry>,
-    ) {
-        let before = out.len();
+    /// added (see [`CallMerge::correction`]); their events (given the
+    /// stored row's span id) and alerts go to `out`.
+    pub fn correct(&mut self, merges: &[CallMerge], out: &mut Followed) {
         for m in merges.iter().filter(|m| !m.correction.is_zero()) {
             let mut extra = m.description.clone();
             extra.input_tokens = m.correction.tokens;
             extra.output_tokens = 0;
             extra.cost_usd = Some(m.correction.cost_usd);
             let violations = self.engine.observe_extra(&extra);
-            for v in &violations {
-                let mut event = RuleEvent::new(&extra, v);
-                // The event belongs to the stored row.
-                event.span_id.clone_from(&m.span_id);
-                if !self.already_stored.is_empty() && self.already_stored.remove(&event_key(&event))
-                {
-                    continue;
-                }
-                alerts.extend(self.alerts.entries(v, &event));
-                out.push(event);
-            }
-            self.killswitch.apply(&violations);
+            self.consequences.follow(
+                &mut extra,
+                &violations,
+                Some(&m.span_id),
+                &mut self.already_stored,
+                out,
+            );
         }
-        self.events.rule_events(out.len() - before);
     }
 }
 
@@ -129,8 +90,13 @@ mod tests {
 
     use tollgate_rules::engine::{compile, parse_rules};
 
+    use std::sync::Arc;
+
     use super::*;
+    use crate::alerts::Alerts;
     use crate::config::AlertsSection;
+    use crate::internal_events::InternalEvents;
+    use crate::pipeline::restore::event_key;
 
     fn stage(already_stored: HashSet<String>) -> RuleStage {
         let v: toml::Value = toml::from_str(
@@ -159,9 +125,11 @@ action = "alert"
         );
         RuleStage {
             engine: Engine::new(compile(&parse_rules(tables).unwrap()).unwrap()),
-            killswitch: KillSwitch::new(),
-            alerts,
-            events,
+            consequences: Consequences {
+                killswitch: crate::killswitch::KillSwitch::new(),
+                alerts,
+                events,
+            },
             already_stored,
             rebuilder: None,
         }
@@ -187,17 +155,18 @@ action = "alert"
     async fn an_event_already_stored_is_not_stored_again() {
         // First pass: the 50 % crossing is an event.
         let mut first = stage(HashSet::new());
-        let mut out = Vec::new();
-        first.evaluate(&mut calls(), &mut out, &mut Vec::new());
+        let mut followed = Followed::default();
+        first.evaluate(&mut calls(), &mut followed);
+        let out = followed.events;
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].threshold, Some(0.5));
         // The same calls read again after a crash that stored the event
         // but not the calls: the crossing is recognised and dropped.
         let mut again = stage([event_key(&out[0])].into());
-        let mut out_again = Vec::new();
+        let mut out_again = Followed::default();
         let mut calls = calls();
-        again.evaluate(&mut calls, &mut out_again, &mut Vec::new());
-        assert!(out_again.is_empty(), "{out_again:?}");
+        again.evaluate(&mut calls, &mut out_again);
+        assert!(out_again.events.is_empty(), "{out_again:?}");
         assert_eq!(calls[1].rules_fired, vec!["daily".to_owned()]);
         assert!(again.already_stored.is_empty());
     }

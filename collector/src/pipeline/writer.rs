@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tollgate_rules::engine::Unstored;
 use tollgate_rules::{CallRecord, RuleEvent};
 
+use super::consequences::Followed;
 use super::identity::{CallIdentity, CallMerge};
 use super::queue::{Enqueued, RowQueue, RowReceiver};
 use super::restore::Restore;
@@ -108,7 +109,7 @@ impl Writer {
 
     /// Runs `stage` on every batch before it is written.
     pub fn with_rules(mut self, stage: RuleStage) -> Self {
-        self.store.alerts = Some(stage.alerts.clone());
+        self.store.alerts = Some(stage.consequences.alerts.clone());
         self.rules = Some(stage);
         self
     }
@@ -201,10 +202,16 @@ impl Writer {
                 // The batch's counters stay in memory until it is stored.
                 batch.unstored.push(stage.engine.unstored());
                 stage.rebuild(&batch.calls, &batch.merges).await;
+                let mut followed = Followed {
+                    events: std::mem::take(&mut batch.events),
+                    alerts: std::mem::take(&mut batch.alerts),
+                };
                 let evaluated = catch_unwind(AssertUnwindSafe(|| {
-                    stage.evaluate(&mut batch.calls, &mut batch.events, &mut batch.alerts);
-                    stage.correct(&batch.merges, &mut batch.events, &mut batch.alerts);
+                    stage.evaluate(&mut batch.calls, &mut followed);
+                    stage.correct(&batch.merges, &mut followed);
                 }));
+                batch.events = followed.events;
+                batch.alerts = followed.alerts;
                 if evaluated.is_err() {
                     self.store.events.stage_panicked("rules", 0);
                 }
@@ -242,7 +249,11 @@ impl Writer {
                 identity.clear();
             }
             rules.already_stored = restore
-                .run(&rules.engine, &rules.killswitch, self.identity.as_mut())
+                .run(
+                    &rules.engine,
+                    &rules.consequences.killswitch,
+                    self.identity.as_mut(),
+                )
                 .await;
         }
         let _ = done.send(());
