@@ -6,9 +6,11 @@
 //!
 //! - [`CallRecord`], the one row per model call that every component speaks;
 //! - [`pricing`], the versioned price table and the model-name matcher;
+//! - [`blocks`], the kill-switch's table of blocked scopes;
 //! - [`engine`], the rules engine (budgets, rate limits, model access,
 //!   region locks, custom CEL rules) with `admit` / `settle` / `observe`.
 
+pub mod blocks;
 pub mod engine;
 mod event;
 #[doc(hidden)]

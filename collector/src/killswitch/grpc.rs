@@ -24,18 +24,17 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-impl From<pb::Scope> for ScopeQuery {
-    fn from(s: pb::Scope) -> Self {
-        ScopeQuery {
-            org: non_empty(s.org),
-            project: non_empty(s.project),
-            app: non_empty(s.app),
-            environment: non_empty(s.environment),
-            user: non_empty(s.user),
-            session: non_empty(s.session),
-            key: non_empty(s.key),
-            route: non_empty(s.route),
-        }
+/// The asker of a gRPC watch.
+fn scope_of(s: pb::Scope) -> ScopeQuery {
+    ScopeQuery {
+        org: non_empty(s.org),
+        project: non_empty(s.project),
+        app: non_empty(s.app),
+        environment: non_empty(s.environment),
+        user: non_empty(s.user),
+        session: non_empty(s.session),
+        key: non_empty(s.key),
+        route: non_empty(s.route),
     }
 }
 
@@ -76,9 +75,11 @@ impl Enforcement for EnforcementService {
             .get::<crate::query::Tenant>()
             .cloned()
             .unwrap_or_default();
-        let scope = ScopeQuery::from(request.into_inner().scope.unwrap_or_default())
-            .within(&tenant)
-            .map_err(Status::permission_denied)?;
+        let scope = super::within(
+            scope_of(request.into_inner().scope.unwrap_or_default()),
+            &tenant,
+        )
+        .map_err(Status::permission_denied)?;
         let states = self
             .killswitch
             .watch(scope)

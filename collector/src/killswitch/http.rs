@@ -35,7 +35,7 @@ async fn current(
 /// `scope` with the tenant's org, project and user; 403 when it asks for another.
 fn within(scope: ScopeQuery, tenant: Option<Extension<Tenant>>) -> Result<ScopeQuery, Forbidden> {
     let tenant = tenant.map(|t| t.0).unwrap_or_default();
-    scope.within(&tenant).map_err(Forbidden)
+    super::within(scope, &tenant).map_err(Forbidden)
 }
 
 /// A scope outside the reader's tenant: 403.
