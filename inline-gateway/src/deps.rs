@@ -128,17 +128,9 @@ pub struct CallScope<'a> {
     pub route: Option<&'a str>,
 }
 
-/// A blocked scope, as a refusal reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Block {
-    /// The rule that tripped, or `admin`.
-    pub rule_id: String,
-    pub reason: String,
-    /// When the block lifts by itself, Unix nanoseconds; `None` = until lifted.
-    pub until_unix_nanos: Option<i64>,
-    pub limit: Option<f64>,
-    pub used: Option<f64>,
-}
+/// A kill-switch block: the rules crate's, as the collector's kill-switch
+/// holds it.
+pub use tollgate_rules::blocks::Block;
 
 /// The kill-switch, asked before every call.
 pub trait BlockCheck: Send + Sync {

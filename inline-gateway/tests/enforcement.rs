@@ -230,10 +230,13 @@ async fn kill_switch_blocks_refuse_before_any_provider_is_called() {
         &[("project", "search"), ("user", "bob")],
         Block {
             rule_id: "daily-cost".into(),
+            scope: "project=search,user=bob".into(),
             reason: "limit_exceeded".into(),
-            until_unix_nanos: Some(now() + 120 * 1_000_000_000),
-            limit: Some(5.0),
-            used: Some(5.2),
+            until_unix_nanos: now() + 120 * 1_000_000_000,
+            limit: 5.0,
+            used: 5.2,
+            metric: "cost_usd".into(),
+            dims: Vec::new(),
         },
     );
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});

@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use tollgate_gateway::{Block as GatewayBlock, BlockCheck, CallScope, RowRoom, RowSink};
+use tollgate_gateway::{BlockCheck, CallScope, RowRoom, RowSink};
 use tollgate_rules::CallRecord;
 use tollgate_rules::engine::{Unstored, Violation};
 
 use crate::internal_events::InternalEvents;
-use crate::killswitch::{KillSwitch, ScopeQuery};
+use crate::killswitch::{Block, KillSwitch, ScopeQuery};
 use crate::pipeline::{Consequences, Followed, RoomForOne, RowQueue};
 
 /// Gateway calls into the row queue, their rule events with them.
@@ -68,7 +68,7 @@ impl RowSink for QueueRows {
 pub struct KillSwitchBlocks(pub KillSwitch);
 
 impl BlockCheck for KillSwitchBlocks {
-    fn blocked(&self, scope: &CallScope<'_>) -> Option<GatewayBlock> {
+    fn blocked(&self, scope: &CallScope<'_>) -> Option<Block> {
         let own = |v: Option<&str>| v.map(str::to_owned);
         let query = ScopeQuery {
             org: own(scope.org),
@@ -80,15 +80,6 @@ impl BlockCheck for KillSwitchBlocks {
             key: own(scope.key),
             route: own(scope.route),
         };
-        let state = self.0.state_for(&query);
-        let b = state.blocks.into_iter().next()?;
-        let measured = !b.metric.is_empty();
-        Some(GatewayBlock {
-            rule_id: b.rule_id,
-            reason: b.reason,
-            until_unix_nanos: (b.until_unix_nanos > 0).then_some(b.until_unix_nanos),
-            limit: measured.then_some(b.limit),
-            used: measured.then_some(b.used),
-        })
+        self.0.state_for(&query).blocks.into_iter().next()
     }
 }

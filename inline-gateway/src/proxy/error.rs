@@ -90,7 +90,10 @@ impl RefusalInfo {
     }
 
     pub(crate) fn from_block(b: &Block, now_unix_nanos: i64) -> Self {
-        let retry_after_s = b.until_unix_nanos.map(|until| {
+        // `until` 0: until lifted; no metric: set by hand, nothing measured.
+        let measured = !b.metric.is_empty();
+        let until = (b.until_unix_nanos > 0).then_some(b.until_unix_nanos);
+        let retry_after_s = until.map(|until| {
             u64::try_from(until.saturating_sub(now_unix_nanos).max(0))
                 .unwrap_or(0)
                 .div_ceil(1_000_000_000)
@@ -102,8 +105,8 @@ impl RefusalInfo {
             rule_id: b.rule_id.clone(),
             scope: None,
             metric: None,
-            limit: b.limit,
-            used: b.used,
+            limit: measured.then_some(b.limit),
+            used: measured.then_some(b.used),
             retry_after_s,
             message: format!(
                 "blocked by the kill-switch (rule `{}`): {}",
@@ -499,13 +502,23 @@ mod tests {
     fn blocks_report_when_they_lift() {
         let b = Block {
             rule_id: "admin".into(),
+            scope: "project=p".into(),
             reason: "incident".into(),
-            until_unix_nanos: Some(10_500_000_000),
-            limit: None,
-            used: None,
+            until_unix_nanos: 10_500_000_000,
+            limit: 0.0,
+            used: 0.0,
+            metric: String::new(),
+            dims: Vec::new(),
         };
         let info = RefusalInfo::from_block(&b, 1_000_000_000);
         assert_eq!(info.retry_after_s, Some(10));
         assert_eq!(info.code, "blocked");
+        // Set by hand: nothing measured, no limit reported.
+        assert_eq!((info.limit, info.used), (None, None));
+        let forever = Block {
+            until_unix_nanos: 0,
+            ..b
+        };
+        assert_eq!(RefusalInfo::from_block(&forever, 1).retry_after_s, None);
     }
 }
