@@ -6,15 +6,15 @@
 //! upstream and labels (a map). Missing strings are "", counts are ints.
 //! Before a call runs (`admit`), output_tokens is the most it may produce.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use cel::objects::Key;
 use cel::{Context, Env, Program, Value};
 
+use super::call_view::CallView;
 use super::guard::{Guard, guards};
-use super::scope::CallIntent;
-use crate::{CallRecord, CallStatus};
+use crate::CallRecord;
 
 /// A compiled CEL expression that must yield a bool.
 pub struct CustomExpression {
@@ -41,32 +41,6 @@ impl std::fmt::Debug for CustomExpression {
             .field(&self.source)
             .finish()
     }
-}
-
-/// What a CEL expression sees of a call.
-#[derive(Debug)]
-pub(crate) struct CallView<'a> {
-    pub(super) model: &'a str,
-    pub(super) provider: &'a str,
-    pub(super) operation: &'a str,
-    pub(super) input_tokens: i64,
-    pub(super) output_tokens: i64,
-    pub(super) cache_read_tokens: i64,
-    pub(super) total_tokens: i64,
-    pub(super) cost_usd: f64,
-    pub(super) priced: bool,
-    pub(super) stream: bool,
-    pub(super) status: &'a str,
-    pub(super) error_type: &'a str,
-    pub(super) org: &'a str,
-    pub(super) project: &'a str,
-    pub(super) app: &'a str,
-    pub(super) environment: &'a str,
-    pub(super) user: &'a str,
-    pub(super) session: &'a str,
-    pub(super) route: &'a str,
-    pub(super) upstream: &'a str,
-    pub(super) labels: &'a BTreeMap<String, String>,
 }
 
 /// Field names of [`CallView`], for checking `call.<field>` references.
@@ -191,93 +165,11 @@ pub(crate) fn call_fields(source: &str) -> (Vec<&str>, bool) {
     (used.fields, used.whole)
 }
 
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-impl<'a> CallView<'a> {
-    pub(crate) fn of_record(r: &'a CallRecord) -> Self {
-        Self {
-            model: r.model().unwrap_or(""),
-            provider: r.provider.as_deref().unwrap_or(""),
-            operation: r.operation.as_deref().unwrap_or(""),
-            input_tokens: int(r.input_tokens),
-            output_tokens: int(r.output_tokens),
-            cache_read_tokens: int(r.cache_read_tokens),
-            total_tokens: int(r.total_tokens()),
-            cost_usd: r.cost_usd.unwrap_or(0.0),
-            priced: r.cost_usd.is_some(),
-            stream: r.stream,
-            status: if r.status == CallStatus::Error {
-                "error"
-            } else {
-                "ok"
-            },
-            error_type: r.error_type.as_deref().unwrap_or(""),
-            org: r.org.as_deref().unwrap_or(""),
-            project: r.project.as_deref().unwrap_or(""),
-            app: r.app.as_deref().unwrap_or(""),
-            environment: r.environment.as_deref().unwrap_or(""),
-            user: r.user.as_deref().unwrap_or(""),
-            session: r.session.as_deref().unwrap_or(""),
-            route: r.route.as_deref().unwrap_or(""),
-            upstream: r.upstream.as_deref().unwrap_or(""),
-            labels: &r.labels,
-        }
-    }
-
-    pub(crate) fn of_intent(c: &'a CallIntent) -> Self {
-        Self {
-            model: c.model.as_deref().unwrap_or(""),
-            provider: c.provider.as_deref().unwrap_or(""),
-            operation: "chat",
-            input_tokens: int(c.input_tokens),
-            output_tokens: int(c.max_output_tokens),
-            cache_read_tokens: 0,
-            total_tokens: int(c.input_tokens.saturating_add(c.max_output_tokens)),
-            cost_usd: c.worst_case_cost_usd.unwrap_or(0.0),
-            priced: c.worst_case_cost_usd.is_some(),
-            stream: false,
-            status: "ok",
-            error_type: "",
-            org: c.org.as_deref().unwrap_or(""),
-            project: c.project.as_deref().unwrap_or(""),
-            app: c.app.as_deref().unwrap_or(""),
-            environment: c.environment.as_deref().unwrap_or(""),
-            user: c.user.as_deref().unwrap_or(""),
-            session: c.session.as_deref().unwrap_or(""),
-            route: c.route.as_deref().unwrap_or(""),
-            upstream: c.upstream.as_deref().unwrap_or(""),
-            labels: &c.labels,
-        }
-    }
-}
-
 fn string(s: &str) -> Value {
     Value::String(Arc::new(s.to_owned()))
 }
 
 impl CallView<'_> {
-    /// A string field by name; `None` for the others.
-    pub(super) fn str_field(&self, name: &str) -> Option<&str> {
-        Some(match name {
-            "model" => self.model,
-            "provider" => self.provider,
-            "operation" => self.operation,
-            "status" => self.status,
-            "error_type" => self.error_type,
-            "org" => self.org,
-            "project" => self.project,
-            "app" => self.app,
-            "environment" => self.environment,
-            "user" => self.user,
-            "session" => self.session,
-            "route" => self.route,
-            "upstream" => self.upstream,
-            _ => return None,
-        })
-    }
-
     /// The value of one field of [`CALL_FIELDS`].
     fn field(&self, name: &str) -> Value {
         match name {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use super::cel::CallView;
+use super::call_view::CallView;
 use super::compile::{BudgetRule, CompiledRule, RuleKind, RuleSet};
 use super::config::{Action, Metric};
 use super::ledger::{Ask, Counter, CounterKey, Ledger, LedgerStats};

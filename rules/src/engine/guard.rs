@@ -22,7 +22,7 @@
 use cel::common::ast::operators;
 use cel::common::ast::{CallExpr, Expr, LiteralValue};
 
-use super::cel::CallView;
+use super::call_view::CallView;
 
 /// An integer field of `call`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

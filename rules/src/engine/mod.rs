@@ -6,6 +6,7 @@
 //! - [`ledger`]: counters per (rule, scope, window) with atomic reservations;
 //! - [`Engine`]: `admit` / `settle` / `observe` / `quote`.
 
+mod call_view;
 mod cel;
 pub mod compile;
 pub mod config;
