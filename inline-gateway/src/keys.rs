@@ -289,6 +289,14 @@ pub trait KeyStore: Send + Sync {
     fn lookup(&self, hash: &str) -> Option<Arc<VirtualKey>>;
 }
 
+/// The token of an `Authorization: Bearer <token>` header value (the
+/// scheme in any case); `None` for another scheme or an empty token.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// SHA-256 of a virtual key, lowercase hex: what is stored and looked up.
 pub fn hash_key(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -415,6 +423,15 @@ mod tests {
         assert_eq!(k.permits(Role::Admin, 10), Err(KeyRefusal::Expired));
         k.revoked_unix_nanos = Some(5);
         assert_eq!(k.permits(Role::Admin, 9), Err(KeyRefusal::Revoked));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_in_any_case_of_the_scheme() {
+        assert_eq!(bearer("Bearer tg-abc"), Some("tg-abc"));
+        assert_eq!(bearer("  bearer   tg-abc "), Some("tg-abc"));
+        assert_eq!(bearer("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("tg-abc"), None);
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub use error::GatewayError;
 pub use internal_events::GatewayStats;
 pub use keys::{
     CONFIG_KEY_PREFIX, KEY_PREFIX, KeyLimits, KeyRefusal, KeyStore, MemoryKeyStore, Role,
-    VirtualKey, check_roles_and_scope, generate_key, hash_key,
+    VirtualKey, bearer, check_roles_and_scope, generate_key, hash_key,
 };
 pub use proxy::overloaded;
 pub use secret::Secret;

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::dialect::{Dialect, Operation};
-use crate::keys::{KeyRefusal, Role, VirtualKey, hash_key};
+use crate::keys::{KeyRefusal, Role, VirtualKey, bearer, hash_key};
 use crate::proxy::{self, ApiError, Shared};
 
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -108,16 +108,10 @@ fn dialect_of(path: &str) -> Dialect {
 /// The virtual key a request presents: `Authorization: Bearer` (OpenAI
 /// SDKs), `x-api-key` (Anthropic SDKs) or `api-key` (Azure clients).
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
+    headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then_some(token.trim())
-        });
-    bearer
+        .and_then(bearer)
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
