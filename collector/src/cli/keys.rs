@@ -4,32 +4,11 @@ use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use serde_json::{Value, json};
 
+use super::ClientError;
 use super::args::{AdminArgs, KeysCommand};
 
-/// Why `tollgate keys` failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeysError {
-    #[error(
-        "cannot reach the collector at {api}: {source} (is `tollgate serve` running? see --api)"
-    )]
-    Unreachable {
-        api: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("the collector answered {status}: {message}")]
-    Refused { status: u16, message: String },
-    #[error("no admin token: pass --admin-token or set TOLLGATE_ADMIN_TOKEN")]
-    NoToken,
-    #[error("unknown role `{0}`: use ingest, gateway, read or admin")]
-    BadRole(String),
-    #[error("{0}")]
-    Tls(String),
-}
-
 /// Runs a `keys` subcommand; returns what to print.
-pub async fn run_keys(command: &KeysCommand) -> Result<String, KeysError> {
+pub async fn run_keys(command: &KeysCommand) -> Result<String, ClientError> {
     match command {
         KeysCommand::Generate => Ok(tollgate_gateway::generate_key()),
         KeysCommand::List(admin) => {
@@ -52,7 +31,7 @@ pub async fn run_keys(command: &KeysCommand) -> Result<String, KeysError> {
         KeysCommand::Create(args) => {
             for r in &args.roles {
                 if tollgate_gateway::Role::parse(r.trim()).is_none() {
-                    return Err(KeysError::BadRole(r.clone()));
+                    return Err(ClientError::BadRole(r.clone()));
                 }
             }
             let mut new = json!({
@@ -96,14 +75,14 @@ async fn call(
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
-) -> Result<Value, KeysError> {
-    let token = admin.admin_token.as_deref().ok_or(KeysError::NoToken)?;
+) -> Result<Value, ClientError> {
+    let token = admin.admin_token.as_deref().ok_or(ClientError::NoToken)?;
     let url = format!("{}{path}", admin.api.trim_end_matches('/'));
-    let unreachable = |source| KeysError::Unreachable {
+    let unreachable = |source| ClientError::Unreachable {
         api: admin.api.clone(),
         source,
     };
-    let client = super::http_client(admin.ca_file.as_deref()).map_err(KeysError::Tls)?;
+    let client = super::http_client(admin.ca_file.as_deref()).map_err(ClientError::Tls)?;
     let mut request = client.request(method, &url).bearer_auth(token);
     if let Some(b) = body {
         request = request.json(&b);
@@ -112,7 +91,7 @@ async fn call(
     let status = response.status();
     let body: Value = response.json().await.map_err(unreachable)?;
     if !status.is_success() {
-        return Err(KeysError::Refused {
+        return Err(ClientError::Refused {
             status: status.as_u16(),
             message: body["message"]
                 .as_str()

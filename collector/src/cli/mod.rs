@@ -12,8 +12,8 @@ pub use args::{
     KeysCommand, KeysCreateArgs, KeysRevokeArgs, ServeArgs, UsageArgs,
 };
 pub use gateway::{GatewayCliError, run_gateway};
-pub use keys::{KeysError, run_keys};
-pub use usage::{UsageError, run_usage};
+pub use keys::run_keys;
+pub use usage::run_usage;
 
 /// The HTTP client of the CLI's commands: the public roots, plus `ca_file`.
 fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
@@ -30,4 +30,28 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Str
     builder
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Why a command that asks a running collector (`usage`, `keys`) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error(
+        "cannot reach the collector at {api}: {source} (is `tollgate serve` running? see --api)"
+    )]
+    Unreachable {
+        api: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the collector answered {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("bad filter `{0}`: write DIM=VALUE, e.g. project=search")]
+    BadFilter(String),
+    #[error("no admin token: pass --admin-token or set TOLLGATE_ADMIN_TOKEN")]
+    NoToken,
+    #[error("unknown role `{0}`: use ingest, gateway, read or admin")]
+    BadRole(String),
+    #[error("{0}")]
+    Tls(String),
 }

@@ -4,30 +4,11 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 use serde_json::Value;
 
+use super::ClientError;
 use super::args::UsageArgs;
 
-/// Why `tollgate usage` failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum UsageError {
-    #[error(
-        "cannot reach the collector at {api}: {source} (is `tollgate serve` running? see --api)"
-    )]
-    Unreachable {
-        api: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("the collector answered {status}: {message}")]
-    Refused { status: u16, message: String },
-    #[error("bad filter `{0}`: write DIM=VALUE, e.g. project=search")]
-    BadFilter(String),
-    #[error("{0}")]
-    Tls(String),
-}
-
 /// Fetches `/v1/usage` and renders it; returns what to print.
-pub async fn run_usage(args: &UsageArgs) -> Result<String, UsageError> {
+pub async fn run_usage(args: &UsageArgs) -> Result<String, ClientError> {
     let mut query: Vec<(String, String)> = vec![
         ("by".into(), args.by.clone()),
         ("since".into(), args.since.clone()),
@@ -35,15 +16,15 @@ pub async fn run_usage(args: &UsageArgs) -> Result<String, UsageError> {
     for f in &args.filters {
         let (k, v) = f
             .split_once('=')
-            .ok_or_else(|| UsageError::BadFilter(f.clone()))?;
+            .ok_or_else(|| ClientError::BadFilter(f.clone()))?;
         query.push((k.trim().to_owned(), v.trim().to_owned()));
     }
     let url = format!("{}/v1/usage", args.api.trim_end_matches('/'));
-    let unreachable = |source| UsageError::Unreachable {
+    let unreachable = |source| ClientError::Unreachable {
         api: args.api.clone(),
         source,
     };
-    let client = super::http_client(args.ca_file.as_deref()).map_err(UsageError::Tls)?;
+    let client = super::http_client(args.ca_file.as_deref()).map_err(ClientError::Tls)?;
     let mut request = client.get(&url).query(&query);
     if let Some(key) = &args.key {
         request = request.bearer_auth(key);
@@ -52,7 +33,7 @@ pub async fn run_usage(args: &UsageArgs) -> Result<String, UsageError> {
     let status = response.status();
     let body: Value = response.json().await.map_err(unreachable)?;
     if !status.is_success() {
-        return Err(UsageError::Refused {
+        return Err(ClientError::Refused {
             status: status.as_u16(),
             message: body["message"]
                 .as_str()
