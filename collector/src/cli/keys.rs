@@ -78,27 +78,12 @@ async fn call(
 ) -> Result<Value, ClientError> {
     let token = admin.admin_token.as_deref().ok_or(ClientError::NoToken)?;
     let url = format!("{}{path}", admin.api.trim_end_matches('/'));
-    let unreachable = |source| ClientError::Unreachable {
-        api: admin.api.clone(),
-        source,
-    };
     let client = super::http_client(admin.ca_file.as_deref()).map_err(ClientError::Tls)?;
     let mut request = client.request(method, &url).bearer_auth(token);
     if let Some(b) = body {
         request = request.json(&b);
     }
-    let response = request.send().await.map_err(unreachable)?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(unreachable)?;
-    if !status.is_success() {
-        return Err(ClientError::Refused {
-            status: status.as_u16(),
-            message: body["message"]
-                .as_str()
-                .unwrap_or("unknown error")
-                .to_owned(),
-        });
-    }
+    let body = super::send(request, &admin.api).await?;
     Ok(body)
 }
 

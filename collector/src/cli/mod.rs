@@ -32,6 +32,31 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Str
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
+/// Sends `request` to the collector at `api`; its JSON answer, or why not
+/// (unreachable, or refused with the collector's message).
+async fn send(
+    request: reqwest::RequestBuilder,
+    api: &str,
+) -> Result<serde_json::Value, ClientError> {
+    let unreachable = |source| ClientError::Unreachable {
+        api: api.to_owned(),
+        source,
+    };
+    let response = request.send().await.map_err(unreachable)?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.map_err(unreachable)?;
+    if !status.is_success() {
+        return Err(ClientError::Refused {
+            status: status.as_u16(),
+            message: body["message"]
+                .as_str()
+                .unwrap_or("unknown error")
+                .to_owned(),
+        });
+    }
+    Ok(body)
+}
+
 /// Why a command that asks a running collector (`usage`, `keys`) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

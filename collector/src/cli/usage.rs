@@ -20,27 +20,12 @@ pub async fn run_usage(args: &UsageArgs) -> Result<String, ClientError> {
         query.push((k.trim().to_owned(), v.trim().to_owned()));
     }
     let url = format!("{}/v1/usage", args.api.trim_end_matches('/'));
-    let unreachable = |source| ClientError::Unreachable {
-        api: args.api.clone(),
-        source,
-    };
     let client = super::http_client(args.ca_file.as_deref()).map_err(ClientError::Tls)?;
     let mut request = client.get(&url).query(&query);
     if let Some(key) = &args.key {
         request = request.bearer_auth(key);
     }
-    let response = request.send().await.map_err(unreachable)?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(unreachable)?;
-    if !status.is_success() {
-        return Err(ClientError::Refused {
-            status: status.as_u16(),
-            message: body["message"]
-                .as_str()
-                .unwrap_or("unknown error")
-                .to_owned(),
-        });
-    }
+    let body = super::send(request, &args.api).await?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&body).unwrap_or_default());
     }
