@@ -12,6 +12,7 @@ pub mod compile;
 pub mod config;
 mod evaluate;
 mod guard;
+pub mod lease;
 pub mod ledger;
 mod scope;
 pub mod window;
