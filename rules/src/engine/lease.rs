@@ -642,3 +642,7 @@ fn push_bucket(v: &mut Vec<(i64, u64)>, bucket: i64, amount: u64) {
         None => v.push((bucket, amount)),
     }
 }
+
+#[cfg(test)]
+#[path = "lease_tests.rs"]
+mod tests;
