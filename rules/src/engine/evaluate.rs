@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use super::call_view::CallView;
 use super::compile::{BudgetRule, CompiledRule, RuleKind, RuleSet};
 use super::config::{Action, Metric};
+use super::lease::{LeaseBook, LeaseShort, LeaseWindow, monotonic_ms};
 use super::ledger::{Ask, Counter, CounterKey, Ledger, LedgerStats};
 use super::scope::{
     CallFacts, CallIntent, ScopeDim, ScopeHashes, scope_hash, scope_label, scope_pairs,
@@ -31,6 +32,10 @@ pub enum RefusalReason {
     /// A counter of the call was evicted from memory and is being rebuilt
     /// from the store: try again in a moment.
     Rebuilding,
+    /// The instance's lease on a shared budget does not cover the call:
+    /// get more from the shared ledger ([`Refusal::short`]) and admit again
+    /// with [`Engine::admit_leased`].
+    LeaseNeeded,
 }
 
 impl ViolationKind {
@@ -56,6 +61,7 @@ impl RefusalReason {
             RefusalReason::CustomRule => "rule_violation",
             RefusalReason::Blocked => "blocked",
             RefusalReason::Rebuilding => "budget_rebuilding",
+            RefusalReason::LeaseNeeded => "budget_lease_needed",
         }
     }
 }
@@ -73,6 +79,8 @@ pub struct Refusal {
     pub used: Option<f64>,
     /// When trying again may succeed (window end), in seconds.
     pub retry_after_s: Option<u64>,
+    /// [`RefusalReason::LeaseNeeded`]: the shared budgets to lease more of.
+    pub short: Vec<LeaseShort>,
 }
 
 /// What happened to a call that the collector records and acts on.
@@ -114,12 +122,20 @@ pub struct Violation {
 pub struct Reservation {
     held: Vec<(CounterKey, u64)>,
     ledger: Arc<Mutex<Ledger>>,
+    /// Shared budgets: the same amounts, taken from the instance's leases.
+    leases: Option<Arc<Mutex<LeaseBook>>>,
 }
 
 impl Reservation {
     fn release(&mut self) {
         if self.held.is_empty() {
             return;
+        }
+        if let Some(book) = &self.leases {
+            let mut book = lock(book);
+            for (key, amount) in &self.held {
+                book.release(key, *amount);
+            }
         }
         let mut ledger = lock(&self.ledger);
         for (key, amount) in self.held.drain(..) {
@@ -155,6 +171,16 @@ pub enum Override {
     Limit { limit: Option<u64>, until: i64 },
 }
 
+/// Which question `check` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Admit,
+    /// Admit, leases having just been asked for.
+    AdmitLeased,
+    /// What `admit` would say, reserving nothing.
+    Quote,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the ledger half-updated
     // (every update is one assignment), so its state stays usable.
@@ -169,6 +195,10 @@ pub struct Engine {
     overrides: Arc<Mutex<HashMap<(u64, u64), Override>>>,
     /// Whether `overrides` may hold anything: calls skip its lock when not.
     any_overrides: Arc<AtomicBool>,
+    /// Set when budgets are shared with other instances: `block` budgets
+    /// admit against this instance's leases, and every budget's spend is
+    /// reported to the shared ledger (see [`super::lease`]).
+    leases: Arc<OnceLock<Arc<Mutex<LeaseBook>>>>,
 }
 
 fn applies(rule: &CompiledRule, facts: &impl CallFacts) -> bool {
@@ -277,6 +307,20 @@ impl Engine {
         }
     }
 
+    /// This engine's budgets are shared with other instances through
+    /// `book`, which something else keeps in touch with the shared ledger.
+    /// Every clone of the engine shares them from then on; the first book
+    /// given stays. Share after counters were restored from the store
+    /// (stored calls are in the shared ledger already).
+    pub fn share_budgets(&self, book: Arc<Mutex<LeaseBook>>) {
+        let _ = self.leases.set(book);
+    }
+
+    /// The lease book, when budgets are shared.
+    pub fn leases(&self) -> Option<&Arc<Mutex<LeaseBook>>> {
+        self.leases.get()
+    }
+
     /// Evicts counters down to the capacity if over it (counters of calls
     /// not stored yet may have kept it over); call once calls were stored.
     pub fn trim_ledger(&self) {
@@ -366,7 +410,7 @@ impl Engine {
                     record,
                     at,
                     &mut Vec::new(),
-                    Counting::Call,
+                    Counting::Replay,
                     &mut Vec::new(),
                 );
             }
@@ -484,11 +528,26 @@ impl Engine {
 
     /// Checks a call before it runs and reserves its worst-case usage on
     /// every budget it counts against, atomically.
+    ///
+    /// With shared budgets, a call the instance's leases do not cover is
+    /// refused with [`RefusalReason::LeaseNeeded`]: lease more, then call
+    /// [`Engine::admit_leased`].
     pub fn admit(&self, intent: &CallIntent) -> Decision {
-        match self.check(intent, true) {
+        self.decide(intent, Pass::Admit)
+    }
+
+    /// `admit` once more leases were asked for: a budget the leases still
+    /// do not cover is exceeded (the shared ledger had no more room).
+    pub fn admit_leased(&self, intent: &CallIntent) -> Decision {
+        self.decide(intent, Pass::AdmitLeased)
+    }
+
+    fn decide(&self, intent: &CallIntent, pass: Pass) -> Decision {
+        match self.check(intent, pass) {
             Ok(held) => Decision::Allow(Reservation {
                 held,
                 ledger: Arc::clone(&self.ledger),
+                leases: self.leases().cloned(),
             }),
             Err(r) => Decision::Deny(r),
         }
@@ -496,10 +555,11 @@ impl Engine {
 
     /// What `admit` would say, without reserving anything.
     pub fn quote(&self, intent: &CallIntent) -> Result<(), Refusal> {
-        self.check(intent, false).map(|_| ())
+        self.check(intent, Pass::Quote).map(|_| ())
     }
 
-    fn check(&self, intent: &CallIntent, reserve: bool) -> Result<Vec<(CounterKey, u64)>, Refusal> {
+    fn check(&self, intent: &CallIntent, pass: Pass) -> Result<Vec<(CounterKey, u64)>, Refusal> {
+        let reserve = pass != Pass::Quote;
         let rules = self.rules();
         let now = intent.at_unix_nanos;
         let mut asks: Vec<(Ask, &CompiledRule, &BudgetRule)> = Vec::new();
@@ -525,6 +585,7 @@ impl Engine {
                             limit: None,
                             used: None,
                             retry_after_s: None,
+                            short: Vec::new(),
                         });
                     }
                 },
@@ -568,6 +629,7 @@ impl Engine {
                 limit: None,
                 used: None,
                 retry_after_s: Some(1),
+                short: Vec::new(),
             });
         }
         for (ask, _, b) in &mut asks {
@@ -585,32 +647,70 @@ impl Engine {
                 }
             })
         };
-        match outcome {
-            Ok(()) if reserve => Ok(plain.iter().map(|a| (a.key, a.amount)).collect()),
-            Ok(()) => Ok(Vec::new()),
-            Err(no_room) => {
-                let Some((ask, rule, b)) = asks.get(no_room.index) else {
-                    return Ok(Vec::new());
-                };
-                let rolling = matches!(b.window.kind, WindowKind::Rolling);
-                Err(Refusal {
-                    reason: if rolling && b.window.unit == super::window::WindowUnit::Minute {
-                        RefusalReason::RateLimited
-                    } else {
-                        RefusalReason::BudgetExceeded
-                    },
-                    rule_id: Arc::clone(&rule.id),
-                    scope: scope_label(&rule.scope, intent),
-                    metric: Some(b.metric),
-                    limit: Some(display(b.metric, ask.ceiling)),
-                    used: Some(display(b.metric, no_room.used)),
-                    retry_after_s: Some(if rolling {
-                        nanos_to_secs_ceil(b.window.bucket_nanos())
-                    } else {
-                        nanos_to_secs_ceil(ask.expires_at.saturating_sub(now))
-                    }),
-                })
+        let exceeded = |index: usize, used: u64| {
+            let (ask, rule, b) = &asks[index];
+            let rolling = matches!(b.window.kind, WindowKind::Rolling);
+            Refusal {
+                reason: if rolling && b.window.unit == super::window::WindowUnit::Minute {
+                    RefusalReason::RateLimited
+                } else {
+                    RefusalReason::BudgetExceeded
+                },
+                rule_id: Arc::clone(&rule.id),
+                scope: scope_label(&rule.scope, intent),
+                metric: Some(b.metric),
+                limit: Some(display(b.metric, ask.ceiling)),
+                used: Some(display(b.metric, used)),
+                retry_after_s: Some(if rolling {
+                    nanos_to_secs_ceil(b.window.bucket_nanos())
+                } else {
+                    nanos_to_secs_ceil(ask.expires_at.saturating_sub(now))
+                }),
+                short: Vec::new(),
             }
+        };
+        match outcome {
+            Ok(()) if reserve => {
+                let Some(book) = self.leases().filter(|_| !plain.is_empty()) else {
+                    return Ok(plain.iter().map(|a| (a.key, a.amount)).collect());
+                };
+                // Shared budgets: the call must also fit this instance's
+                // leases (what the shared ledger let it admit).
+                let leased: Vec<_> = plain
+                    .iter()
+                    .map(|a| {
+                        let window = LeaseWindow::of(&a.window, a.expires_at);
+                        (a.key, window, Some(a.ceiling), a.amount)
+                    })
+                    .collect();
+                let mut book = lock(book);
+                match book.try_take(&leased, monotonic_ms()) {
+                    Ok(()) => Ok(plain.iter().map(|a| (a.key, a.amount)).collect()),
+                    Err(short) => {
+                        for a in &plain {
+                            ledger.release(&a.key, a.amount);
+                        }
+                        let index = plain
+                            .iter()
+                            .position(|a| a.key == short[0].key)
+                            .unwrap_or(0);
+                        if pass == Pass::AdmitLeased {
+                            // Every instance together: spent and held.
+                            let (spent, held) = book.seen(&short[0].key).unwrap_or_default();
+                            return Err(exceeded(index, spent.saturating_add(held)));
+                        }
+                        let mut r = exceeded(index, 0);
+                        r.reason = RefusalReason::LeaseNeeded;
+                        r.used = None;
+                        r.retry_after_s = None;
+                        r.short = short;
+                        Err(r)
+                    }
+                }
+            }
+            Ok(()) => Ok(Vec::new()),
+            Err(no_room) if no_room.index < asks.len() => Err(exceeded(no_room.index, no_room.used)),
+            Err(_) => Ok(Vec::new()),
         }
     }
 
@@ -623,6 +723,12 @@ impl Engine {
         // Reservations on counters the call did not settle (its window
         // ended meanwhile, or the rule went away in a reload).
         if !held.is_empty() {
+            if let Some(book) = self.leases() {
+                let mut book = lock(book);
+                for (key, amount) in &held {
+                    book.release(key, *amount);
+                }
+            }
             let mut ledger = lock(&self.ledger);
             for (key, amount) in held {
                 ledger.release(&key, amount);
@@ -723,9 +829,19 @@ impl Engine {
             Some(Override::Limit { limit, .. }) => (false, limit),
             None => (false, Some(b.limit)),
         };
-        if let Some(i) = held.iter().position(|(k, _)| *k == key) {
-            let (k, reserved) = held.swap_remove(i);
-            ledger.release(&k, reserved);
+        let reserved = held
+            .iter()
+            .position(|(k, _)| *k == key)
+            .map(|i| held.swap_remove(i).1);
+        if let Some(reserved) = reserved {
+            ledger.release(&key, reserved);
+        }
+        if let Some(book) = self.leases().filter(|_| counting != Counting::Replay) {
+            let mut book = lock(book);
+            match reserved {
+                Some(reserved) => book.settle(&key, reserved, amount, at),
+                None => book.observe(key, LeaseWindow::of(&b.window, end), limit, amount, at),
+            }
         }
         let counter = ledger.settle(key, &b.window, at, amount, end);
         let (Some(limit), false) = (limit, snoozed) else {
@@ -785,7 +901,7 @@ impl Engine {
     pub fn restore<'a>(&self, records: impl IntoIterator<Item = &'a CallRecord>) -> usize {
         let mut n = 0;
         for r in records {
-            self.observe(r);
+            self.observe_holding(r, &mut Vec::new(), Counting::Replay);
             n += 1;
         }
         n
@@ -872,4 +988,7 @@ impl RebuildPlan {
 enum Counting {
     Call,
     Extra,
+    /// A stored call counted again (start-up, rebuild): already in the
+    /// shared ledger, so it is not reported there.
+    Replay,
 }

@@ -636,6 +636,15 @@ impl Entry {
     }
 }
 
+/// Milliseconds on this process's monotonic clock: what [`LeaseBook`]
+/// deadlines are measured in.
+pub fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    // Offset so that "never" (i64::MIN) and "just started" stay apart.
+    i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX / 2) + 1_000_000
+}
+
 fn push_bucket(v: &mut Vec<(i64, u64)>, bucket: i64, amount: u64) {
     match v.iter_mut().find(|(b, _)| *b == bucket) {
         Some((_, a)) => *a = a.saturating_add(amount),

@@ -855,3 +855,63 @@ proptest! {
         prop_assert!(bounded.ledger_stats().counters <= capacity.max(16) + 2);
     }
 }
+
+/// Three engines sharing one budget through their leases: together they
+/// admit no more than the limit, and refuse with the budget's body once
+/// the shared ledger has no room.
+#[test]
+fn shared_budget_admits_no_more_than_the_limit_across_instances() {
+    use super::lease::{LeaseBook, LeasePolicy, LeasePool, monotonic_ms};
+    use std::sync::Mutex;
+
+    let mut pool = LeasePool::new();
+    let engines: Vec<Engine> = (0..3)
+        .map(|_| {
+            let e = Engine::new(rules(DAILY_BLOCK));
+            e.share_budgets(Arc::new(Mutex::new(LeaseBook::new(LeasePolicy::default()))));
+            e
+        })
+        .collect();
+    let mut admitted = 0u64;
+    let mut refused = 0;
+    for n in 0..60 {
+        let i = n % 3;
+        let engine = &engines[i];
+        let name = format!("i{i}");
+        let intent = intent("search", 400, NOON);
+        let decision = match engine.admit(&intent) {
+            Decision::Deny(r) if r.reason == RefusalReason::LeaseNeeded => {
+                assert_eq!(r.short.len(), 1);
+                let book = engine.leases().unwrap();
+                let req = book
+                    .lock()
+                    .unwrap()
+                    .request(&r.short[0].key, r.short[0].amount, monotonic_ms(), NOON)
+                    .unwrap();
+                let reply = pool.apply(&name, 0, 10_000, &req);
+                book.lock().unwrap().reply(&req.key, &reply, monotonic_ms());
+                engine.admit_leased(&intent)
+            }
+            d => d,
+        };
+        match decision {
+            Decision::Allow(reservation) => {
+                admitted += 400;
+                // Each call uses 300 of the 400 it reserved.
+                engine.settle(reservation, &call("search", 300, NOON));
+            }
+            Decision::Deny(r) => {
+                assert_eq!(r.reason, RefusalReason::BudgetExceeded);
+                assert_eq!(&*r.rule_id, "daily");
+                assert_eq!(r.limit, Some(10_000.0));
+                refused += 1;
+            }
+        }
+    }
+    let spent_everywhere: u64 = admitted / 400 * 300;
+    assert!(spent_everywhere <= 10_000, "{spent_everywhere}");
+    assert!(refused > 0);
+    // Without leases each engine alone would have admitted 10,000 / 300.
+    assert!(admitted / 400 < 3 * 33, "{admitted}");
+    assert!(admitted / 400 >= 20, "most of the budget is usable: {admitted}");
+}
