@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod internal_events;
 pub mod kafka;
+pub mod ledger;
 pub mod killswitch;
 pub mod listen;
 pub mod memory;

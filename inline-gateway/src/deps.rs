@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 use tollgate_rules::CallRecord;
+use tollgate_rules::engine::lease::LeaseShort;
 use tollgate_rules::engine::{Engine, RebuildPlan, Unstored, Violation};
 use tollgate_rules::pricing::PriceTable;
 
@@ -29,6 +30,17 @@ pub struct GatewayDeps {
     /// Reads counters the engine evicted back from the store before a call
     /// of their scope is admitted. `None`: the engine never evicts.
     pub rebuild: Option<Arc<dyn CounterRebuild>>,
+    /// Leases of budgets shared with other instances, when the engine
+    /// shares them (`[ledger] type = "redis"`).
+    pub leases: Option<Arc<dyn BudgetLeases>>,
+}
+
+/// Gets more of a shared budget from the shared ledger.
+pub trait BudgetLeases: Send + Sync {
+    /// Asks for enough lease to cover `short` and puts the answer in the
+    /// engine's lease book; returns once it is there, or with the reason
+    /// the shared ledger could not be asked (unreachable, timed out).
+    fn lease<'a>(&'a self, short: &'a [LeaseShort]) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// Rebuilds evicted counters from the stored calls.

@@ -39,7 +39,9 @@ impl RefusalInfo {
             RefusalReason::BudgetExceeded | RefusalReason::RateLimited | RefusalReason::Blocked => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            RefusalReason::Rebuilding => StatusCode::SERVICE_UNAVAILABLE,
+            RefusalReason::Rebuilding | RefusalReason::LeaseNeeded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         let metric = r.metric.map(|m| m.as_str());
         let message = match (r.reason, r.limit, r.used) {
@@ -450,6 +452,7 @@ mod tests {
             limit: Some(2_000_000.0),
             used: Some(2_001_337.0),
             retry_after_s: Some(3600),
+            short: Vec::new(),
         }
     }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 use tollgate_rules::CallRecord;
-use tollgate_rules::engine::{CallIntent, Decision, RefusalReason};
+use tollgate_rules::engine::{CallIntent, Decision, Engine, Refusal, RefusalReason};
 use tollgate_rules::pricing::TokenUsage;
 
 use super::attempt::{self, Failure};
@@ -425,17 +425,29 @@ impl Call<'_> {
     /// counters `admit` reserved on.
     async fn admit(&self, link: &Link, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
         let intent = self.intent(link, &log.record);
+        let mut leased = false;
         // Counters evicted from memory are read back from the store first;
-        // one more try if one was evicted again meanwhile.
-        for _ in 0..2 {
-            match self.try_admit(&intent, log) {
-                Err(info) if info.code == RefusalReason::Rebuilding.as_str() => {
+        // one more try if one was evicted again meanwhile. Shared budgets
+        // the instance's leases do not cover are leased first.
+        for _ in 0..3 {
+            match self.try_admit(&intent, log, leased) {
+                Err(r) if r.reason == RefusalReason::Rebuilding => {
                     self.rebuild(&intent).await;
                 }
-                other => return other,
+                Err(r) if r.reason == RefusalReason::LeaseNeeded && !leased => {
+                    let Some(leases) = &self.shared.deps.leases else {
+                        return Err(Box::new(RefusalInfo::from_refusal(&r)));
+                    };
+                    if let Err(e) = leases.lease(&r.short).await {
+                        tracing::debug!(error = %e, "no lease from the shared ledger");
+                    }
+                    leased = true;
+                }
+                other => return other.map_err(|r| Box::new(RefusalInfo::from_refusal(&r))),
             }
         }
-        self.try_admit(&intent, log)
+        self.try_admit(&intent, log, true)
+            .map_err(|r| Box::new(RefusalInfo::from_refusal(&r)))
     }
 
     /// Reads back the counters of `intent` the engine evicted, if any.
@@ -454,20 +466,27 @@ impl Call<'_> {
         }
     }
 
-    fn try_admit(&self, intent: &CallIntent, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
+    /// `leased`: leases were just asked for, so a shared budget they still
+    /// do not cover is exceeded.
+    fn try_admit(&self, intent: &CallIntent, log: &CallLog, leased: bool) -> Result<Held, Refusal> {
+        let admit = |engine: &Engine| {
+            if leased {
+                engine.admit_leased(intent)
+            } else {
+                engine.admit(intent)
+            }
+        };
         let key = match log.key_engine() {
-            Some(engine) => match engine.admit(intent) {
+            Some(engine) => match admit(engine) {
                 Decision::Allow(r) => Some((engine.clone(), r)),
-                Decision::Deny(refusal) => {
-                    return Err(Box::new(RefusalInfo::from_refusal(&refusal)));
-                }
+                Decision::Deny(refusal) => return Err(refusal),
             },
             None => None,
         };
-        match self.shared.deps.engine.admit(intent) {
+        match admit(&self.shared.deps.engine) {
             Decision::Allow(main) => Ok(Held { main, key }),
             // Dropping `key` gives its reservation back.
-            Decision::Deny(refusal) => Err(Box::new(RefusalInfo::from_refusal(&refusal))),
+            Decision::Deny(refusal) => Err(refusal),
         }
     }
 
@@ -763,6 +782,7 @@ base_url = "http://127.0.0.1:9/v1"
             keys: Arc::new(MemoryKeyStore::new()),
             blocks: Arc::new(StaticBlocks::new()),
             rebuild: None,
+            leases: None,
         };
         Arc::new(Shared::new(&config, deps).unwrap())
     }

@@ -118,6 +118,7 @@ pub async fn start_with(
         keys: keys.clone(),
         blocks: blocks.clone(),
         rebuild: None,
+        leases: None,
     };
     let gateway = Gateway::new(&config, deps).unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -366,6 +366,8 @@ pub struct LeaseShort {
 pub struct LeaseBook {
     entries: HashMap<CounterKey, Entry, BuildKeyHasher>,
     policy: LeasePolicy,
+    /// Shutting down: every idle hold is due to go back.
+    closing: bool,
 }
 
 /// What a counter needs from the server.
@@ -382,7 +384,14 @@ impl LeaseBook {
         Self {
             entries: HashMap::default(),
             policy,
+            closing: false,
         }
+    }
+
+    /// The instance is stopping: from now on every idle hold is due to go
+    /// back and no lease is asked for beyond what a call needs.
+    pub fn close(&mut self) {
+        self.closing = true;
     }
 
     pub fn policy(&self) -> &LeasePolicy {
@@ -476,7 +485,7 @@ impl LeaseBook {
         }
         let reported = e.unreported > 0 || !e.direct.is_empty();
         let idle = e.hold > e.reserved.saturating_add(e.unreported)
-            && now_ms.saturating_sub(e.last_take_ms) >= self.policy.idle_ms;
+            && (self.closing || now_ms.saturating_sub(e.last_take_ms) >= self.policy.idle_ms);
         // Extend a hold still covering calls in flight before it expires.
         let stale = e.hold > 0
             && now_ms >= e.deadline_ms.saturating_sub(self.policy.ttl_ms / 2);
@@ -516,6 +525,7 @@ impl LeaseBook {
         wall_nanos: i64,
     ) -> Option<LeaseRequest> {
         let policy = self.policy;
+        let closing = self.closing;
         let e = self.entries.get_mut(key)?;
         if e.syncing {
             return None;
@@ -527,7 +537,8 @@ impl LeaseBook {
         e.hold = e.hold.saturating_sub(reported);
         // The lease to keep: about `horizon` of the local spend rate, at
         // most `max_share` of the limit, nothing once unused for `idle`.
-        let active = now_ms.saturating_sub(e.last_take_ms) < policy.idle_ms || need > 0;
+        let active =
+            !closing && (now_ms.saturating_sub(e.last_take_ms) < policy.idle_ms || need > 0);
         let target = match (active, e.limit) {
             (true, Some(limit)) => {
                 let by_rate = (e.rate * policy.horizon_ms as f64 / 1000.0).ceil();
