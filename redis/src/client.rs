@@ -98,8 +98,8 @@ impl Redis {
             .set_response_timeout(Some(target.command_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| fail(&e))?;
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| fail(&e))?;
         Ok(Self {
             manager,
             shared: Arc::new(Shared {
@@ -138,8 +138,7 @@ impl Redis {
     pub async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
         let mut conn = self.manager.clone();
         self.shared.round_trips.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.shared.command_timeout, pipe.query_async(&mut conn)).await
-        {
+        match tokio::time::timeout(self.shared.command_timeout, pipe.query_async(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.error(&e)),
             Err(_) => Err(RedisError::Timeout {

@@ -87,9 +87,7 @@ impl RedisConfig {
             }
         };
         let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
-            return Err(bad(
-                "redis.url: no host: write redis://host:6379".to_owned(),
-            ));
+            return Err(bad("redis.url: no host: write redis://host:6379".to_owned()));
         };
         let server = format!("{host}:{}", url.port().unwrap_or(6379));
         if !url.path().is_empty() && url.path() != "/" {
@@ -102,8 +100,7 @@ impl RedisConfig {
         }
         if self.ca_file.is_some() && !tls {
             return Err(bad(
-                "redis.ca_file is set but redis.url is redis:// (no TLS): use rediss://"
-                    .to_owned(),
+                "redis.ca_file is set but redis.url is redis:// (no TLS): use rediss://".to_owned(),
             ));
         }
         if self.connect_timeout.is_zero() {
@@ -228,7 +225,9 @@ fn roots_with(path: &std::path::Path) -> Result<Vec<u8>, RedisError> {
     let mut found = 0usize;
     for cert in CertificateDer::pem_slice_iter(&pem) {
         cert.map_err(|e| {
-            RedisError::Config(format!("redis.ca_file: {shown}: not PEM certificates ({e})"))
+            RedisError::Config(format!(
+                "redis.ca_file: {shown}: not PEM certificates ({e})"
+            ))
         })?;
         found += 1;
     }
@@ -361,11 +360,20 @@ mod tests {
         assert!(shown.contains("alice:***@h:6379"), "{shown}");
         let t = c.validate().unwrap_or_else(|e| panic!("{e}"));
         let shown = format!("{t:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("swordfish"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
         let shown = redact_url("redis://u:p@ss@h");
-        assert!(shown.contains("u:***@h") && !shown.contains("ss"), "{shown}");
+        assert!(
+            shown.contains("u:***@h") && !shown.contains("ss"),
+            "{shown}"
+        );
         let shown = redact_url("redis://u:p@ss@h:notaport");
-        assert!(shown.contains("***@h") && !shown.contains("p@ss"), "{shown}");
+        assert!(
+            shown.contains("***@h") && !shown.contains("p@ss"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -382,7 +390,10 @@ mod tests {
         assert!(e.contains("rediss://"), "{e}");
         c.url = "rediss://h".into();
         let e = error_of(&c);
-        assert!(e.contains("redis.ca_file: cannot read /nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("redis.ca_file: cannot read /nonexistent/ca.pem"),
+            "{e}"
+        );
         let mut c = RedisConfig::new("redis://h");
         c.command_timeout = Duration::ZERO;
         assert!(error_of(&c).contains("redis.command_timeout"));

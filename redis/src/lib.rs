@@ -8,7 +8,7 @@
 //! - [`ledger`]: [`RedisLedger`], the lease exchange of
 //!   `tollgate_rules::engine::lease` as a Lua script, one round trip per
 //!   exchange;
-//! - [`error`]: [`RedisError`];
+//! - [`error`]: what can go wrong ([`RedisError`]);
 //! - `testing` (feature `testing`): a `redis-server` per test.
 
 pub mod client;

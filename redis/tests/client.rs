@@ -1,6 +1,8 @@
 //! Connecting: a password, a wrong password (a clear error without it), no
 //! server (an error within the connect timeout).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use tollgate_redis::testing::{RedisServer, ServerOptions};
@@ -43,7 +45,12 @@ async fn a_wrong_password_is_a_clear_error_without_the_password() {
     else {
         return;
     };
-    let port = server.url().rsplit(':').next().unwrap_or_default().to_owned();
+    let port = server
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let wrong = "wr0ng-s3cret";
     let mut config = server.config();
     config.password = Some(wrong.to_owned());
@@ -77,11 +84,18 @@ async fn no_server_is_an_error_within_the_connect_timeout() {
     config.connect_timeout = Duration::from_millis(500);
     let started = Instant::now();
     let e = Redis::connect(&config).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(1_500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(e, RedisError::Unreachable { .. }), "{e:?}");
     assert!(e.is_retryable());
     let text = e.to_string();
-    assert!(text.contains(&format!("redis 127.0.0.1:{port}: unreachable")), "{text}");
+    assert!(
+        text.contains(&format!("redis 127.0.0.1:{port}: unreachable")),
+        "{text}"
+    );
 
     // A listener that never answers: the connect timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

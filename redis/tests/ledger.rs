@@ -3,6 +3,8 @@
 //! round trip per exchange, the data layout and its expiry, the server's
 //! clock, a restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,14 +81,16 @@ fn step_request() -> impl Strategy<Value = StepRequest> {
         prop_oneof![2 => Just(0u64), 1 => 0u64..600],
         prop_oneof![1 => Just(0u64), 3 => 0u64..900],
     )
-        .prop_map(|(counter, limit, from_hold, direct, give_back, want)| StepRequest {
-            counter,
-            limit,
-            from_hold,
-            direct,
-            give_back,
-            want,
-        })
+        .prop_map(
+            |(counter, limit, from_hold, direct, give_back, want)| StepRequest {
+                counter,
+                limit,
+                from_hold,
+                direct,
+                give_back,
+                want,
+            },
+        )
 }
 
 fn scenario() -> impl Strategy<Value = Vec<Step>> {
@@ -248,7 +252,11 @@ async fn one_round_trip_for_any_number_of_requests() {
         .await
         .unwrap();
     assert_eq!(replies[0].granted, 50);
-    assert_eq!(redis.round_trips() - before, 3, "EVALSHA, SCRIPT LOAD, EVALSHA");
+    assert_eq!(
+        redis.round_trips() - before,
+        3,
+        "EVALSHA, SCRIPT LOAD, EVALSHA"
+    );
     assert_eq!(ledger.exchange("gw-a", 10_000, &[]).await.unwrap(), vec![]);
 }
 
