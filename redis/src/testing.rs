@@ -90,7 +90,7 @@ impl RedisServer {
         if !found {
             if strict() {
                 panic!(
-                    "{test}: no {bin}: scripts/test installs redis-server (apt-get install redis-server)"
+                    "{test}: TOLLGATE_TEST_REDIS is not set and there is no {bin}: scripts/test installs and starts one (apt-get install redis-server)"
                 );
             }
             eprintln!(
