@@ -85,6 +85,8 @@ pub enum ServeError {
     Gateway(String),
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error("{0}")]
+    Ledger(String),
     #[error(
         "cannot tell which rows read back from the write-ahead log the store already has ({0}); \
          the collector does not start rather than store them twice"
@@ -173,6 +175,22 @@ pub async fn run(
         admin_log: Arc::clone(&admin_log),
     };
     let already_stored = restore.run(&engine, &killswitch, Some(&mut identity)).await;
+    // Budgets shared with other instances: from here on (what was restored
+    // is in the shared ledger already).
+    let shared = match &config.shared_ledger {
+        Some(c) => {
+            let shared = crate::ledger::connect(c)
+                .await
+                .map_err(ServeError::Ledger)?;
+            engine.share_budgets(shared.book());
+            tracing::info!(
+                instance = shared.instance(),
+                "budgets shared through the ledger server"
+            );
+            Some((shared, c.sync_interval))
+        }
+        None => None,
+    };
     let (alerts, alerts_task) = Alerts::start(
         &config.alerts,
         &config.tls.outbound,
@@ -431,6 +449,9 @@ pub async fn run(
             keys: Arc::clone(&keys) as Arc<dyn KeyStore>,
             blocks: Arc::new(KillSwitchBlocks(killswitch.clone())),
             rebuild: Some(Arc::new(rebuilder.clone())),
+            leases: shared
+                .as_ref()
+                .map(|(s, _)| Arc::clone(s) as Arc<dyn tollgate_gateway::BudgetLeases>),
         };
         let gateway = Arc::new(
             Gateway::from_valid(valid, deps).map_err(|e| ServeError::Gateway(e.to_string()))?,
@@ -524,6 +545,12 @@ pub async fn run(
     }
     tasks.close();
 
+    // Reports spend and keeps leases until the last row was counted.
+    let ledger_stop = CancellationToken::new();
+    let ledger_task = shared.as_ref().map(|(shared, interval)| {
+        tokio::spawn(Arc::clone(shared).run(*interval, ledger_stop.clone()))
+    });
+
     receivers_ready.store(true, Ordering::Release);
     tracing::info!(
         otlp_grpc = %addrs.otlp_grpc,
@@ -557,6 +584,11 @@ pub async fn run(
     // No receiver is left: refuse stragglers, write what was acknowledged.
     queue.close();
     writer.drain_and_stop(config.shutdown_timeout).await;
+    // Every call is counted: report the last spend, give the leases back.
+    ledger_stop.cancel();
+    if let Some(task) = ledger_task {
+        let _ = task.await;
+    }
     // The writer held the last alert sender: what is queued is delivered now.
     alerts_task.stop(Duration::from_secs(10)).await;
     api_stop.cancel();

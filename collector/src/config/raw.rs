@@ -635,11 +635,42 @@ pub struct DurabilitySection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerSection {
+    /// `local` (default): counters in this process's memory, rebuilt from
+    /// the store at start-up. `redis`: budgets shared by every instance
+    /// through a Redis-protocol server (`[ledger.redis]`), exact across
+    /// replicas.
+    #[serde(default, rename = "type")]
+    pub kind: LedgerKind,
     /// Most counters held in memory (default 250,000). Past it the least
     /// recently used are evicted and read back from the store when their
     /// scope calls again: budgets stay exact, memory stays bounded.
     #[serde(default)]
     pub max_counters: Option<usize>,
+    /// `type = "redis"`: the server.
+    #[serde(default)]
+    pub redis: Option<tollgate_redis::RedisConfig>,
+    /// This instance's name in the shared ledger (default: the host name);
+    /// a random suffix makes each start a new holder.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// How long the server keeps an instance's lease after its last
+    /// exchange (default 10 s): a dead instance's lease is booked as spent
+    /// that long after it died.
+    #[serde(default, with = "humantime_serde")]
+    pub lease_ttl: Option<std::time::Duration>,
+    /// How often spend is reported and idle leases given back (default
+    /// 100 ms).
+    #[serde(default, with = "humantime_serde")]
+    pub sync_interval: Option<std::time::Duration>,
+}
+
+/// `ledger.type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    #[default]
+    Local,
+    Redis,
 }
 
 /// `[storage]`: where rows are written. Chosen by `type`.

@@ -217,6 +217,8 @@ pub struct Config {
     pub memory: MemoryLimits,
     /// Most rule counters held in memory (`ledger.max_counters`).
     pub ledger_max_counters: usize,
+    /// `[ledger] type = "redis"`: budgets shared with other instances.
+    pub shared_ledger: Option<SharedLedgerConfig>,
     /// What an acknowledgement survives, and where the log is.
     pub durability: DurabilityConfig,
     /// Listener TLS and outbound roots (`[tls]`).
@@ -230,6 +232,68 @@ pub struct DurabilityConfig {
     /// The write-ahead log's directory.
     pub dir: PathBuf,
     pub max_bytes: u64,
+}
+
+/// `[ledger] type = "redis"`, validated.
+#[derive(Debug, Clone)]
+pub struct SharedLedgerConfig {
+    pub redis: tollgate_redis::RedisConfig,
+    /// This instance's name, unique to this start.
+    pub instance: String,
+    pub policy: tollgate_rules::engine::lease::LeasePolicy,
+    pub sync_interval: std::time::Duration,
+}
+
+impl super::raw::LedgerSection {
+    /// The shared ledger's settings, when `type = "redis"`.
+    fn shared(&self) -> Result<Option<SharedLedgerConfig>, ConfigError> {
+        use super::raw::LedgerKind;
+        use tollgate_rules::engine::lease::LeasePolicy;
+        let redis = match (self.kind, &self.redis) {
+            (LedgerKind::Local, None) => return Ok(None),
+            (LedgerKind::Local, Some(_)) => {
+                return Err(invalid(
+                    "ledger.type",
+                    "[ledger.redis] is set but type is \"local\": set type = \"redis\" to share budgets through it",
+                ));
+            }
+            (LedgerKind::Redis, None) => {
+                return Err(invalid(
+                    "ledger.redis",
+                    "type = \"redis\" needs [ledger.redis] with at least `url`",
+                ));
+            }
+            (LedgerKind::Redis, Some(r)) => r,
+        };
+        redis
+            .validate()
+            .map_err(|e| invalid("ledger.redis", e.to_string()))?;
+        let mut policy = LeasePolicy::default();
+        if let Some(ttl) = self.lease_ttl {
+            let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+            if ms < 1_000 {
+                return Err(invalid("ledger.lease_ttl", "must be at least 1s"));
+            }
+            policy.ttl_ms = ms;
+            policy.margin_ms = ms / 5;
+            policy.idle_ms = policy.idle_ms.min(ms / 4);
+        }
+        let sync_interval = self
+            .sync_interval
+            .unwrap_or(std::time::Duration::from_millis(100));
+        if sync_interval.is_zero() || sync_interval.as_millis() as i64 >= policy.ttl_ms / 4 {
+            return Err(invalid(
+                "ledger.sync_interval",
+                "must be more than 0 and less than a quarter of lease_ttl",
+            ));
+        }
+        Ok(Some(SharedLedgerConfig {
+            redis: redis.clone(),
+            instance: crate::ledger::instance_name(self.instance.as_deref()),
+            policy,
+            sync_interval,
+        }))
+    }
 }
 
 /// `ledger.max_counters` when not set: about 25 MB of calendar counters,
@@ -536,11 +600,13 @@ impl RawConfig {
             Some(n) => n,
             None => DEFAULT_LEDGER_MAX_COUNTERS,
         };
+        let shared_ledger = self.ledger.shared()?;
         Ok(Config {
             tls,
             listeners,
             memory,
             ledger_max_counters,
+            shared_ledger,
             durability,
             grpc_listen,
             http_listen,

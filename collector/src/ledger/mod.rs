@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tollgate_gateway::deps::BudgetLeases;
+use tollgate_gateway::BudgetLeases;
 use tollgate_rules::engine::lease::{
     LeaseBook, LeasePolicy, LeaseReply, LeaseRequest, LeaseShort, monotonic_ms,
 };
@@ -34,6 +34,41 @@ pub trait LeaseServer: Send + Sync + 'static {
         ttl_ms: i64,
         requests: &'a [LeaseRequest],
     ) -> BoxFuture<'a, Result<Vec<LeaseReply>, String>>;
+}
+
+impl LeaseServer for tollgate_redis::RedisLedger {
+    fn exchange<'a>(
+        &'a self,
+        instance: &'a str,
+        ttl_ms: i64,
+        requests: &'a [LeaseRequest],
+    ) -> BoxFuture<'a, Result<Vec<LeaseReply>, String>> {
+        Box::pin(async move {
+            tollgate_redis::RedisLedger::exchange(self, instance, ttl_ms, requests)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Connects to the shared ledger of `config` and loads its script: one
+/// line saying why when it cannot (start-up stops on it).
+pub async fn connect(
+    config: &crate::config::SharedLedgerConfig,
+) -> Result<Arc<SharedBudgets>, String> {
+    let redis = tollgate_redis::Redis::connect(&config.redis)
+        .await
+        .map_err(|e| format!("cannot reach the shared ledger ([ledger.redis]): {e}"))?;
+    let ledger = tollgate_redis::RedisLedger::new(redis);
+    ledger
+        .load_script()
+        .await
+        .map_err(|e| format!("cannot load the shared ledger's script: {e}"))?;
+    Ok(Arc::new(SharedBudgets::new(
+        Arc::new(ledger),
+        config.instance.clone(),
+        config.policy,
+    )))
 }
 
 /// Exchanges with the shared ledger, for `/metrics`.

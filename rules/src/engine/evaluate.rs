@@ -709,7 +709,9 @@ impl Engine {
                 }
             }
             Ok(()) => Ok(Vec::new()),
-            Err(no_room) if no_room.index < asks.len() => Err(exceeded(no_room.index, no_room.used)),
+            Err(no_room) if no_room.index < asks.len() => {
+                Err(exceeded(no_room.index, no_room.used))
+            }
             Err(_) => Ok(Vec::new()),
         }
     }

@@ -243,7 +243,9 @@ impl LeasePool {
     /// Holds on `key`, expired or not.
     pub fn holds(&self, key: &CounterKey) -> u64 {
         self.counters.get(key).map_or(0, |c| {
-            c.holds.values().fold(0u64, |a, h| a.saturating_add(h.amount))
+            c.holds
+                .values()
+                .fold(0u64, |a, h| a.saturating_add(h.amount))
         })
     }
 }
@@ -487,8 +489,7 @@ impl LeaseBook {
         let idle = e.hold > e.reserved.saturating_add(e.unreported)
             && (self.closing || now_ms.saturating_sub(e.last_take_ms) >= self.policy.idle_ms);
         // Extend a hold still covering calls in flight before it expires.
-        let stale = e.hold > 0
-            && now_ms >= e.deadline_ms.saturating_sub(self.policy.ttl_ms / 2);
+        let stale = e.hold > 0 && now_ms >= e.deadline_ms.saturating_sub(self.policy.ttl_ms / 2);
         if reported || idle || stale {
             SyncNeed::Due
         } else {

@@ -323,7 +323,10 @@ fn dead_hold_expires_into_spent() {
     assert!(held >= 30);
     w.step(&Op::Crash { i: 0 });
     // Before the TTL the hold is still there: nobody can take it.
-    w.step(&Op::Take { i: 1, amount: 100 - held + 1 });
+    w.step(&Op::Take {
+        i: 1,
+        amount: 100 - held + 1,
+    });
     w.step(&Op::Deliver { i: 1 });
     assert_eq!(w.pool.hold(&KEY, "i1"), 100 - held);
     // i1 keeps its hold alive; i0's runs out.
@@ -355,12 +358,16 @@ fn lease_size_follows_the_spend_rate() {
     let mut now = 0;
     let mut asked = Vec::new();
     for _ in 0..40 {
-        if book.try_take(&[(KEY, WINDOW, Some(limit), 10)], now).is_err() {
+        if book
+            .try_take(&[(KEY, WINDOW, Some(limit), 10)], now)
+            .is_err()
+        {
             let req = book.request(&KEY, 10, now, 0).unwrap();
             asked.push(req.want);
             let reply = pool.apply("a", now, 1_000, &req);
             book.reply(&KEY, &reply, now);
-            book.try_take(&[(KEY, WINDOW, Some(limit), 10)], now).unwrap();
+            book.try_take(&[(KEY, WINDOW, Some(limit), 10)], now)
+                .unwrap();
         }
         book.settle(&KEY, 10, 10, 0);
         now += 10;

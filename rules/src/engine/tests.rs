@@ -913,5 +913,8 @@ fn shared_budget_admits_no_more_than_the_limit_across_instances() {
     assert!(refused > 0);
     // Without leases each engine alone would have admitted 10,000 / 300.
     assert!(admitted / 400 < 3 * 33, "{admitted}");
-    assert!(admitted / 400 >= 20, "most of the budget is usable: {admitted}");
+    assert!(
+        admitted / 400 >= 20,
+        "most of the budget is usable: {admitted}"
+    );
 }
