@@ -25,6 +25,8 @@ pub struct ServerOptions {
     /// An append-only file synced at every write, so that a restart loses
     /// nothing acknowledged.
     pub persistent: bool,
+    /// TLS only (`rediss://`), with this certificate and key (PEM files).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// A Redis server for one test.
@@ -111,15 +113,20 @@ impl RedisServer {
             child: None,
         };
         own.start(test);
+        let scheme = if options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         Some(RedisServer {
-            url: format!("redis://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             key_prefix: unique_prefix(test),
             password: options.password,
             own: Some(own),
         })
     }
 
-    /// `redis://127.0.0.1:PORT` (no credentials).
+    /// `redis://127.0.0.1:PORT` (`rediss://` with TLS; no credentials).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -164,8 +171,17 @@ impl OwnServer {
         assert!(self.child.is_none(), "already running");
         let dir = self.dir.path();
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+        match &self.options.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .arg("--dir")
             .arg(dir)
@@ -210,6 +226,10 @@ impl OwnServer {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.options.tls.is_some() {
+            // Listening is all a plain probe can tell of a TLS port.
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         if s.write_all(b"PING\r\n").is_err() {
             return false;

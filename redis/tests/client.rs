@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tollgate_redis::testing::{RedisServer, ServerOptions};
@@ -112,4 +113,60 @@ async fn no_server_is_an_error_within_the_connect_timeout() {
     assert!(e.is_retryable());
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     drop(silent);
+}
+
+/// A CA, and a certificate it signs for 127.0.0.1, as PEM files in `dir`:
+/// (ca, cert, key).
+fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tollgate test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "redis");
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("ca.crt"),
+        dir.join("redis.crt"),
+        dir.join("redis.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(dir.path());
+    let Some(server) = RedisServer::start_own(
+        "tls_with_a_private_ca",
+        ServerOptions {
+            password: Some(PASSWORD.to_owned()),
+            tls: Some((cert, key)),
+            ..ServerOptions::default()
+        },
+    ) else {
+        return;
+    };
+    assert!(server.url().starts_with("rediss://"), "{}", server.url());
+    let mut config = server.config();
+    config.ca_file = Some(ca);
+    let redis = Redis::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    redis.ping().await.unwrap_or_else(|e| panic!("{e}"));
+    // Without the CA, the server's certificate is not trusted.
+    config.ca_file = None;
+    let e = Redis::connect(&config).await.unwrap_err();
+    assert!(matches!(e, RedisError::Unreachable { .. }), "{e:?}");
+    assert!(!e.to_string().contains(PASSWORD), "{e}");
 }
