@@ -39,9 +39,9 @@ impl RefusalInfo {
             RefusalReason::BudgetExceeded | RefusalReason::RateLimited | RefusalReason::Blocked => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            RefusalReason::Rebuilding | RefusalReason::LeaseNeeded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RefusalReason::Rebuilding
+            | RefusalReason::LeaseNeeded
+            | RefusalReason::LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let metric = r.metric.map(|m| m.as_str());
         let message = match (r.reason, r.limit, r.used) {
@@ -70,6 +70,11 @@ impl RefusalInfo {
             }
             (RefusalReason::RegionNotAllowed, ..) => format!(
                 "rule `{}` does not allow this provider region for {}",
+                r.rule_id, r.scope
+            ),
+            (RefusalReason::LedgerUnavailable, ..) => format!(
+                "the shared budget of rule `{}` for {} cannot be checked: its ledger server is \
+                 unreachable and the rule refuses calls then (on_ledger_error = \"deny\"); retry in 1s",
                 r.rule_id, r.scope
             ),
             (RefusalReason::Rebuilding, ..) => format!(

@@ -257,6 +257,17 @@ struct Call<'a> {
     max_output_tokens: u64,
 }
 
+/// Where admission stands with the leases of shared budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// Admit against the leases held (more may be asked for).
+    Held,
+    /// More was asked for: a budget still short is exceeded.
+    Asked,
+    /// More could not be asked for: each budget's `on_ledger_error`.
+    Unreachable,
+}
+
 /// A successful attempt.
 enum Served {
     Json(Bytes, Answer),
@@ -430,7 +441,8 @@ impl Call<'_> {
         // one more try if one was evicted again meanwhile. Shared budgets
         // the instance's leases do not cover are leased first.
         for _ in 0..3 {
-            match self.try_admit(&intent, log, leased) {
+            let lease = if leased { Lease::Asked } else { Lease::Held };
+            match self.try_admit(&intent, log, lease) {
                 Err(r) if r.reason == RefusalReason::Rebuilding => {
                     self.rebuild(&intent).await;
                 }
@@ -438,15 +450,18 @@ impl Call<'_> {
                     let Some(leases) = &self.shared.deps.leases else {
                         return Err(Box::new(RefusalInfo::from_refusal(&r)));
                     };
+                    leased = true;
                     if let Err(e) = leases.lease(&r.short).await {
                         tracing::debug!(error = %e, "no lease from the shared ledger");
+                        return self
+                            .try_admit(&intent, log, Lease::Unreachable)
+                            .map_err(|r| Box::new(RefusalInfo::from_refusal(&r)));
                     }
-                    leased = true;
                 }
                 other => return other.map_err(|r| Box::new(RefusalInfo::from_refusal(&r))),
             }
         }
-        self.try_admit(&intent, log, true)
+        self.try_admit(&intent, log, Lease::Asked)
             .map_err(|r| Box::new(RefusalInfo::from_refusal(&r)))
     }
 
@@ -466,15 +481,12 @@ impl Call<'_> {
         }
     }
 
-    /// `leased`: leases were just asked for, so a shared budget they still
-    /// do not cover is exceeded.
-    fn try_admit(&self, intent: &CallIntent, log: &CallLog, leased: bool) -> Result<Held, Refusal> {
-        let admit = |engine: &Engine| {
-            if leased {
-                engine.admit_leased(intent)
-            } else {
-                engine.admit(intent)
-            }
+    /// `lease` says what became of the shared budgets' leases.
+    fn try_admit(&self, intent: &CallIntent, log: &CallLog, lease: Lease) -> Result<Held, Refusal> {
+        let admit = |engine: &Engine| match lease {
+            Lease::Held => engine.admit(intent),
+            Lease::Asked => engine.admit_leased(intent),
+            Lease::Unreachable => engine.admit_unleased(intent),
         };
         let key = match log.key_engine() {
             Some(engine) => match admit(engine) {

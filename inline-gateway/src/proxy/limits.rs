@@ -44,6 +44,8 @@ fn budget(id: &str, metric: Metric, limit: f64, window: WindowUnit, rolling: boo
         burst: None,
         action: Action::Block,
         alerts: Vec::new(),
+        // A key's own limits are counted in each instance.
+        on_ledger_error: Default::default(),
     })
 }
 

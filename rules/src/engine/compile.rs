@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use globset::{Glob, GlobMatcher};
 
 use super::cel::CustomExpression;
-use super::config::{Action, Metric, RawBudget, RawRule};
+use super::config::{Action, Metric, OnLedgerError, RawBudget, RawRule};
 use super::scope::{ScopeDim, rule_hash};
 use super::window::{BoundsCache, Window, WindowKind, WindowUnit};
 
@@ -59,6 +59,8 @@ pub struct BudgetRule {
     pub burst: Option<Burst>,
     /// The last calendar window computed for this rule.
     pub bounds: BoundsCache,
+    /// Shared budgets, the ledger unreachable: refuse or admit locally.
+    pub on_ledger_error: OnLedgerError,
 }
 
 impl BudgetRule {
@@ -406,6 +408,7 @@ fn compile_budget(b: &RawBudget) -> Result<RuleKind, RuleError> {
         thresholds,
         burst,
         bounds: BoundsCache::default(),
+        on_ledger_error: b.on_ledger_error,
     }))
 }
 
@@ -486,6 +489,7 @@ pub fn compile(raw: &[RawRule]) -> Result<RuleSet, RuleError> {
                             thresholds: vec![1.0],
                             burst: None,
                             bounds: BoundsCache::default(),
+                            on_ledger_error: rl.on_ledger_error,
                         }),
                     )?;
                     // Two counters per rule: keep their keys apart.

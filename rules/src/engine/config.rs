@@ -9,6 +9,19 @@ use serde::Deserialize;
 
 use super::window::WindowUnit;
 
+/// What a shared budget does while the shared ledger cannot be reached
+/// and the instance's leases no longer cover a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLedgerError {
+    /// Refuse the call (503 `ledger_unavailable`): never over the limit.
+    #[default]
+    Deny,
+    /// Admit it against this instance's own counter: each instance may let
+    /// up to the whole limit through while the server is down.
+    Allow,
+}
+
 /// What a rule does when it trips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +152,10 @@ pub struct RawBudget {
     /// Alert sinks by name; default: the global sinks.
     #[serde(default)]
     pub alerts: Vec<String>,
+    /// With a shared ledger (`[ledger] type = "redis"`) that cannot be
+    /// reached: `deny` (default) or `allow`.
+    #[serde(default)]
+    pub on_ledger_error: OnLedgerError,
 }
 
 /// `type = "rate_limit"`: requests and/or tokens per minute per scope.
@@ -158,6 +175,10 @@ pub struct RawRateLimit {
     pub action: Option<Action>,
     #[serde(default)]
     pub alerts: Vec<String>,
+    /// With a shared ledger that cannot be reached: `deny` (default) or
+    /// `allow`.
+    #[serde(default)]
+    pub on_ledger_error: OnLedgerError,
 }
 
 /// `type = "model_access"`: allow / deny lists of `provider/model` globs.

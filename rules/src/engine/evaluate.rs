@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use super::call_view::CallView;
 use super::compile::{BudgetRule, CompiledRule, RuleKind, RuleSet};
-use super::config::{Action, Metric};
+use super::config::{Action, Metric, OnLedgerError};
 use super::lease::{LeaseBook, LeaseShort, LeaseWindow, monotonic_ms};
 use super::ledger::{Ask, Counter, CounterKey, Ledger, LedgerStats};
 use super::scope::{
@@ -36,6 +36,9 @@ pub enum RefusalReason {
     /// get more from the shared ledger ([`Refusal::short`]) and admit again
     /// with [`Engine::admit_leased`].
     LeaseNeeded,
+    /// The shared ledger cannot be reached, the leases held do not cover
+    /// the call, and the budget's `on_ledger_error` is `deny`.
+    LedgerUnavailable,
 }
 
 impl ViolationKind {
@@ -62,6 +65,7 @@ impl RefusalReason {
             RefusalReason::Blocked => "blocked",
             RefusalReason::Rebuilding => "budget_rebuilding",
             RefusalReason::LeaseNeeded => "budget_lease_needed",
+            RefusalReason::LedgerUnavailable => "ledger_unavailable",
         }
     }
 }
@@ -177,6 +181,8 @@ enum Pass {
     Admit,
     /// Admit, leases having just been asked for.
     AdmitLeased,
+    /// Admit, the shared ledger being unreachable.
+    LedgerDown,
     /// What `admit` would say, reserving nothing.
     Quote,
 }
@@ -542,6 +548,14 @@ impl Engine {
         self.decide(intent, Pass::AdmitLeased)
     }
 
+    /// `admit` when more leases could not be had (the shared ledger is
+    /// unreachable): a budget the leases do not cover refuses the call or,
+    /// with `on_ledger_error = "allow"`, admits it against this instance's
+    /// own counter (its spend is reported once the server is back).
+    pub fn admit_unleased(&self, intent: &CallIntent) -> Decision {
+        self.decide(intent, Pass::LedgerDown)
+    }
+
     fn decide(&self, intent: &CallIntent, pass: Pass) -> Decision {
         match self.check(intent, pass) {
             Ok(held) => Decision::Allow(Reservation {
@@ -687,6 +701,16 @@ impl Engine {
                 match book.try_take(&leased, monotonic_ms()) {
                     Ok(()) => Ok(plain.iter().map(|a| (a.key, a.amount)).collect()),
                     Err(short) => {
+                        let denied = short.iter().find_map(|s| {
+                            let i = plain.iter().position(|a| a.key == s.key)?;
+                            (asks[i].2.on_ledger_error == OnLedgerError::Deny).then_some(i)
+                        });
+                        if pass == Pass::LedgerDown && denied.is_none() {
+                            // Every budget short of lease allows: the local
+                            // counters (reserved on above) are the limit now.
+                            book.take_anyway(&leased, monotonic_ms());
+                            return Ok(plain.iter().map(|a| (a.key, a.amount)).collect());
+                        }
                         for a in &plain {
                             ledger.release(&a.key, a.amount);
                         }
@@ -694,6 +718,13 @@ impl Engine {
                             .iter()
                             .position(|a| a.key == short[0].key)
                             .unwrap_or(0);
+                        if let (Pass::LedgerDown, Some(index)) = (pass, denied) {
+                            let mut r = exceeded(index, 0);
+                            r.reason = RefusalReason::LedgerUnavailable;
+                            r.used = None;
+                            r.retry_after_s = Some(1);
+                            return Err(r);
+                        }
                         if pass == Pass::AdmitLeased {
                             // Every instance together: spent and held.
                             let (spent, held) = book.seen(&short[0].key).unwrap_or_default();

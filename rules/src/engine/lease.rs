@@ -436,6 +436,24 @@ impl LeaseBook {
         Ok(())
     }
 
+    /// Takes `amount` from every counter whether its lease covers it or
+    /// not (the shared ledger is unreachable and the budget allows): what
+    /// the lease lacks is owed, and reported with the call's spend.
+    pub fn take_anyway(
+        &mut self,
+        asks: &[(CounterKey, LeaseWindow, Option<u64>, u64)],
+        now_ms: i64,
+    ) {
+        for (key, window, limit, amount) in asks {
+            let e = self
+                .entries
+                .entry(*key)
+                .or_insert_with(|| Entry::new(*window, *limit));
+            e.reserved = e.reserved.saturating_add(*amount);
+            e.last_take_ms = now_ms;
+        }
+    }
+
     /// Gives back what an admitted call reserved (it did not run).
     pub fn release(&mut self, key: &CounterKey, amount: u64) {
         if let Some(e) = self.entries.get_mut(key) {

@@ -42,7 +42,7 @@ pub(crate) enum Dialect {
 /// State shared by every handler of one mock instance.
 pub(crate) struct Shared {
     pub(crate) config: MockConfig,
-    stats: StatsRecorder,
+    pub(crate) stats: StatsRecorder,
     faults: FaultSequence,
     sequence: AtomicU64,
     /// Kept here (not only in [`MockProvider`]) so a router embedded without

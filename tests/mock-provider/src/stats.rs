@@ -54,6 +54,9 @@ pub struct MockStats {
     pub last_headers: Vec<(String, String)>,
     /// The last request's body; `Null` when empty or not JSON.
     pub last_body: Value,
+    /// Tokens billed: input plus output of the usage of every chat
+    /// completion and message answered (what a provider would charge for).
+    pub billed_tokens: u64,
 }
 
 impl MockStats {
@@ -94,6 +97,11 @@ impl StatsRecorder {
         stats.last_path = Some(path.to_owned());
         stats.last_headers = last_headers;
         stats.last_body = body.clone();
+    }
+
+    /// Counts the usage of an answered model call as billed.
+    pub(crate) fn bill(&self, tokens: u64) {
+        self.lock().billed_tokens += tokens;
     }
 
     pub(crate) fn snapshot(&self) -> MockStats {

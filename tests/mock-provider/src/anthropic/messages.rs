@@ -92,6 +92,9 @@ fn reply(shared: &Arc<Shared>, admitted: &Admitted, sequence: u64) -> Result<Res
         &admitted.knobs,
         shared.config.default_output_tokens,
     );
+    shared.stats.bill(u64::from(
+        usage.openai_prompt_tokens() + usage.openai_completion_tokens(),
+    ));
     if request.stream {
         let pacing = Pacing {
             ttft: admitted.knobs.ttft.unwrap_or(shared.config.ttft),

@@ -142,6 +142,9 @@ fn complete(
         &admitted.knobs,
         shared.config.default_output_tokens,
     );
+    shared.stats.bill(u64::from(
+        usage.openai_prompt_tokens() + usage.openai_completion_tokens(),
+    ));
     let envelope = Envelope {
         id: match &shared.config.response_ids {
             ResponseIds::Unique => ids::chat_completion_id(sequence),
