@@ -13,7 +13,7 @@
 //! - the answer never waits for Kafka: `submit` hands the row to the
 //!   producer and returns. A delivery that fails (Kafka down longer than
 //!   `kafka.produce_timeout`) is handed over again, holding its room, until
-//!   Kafka takes it or shutdown gives up (`tollgate_rows_lost_total`);
+//!   Kafka takes it or shutdown gives up (`tollgate_store_rows_lost_total`);
 //! - while a row is not acknowledged, the engine keeps its counters in
 //!   memory (its `Unstored` is held until then).
 //!
@@ -257,5 +257,89 @@ async fn follow_deliveries(
             Some(()) = pending.next(), if !pending.is_empty() => {}
             changed = stop.changed(), if stoppable => stoppable = changed.is_ok(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_rules::engine::{Engine, RuleSet};
+
+    use super::*;
+    use crate::alerts::Alerts;
+    use crate::config::{AlertsSection, KafkaSection};
+    use crate::killswitch::KillSwitch;
+    use crate::pipeline::row_queue;
+
+    /// A sink whose Kafka never answers (nothing listens on port 9).
+    fn silent_kafka(capacity: usize) -> (Arc<KafkaRows>, KafkaDeliveries, Arc<InternalEvents>) {
+        let config = KafkaSection {
+            brokers: "127.0.0.1:9".to_owned(),
+            produce_timeout: Duration::from_secs(60),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap()
+        .unwrap();
+        let events = InternalEvents::new();
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::sinks::sqlite::SqliteStore::open(dir.path()).unwrap();
+        let (alerts, _task) = Alerts::start(
+            &AlertsSection::default(),
+            &crate::tls::OutboundRoots::default(),
+            Arc::new(store),
+            Arc::clone(&events),
+        );
+        let consequences = Consequences {
+            killswitch: KillSwitch::new(),
+            alerts,
+            events: Arc::clone(&events),
+        };
+        let (queue, _rx) = row_queue(10);
+        let (rows, deliveries) = KafkaRows::start(
+            CallProducer::new(&config).unwrap(),
+            capacity,
+            queue,
+            consequences,
+            Arc::clone(&events),
+        );
+        (rows, deliveries, events)
+    }
+
+    fn lost(events: &InternalEvents) -> String {
+        events
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("tollgate_store_rows_lost_total"))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_row_holds_its_room_until_kafka_has_it() {
+        let (rows, deliveries, events) = silent_kafka(2);
+        let engine = Engine::new(RuleSet::default());
+        let first = rows.reserve().expect("room for the first call");
+        let second = rows.reserve().expect("room for the second call");
+        // Kafka slow: the third call is refused before any provider sees it.
+        assert!(rows.reserve().is_none());
+        // The first call is served and handed over without waiting; Kafka
+        // does not answer, so its row keeps its room.
+        rows.submit(
+            CallRecord {
+                span_id: "01".into(),
+                ..CallRecord::default()
+            },
+            Vec::new(),
+            engine.unstored(),
+            first,
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rows.reserve().is_none(), "the row gave its room back");
+        // A call refused after its reservation gives the room back at once.
+        drop(second);
+        assert!(rows.reserve().is_some());
+        // Shutdown waits for the acknowledgement, then counts the row lost.
+        deliveries.finish(Duration::from_millis(200)).await;
+        assert!(lost(&events).ends_with(" 1"), "{}", lost(&events));
     }
 }
