@@ -105,7 +105,10 @@ async fn gateway_calls_through_kafka_are_stored_once_and_counted_once() {
         &[],
         &[("TEST_KAFKA_GATEWAY_OPENAI_KEY", PROVIDER_KEY)],
     );
-    let gateway_url = format!("http://{}", gateway.gateway.expect("the gateway is listening"));
+    let gateway_url = format!(
+        "http://{}",
+        gateway.gateway.expect("the gateway is listening")
+    );
     support::wait_for("the process instance's partitions", async || {
         process
             .metrics()
