@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use tokio::sync::mpsc;
-use tollgate_gateway::{Gateway, GatewayDeps, KeyStore};
+use tollgate_gateway::{Gateway, GatewayDeps, KeyStore, RowSink};
 use tollgate_rules::engine::Engine;
 
 use crate::admin::KeyCache;
@@ -21,7 +21,7 @@ use crate::api::{AdminState, ApiState, admin_router, api_router};
 use crate::auth::{Auth, Guard, Need, Style, require};
 use crate::config::Durability;
 use crate::config::{Config, Reloader};
-use crate::gateway::{KillSwitchBlocks, QueueRows};
+use crate::gateway::{KafkaRows, KillSwitchBlocks, QueueRows};
 use crate::internal_events::InternalEvents;
 use crate::kafka::{CallConsumer, CallProducer, client_error};
 use crate::killswitch::{KillSwitch, enforcement_router, enforcement_service};
@@ -437,15 +437,32 @@ pub async fn run(
         ));
     }
 
+    let mut gateway_deliveries = None;
     if let (Some(valid), Some(listener)) = (&config.gateway_valid, gateway_listener) {
-        let deps = GatewayDeps {
-            engine: engine.clone(),
-            prices: Arc::clone(&config.prices),
-            rows: Arc::new(QueueRows {
+        // With Kafka the gateway's rows go to the calls topic (the config
+        // allows it on ingest instances only); else into the row queue.
+        let rows: Arc<dyn RowSink> = match &producer {
+            Some(p) => {
+                let (rows, deliveries) = KafkaRows::start(
+                    p.clone(),
+                    config.queue_capacity_rows,
+                    queue.clone(),
+                    consequences.clone(),
+                    Arc::clone(&events),
+                );
+                gateway_deliveries = Some(deliveries);
+                rows
+            }
+            None => Arc::new(QueueRows {
                 queue: queue.clone(),
                 consequences: consequences.clone(),
                 events: Arc::clone(&events),
             }),
+        };
+        let deps = GatewayDeps {
+            engine: engine.clone(),
+            prices: Arc::clone(&config.prices),
+            rows,
             keys: Arc::clone(&keys) as Arc<dyn KeyStore>,
             blocks: Arc::new(KillSwitchBlocks(killswitch.clone())),
             rebuild: Some(Arc::new(rebuilder.clone())),
@@ -573,6 +590,10 @@ pub async fn run(
     }
     receivers_stop.cancel();
     tasks.wait().await;
+    // The gateway's rows handed to Kafka, acknowledged before the producer flushes.
+    if let Some(d) = gateway_deliveries {
+        d.finish(config.shutdown_timeout).await;
+    }
     if let Some(p) = &producer {
         p.flush(config.shutdown_timeout);
     }

@@ -226,6 +226,30 @@ readers = 65
     }
 
     #[test]
+    fn the_gateway_runs_on_kafka_ingest_instances_only() {
+        let config = |role: &str| {
+            write(&format!(
+                "[gateway]\nenabled = true\n\
+                 [[gateway.providers]]\nname = \"local\"\nkind = \"openai_compatible\"\n\
+                 base_url = \"http://127.0.0.1:11434/v1\"\n\
+                 [kafka]\nbrokers = \"127.0.0.1:9092\"\nrole = \"{role}\"\n"
+            ))
+        };
+        for role in ["ingest", "all"] {
+            let f = config(role);
+            let c = load_with_env(Some(f.path()), no_env()).unwrap();
+            assert!(c.gateway.enabled && c.kafka.is_some_and(|k| k.ingests()));
+        }
+        let f = config("process");
+        let err = load_with_env(Some(f.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.enabled"), "{err}");
+        assert!(err.contains("kafka.role = \"ingest\""), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
     fn prefixed_variables_without_a_section_are_not_config_keys() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TGX_CONFIG", "/etc/tollgate.toml");

@@ -57,13 +57,14 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum KafkaRole {
-    /// Receivers produce to Kafka; a consumer in the same process writes the store.
+    /// Receivers (and the gateway) produce to Kafka; a consumer in the same
+    /// process writes the store.
     #[default]
     All,
-    /// Receivers produce to Kafka; nothing is consumed here.
+    /// Receivers (and the gateway) produce to Kafka; nothing is consumed here.
     Ingest,
     /// Consume from Kafka, run the rules, write the store; no OTLP receivers
-    /// (the API and the kill-switch stream stay up).
+    /// and no gateway (the API and the kill-switch stream stay up).
     Process,
 }
 

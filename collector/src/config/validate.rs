@@ -13,7 +13,7 @@ use tollgate_rules::pricing::PriceTable;
 
 use super::error::ConfigError;
 use super::kafka::KafkaConfig;
-use super::raw::{AlertsSection, LogSection, RawConfig, StorageSection};
+use super::raw::{AlertsSection, KafkaRole, LogSection, RawConfig, StorageSection};
 use crate::sinks::clickhouse::{ClickhouseCompression, ClickhouseConfig};
 use crate::sinks::sqlite::ReadConfig;
 use crate::tls::{OutboundRoots, ServerTlsSettings, TlsSettings};
@@ -501,10 +501,12 @@ impl RawConfig {
                 }
                 other => invalid("gateway", other.to_string()),
             })?;
-            if !self.kafka.brokers.trim().is_empty() {
+            // Its rows go to Kafka like OTLP calls: a process instance
+            // receives nothing.
+            if !self.kafka.brokers.trim().is_empty() && self.kafka.role == KafkaRole::Process {
                 return Err(invalid(
                     "gateway.enabled",
-                    "the inline gateway does not run with [kafka] yet (its counters would not be shared between instances); run it on an instance without [kafka]",
+                    "a Kafka process instance (kafka.role = \"process\") receives no calls; run the gateway on an ingest instance (kafka.role = \"ingest\" or \"all\")",
                 ));
             }
             Some(Arc::new(valid.with_extra_roots(

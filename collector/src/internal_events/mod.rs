@@ -257,7 +257,7 @@ impl InternalEvents {
         let kafka = Family::<[(&'static str, &'static str); 1], Counter>::default();
         registry.register(
             "kafka_messages",
-            "Kafka messages by outcome: produced, produce_failed, consumed, invalid (undecodable, skipped); commits",
+            "Kafka messages by outcome: produced, produce_failed, gateway_retried (a gateway call's row handed over again), consumed, invalid (undecodable, skipped); commits",
             kafka.clone(),
         );
         let kafka_rebalances = Family::<[(&'static str, &'static str); 1], Counter>::default();
@@ -619,6 +619,16 @@ impl InternalEvents {
             error,
             "Kafka did not take the calls; sender told to retry"
         );
+    }
+
+    /// Kafka did not take a gateway call's row (its producer queue was
+    /// full, or the delivery failed): it is handed over again, holding its
+    /// room, until Kafka takes it.
+    pub fn kafka_gateway_row_retried(&self, error: &str) {
+        self.kafka
+            .get_or_create(&[("outcome", "gateway_retried")])
+            .inc();
+        tracing::debug!(error, "a gateway call's row is produced to Kafka again");
     }
 
     pub fn kafka_consumed(&self, n: usize) {

@@ -11,6 +11,10 @@
 //!   dedup window from the store, so the counters of the projects gained
 //!   continue from what the previous owner stored, and calls that owner
 //!   stored but could not commit (it was killed) are dropped as duplicates.
+//!
+//! A message marked [`SETTLED_HEADER`] (a gateway call) was counted by the
+//! engine of the instance whose gateway served it: its row is deduplicated
+//! and stored here like any other, but not counted again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tollgate_rules::CallRecord;
 
-use super::KafkaConfig;
+use super::{KafkaConfig, SETTLED_HEADER, SETTLED_VALUE};
 use crate::internal_events::InternalEvents;
 use crate::pipeline::{QueueError, RowQueue};
 
@@ -71,6 +75,15 @@ struct Shared {
 /// producer writes it.
 pub(crate) fn decode_call(payload: &[u8]) -> Result<CallRecord, serde_json::Error> {
     serde_json::from_slice(payload)
+}
+
+/// Whether the message's call was counted already ([`SETTLED_HEADER`]).
+fn settled(message: &BorrowedMessage<'_>) -> bool {
+    message.headers().is_some_and(|headers| {
+        headers
+            .iter()
+            .any(|h| h.key == SETTLED_HEADER && h.value == Some(SETTLED_VALUE))
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -229,10 +242,14 @@ impl Shared {
         }
     }
 
-    fn take(&self, partition: i32, offset: i64, payload: Option<&[u8]>) {
+    fn take(&self, message: &BorrowedMessage<'_>) {
+        let (partition, offset) = (message.partition(), message.offset());
         let mut buf = lock(&self.buffer);
-        match payload.map(decode_call) {
-            Some(Ok(call)) => {
+        match message.payload().map(decode_call) {
+            Some(Ok(mut call)) => {
+                // The rules stage skips it, as it skips the gateway's rows
+                // queued on its own instance.
+                call.settled = settled(message);
                 buf.rows.push(call);
                 self.events.kafka_consumed(1);
             }
@@ -329,7 +346,7 @@ fn run(consumer: &BaseConsumer<Ctx>, shared: &Shared) {
             None => {}
             Some(Ok(m)) => {
                 last_error = None;
-                shared.take(m.partition(), m.offset(), m.payload());
+                shared.take(&m);
             }
             Some(Err(e)) => {
                 let text = e.to_string();

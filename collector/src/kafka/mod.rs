@@ -8,6 +8,11 @@
 //! - **process**: [`CallConsumer`] in a consumer group -> dedup -> rules ->
 //!   store; offsets are committed only after the store wrote the rows.
 //!
+//! The inline gateway runs on ingest instances (`ingest` or `all`): its
+//! calls go to the same topic, marked as counted ([`SETTLED_HEADER`]), so
+//! the process role stores them once and does not count them again
+//! (`crate::gateway::KafkaRows`).
+//!
 //! Delivery: at-least-once into Kafka (a sender retrying a request may
 //! produce a call twice), exactly-once rows in the store: repeats are
 //! dropped by span identity in the dedup window (refilled from the store on
@@ -30,5 +35,7 @@ pub(crate) use consume::decode_call;
 pub use consume::{CallConsumer, ResyncRequests};
 pub(crate) use enforcement::decode_change;
 pub use enforcement::{EnforcementSync, enforcement_topic};
-pub use produce::{CallProducer, ProduceError};
+pub use produce::{
+    CallProducer, Delivery, ProduceError, SETTLED_HEADER, SETTLED_VALUE, SettledCall,
+};
 pub use topics::ensure_topic;

@@ -2,11 +2,18 @@
 //! that every call of a project lands on one partition and therefore on one
 //! process instance. Idempotent, `acks=all`; a request is acknowledged to its
 //! sender only once Kafka acknowledged every call in it.
+//!
+//! The inline gateway's calls go the same way, but are handed over without
+//! waiting ([`CallProducer::enqueue_settled`]) and carry [`SETTLED_HEADER`]:
+//! the gateway's engine counted them when it settled them, so the process
+//! role stores them without counting them again.
 
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tollgate_rules::CallRecord;
 
@@ -23,6 +30,34 @@ pub enum ProduceError {
     #[error("Kafka did not acknowledge the calls: {0}")]
     Failed(String),
 }
+
+/// The header of a message whose call the rules engine already counted (a
+/// gateway call, settled when it ended): its value is [`SETTLED_VALUE`].
+/// The process role stores such a call without counting it; a call without
+/// the header is counted there.
+pub const SETTLED_HEADER: &str = "tollgate-settled";
+pub const SETTLED_VALUE: &[u8] = b"gateway";
+
+/// A settled call encoded once, to hand to the producer (again, after a
+/// failed delivery).
+#[derive(Debug, Clone)]
+pub struct SettledCall {
+    key: String,
+    payload: Vec<u8>,
+}
+
+impl SettledCall {
+    pub fn encode(call: &CallRecord) -> Result<Self, ProduceError> {
+        Ok(Self {
+            key: call.project.clone().unwrap_or_default(),
+            payload: serde_json::to_vec(call)
+                .map_err(|e| ProduceError::Failed(format!("cannot encode a call: {e}")))?,
+        })
+    }
+}
+
+/// Resolves once Kafka acknowledged one message, or gave up on it.
+pub type Delivery = BoxFuture<'static, Result<(), ProduceError>>;
 
 /// Produces call records to the configured topic.
 #[derive(Clone)]
@@ -89,6 +124,33 @@ impl CallProducer {
             }
         }
         Ok(())
+    }
+
+    /// Hands one settled call to the producer without waiting for Kafka;
+    /// the returned [`Delivery`] tells whether Kafka took it. `Full` when
+    /// the producer's local queue has no room now.
+    pub fn enqueue_settled(&self, call: &SettledCall) -> Result<Delivery, ProduceError> {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: SETTLED_HEADER,
+            value: Some(SETTLED_VALUE),
+        });
+        let record = FutureRecord::to(&self.topic)
+            .key(&call.key)
+            .payload(&call.payload)
+            .headers(headers);
+        match self.producer.send_result(record) {
+            Ok(delivery) => Ok(delivery
+                .map(|outcome| match outcome {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(ProduceError::Failed(e.to_string())),
+                    Err(_) => Err(ProduceError::Failed("the producer stopped".to_owned())),
+                })
+                .boxed()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(ProduceError::Full)
+            }
+            Err((e, _)) => Err(ProduceError::Failed(e.to_string())),
+        }
     }
 
     /// Waits for what is in flight (shutdown).
