@@ -182,7 +182,8 @@ fn start_three(mock: &MockProvider, redis: &RedisServer) -> (Vec<Collector>, Vec
     (instances, gateways)
 }
 
-/// Lease holds left on the server for the budget's counters.
+/// Live lease holds on the server for the budget's counters: a hold whose
+/// expiry passed is booked as spent by the next exchange, whoever makes it.
 async fn holds(redis: &RedisServer) -> usize {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
@@ -192,14 +193,25 @@ async fn holds(redis: &RedisServer) -> usize {
         .query_async(&mut con)
         .await
         .unwrap();
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+    let now_ms = secs * 1000 + micros / 1000;
     let mut n = 0;
     for k in keys {
-        let fields: Vec<String> = redis::cmd("HKEYS")
+        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
             .arg(&k)
             .query_async(&mut con)
             .await
             .unwrap();
-        n += fields.iter().filter(|f| f.starts_with("h:")).count();
+        n += fields
+            .keys()
+            .filter_map(|f| f.strip_prefix("h:"))
+            .filter(|instance| {
+                fields
+                    .get(&format!("x:{instance}"))
+                    .and_then(|x| x.parse::<i64>().ok())
+                    .is_some_and(|x| x > now_ms)
+            })
+            .count();
     }
     n
 }
@@ -216,6 +228,10 @@ async fn three_gateways_share_one_budget_and_a_killed_one_costs_no_overrun() {
     // about a fifth of them.
     let first = run(&gateways, 150, || {}).await;
     let billed = mock.stats().billed_tokens;
+    eprintln!(
+        "three gateways: {} served, {} refused, {billed} of {LIMIT} tokens billed",
+        first.served, first.refused
+    );
     assert!(billed <= LIMIT, "the provider billed {billed} > {LIMIT}");
     assert_eq!(first.unreachable, 0);
     assert_eq!(first.served + first.refused, 150);
@@ -256,6 +272,10 @@ async fn a_killed_instance_lease_expires_and_the_budget_stays_exact() {
     // SIGKILL the third instance halfway, calls of its own in flight.
     let outcome = run(&gateways, 150, move || killer.lock().unwrap()[2].kill()).await;
     let billed = mock.stats().billed_tokens;
+    eprintln!(
+        "one of three killed mid-run: {} served, {} refused, {} unreachable, {billed} of {LIMIT} tokens billed",
+        outcome.served, outcome.refused, outcome.unreachable
+    );
     assert!(billed <= LIMIT, "the provider billed {billed} > {LIMIT}");
     assert!(
         outcome.unreachable > 0,
@@ -266,13 +286,13 @@ async fn a_killed_instance_lease_expires_and_the_budget_stays_exact() {
     // the living give theirs back when idle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     support::wait_for("every hold gone", async || holds(&redis).await == 0).await;
-    // The budget is still exact after it: the survivors cannot overrun.
+    // The budget is still exact after it: what the dead instance held is
+    // booked as spent (it may have been billed), never handed out again;
+    // the survivors get what is left, and no more.
     let again = run(&gateways[..2], 60, || {}).await;
-    assert_eq!(
-        again.served, 0,
-        "the budget was spent, or booked to the dead"
-    );
-    assert!(mock.stats().billed_tokens <= LIMIT);
+    assert!(again.refused > 0);
+    let billed = mock.stats().billed_tokens;
+    assert!(billed <= LIMIT, "the provider billed {billed} > {LIMIT}");
     drop(instances);
 }
 
@@ -298,6 +318,10 @@ async fn a_redis_restart_mid_run_lets_nothing_through_unaccounted() {
     let restarter = Arc::clone(&redis);
     let outcome = run(&gateways, 150, move || restarter.lock().unwrap().restart()).await;
     let billed = mock.stats().billed_tokens;
+    eprintln!(
+        "redis restarted mid-run: {} served, {} refused, {billed} of {LIMIT} tokens billed",
+        outcome.served, outcome.refused
+    );
     assert!(billed <= LIMIT, "the provider billed {billed} > {LIMIT}");
     assert_eq!(outcome.unreachable, 0);
     assert!(outcome.refused > 0);
