@@ -316,6 +316,42 @@ readers = 65
             .to_string();
         assert!(err.contains("pricing"), "{err}");
     }
+
+    #[test]
+    fn a_shared_ledger_needs_its_server_and_says_what_is_wrong() {
+        let cases = [
+            ("[ledger]\ntype = \"redis\"\n", "ledger.redis", "needs [ledger.redis]"),
+            (
+                "[ledger.redis]\nurl = \"redis://127.0.0.1:6379\"\n",
+                "ledger.type",
+                "set type = \"redis\"",
+            ),
+            (
+                "[ledger]\ntype = \"redis\"\n[ledger.redis]\nurl = \"http://127.0.0.1:6379\"\n",
+                "ledger.redis",
+                "redis://",
+            ),
+            (
+                "[ledger]\ntype = \"redis\"\nlease_ttl = \"10s\"\nsync_interval = \"5s\"\n[ledger.redis]\nurl = \"redis://h:1\"\n",
+                "ledger.sync_interval",
+                "quarter",
+            ),
+        ];
+        for (text, field, says) in cases {
+            let f = write(text);
+            let err = load_with_env(Some(f.path()), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(says), "{text}: {err}");
+        }
+        let f = write(
+            "[ledger]\ntype = \"redis\"\nlease_ttl = \"4s\"\n[ledger.redis]\nurl = \"redis://:s3cret-pass@127.0.0.1:6379\"\n",
+        );
+        let c = load_with_env(Some(f.path()), no_env()).unwrap();
+        let shared = c.shared_ledger.expect("shared");
+        assert_eq!(shared.policy.ttl_ms, 4_000);
+        assert!(!format!("{shared:?}").contains("s3cret"));
+    }
 }
 
 #[cfg(test)]
