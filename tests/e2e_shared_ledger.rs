@@ -23,7 +23,7 @@ use tollgate_redis::testing::{RedisServer, ServerOptions};
 const KEY: &str = "tg-shared-ledger-test-key-0123456789abcdef";
 const LIMIT: u64 = 3_000;
 
-fn config(mock: &MockProvider, redis: &RedisServer) -> String {
+fn config(mock: &MockProvider, redis: &RedisServer, limit: u64) -> String {
     let r = redis.config();
     format!(
         r#"
@@ -57,7 +57,7 @@ command_timeout = "500ms"
 id = "gw-daily"
 type = "budget"
 metric = "tokens"
-limit = {LIMIT}
+limit = {limit}
 scope = ["project"]
 match = {{ project = "gw" }}
 window = "day"
@@ -170,8 +170,16 @@ async fn run(gateways: &[String], total: usize, midway: impl FnOnce() + Send + '
 }
 
 fn start_three(mock: &MockProvider, redis: &RedisServer) -> (Vec<Collector>, Vec<String>) {
+    start_three_with(mock, redis, LIMIT)
+}
+
+fn start_three_with(
+    mock: &MockProvider,
+    redis: &RedisServer,
+    limit: u64,
+) -> (Vec<Collector>, Vec<String>) {
     let envs = [("TEST_GATEWAY_OPENAI_KEY", "sk-test-provider")];
-    let cfg = config(mock, redis);
+    let cfg = config(mock, redis, limit);
     let instances: Vec<Collector> = (0..3)
         .map(|_| Collector::start_full(&cfg, &[], &envs))
         .collect();
@@ -326,4 +334,19 @@ async fn a_redis_restart_mid_run_lets_nothing_through_unaccounted() {
     assert_eq!(outcome.unreachable, 0);
     assert!(outcome.refused > 0);
     assert!(outcome.served > 0);
+}
+
+/// Far from the limit, a burst of concurrent calls on instances holding no
+/// lease yet is all served: calls short of lease wait for one exchange and
+/// add their need to the next, instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_far_from_the_limit_is_all_served() {
+    let Some(redis) = RedisServer::start("a_burst_far_from_the_limit") else {
+        return;
+    };
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let (_instances, gateways) = start_three_with(&mock, &redis, 1_000_000);
+    let outcome = run(&gateways, 150, || {}).await;
+    assert_eq!(outcome.refused, 0);
+    assert_eq!(outcome.served, 150);
 }

@@ -40,7 +40,17 @@ pub trait BudgetLeases: Send + Sync {
     /// Asks for enough lease to cover `short` and puts the answer in the
     /// engine's lease book; returns once it is there, or with the reason
     /// the shared ledger could not be asked (unreachable, timed out).
-    fn lease<'a>(&'a self, short: &'a [LeaseShort]) -> BoxFuture<'a, Result<(), String>>;
+    fn lease<'a>(&'a self, short: &'a [LeaseShort]) -> BoxFuture<'a, Result<Leased, String>>;
+}
+
+/// What asking for more lease came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leased {
+    /// The server granted what was asked (or another call's exchange was
+    /// awaited): admit again.
+    Granted,
+    /// The server had less room than asked: a budget is used up.
+    Exhausted,
 }
 
 /// Rebuilds evicted counters from the stored calls.

@@ -320,7 +320,11 @@ readers = 65
     #[test]
     fn a_shared_ledger_needs_its_server_and_says_what_is_wrong() {
         let cases = [
-            ("[ledger]\ntype = \"redis\"\n", "ledger.redis", "needs [ledger.redis]"),
+            (
+                "[ledger]\ntype = \"redis\"\n",
+                "ledger.redis",
+                "needs [ledger.redis]",
+            ),
             (
                 "[ledger.redis]\nurl = \"redis://127.0.0.1:6379\"\n",
                 "ledger.type",

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tollgate_gateway::BudgetLeases;
+use tollgate_gateway::{BudgetLeases, Leased};
 use tollgate_rules::engine::lease::{
     LeaseBook, LeasePolicy, LeaseReply, LeaseRequest, LeaseShort, monotonic_ms,
 };
@@ -164,9 +164,10 @@ impl SharedBudgets {
 
     /// Sends `requests` (sent at `sent_ms`) and files the replies; on
     /// failure, gives the book back what the requests carried.
-    async fn send(&self, requests: Vec<LeaseRequest>, sent_ms: i64) -> Result<(), String> {
+    /// Returns what each request was granted.
+    async fn send(&self, requests: Vec<LeaseRequest>, sent_ms: i64) -> Result<Vec<u64>, String> {
         if requests.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let outcome = self
             .server
@@ -194,7 +195,7 @@ impl SharedBudgets {
                     self.stats
                         .requests
                         .fetch_add(requests.len() as u64, Ordering::Relaxed);
-                    Ok(())
+                    Ok(replies.iter().map(|r| r.granted).collect())
                 }
                 Err(e) => {
                     for req in requests {
@@ -207,7 +208,7 @@ impl SharedBudgets {
             }
         };
         match &result {
-            Ok(()) => {
+            Ok(_) => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!("the shared ledger is reachable again");
                 }
@@ -228,8 +229,9 @@ impl SharedBudgets {
     }
 
     /// Asks for enough lease to cover `short`: one exchange for the
-    /// counters nobody is asking for yet, and a wait for the others.
-    pub async fn lease(&self, short: &[LeaseShort]) -> Result<(), String> {
+    /// counters nobody is asking for yet, and a wait for the others (whose
+    /// need is added to their next exchange).
+    pub async fn lease(&self, short: &[LeaseShort]) -> Result<Leased, String> {
         self.stats.short.fetch_add(1, Ordering::Relaxed);
         let now = monotonic_ms();
         let (requests, waiting) = {
@@ -238,6 +240,7 @@ impl SharedBudgets {
             let mut waiting = Vec::new();
             for s in short {
                 if book.syncing(&s.key) {
+                    book.note_demand(&s.key, s.amount);
                     waiting.push(s.key);
                 } else if let Some(r) = book.request(&s.key, s.amount, now, wall_nanos()) {
                     requests.push(r);
@@ -245,7 +248,8 @@ impl SharedBudgets {
             }
             (requests, waiting)
         };
-        let sent = self.send(requests, now).await;
+        let wants: Vec<u64> = requests.iter().map(|r| r.want).collect();
+        let granted = self.send(requests, now).await?;
         if !waiting.is_empty() {
             let deadline = tokio::time::Instant::now() + self.wait;
             loop {
@@ -260,7 +264,12 @@ impl SharedBudgets {
                 }
             }
         }
-        sent
+        let full = granted.iter().zip(&wants).all(|(g, w)| g >= w);
+        Ok(if full {
+            Leased::Granted
+        } else {
+            Leased::Exhausted
+        })
     }
 
     /// One round trip for everything due now.
@@ -273,7 +282,7 @@ impl SharedBudgets {
                 .filter_map(|k| book.request(&k, 0, now, wall_nanos()))
                 .collect()
         };
-        self.send(requests, now).await
+        self.send(requests, now).await.map(|_| ())
     }
 
     /// Exchanges what is due every `interval` until `stop`, then gives
@@ -305,7 +314,7 @@ impl SharedBudgets {
 }
 
 impl BudgetLeases for SharedBudgets {
-    fn lease<'a>(&'a self, short: &'a [LeaseShort]) -> BoxFuture<'a, Result<(), String>> {
+    fn lease<'a>(&'a self, short: &'a [LeaseShort]) -> BoxFuture<'a, Result<Leased, String>> {
         Box::pin(SharedBudgets::lease(self, short))
     }
 }

@@ -24,7 +24,7 @@ use super::error::{ApiError, RefusalInfo, upstream_message};
 use super::relay::{Relay, RelayBody};
 use super::state::{Chain, Link, Shared};
 use crate::clock::now_unix_nanos;
-use crate::deps::CallScope;
+use crate::deps::{CallScope, Leased};
 use crate::dialect::{Dialect, Operation};
 use crate::keys::VirtualKey;
 use crate::providers::Provider;
@@ -436,33 +436,38 @@ impl Call<'_> {
     /// counters `admit` reserved on.
     async fn admit(&self, link: &Link, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
         let intent = self.intent(link, &log.record);
-        let mut leased = false;
-        // Counters evicted from memory are read back from the store first;
-        // one more try if one was evicted again meanwhile. Shared budgets
-        // the instance's leases do not cover are leased first.
-        for _ in 0..3 {
-            let lease = if leased { Lease::Asked } else { Lease::Held };
+        let refused = |r: Refusal| Box::new(RefusalInfo::from_refusal(&r));
+        let mut lease = Lease::Held;
+        let (mut rebuilds, mut rounds) = (0, 0);
+        loop {
             match self.try_admit(&intent, log, lease) {
-                Err(r) if r.reason == RefusalReason::Rebuilding => {
+                // Counters evicted from memory are read back from the store
+                // first; once more if one was evicted again meanwhile.
+                Err(r) if r.reason == RefusalReason::Rebuilding && rebuilds < 2 => {
+                    rebuilds += 1;
                     self.rebuild(&intent).await;
                 }
-                Err(r) if r.reason == RefusalReason::LeaseNeeded && !leased => {
+                // Shared budgets the instance's leases do not cover are
+                // leased first; once the server is out of room, or after a
+                // few rounds lost to concurrent calls, a budget still short
+                // is exceeded.
+                Err(r) if r.reason == RefusalReason::LeaseNeeded => {
                     let Some(leases) = &self.shared.deps.leases else {
-                        return Err(Box::new(RefusalInfo::from_refusal(&r)));
+                        return Err(refused(r));
                     };
-                    leased = true;
-                    if let Err(e) = leases.lease(&r.short).await {
-                        tracing::debug!(error = %e, "no lease from the shared ledger");
-                        return self
-                            .try_admit(&intent, log, Lease::Unreachable)
-                            .map_err(|r| Box::new(RefusalInfo::from_refusal(&r)));
+                    rounds += 1;
+                    match leases.lease(&r.short).await {
+                        Ok(Leased::Granted) if rounds < 4 => {}
+                        Ok(_) => lease = Lease::Asked,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no lease from the shared ledger");
+                            lease = Lease::Unreachable;
+                        }
                     }
                 }
-                other => return other.map_err(|r| Box::new(RefusalInfo::from_refusal(&r))),
+                other => return other.map_err(refused),
             }
         }
-        self.try_admit(&intent, log, Lease::Asked)
-            .map_err(|r| Box::new(RefusalInfo::from_refusal(&r)))
     }
 
     /// Reads back the counters of `intent` the engine evicted, if any.

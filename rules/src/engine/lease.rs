@@ -300,6 +300,8 @@ struct Entry {
     deadline_ms: i64,
     /// An exchange for this counter is on its way.
     syncing: bool,
+    /// What calls waiting for that exchange need: asked for in the next.
+    demand: u64,
     /// When the counter was last taken from (monotonic ms).
     last_take_ms: i64,
     /// Spend rate, amount per second (exponentially weighted).
@@ -322,6 +324,7 @@ impl Entry {
             direct: Vec::new(),
             deadline_ms: i64::MIN,
             syncing: false,
+            demand: 0,
             last_take_ms: i64::MIN,
             rate: 0.0,
             rate_at_ms: i64::MIN,
@@ -524,6 +527,15 @@ impl LeaseBook {
             .collect()
     }
 
+    /// A call needs `amount` more on `key` while an exchange is on its way:
+    /// the next request asks for it too, so that a burst of calls costs
+    /// two round trips rather than one each.
+    pub fn note_demand(&mut self, key: &CounterKey, amount: u64) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.demand = e.demand.saturating_add(amount);
+        }
+    }
+
     /// Whether an exchange for `key` is on its way.
     pub fn syncing(&self, key: &CounterKey) -> bool {
         self.entries.get(key).is_some_and(|e| e.syncing)
@@ -567,6 +579,7 @@ impl LeaseBook {
             _ => 0,
         };
         let idle = e.free_ignoring_deadline();
+        let need = need.saturating_add(std::mem::take(&mut e.demand));
         let (give_back, want) = if need > 0 {
             // Ask for what the call lacks plus the target idle slice.
             (0, need.saturating_sub(idle).saturating_add(target))
