@@ -321,3 +321,160 @@ impl Applier {
         self.known.insert(json);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+    use tollgate_gateway::{KeyStore, hash_key};
+    use tollgate_redis::testing::{RedisServer, ServerOptions};
+    use tollgate_rules::engine::{compile, parse_rules};
+
+    use super::*;
+    use crate::admin::NewKey;
+    use crate::killswitch::{Block, ScopeQuery};
+    use crate::query::QueryError;
+    use crate::shared_state::SharingLog;
+
+    #[derive(Default)]
+    struct Memory(Mutex<Vec<AdminAction>>);
+
+    impl AdminLog for Memory {
+        fn record(&self, action: &AdminAction) -> BoxFuture<'_, Result<(), QueryError>> {
+            self.0.lock().unwrap().push(action.clone());
+            Box::pin(async { Ok(()) })
+        }
+        fn load(&self, _: i64) -> BoxFuture<'_, Result<Vec<AdminAction>, QueryError>> {
+            let all = self.0.lock().unwrap().clone();
+            Box::pin(async move { Ok(all) })
+        }
+    }
+
+    struct Instance {
+        killswitch: KillSwitch,
+        keys: Arc<KeyCache>,
+        store: Arc<Memory>,
+        sync: StateSync,
+    }
+
+    async fn instance(redis: &RedisServer, name: &str, store: Arc<Memory>) -> Instance {
+        let stream = StateStream::connect(&redis.config()).await.unwrap();
+        let (log, admin) = SharingLog::new(store.clone());
+        let keys = Arc::new(KeyCache::load(log, Vec::new()).await.unwrap());
+        let killswitch = KillSwitch::new();
+        let targets = Targets {
+            engine: Engine::new(compile(&parse_rules(Vec::new()).unwrap()).unwrap()),
+            killswitch: killswitch.clone(),
+            keys: Arc::clone(&keys),
+            store_log: store.clone(),
+        };
+        let sync = StateSync::start(stream, name.to_owned(), targets, admin, true)
+            .await
+            .unwrap();
+        Instance {
+            killswitch,
+            keys,
+            store,
+            sync,
+        }
+    }
+
+    fn block(project: &str) -> Block {
+        Block {
+            rule_id: "admin".into(),
+            scope: format!("project={project}"),
+            reason: "admin".into(),
+            until_unix_nanos: 0,
+            limit: 0.0,
+            used: 0.0,
+            metric: String::new(),
+            dims: vec![("project".into(), project.into())],
+        }
+    }
+
+    fn blocked(ks: &KillSwitch, project: &str) -> bool {
+        ks.state_for(&ScopeQuery {
+            project: Some(project.into()),
+            ..Default::default()
+        })
+        .blocked
+    }
+
+    async fn eventually(within: Duration, what: &str, check: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !check() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_reach_the_other_instance_through_an_outage_and_replay_once() {
+        let test = "changes_reach_the_other_instance_through_an_outage_and_replay_once";
+        let options = ServerOptions {
+            persistent: true,
+            ..Default::default()
+        };
+        let Some(mut redis) = RedisServer::start_own(test, options) else {
+            return;
+        };
+        let a = instance(&redis, "a", Arc::default()).await;
+        let b = instance(&redis, "b", Arc::default()).await;
+
+        a.killswitch.set(block("p1"));
+        eventually(Duration::from_secs(1), "a block", || blocked(&b.killswitch, "p1")).await;
+        let (secret, info) = a.keys.create(NewKey::default()).await.unwrap();
+        let hash = hash_key(&secret);
+        eventually(Duration::from_secs(1), "a key", || {
+            b.keys.lookup(&hash).is_some()
+        })
+        .await;
+        // Stored in B's own log (its hash only), once.
+        let stored = b.store.0.lock().unwrap().clone();
+        assert!(matches!(&stored[..], [AdminAction::CreateKey { key }] if key.id == info.id));
+
+        // An outage: what A changes meanwhile reaches B once the server is back.
+        redis.stop();
+        a.killswitch.set(block("p2"));
+        assert!(a.keys.revoke(&info.id).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!blocked(&b.killswitch, "p2"));
+        redis.start_again();
+        eventually(Duration::from_secs(5), "a change made during the outage", || {
+            blocked(&b.killswitch, "p2")
+                && b.keys.lookup(&hash).is_some_and(|k| k.is_revoked())
+        })
+        .await;
+
+        // A later instance replays it all, before it starts; one that knows
+        // the key from its own log already does not store it again.
+        let c = instance(&redis, "c", Arc::new(Memory(Mutex::new(stored)))).await;
+        assert!(blocked(&c.killswitch, "p1") && blocked(&c.killswitch, "p2"));
+        assert!(c.keys.lookup(&hash).is_some_and(|k| k.is_revoked()));
+        let kinds: Vec<bool> = c
+            .store
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| matches!(a, AdminAction::CreateKey { .. }))
+            .collect();
+        assert_eq!(kinds, [true, false], "one creation, one revocation");
+
+        // A lift on C reaches A (C's own changes are shared too).
+        c.killswitch.lift(
+            &ScopeQuery {
+                project: Some("p1".into()),
+                ..Default::default()
+            },
+            None,
+        );
+        eventually(Duration::from_secs(1), "a lift", || !blocked(&a.killswitch, "p1")).await;
+
+        for i in [a, b, c] {
+            i.killswitch.close();
+            i.sync.stop().await;
+        }
+    }
+}

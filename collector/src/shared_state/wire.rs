@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn a_key_travels_as_its_hash_never_its_secret() {
         let secret = tollgate_gateway::generate_key();
-        let key = VirtualKey::new("key_1".into(), &secret);
+        let key = VirtualKey::new("key_1", &secret);
         let action = AdminAction::CreateKey { key: key.clone() };
         let entry = Entry::admin("a", &action).unwrap();
         assert!(!entry.payload.contains(&secret), "{}", entry.payload);
