@@ -194,7 +194,13 @@ async fn blocks_keys_and_overrides_reach_every_instance_within_a_second() {
     assert_eq!(enforcement(&b, "other").await["blocked"], false);
 
     // Lifted on A: B serves again.
-    let (status, body) = admin(&a, Method::DELETE, "/admin/v1/enforcement?project=blk", None).await;
+    let (status, body) = admin(
+        &a,
+        Method::DELETE,
+        "/admin/v1/enforcement?project=blk",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["lifted"], 1, "{body}");
     within_a_second("A's lift on B", || async {

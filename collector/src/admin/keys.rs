@@ -256,7 +256,11 @@ impl KeyCache {
     /// a revocation applied already, or the revocation of a key unknown here
     /// (refused here anyway) change nothing. Returns whether it changed
     /// something.
-    pub async fn adopt(&self, action: &AdminAction, log: &dyn AdminLog) -> Result<bool, QueryError> {
+    pub async fn adopt(
+        &self,
+        action: &AdminAction,
+        log: &dyn AdminLog,
+    ) -> Result<bool, QueryError> {
         let _writes = self.writes.lock().await;
         let new = {
             let keys = self.by_hash.read().unwrap_or_else(PoisonError::into_inner);

@@ -144,7 +144,10 @@ impl Outage {
     fn ok(&mut self) {
         self.delay = FIRST_RETRY_DELAY;
         if std::mem::take(&mut self.down) {
-            tracing::info!(what = self.what, "the shared state stream is reachable again");
+            tracing::info!(
+                what = self.what,
+                "the shared state stream is reachable again"
+            );
         }
     }
 
@@ -212,7 +215,10 @@ async fn append(
             Ok(_) => return outage.ok(),
             Err(e) => {
                 if !outage.failed(&e, stop).await {
-                    tracing::warn!(kind = entry.kind.as_str(), "state change not shared: stopping");
+                    tracing::warn!(
+                        kind = entry.kind.as_str(),
+                        "state change not shared: stopping"
+                    );
                     return;
                 }
             }
@@ -221,7 +227,12 @@ async fn append(
 }
 
 /// Applies the other instances' entries after `last` as they come.
-async fn tail(stream: StateStream, mut last: String, mut applier: Applier, stop: CancellationToken) {
+async fn tail(
+    stream: StateStream,
+    mut last: String,
+    mut applier: Applier,
+    stop: CancellationToken,
+) {
     let mut outage = Outage::new("read");
     loop {
         let read = tokio::select! {
@@ -404,7 +415,10 @@ mod tests {
     async fn eventually(within: Duration, what: &str, check: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + within;
         while !check() {
-            assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -423,7 +437,10 @@ mod tests {
         let b = instance(&redis, "b", Arc::default()).await;
 
         a.killswitch.set(block("p1"));
-        eventually(Duration::from_secs(1), "a block", || blocked(&b.killswitch, "p1")).await;
+        eventually(Duration::from_secs(1), "a block", || {
+            blocked(&b.killswitch, "p1")
+        })
+        .await;
         let (secret, info) = a.keys.create(NewKey::default()).await.unwrap();
         let hash = hash_key(&secret);
         eventually(Duration::from_secs(1), "a key", || {
@@ -441,10 +458,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!blocked(&b.killswitch, "p2"));
         redis.start_again();
-        eventually(Duration::from_secs(5), "a change made during the outage", || {
-            blocked(&b.killswitch, "p2")
-                && b.keys.lookup(&hash).is_some_and(|k| k.is_revoked())
-        })
+        eventually(
+            Duration::from_secs(5),
+            "a change made during the outage",
+            || blocked(&b.killswitch, "p2") && b.keys.lookup(&hash).is_some_and(|k| k.is_revoked()),
+        )
         .await;
 
         // A later instance replays it all, before it starts; one that knows
@@ -470,7 +488,10 @@ mod tests {
             },
             None,
         );
-        eventually(Duration::from_secs(1), "a lift", || !blocked(&a.killswitch, "p1")).await;
+        eventually(Duration::from_secs(1), "a lift", || {
+            !blocked(&a.killswitch, "p1")
+        })
+        .await;
 
         for i in [a, b, c] {
             i.killswitch.close();

@@ -74,7 +74,9 @@ struct BlockChange {
 pub fn is_shared(action: &AdminAction) -> bool {
     matches!(
         action,
-        AdminAction::Override { .. } | AdminAction::CreateKey { .. } | AdminAction::RevokeKey { .. }
+        AdminAction::Override { .. }
+            | AdminAction::CreateKey { .. }
+            | AdminAction::RevokeKey { .. }
     )
 }
 
@@ -106,7 +108,11 @@ impl Entry {
     }
 
     pub fn admin(origin: &str, action: &AdminAction) -> Result<Self, serde_json::Error> {
-        Ok(Self::new(origin, Kind::Admin, serde_json::to_string(action)?))
+        Ok(Self::new(
+            origin,
+            Kind::Admin,
+            serde_json::to_string(action)?,
+        ))
     }
 
     /// The change the entry carries.
