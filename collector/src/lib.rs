@@ -22,5 +22,6 @@ pub mod pipeline;
 pub mod query;
 pub mod receivers;
 pub mod server;
+pub mod shared_state;
 pub mod sinks;
 pub mod tls;

@@ -191,6 +191,28 @@ pub async fn run(
         }
         None => None,
     };
+    // The kill-switch (unless Kafka carries it), keys and overrides shared
+    // through the same server: admin changes are recorded through a log
+    // that also hands them to the state stream.
+    let state_stream = match &config.shared_ledger {
+        Some(c) => Some((
+            crate::shared_state::StateStream::connect(&c.redis)
+                .await
+                .map_err(|e| {
+                    ServeError::Ledger(format!("cannot reach the shared state stream: {e}"))
+                })?,
+            c.instance.clone(),
+        )),
+        None => None,
+    };
+    let store_log = Arc::clone(&admin_log);
+    let (admin_log, shared_admin) = match &state_stream {
+        Some(_) => {
+            let (log, rx) = crate::shared_state::SharingLog::new(Arc::clone(&admin_log));
+            (log as Arc<dyn crate::admin::AdminLog>, Some(rx))
+        }
+        None => (admin_log, None),
+    };
     let (alerts, alerts_task) = Alerts::start(
         &config.alerts,
         &config.tls.outbound,
@@ -232,6 +254,29 @@ pub async fn run(
             .await
             .map_err(|e| ServeError::Gateway(format!("cannot load keys: {e}")))?,
     );
+    // What other instances changed so far is applied before any listener
+    // is up.
+    let state_sync = match (state_stream, shared_admin) {
+        (Some((stream, instance)), Some(admin)) => Some(
+            crate::shared_state::StateSync::start(
+                stream,
+                instance,
+                crate::shared_state::sync::Targets {
+                    engine: engine.clone(),
+                    killswitch: killswitch.clone(),
+                    keys: Arc::clone(&keys),
+                    store_log,
+                },
+                admin,
+                kafka.is_none(),
+            )
+            .await
+            .map_err(|e| {
+                ServeError::Ledger(format!("cannot replay the shared state stream: {e}"))
+            })?,
+        ),
+        _ => None,
+    };
     let auth = Arc::new(Auth::new(
         &config.auth,
         config.admin_token.as_ref(),
@@ -586,6 +631,9 @@ pub async fn run(
     // Watch streams (gRPC, SSE) would hold their servers open.
     killswitch.close();
     if let Some(sync) = enforcement_sync {
+        sync.stop().await;
+    }
+    if let Some(sync) = state_sync {
         sync.stop().await;
     }
     receivers_stop.cancel();

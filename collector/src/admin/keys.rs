@@ -250,6 +250,40 @@ impl KeyCache {
         Ok(true)
     }
 
+    /// Applies a key created or revoked on another instance, and records it
+    /// in `log` (the store's own log, which does not share it again) so that
+    /// refreshes and restarts keep it. Idempotent: a key known here already,
+    /// a revocation applied already, or the revocation of a key unknown here
+    /// (refused here anyway) change nothing. Returns whether it changed
+    /// something.
+    pub async fn adopt(
+        &self,
+        action: &AdminAction,
+        log: &dyn AdminLog,
+    ) -> Result<bool, QueryError> {
+        let _writes = self.writes.lock().await;
+        let new = {
+            let keys = self.by_hash.read().unwrap_or_else(PoisonError::into_inner);
+            match action {
+                AdminAction::CreateKey { key } => {
+                    !keys.contains_key(&key.hash) && !keys.values().any(|k| k.id == key.id)
+                }
+                AdminAction::RevokeKey { id, .. } => keys.values().any(|k| {
+                    &k.id == id
+                        && k.revoked_unix_nanos.is_none()
+                        && !k.id.starts_with(CONFIG_KEY_PREFIX)
+                }),
+                _ => false,
+            }
+        };
+        if !new {
+            return Ok(false);
+        }
+        log.record(action).await?;
+        self.apply(action);
+        Ok(true)
+    }
+
     /// Every key, oldest first.
     pub fn list(&self) -> Vec<KeyInfo> {
         let keys = self.by_hash.read().unwrap_or_else(PoisonError::into_inner);
