@@ -24,5 +24,5 @@ pub use raw::{
 pub use reload::Reloader;
 pub use validate::{
     AuthConfig, Config, DEFAULT_MAX_QUERY_RANGE, DurabilityConfig, LabelPolicy, ListenerLimits,
-    Secret, SharedLedgerConfig, StorageConfig,
+    Secret, StorageConfig,
 };

@@ -14,6 +14,7 @@ use tollgate_rules::pricing::PriceTable;
 use super::error::ConfigError;
 use super::kafka::KafkaConfig;
 use super::raw::{AlertsSection, KafkaRole, LogSection, RawConfig, StorageSection};
+use crate::ledger::{SharedLedgerConfig, instance_name};
 use crate::sinks::clickhouse::{ClickhouseCompression, ClickhouseConfig};
 use crate::sinks::sqlite::ReadConfig;
 use crate::tls::{OutboundRoots, ServerTlsSettings, TlsSettings};
@@ -234,16 +235,6 @@ pub struct DurabilityConfig {
     pub max_bytes: u64,
 }
 
-/// `[ledger] type = "redis"`, validated.
-#[derive(Debug, Clone)]
-pub struct SharedLedgerConfig {
-    pub redis: tollgate_redis::RedisConfig,
-    /// This instance's name, unique to this start.
-    pub instance: String,
-    pub policy: tollgate_rules::engine::lease::LeasePolicy,
-    pub sync_interval: std::time::Duration,
-}
-
 impl super::raw::LedgerSection {
     /// The shared ledger's settings, when `type = "redis"`.
     fn shared(&self) -> Result<Option<SharedLedgerConfig>, ConfigError> {
@@ -289,7 +280,7 @@ impl super::raw::LedgerSection {
         }
         Ok(Some(SharedLedgerConfig {
             redis: redis.clone(),
-            instance: crate::ledger::instance_name(self.instance.as_deref()),
+            instance: instance_name(self.instance.as_deref()),
             policy,
             sync_interval,
         }))

@@ -51,11 +51,19 @@ impl LeaseServer for tollgate_redis::RedisLedger {
     }
 }
 
+/// `[ledger] type = "redis"`, validated.
+#[derive(Debug, Clone)]
+pub struct SharedLedgerConfig {
+    pub redis: tollgate_redis::RedisConfig,
+    /// This instance's name, unique to this start.
+    pub instance: String,
+    pub policy: LeasePolicy,
+    pub sync_interval: Duration,
+}
+
 /// Connects to the shared ledger of `config` and loads its script: one
 /// line saying why when it cannot (start-up stops on it).
-pub async fn connect(
-    config: &crate::config::SharedLedgerConfig,
-) -> Result<Arc<SharedBudgets>, String> {
+pub async fn connect(config: &SharedLedgerConfig) -> Result<Arc<SharedBudgets>, String> {
     let redis = tollgate_redis::Redis::connect(&config.redis)
         .await
         .map_err(|e| format!("cannot reach the shared ledger ([ledger.redis]): {e}"))?;
