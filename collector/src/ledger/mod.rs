@@ -153,6 +153,18 @@ impl SharedBudgets {
         &self.stats
     }
 
+    /// The exchanges so far, for `/metrics`.
+    pub fn snapshot(&self) -> crate::internal_events::SharedLedgerStats {
+        let s = &self.stats;
+        crate::internal_events::SharedLedgerStats {
+            exchanges: s.exchanges.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            short: s.short.load(Ordering::Relaxed),
+            down: self.is_down(),
+        }
+    }
+
     /// Whether the last exchange failed.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
