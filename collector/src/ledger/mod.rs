@@ -240,39 +240,49 @@ impl SharedBudgets {
     }
 
     /// Asks for enough lease to cover `short`: one exchange for the
-    /// counters nobody is asking for yet, and a wait for the others.
+    /// counters nobody is asking for yet, and a wait for the others. A
+    /// counter whose exchange on its way (a sync, or another call's ask)
+    /// did not cover this call's need is asked for again, so every call
+    /// short of lease has its own need asked for before it is judged.
     pub async fn lease(&self, short: &[LeaseShort]) -> Result<(), String> {
         self.stats.short.fetch_add(1, Ordering::Relaxed);
-        let now = monotonic_ms();
-        let (requests, waiting) = {
-            let mut book = lock(&self.book);
-            let mut requests = Vec::new();
-            let mut waiting = Vec::new();
-            for s in short {
-                if book.syncing(&s.key) {
-                    waiting.push(s.key);
-                } else if let Some(r) = book.request(&s.key, s.amount, now, wall_nanos()) {
-                    requests.push(r);
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let mut pending: Vec<LeaseShort> = short.to_vec();
+        loop {
+            let now = monotonic_ms();
+            let (requests, waiting) = {
+                let mut book = lock(&self.book);
+                let mut requests = Vec::new();
+                let mut waiting = Vec::new();
+                for s in pending {
+                    if book.covers(&s.key, s.amount, now) {
+                        continue;
+                    }
+                    if book.syncing(&s.key) {
+                        waiting.push(s);
+                    } else if let Some(r) = book.request(&s.key, s.amount, now, wall_nanos()) {
+                        requests.push(r);
+                    }
                 }
+                (requests, waiting)
+            };
+            self.send(requests, now).await?;
+            if waiting.is_empty() {
+                return Ok(());
             }
-            (requests, waiting)
-        };
-        let sent = self.send(requests, now).await;
-        if !waiting.is_empty() {
-            let deadline = tokio::time::Instant::now() + self.wait;
             loop {
                 let notified = self.exchanged.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if !waiting.iter().any(|k| lock(&self.book).syncing(k)) {
+                if !waiting.iter().any(|s| lock(&self.book).syncing(&s.key)) {
                     break;
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
                     return Err("timed out waiting for the shared ledger".to_owned());
                 }
             }
+            pending = waiting;
         }
-        sent
     }
 
     /// One round trip for everything due now.

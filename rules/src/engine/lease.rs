@@ -524,6 +524,12 @@ impl LeaseBook {
             .collect()
     }
 
+    /// Whether the lease of `key` covers `amount` more at `now_ms` (what
+    /// [`LeaseBook::try_take`] checks; read only).
+    pub fn covers(&self, key: &CounterKey, amount: u64, now_ms: i64) -> bool {
+        self.entries.get(key).is_some_and(|e| e.free(now_ms) >= amount)
+    }
+
     /// Whether an exchange for `key` is on its way.
     pub fn syncing(&self, key: &CounterKey) -> bool {
         self.entries.get(key).is_some_and(|e| e.syncing)
