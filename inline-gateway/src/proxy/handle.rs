@@ -435,22 +435,30 @@ impl Call<'_> {
     /// intent is built from the row's own scope, so `settle` meets the
     /// counters `admit` reserved on.
     async fn admit(&self, link: &Link, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
+        /// Rounds of leasing before a budget still short is judged
+        /// exceeded: a call short on several counters can find one of them
+        /// taken by concurrent calls while it waited for another.
+        const LEASE_ROUNDS: usize = 3;
         let intent = self.intent(link, &log.record);
-        let mut leased = false;
+        let mut leased = 0;
         // Counters evicted from memory are read back from the store first;
         // one more try if one was evicted again meanwhile. Shared budgets
         // the instance's leases do not cover are leased first.
-        for _ in 0..3 {
-            let lease = if leased { Lease::Asked } else { Lease::Held };
+        for _ in 0..3 + LEASE_ROUNDS {
+            let lease = if leased < LEASE_ROUNDS {
+                Lease::Held
+            } else {
+                Lease::Asked
+            };
             match self.try_admit(&intent, log, lease) {
                 Err(r) if r.reason == RefusalReason::Rebuilding => {
                     self.rebuild(&intent).await;
                 }
-                Err(r) if r.reason == RefusalReason::LeaseNeeded && !leased => {
+                Err(r) if r.reason == RefusalReason::LeaseNeeded && leased < LEASE_ROUNDS => {
                     let Some(leases) = &self.shared.deps.leases else {
                         return Err(Box::new(RefusalInfo::from_refusal(&r)));
                     };
-                    leased = true;
+                    leased += 1;
                     if let Err(e) = leases.lease(&r.short).await {
                         tracing::debug!(error = %e, "no lease from the shared ledger");
                         return self
