@@ -566,7 +566,13 @@ impl LeaseBook {
             !closing && (now_ms.saturating_sub(e.last_take_ms) < policy.idle_ms || need > 0);
         let target = match (active, e.limit) {
             (true, Some(limit)) => {
-                let by_rate = (e.rate * policy.horizon_ms as f64 / 1000.0).ceil();
+                // At least one more call like this one: before the rate is
+                // known (a cold start) a lease of exactly the call's need
+                // is taken by whichever concurrent call admits first, and
+                // a call short on several counters can lose every round.
+                let by_rate = (e.rate * policy.horizon_ms as f64 / 1000.0)
+                    .ceil()
+                    .max(need as f64);
                 let cap = (limit as f64 * policy.max_share).floor();
                 by_rate.min(cap).max(0.0) as u64
             }
