@@ -350,3 +350,47 @@ async fn a_burst_far_from_the_limit_is_all_served() {
     assert_eq!(outcome.refused, 0);
     assert_eq!(outcome.served, 150);
 }
+
+/// `tollgate_<name> VALUE` from a Prometheus exposition.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_exchanges_with_the_shared_ledger_are_in_metrics() {
+    let Some(redis) = RedisServer::start("exchanges_in_metrics") else {
+        return;
+    };
+    let mock = MockProvider::start(MockConfig::default()).await.unwrap();
+    let envs = [("TEST_GATEWAY_OPENAI_KEY", "sk-test-provider")];
+    let c = Collector::start_full(&config(&mock, &redis, LIMIT), &[], &envs);
+    let gateway = format!("http://{}", c.gateway.expect("the gateway is listening"));
+    let http = reqwest::Client::new();
+    for n in 0..5 {
+        let (status, body) = chat(&http, &gateway, n).await.expect("reachable");
+        assert_eq!(status, 200, "{body}");
+    }
+    let text = c.metrics().await;
+    // The first call had no lease: it waited for one exchange at least.
+    assert!(
+        metric(&text, "tollgate_ledger_exchanges_total") >= 1,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "tollgate_ledger_short_exchanges_total") >= 1,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "tollgate_ledger_requests_total")
+            >= metric(&text, "tollgate_ledger_exchanges_total"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "tollgate_ledger_exchange_failures_total"),
+        0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "tollgate_ledger_shared_down"), 0, "{text}");
+}

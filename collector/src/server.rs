@@ -183,6 +183,8 @@ pub async fn run(
                 .await
                 .map_err(ServeError::Ledger)?;
             engine.share_budgets(shared.book());
+            let exported = Arc::clone(&shared);
+            events.attach_shared_ledger(move || exported.snapshot());
             tracing::info!(
                 instance = shared.instance(),
                 "budgets shared through the ledger server"

@@ -1,5 +1,6 @@
-//! `gateway`: added latency and throughput of the inline gateway, the mock
-//! provider direct, a bare pass-through, LiteLLM and Portkey, in one run.
+//! `gateway`: added latency and throughput of the inline gateway (with its
+//! local ledger and with a Redis one), the mock provider direct, a bare
+//! pass-through, LiteLLM and Portkey, in one run.
 //!
 //! Run it with `scripts/bench gateway [OPTIONS]`; `--help` lists the options.
 
@@ -11,14 +12,14 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tollgate_bench::child::{interrupted, pin_self};
 use tollgate_bench::gateway::run::{Bench, GatewayOptions};
-use tollgate_bench::gateway::servers::Launch;
+use tollgate_bench::gateway::servers::{Launch, which};
 use tollgate_bench::gateway::{passthrough, peers, report};
 use tollgate_bench::report::{Machine, write_section};
 
 #[derive(Parser)]
 #[command(
     name = "gateway",
-    about = "Gateway added latency and throughput: direct to the mock provider, a bare axum -> reqwest pass-through, Tollgate with 20 rules, LiteLLM, Portkey",
+    about = "Gateway added latency and throughput: direct to the mock provider, a bare axum -> reqwest pass-through, Tollgate with 20 rules (local ledger, Redis ledger), LiteLLM, Portkey",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -82,6 +83,7 @@ fn run_bench(options: GatewayOptions) -> anyhow::Result<()> {
         mock_exe: dir.join("mock-provider"),
         litellm_exe,
         portkey_js,
+        redis_exe: which("redis-server"),
         proxy_cpus: (!options.no_pin).then(|| options.proxy_cpus.clone()),
         mock_cpus: (!options.no_pin).then(|| options.client_cpus.clone()),
     };

@@ -15,6 +15,10 @@ pub const END: &str = "<!-- END bench gateway -->";
 /// throughput this many times Portkey's.
 pub const TARGET_VS_PASSTHROUGH: f64 = 2.0;
 pub const TARGET_VS_PEERS: f64 = 10.0;
+/// With the Redis ledger: added p50 within this factor of the bare
+/// pass-through's, throughput at most this share below the local ledger's.
+pub const TARGET_REDIS_VS_PASSTHROUGH: f64 = 1.5;
+pub const TARGET_REDIS_THROUGHPUT_LOSS: f64 = 0.2;
 
 /// Medians over the rounds of one target.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,12 +154,24 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
          lock, two CEL rules): each request is authenticated, admitted (reserving its worst case), \
          forwarded, settled and stored as a row; after each run the bench checks the store holds one \
          gateway row per answered request.\n\
+         - **Tollgate, Redis ledger**: the same binary, config and rules, with budgets shared through \
+         `[ledger] type = \"redis\"` (lease TTL, sync interval and lease policy at their defaults) \
+         against a `redis-server` {redis_version}started for the run on a free loopback port (no \
+         persistence), pinned with the mock provider: it stands for a server elsewhere. Its round \
+         trips are read from Tollgate's `/metrics` (`tollgate_ledger_exchanges_total`) before the \
+         latency phase and after the throughput phase.\n\
          - **LiteLLM**: PyPI `litellm[proxy]` {litellm} (`bench/peers/`), the mock as an `openai/` model \
          with `api_base`, a master key.\n\
          - **Portkey**: npm `@portkey-ai/gateway` {portkey} (`bench/peers/`), headers \
          `x-portkey-provider: openai` and `x-portkey-custom-host`.\n",
         litellm = super::peers::LITELLM_VERSION,
         portkey = super::peers::PORTKEY_VERSION,
+        redis_version = bench
+            .launch
+            .redis_exe
+            .as_deref()
+            .and_then(redis_version)
+            .map_or_else(String::new, |v| format!("{v} ")),
     );
 
     let summaries: Vec<Summary> = Target::ALL
@@ -242,6 +258,53 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
         )
     );
 
+    let redis = added(Target::TollgateRedis);
+    if get(Target::TollgateRedis).is_some() {
+        let _ = writeln!(
+            s,
+            "- Redis ledger: added p50 within {TARGET_REDIS_VS_PASSTHROUGH}× of the bare pass-through's: {} vs {} ({}) → {}",
+            ms(redis),
+            ms(added(Target::Passthrough)),
+            ratio(redis, added(Target::Passthrough)),
+            check(
+                redis
+                    .zip(added(Target::Passthrough))
+                    .map(|(t, b)| t <= TARGET_REDIS_VS_PASSTHROUGH * b.max(0.0))
+            )
+        );
+        let (shared, local) = (rps(Target::TollgateRedis), rps(Target::Tollgate));
+        let _ = writeln!(
+            s,
+            "- Redis ledger: throughput within {:.0} % of the local ledger's: {} vs {} req/s ({}) → {}",
+            TARGET_REDIS_THROUGHPUT_LOSS * 100.0,
+            shared.map_or("—".to_owned(), thousands),
+            local.map_or("—".to_owned(), thousands),
+            shared.zip(local).map_or("—".to_owned(), |(r, l)| format!(
+                "{:+.1} %",
+                (r / l - 1.0) * 100.0
+            )),
+            check(
+                shared
+                    .zip(local)
+                    .map(|(r, l)| r >= (1.0 - TARGET_REDIS_THROUGHPUT_LOSS) * l)
+            )
+        );
+        let ledgers: Vec<_> = results.iter().filter_map(|r| r.ledger).collect();
+        if !ledgers.is_empty() {
+            let per_thousand: Vec<f64> = ledgers.iter().map(|l| l.per_thousand()).collect();
+            let _ = writeln!(
+                s,
+                "- Redis ledger round trips per 1,000 requests (latency and throughput phases): {:.1} (median of {} runs; {:.1} – {:.1}), none failed: {} failures → {}",
+                median(&per_thousand),
+                ledgers.len(),
+                per_thousand.iter().copied().fold(f64::INFINITY, f64::min),
+                per_thousand.iter().copied().fold(0.0, f64::max),
+                ledgers.iter().map(|l| l.failures).sum::<u64>(),
+                met(ledgers.iter().all(|l| l.failures == 0)),
+            );
+        }
+    }
+
     let checks: Vec<_> = results.iter().filter_map(|r| r.rows_checked).collect();
     if !checks.is_empty() {
         let stored = checks.iter().all(|c| c.rows == c.answered);
@@ -277,7 +340,46 @@ pub fn render(bench: &Bench, machine: &Machine, results: &[RunResult]) -> String
                 .map_or("—".to_owned(), |c| format!("{} / {}", c.rows, c.answered)),
         );
     }
+    let ledgers: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.ledger.map(|l| (r.round, l)))
+        .collect();
+    if !ledgers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nRedis ledger, every run (round trips from `/metrics`; a short call waited for one):\n\n\
+             | Round | requests | round trips | per 1,000 requests | throughput phase: round trips / s | per 1,000 requests | short calls | counters per round trip | failed | redis CPU µs/request |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for (round, l) in ledgers {
+            let _ = writeln!(
+                s,
+                "| {round} | {} | {} | {:.1} | {:.1} | {:.2} | {} | {:.1} | {} | {:.1} |",
+                l.answered,
+                l.exchanges,
+                l.per_thousand(),
+                l.throughput_exchanges as f64 / o.throughput_secs.max(1) as f64,
+                l.throughput_exchanges as f64 * 1000.0 / l.throughput_answered.max(1) as f64,
+                l.short,
+                l.counters as f64 / l.exchanges.max(1) as f64,
+                l.failures,
+                l.redis_cpu_secs * 1e6 / l.throughput_answered.max(1) as f64,
+            );
+        }
+    }
     s
+}
+
+/// `redis-server --version`'s `v=7.0.15`, as `7.0.15`.
+fn redis_version(exe: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new(exe)
+        .arg("--version")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("v="))
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -286,7 +388,7 @@ mod tests {
 
     use super::*;
     use crate::gateway::load::Samples;
-    use crate::gateway::run::RowsCheck;
+    use crate::gateway::run::{LedgerExchanges, RowsCheck};
 
     fn run(round: usize, target: Target, latency_ms: u64, rps: u64) -> RunResult {
         let samples = |ms: u64, n: u64| Samples {
@@ -305,6 +407,12 @@ mod tests {
             rows_checked: (target == Target::Tollgate).then_some(RowsCheck {
                 answered: rps,
                 rows: rps,
+            }),
+            ledger: (target == Target::TollgateRedis).then_some(LedgerExchanges {
+                answered: 100 + rps,
+                exchanges: (100 + rps) / 100,
+                throughput_answered: rps,
+                ..LedgerExchanges::default()
             }),
         }
     }
@@ -335,6 +443,7 @@ mod tests {
             run(1, Target::Direct, 1, 10_000),
             run(1, Target::Passthrough, 2, 9_000),
             run(1, Target::Tollgate, 3, 8_000),
+            run(1, Target::TollgateRedis, 3, 7_000),
             run(1, Target::Portkey, 30, 500),
             run(1, Target::Litellm, 10, 50),
         ];
@@ -360,6 +469,7 @@ mod tests {
             mock_exe: "/x".into(),
             litellm_exe: None,
             portkey_js: None,
+            redis_exe: None,
             proxy_cpus: None,
             mock_cpus: None,
         };
@@ -392,6 +502,21 @@ mod tests {
         );
         assert!(
             text.contains("8000 of 8000 requests in 1 runs → **met**"),
+            "{text}"
+        );
+        // The Redis ledger: 2 ms added against 1 ms is over 1.5x; 7,000
+        // req/s is 12.5 % below 8,000, within 20 %; 71 round trips for
+        // 7,100 requests.
+        assert!(
+            text.contains("2.000 ms vs 1.000 ms (2.0×) → **not met**"),
+            "{text}"
+        );
+        assert!(
+            text.contains("7,000 vs 8,000 req/s (-12.5 %) → **met**"),
+            "{text}"
+        );
+        assert!(
+            text.contains("round trips per 1,000 requests (latency and throughput phases): 10.0"),
             "{text}"
         );
     }

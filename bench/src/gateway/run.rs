@@ -10,11 +10,19 @@ use clap::Args;
 use super::load::{self, Endpoint, Samples};
 use super::servers::{self, Launch, MODEL, Process, Target};
 
+/// The shared ledger's counters in Tollgate's `/metrics`.
+const LEDGER_METRICS: [&str; 4] = [
+    "tollgate_ledger_exchanges_total",
+    "tollgate_ledger_exchange_failures_total",
+    "tollgate_ledger_requests_total",
+    "tollgate_ledger_short_exchanges_total",
+];
+
 /// `scripts/bench gateway` options.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayOptions {
-    /// Targets, comma-separated: direct, passthrough, tollgate, litellm, portkey.
-    #[arg(long, value_delimiter = ',', default_value = "direct,passthrough,tollgate,litellm,portkey", value_parser = parse_target)]
+    /// Targets, comma-separated: direct, passthrough, tollgate, tollgate-redis, litellm, portkey.
+    #[arg(long, value_delimiter = ',', default_value = "direct,passthrough,tollgate,tollgate-redis,litellm,portkey", value_parser = parse_target)]
     pub targets: Vec<Target>,
     /// Rounds; the target order is reversed every other round.
     #[arg(long, default_value_t = 3)]
@@ -52,7 +60,8 @@ pub struct GatewayOptions {
     /// Print the section without writing the results file.
     #[arg(long)]
     pub no_write: bool,
-    /// Keep going when a peer (LiteLLM, Portkey) is not installed.
+    /// Keep going when a peer (LiteLLM, Portkey) or `redis-server` (for
+    /// tollgate-redis) is not installed.
     #[arg(long)]
     pub skip_missing: bool,
 }
@@ -79,6 +88,35 @@ pub struct RunResult {
     pub mock_cpu_secs: f64,
     /// Tollgate: rows stored for the run's answered requests, checked after it.
     pub rows_checked: Option<RowsCheck>,
+    /// Tollgate with the Redis ledger: its exchanges during the two phases.
+    pub ledger: Option<LedgerExchanges>,
+}
+
+/// Round trips to the shared ledger during the latency and throughput
+/// phases (from `/metrics` before and after), and what else they cost.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LedgerExchanges {
+    /// Requests answered in the two phases.
+    pub answered: u64,
+    /// Successful round trips.
+    pub exchanges: u64,
+    pub failures: u64,
+    /// Counters carried by the round trips.
+    pub counters: u64,
+    /// Calls short of lease that waited for a round trip.
+    pub short: u64,
+    /// Round trips in the throughput phase alone, and its answered requests.
+    pub throughput_exchanges: u64,
+    pub throughput_answered: u64,
+    /// CPU seconds of `redis-server` during the throughput phase.
+    pub redis_cpu_secs: f64,
+}
+
+impl LedgerExchanges {
+    /// Round trips per 1,000 answered requests.
+    pub fn per_thousand(&self) -> f64 {
+        self.exchanges as f64 * 1000.0 / self.answered.max(1) as f64
+    }
 }
 
 /// Tollgate's rows against the requests it answered.
@@ -113,6 +151,16 @@ impl Bench {
                 );
             }
         }
+        if launch.redis_exe.is_none()
+            && options.targets.contains(&Target::TollgateRedis)
+            && !options.skip_missing
+        {
+            bail!(
+                "redis-server is not on PATH: the tollgate-redis target starts one of its own \
+                 (apt-get install redis-server); or leave tollgate-redis out of --targets, or \
+                 pass --skip-missing"
+            );
+        }
         let body = load::chat_body(MODEL, options.max_tokens);
         Ok(Self {
             options,
@@ -131,6 +179,7 @@ impl Bench {
             .filter(|t| match t {
                 Target::Litellm => self.launch.litellm_exe.is_some(),
                 Target::Portkey => self.launch.portkey_js.is_some(),
+                Target::TollgateRedis => self.launch.redis_exe.is_some(),
                 _ => true,
             })
             .collect()
@@ -153,13 +202,20 @@ impl Bench {
                     .await
                     .with_context(|| format!("round {round}, {}", target.label()))?;
                 println!(
-                    "round {round} {:<12} p50 {:>7.3} ms  p99 {:>7.3} ms  {:>8.0} req/s  errors {}/{}",
+                    "round {round} {:<14} p50 {:>7.3} ms  p99 {:>7.3} ms  {:>8.0} req/s  errors {}/{}{}",
                     target.name(),
                     load::quantile_ms(&result.latency.latencies_us, 0.5).unwrap_or(f64::NAN),
                     load::quantile_ms(&result.latency.latencies_us, 0.99).unwrap_or(f64::NAN),
                     result.throughput.throughput(),
                     result.latency.errors,
                     result.throughput.errors,
+                    result.ledger.map_or_else(String::new, |l| format!(
+                        "  ledger: {} round trips ({:.1}/1,000 requests), {} short, {} failed",
+                        l.exchanges,
+                        l.per_thousand(),
+                        l.short,
+                        l.failures
+                    )),
                 );
                 results.push(result);
             }
@@ -175,15 +231,39 @@ impl Bench {
         dir: &Path,
     ) -> anyhow::Result<RunResult> {
         let (mut mock, mock_base) = servers::mock(&self.launch, dir).await?;
-        let (mut proxy, endpoint) = servers::proxy(target, &self.launch, dir, &mock_base).await?;
-        let mut outcome = self.phases(client, &endpoint, proxy.as_ref(), &mock).await;
+        let mut redis = if target.needs_redis() {
+            Some(servers::redis(&self.launch, dir).await?)
+        } else {
+            None
+        };
+        let redis_url = redis.as_ref().map(|(_, url)| url.as_str());
+        let mut proxy = servers::proxy(target, &self.launch, dir, &mock_base, redis_url).await?;
+        let ledger = Ledger {
+            metrics_url: proxy
+                .metrics_url
+                .as_deref()
+                .filter(|_| target.needs_redis()),
+            redis: redis.as_ref().map(|(p, _)| p),
+        };
+        let mut outcome = self
+            .phases(
+                client,
+                &proxy.endpoint,
+                proxy.process.as_ref(),
+                &mock,
+                ledger,
+            )
+            .await;
         if let Ok(phases) = &mut outcome
-            && target == Target::Tollgate
+            && target.is_tollgate()
         {
             phases.rows = Some(tollgate_rows(dir, phases.answered_total).await);
         }
-        if let Some(p) = proxy.as_mut() {
+        if let Some(p) = proxy.process.as_mut() {
             p.stop().await?;
+        }
+        if let Some((r, _)) = redis.as_mut() {
+            r.stop().await?;
         }
         mock.stop().await?;
         let phases = outcome?;
@@ -210,6 +290,7 @@ impl Bench {
             proxy_cpu_secs: phases.proxy_cpu,
             mock_cpu_secs: phases.mock_cpu,
             rows_checked: phases.rows,
+            ledger: phases.ledger,
         })
     }
 
@@ -219,6 +300,7 @@ impl Bench {
         endpoint: &Endpoint,
         proxy: Option<&Process>,
         mock: &Process,
+        ledger: Ledger<'_>,
     ) -> anyhow::Result<Phases> {
         let o = &self.options;
         let warm = load::closed_loop(
@@ -237,6 +319,7 @@ impl Bench {
                 warm.first_error.unwrap_or_default()
             );
         }
+        let before = ledger.scrape(client).await?;
         let latency = load::fixed_rate(
             client,
             endpoint,
@@ -246,7 +329,8 @@ impl Bench {
         )
         .await?;
         let cpu = |p: Option<&Process>| p.map_or(Ok(0.0), Process::cpu_secs);
-        let (proxy0, mock0) = (cpu(proxy)?, mock.cpu_secs()?);
+        let (proxy0, mock0, redis0) = (cpu(proxy)?, mock.cpu_secs()?, cpu(ledger.redis)?);
+        let middle = ledger.scrape(client).await?;
         let throughput = load::closed_loop(
             client,
             endpoint,
@@ -255,8 +339,23 @@ impl Bench {
             Duration::from_secs(o.throughput_secs),
         )
         .await?;
-        let (proxy1, mock1) = (cpu(proxy)?, mock.cpu_secs()?);
+        let (proxy1, mock1, redis1) = (cpu(proxy)?, mock.cpu_secs()?, cpu(ledger.redis)?);
+        let after = ledger.scrape(client).await?;
+        let exchanges = match (before, middle, after) {
+            (Some(b), Some(m), Some(a)) => Some(LedgerExchanges {
+                answered: latency.answered() + throughput.answered(),
+                exchanges: a[0] - b[0],
+                failures: a[1] - b[1],
+                counters: a[2] - b[2],
+                short: a[3] - b[3],
+                throughput_exchanges: a[0] - m[0],
+                throughput_answered: throughput.answered(),
+                redis_cpu_secs: redis1 - redis0,
+            }),
+            _ => None,
+        };
         Ok(Phases {
+            ledger: exchanges,
             answered_total: warm.answered() + latency.answered() + throughput.answered(),
             latency,
             throughput,
@@ -274,6 +373,45 @@ struct Phases {
     mock_cpu: f64,
     answered_total: u64,
     rows: Option<RowsCheck>,
+    ledger: Option<LedgerExchanges>,
+}
+
+/// Where the shared ledger's exchanges are read, when the target has one.
+#[derive(Clone, Copy)]
+struct Ledger<'a> {
+    /// Tollgate's `/metrics`.
+    metrics_url: Option<&'a str>,
+    /// The `redis-server` process.
+    redis: Option<&'a Process>,
+}
+
+impl Ledger<'_> {
+    /// [`LEDGER_METRICS`] now, when there is a shared ledger.
+    async fn scrape(&self, client: &reqwest::Client) -> anyhow::Result<Option<[u64; 4]>> {
+        let Some(url) = self.metrics_url else {
+            return Ok(None);
+        };
+        let text = client
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("reading {url}"))?
+            .text()
+            .await?;
+        let mut values = [0; 4];
+        for (value, name) in values.iter_mut().zip(LEDGER_METRICS) {
+            *value = metric(&text, name)
+                .with_context(|| format!("no `{name}` in Tollgate's /metrics"))?;
+        }
+        Ok(Some(values))
+    }
+}
+
+/// The value of the unlabelled metric `name` in a Prometheus exposition.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Waits (up to 30 s) until Tollgate's store holds one gateway row per
@@ -299,4 +437,23 @@ fn count_gateway_rows(db: &Path) -> anyhow::Result<u64> {
         |r| r.get(0),
     )?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_by_exact_name() {
+        let text = "# HELP tollgate_ledger_exchanges Round trips\n\
+                    # TYPE tollgate_ledger_exchanges counter\n\
+                    tollgate_ledger_exchanges_total 42\n\
+                    tollgate_ledger_exchange_failures_total 0\n";
+        assert_eq!(metric(text, "tollgate_ledger_exchanges_total"), Some(42));
+        assert_eq!(
+            metric(text, "tollgate_ledger_exchange_failures_total"),
+            Some(0)
+        );
+        assert_eq!(metric(text, "tollgate_ledger_requests_total"), None);
+    }
 }

@@ -1,6 +1,7 @@
-//! The processes of the gateway benchmark: the mock provider and the four
-//! proxies in front of it (the bare pass-through, Tollgate, LiteLLM,
-//! Portkey), each started fresh, on loopback, pinned like the others.
+//! The processes of the gateway benchmark: the mock provider, the proxies
+//! in front of it (the bare pass-through, Tollgate with its local ledger or
+//! a Redis one, LiteLLM, Portkey) and, for the Redis ledger, a
+//! `redis-server`; each started fresh, on loopback, pinned like the others.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ pub enum Target {
     Passthrough,
     /// `tollgate serve` with `gateway.enabled = true` and 20 rules.
     Tollgate,
+    /// The same, with budgets in a shared ledger (`[ledger] type = "redis"`).
+    TollgateRedis,
     /// LiteLLM proxy (PyPI `litellm[proxy]`).
     Litellm,
     /// Portkey AI gateway (npm `@portkey-ai/gateway`).
@@ -40,10 +43,11 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 6] = [
         Target::Direct,
         Target::Passthrough,
         Target::Tollgate,
+        Target::TollgateRedis,
         Target::Litellm,
         Target::Portkey,
     ];
@@ -54,6 +58,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Passthrough => "passthrough",
             Target::Tollgate => "tollgate",
+            Target::TollgateRedis => "tollgate-redis",
             Target::Litellm => "litellm",
             Target::Portkey => "portkey",
         }
@@ -69,6 +74,7 @@ impl Target {
             Target::Direct => "direct to the mock provider",
             Target::Passthrough => "bare axum → reqwest pass-through",
             Target::Tollgate => "Tollgate gateway, 20 rules",
+            Target::TollgateRedis => "Tollgate gateway, 20 rules, Redis ledger",
             Target::Litellm => "LiteLLM proxy",
             Target::Portkey => "Portkey gateway",
         }
@@ -77,6 +83,16 @@ impl Target {
     /// Whether a proxy process sits between the load and the mock.
     pub fn is_proxy(self) -> bool {
         self != Target::Direct
+    }
+
+    /// Whether this is Tollgate (it stores rows and exports `/metrics`).
+    pub fn is_tollgate(self) -> bool {
+        matches!(self, Target::Tollgate | Target::TollgateRedis)
+    }
+
+    /// Whether the target needs a `redis-server` of its own.
+    pub fn needs_redis(self) -> bool {
+        self == Target::TollgateRedis
     }
 }
 
@@ -91,6 +107,8 @@ pub struct Launch {
     pub litellm_exe: Option<PathBuf>,
     /// Portkey's `build/start-server.js`, when installed.
     pub portkey_js: Option<PathBuf>,
+    /// `redis-server`, when on `PATH` (the Redis ledger's server).
+    pub redis_exe: Option<PathBuf>,
     /// CPUs of the proxy under test.
     pub proxy_cpus: Option<String>,
     /// CPUs of the mock provider (shared with the load generator).
@@ -236,28 +254,85 @@ pub async fn mock(launch: &Launch, dir: &Path) -> anyhow::Result<(Process, Strin
     Ok((process, base))
 }
 
-/// Starts `target` in front of the mock at `mock_base` (no `/v1`); returns
-/// the process (none for `Direct`) and where to send the bench's request.
+/// A `redis-server` of the run's own on a free loopback port, pinned with
+/// the mock provider (it stands for a server on another machine), without
+/// persistence; returns its `redis://` URL.
+pub async fn redis(launch: &Launch, dir: &Path) -> anyhow::Result<(Process, String)> {
+    let exe = launch.redis_exe.as_deref().context(
+        "redis-server is not on PATH; the tollgate-redis target needs it (apt-get install redis-server)",
+    )?;
+    let port = free_port()?;
+    let mut spec = Spawn::new(exe, dir.join("redis.log"));
+    spec.args = vec![
+        "--port".into(),
+        port.to_string().into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        "".into(),
+        "--appendonly".into(),
+        "no".into(),
+        "--dir".into(),
+        dir.into(),
+        "--logfile".into(),
+        "".into(),
+    ];
+    spec.cpus = launch.mock_cpus.as_deref();
+    let (process, _) = start(
+        "redis-server",
+        &mut spec,
+        Some("Ready to accept connections"),
+    )
+    .await?;
+    Ok((process, format!("redis://127.0.0.1:{port}")))
+}
+
+/// A started target: its process (none for `Direct`), where to send the
+/// bench's request and, for Tollgate, its `/metrics`.
+#[derive(Debug)]
+pub struct Proxy {
+    pub process: Option<Process>,
+    pub endpoint: Endpoint,
+    pub metrics_url: Option<String>,
+}
+
+impl Proxy {
+    fn plain((process, endpoint): (Option<Process>, Endpoint)) -> Self {
+        Self {
+            process,
+            endpoint,
+            metrics_url: None,
+        }
+    }
+}
+
+/// Starts `target` in front of the mock at `mock_base` (no `/v1`);
+/// `redis_url` is the shared ledger's server (for `TollgateRedis`).
 pub async fn proxy(
     target: Target,
     launch: &Launch,
     dir: &Path,
     mock_base: &str,
-) -> anyhow::Result<(Option<Process>, Endpoint)> {
+    redis_url: Option<&str>,
+) -> anyhow::Result<Proxy> {
     let upstream = format!("{mock_base}/v1");
-    match target {
-        Target::Direct => Ok((
+    Ok(match target {
+        Target::Direct => Proxy::plain((
             None,
             Endpoint {
                 url: format!("{upstream}/chat/completions"),
                 headers: bearer(PROVIDER_KEY)?,
             },
         )),
-        Target::Passthrough => passthrough(launch, dir, &upstream).await,
-        Target::Tollgate => tollgate(launch, dir, &upstream).await,
-        Target::Litellm => litellm(launch, dir, &upstream).await,
-        Target::Portkey => portkey(launch, dir, &upstream).await,
-    }
+        Target::Passthrough => Proxy::plain(passthrough(launch, dir, &upstream).await?),
+        Target::Tollgate => tollgate(launch, dir, &upstream, None).await?,
+        Target::TollgateRedis => {
+            let url = redis_url.context("the Redis ledger's server is not running")?;
+            tollgate(launch, dir, &upstream, Some(url)).await?
+        }
+        Target::Litellm => Proxy::plain(litellm(launch, dir, &upstream).await?),
+        Target::Portkey => Proxy::plain(portkey(launch, dir, &upstream).await?),
+    })
 }
 
 async fn passthrough(
@@ -290,9 +365,22 @@ async fn passthrough(
 }
 
 /// Tollgate's config: embedded store, the gateway on, the mock as OpenAI,
-/// [`GATEWAY_RULES`], the admin API for the bench's virtual key.
-fn tollgate_config(dir: &Path, upstream: &str) -> String {
+/// [`GATEWAY_RULES`], the admin API for the bench's virtual key; with
+/// `redis_url`, budgets in the shared ledger there (defaults otherwise:
+/// the only difference between the two Tollgate targets).
+fn tollgate_config(dir: &Path, upstream: &str, redis_url: Option<&str>) -> String {
     let data = toml::Value::String(dir.join("data").display().to_string());
+    let ledger = redis_url.map_or_else(String::new, |url| {
+        let url = toml::Value::String(url.to_owned());
+        format!(
+            "\n[ledger]\n\
+             type = \"redis\"\n\
+             \n\
+             [ledger.redis]\n\
+             url = {url}\n\
+             key_prefix = \"tollgate-bench:\"\n"
+        )
+    });
     format!(
         "[receivers.otlp]\n\
          grpc_listen = \"127.0.0.1:0\"\n\
@@ -321,6 +409,7 @@ fn tollgate_config(dir: &Path, upstream: &str) -> String {
          base_url = \"{upstream}\"\n\
          api_key_env = \"BENCH_PROVIDER_KEY\"\n\
          region = \"us-east-1\"\n\
+         {ledger}\
          {GATEWAY_RULES}"
     )
 }
@@ -329,9 +418,10 @@ async fn tollgate(
     launch: &Launch,
     dir: &Path,
     upstream: &str,
-) -> anyhow::Result<(Option<Process>, Endpoint)> {
+    redis_url: Option<&str>,
+) -> anyhow::Result<Proxy> {
     let config = dir.join("tollgate.toml");
-    std::fs::write(&config, tollgate_config(dir, upstream))?;
+    std::fs::write(&config, tollgate_config(dir, upstream, redis_url))?;
     let mut spec = Spawn::new(&launch.tollgate_exe, dir.join("tollgate.log"));
     spec.args = vec!["serve".into(), "--config".into(), config.into()];
     spec.cpus = launch.proxy_cpus.as_deref();
@@ -361,13 +451,14 @@ async fn tollgate(
     let key = created["key"]
         .as_str()
         .context("no key in the admin API's answer")?;
-    Ok((
-        Some(process),
-        Endpoint {
+    Ok(Proxy {
+        process: Some(process),
+        endpoint: Endpoint {
             url: format!("http://{gateway}/v1/chat/completions"),
             headers: bearer(key)?,
         },
-    ))
+        metrics_url: Some(format!("http://{api}/metrics")),
+    })
 }
 
 async fn litellm(
@@ -473,7 +564,7 @@ async fn portkey(
     ))
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -495,10 +586,34 @@ mod tests {
 
     #[test]
     fn the_tollgate_config_is_valid_toml_with_twenty_rules() {
-        let text = tollgate_config(Path::new("/tmp/x"), "http://127.0.0.1:9/v1");
+        let text = tollgate_config(Path::new("/tmp/x"), "http://127.0.0.1:9/v1", None);
         let value: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(value["gateway"]["enabled"].as_bool(), Some(true));
         assert_eq!(value["rules"].as_array().map(Vec::len), Some(20));
+        assert!(value.get("ledger").is_none());
+    }
+
+    #[test]
+    fn the_redis_ledger_config_differs_only_in_its_ledger() {
+        let local: toml::Value = toml::from_str(&tollgate_config(
+            Path::new("/tmp/x"),
+            "http://127.0.0.1:9/v1",
+            None,
+        ))
+        .unwrap();
+        let mut redis: toml::Value = toml::from_str(&tollgate_config(
+            Path::new("/tmp/x"),
+            "http://127.0.0.1:9/v1",
+            Some("redis://127.0.0.1:6390"),
+        ))
+        .unwrap();
+        let ledger = redis.as_table_mut().unwrap().remove("ledger").unwrap();
+        assert_eq!(ledger["type"].as_str(), Some("redis"));
+        assert_eq!(
+            ledger["redis"]["url"].as_str(),
+            Some("redis://127.0.0.1:6390")
+        );
+        assert_eq!(redis, local);
     }
 
     #[test]

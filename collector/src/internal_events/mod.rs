@@ -134,6 +134,7 @@ pub struct InternalEvents {
     memory: MemoryMetrics,
     ledger: LedgerMetrics,
     wal: WalMetrics,
+    shared_ledger: SharedLedgerMetrics,
     wal_replayed: Counter,
     ledger_rebuild_seconds: Histogram,
     ledger_rebuilt_calls: Counter,
@@ -333,6 +334,8 @@ impl InternalEvents {
         );
         let wal = WalMetrics::default();
         registry.register_collector(Box::new(wal.clone()));
+        let shared_ledger = SharedLedgerMetrics::default();
+        registry.register_collector(Box::new(shared_ledger.clone()));
         let wal_replayed = Counter::default();
         registry.register(
             "wal_replayed_rows",
@@ -378,6 +381,7 @@ impl InternalEvents {
             memory,
             ledger,
             wal,
+            shared_ledger,
             wal_replayed,
             ledger_rebuild_seconds,
             ledger_rebuilt_calls,
@@ -389,6 +393,16 @@ impl InternalEvents {
     /// `stats` at scrape time.
     pub fn attach_wal(&self, stats: impl Fn() -> WalStats + Send + Sync + 'static) {
         let _ = self.wal.0.set(Arc::new(stats));
+    }
+
+    /// Exports the exchanges with the shared ledger (`[ledger] type =
+    /// "redis"`; `tollgate_ledger_exchange*`, `tollgate_ledger_requests`),
+    /// read by `stats` at scrape time.
+    pub fn attach_shared_ledger(
+        &self,
+        stats: impl Fn() -> SharedLedgerStats + Send + Sync + 'static,
+    ) {
+        let _ = self.shared_ledger.0.set(Arc::new(stats));
     }
 
     pub fn wal_replayed(&self, rows: usize) {
@@ -710,6 +724,29 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn shared_ledger_exchanges_are_exported_once_attached() {
+        let ev = InternalEvents::new();
+        assert!(!ev.encode().contains("tollgate_ledger_exchanges"));
+        ev.attach_shared_ledger(|| SharedLedgerStats {
+            exchanges: 7,
+            failures: 2,
+            requests: 19,
+            short: 3,
+            down: true,
+        });
+        let text = ev.encode();
+        for line in [
+            "tollgate_ledger_exchanges_total 7",
+            "tollgate_ledger_exchange_failures_total 2",
+            "tollgate_ledger_requests_total 19",
+            "tollgate_ledger_short_exchanges_total 3",
+            "tollgate_ledger_shared_down 1",
+        ] {
+            assert!(text.contains(line), "no `{line}` in {text}");
+        }
+    }
 }
 
 /// The memory limiter's state, read at scrape time.
@@ -925,6 +962,84 @@ impl prometheus_client::collector::Collector for WalMetrics {
                 "wal_flushes",
                 "Flushes of the write-ahead log to the device (level power)",
                 s.flushes,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// The exchanges with the shared ledger at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SharedLedgerStats {
+    /// Round trips that succeeded.
+    pub exchanges: u64,
+    /// Round trips that failed.
+    pub failures: u64,
+    /// Counters carried by the successful round trips.
+    pub requests: u64,
+    /// Calls that were short of lease and waited for an exchange.
+    pub short: u64,
+    /// Whether the last exchange failed.
+    pub down: bool,
+}
+
+type SharedLedgerStatsFn = Arc<dyn Fn() -> SharedLedgerStats + Send + Sync>;
+
+/// The shared ledger's exchanges, read at scrape time.
+#[derive(Clone, Default)]
+struct SharedLedgerMetrics(Arc<std::sync::OnceLock<SharedLedgerStatsFn>>);
+
+impl std::fmt::Debug for SharedLedgerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedLedgerMetrics")
+    }
+}
+
+impl prometheus_client::collector::Collector for SharedLedgerMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Some(stats) = self.0.get() else {
+            return Ok(());
+        };
+        let s = stats();
+        let down = ConstGauge::new(i64::from(s.down));
+        let metric = encoder.encode_descriptor(
+            "ledger_shared_down",
+            "1 while the last exchange with the shared ledger failed",
+            None,
+            down.metric_type(),
+        )?;
+        down.encode(metric)?;
+        let counters = [
+            (
+                "ledger_exchanges",
+                "Round trips to the shared ledger that succeeded",
+                s.exchanges,
+            ),
+            (
+                "ledger_exchange_failures",
+                "Round trips to the shared ledger that failed (unreachable, timed out)",
+                s.failures,
+            ),
+            (
+                "ledger_requests",
+                "Counters carried by the successful round trips to the shared ledger",
+                s.requests,
+            ),
+            (
+                "ledger_short_exchanges",
+                "Calls short of lease that waited for an exchange with the shared ledger",
+                s.short,
             ),
         ];
         for (name, help, value) in counters {

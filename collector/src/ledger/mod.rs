@@ -161,6 +161,18 @@ impl SharedBudgets {
         &self.stats
     }
 
+    /// The exchanges so far, for `/metrics`.
+    pub fn snapshot(&self) -> crate::internal_events::SharedLedgerStats {
+        let s = &self.stats;
+        crate::internal_events::SharedLedgerStats {
+            exchanges: s.exchanges.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            short: s.short.load(Ordering::Relaxed),
+            down: self.is_down(),
+        }
+    }
+
     /// Whether the last exchange failed.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
@@ -238,7 +250,8 @@ impl SharedBudgets {
 
     /// Asks for enough lease to cover `short`: one exchange for the
     /// counters nobody is asking for yet, and a wait for the others (whose
-    /// need is added to their next exchange).
+    /// need is added to their next exchange). Counters the lease covers
+    /// already (an exchange landed meanwhile) are not asked for.
     pub async fn lease(&self, short: &[LeaseShort]) -> Result<Leased, String> {
         self.stats.short.fetch_add(1, Ordering::Relaxed);
         let now = monotonic_ms();
@@ -247,6 +260,9 @@ impl SharedBudgets {
             let mut requests = Vec::new();
             let mut waiting = Vec::new();
             for s in short {
+                if book.covers(&s.key, s.amount, now) {
+                    continue;
+                }
                 if book.syncing(&s.key) {
                     book.note_demand(&s.key, s.amount);
                     waiting.push(s.key);

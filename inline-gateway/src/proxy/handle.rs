@@ -435,6 +435,10 @@ impl Call<'_> {
     /// intent is built from the row's own scope, so `settle` meets the
     /// counters `admit` reserved on.
     async fn admit(&self, link: &Link, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
+        /// Rounds of leasing before a budget still short is judged
+        /// exceeded: a call short on several counters can find one of them
+        /// taken by concurrent calls while it waited for another.
+        const LEASE_ROUNDS: usize = 3;
         let intent = self.intent(link, &log.record);
         let refused = |r: Refusal| Box::new(RefusalInfo::from_refusal(&r));
         let mut lease = Lease::Held;
@@ -457,7 +461,7 @@ impl Call<'_> {
                     };
                     rounds += 1;
                     match leases.lease(&r.short).await {
-                        Ok(Leased::Granted) if rounds < 4 => {}
+                        Ok(Leased::Granted) if rounds <= LEASE_ROUNDS => {}
                         Ok(_) => lease = Lease::Asked,
                         Err(e) => {
                             tracing::debug!(error = %e, "no lease from the shared ledger");

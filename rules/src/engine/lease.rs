@@ -536,6 +536,14 @@ impl LeaseBook {
         }
     }
 
+    /// Whether the lease of `key` covers `amount` more at `now_ms` (what
+    /// [`LeaseBook::try_take`] checks; read only).
+    pub fn covers(&self, key: &CounterKey, amount: u64, now_ms: i64) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|e| e.free(now_ms) >= amount)
+    }
+
     /// Whether an exchange for `key` is on its way.
     pub fn syncing(&self, key: &CounterKey) -> bool {
         self.entries.get(key).is_some_and(|e| e.syncing)
@@ -572,7 +580,13 @@ impl LeaseBook {
             !closing && (now_ms.saturating_sub(e.last_take_ms) < policy.idle_ms || need > 0);
         let target = match (active, e.limit) {
             (true, Some(limit)) => {
-                let by_rate = (e.rate * policy.horizon_ms as f64 / 1000.0).ceil();
+                // At least one more call like this one: before the rate is
+                // known (a cold start) a lease of exactly the call's need
+                // is taken by whichever concurrent call admits first, and
+                // a call short on several counters can lose every round.
+                let by_rate = (e.rate * policy.horizon_ms as f64 / 1000.0)
+                    .ceil()
+                    .max(need as f64);
                 let cap = (limit as f64 * policy.max_share).floor();
                 by_rate.min(cap).max(0.0) as u64
             }
