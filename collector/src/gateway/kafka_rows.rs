@@ -24,7 +24,6 @@
 //! shared store (with no rows: the process instance storing the row does
 //! not run the rules on it, so nothing is recorded twice).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,18 +131,10 @@ impl RowSink for KafkaRows {
         unstored: Unstored,
         room: RowRoom,
     ) {
-        let mut followed = Followed::default();
-        self.consequences.follow(
-            &mut record,
-            &violations,
-            None,
-            &mut HashSet::new(),
-            &mut followed,
-        );
         let Followed {
             events: rule_events,
             alerts,
-        } = followed;
+        } = self.consequences.follow_call(&mut record, &violations);
         if !(rule_events.is_empty() && alerts.is_empty()) {
             let n = rule_events.len();
             if self

@@ -2,7 +2,6 @@
 //! settlements produced) go through the collector's row queue, and every
 //! call asks the collector's kill-switch first.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use tollgate_gateway::{BlockCheck, CallScope, RowRoom, RowSink};
@@ -33,18 +32,10 @@ impl RowSink for QueueRows {
         unstored: Unstored,
         room: RowRoom,
     ) {
-        let mut followed = Followed::default();
-        self.consequences.follow(
-            &mut record,
-            &violations,
-            None,
-            &mut HashSet::new(),
-            &mut followed,
-        );
         let Followed {
             events: rule_events,
             alerts,
-        } = followed;
+        } = self.consequences.follow_call(&mut record, &violations);
         let queued = match room.take::<RoomForOne>() {
             Some(room) => {
                 self.queue

@@ -68,4 +68,12 @@ impl Consequences {
         self.killswitch.apply(violations);
         self.events.rule_events(out.events.len() - before);
     }
+
+    /// [`Consequences::follow`] for one call the gateway settled: nothing
+    /// of it was stored before, and its events carry its own span.
+    pub fn follow_call(&self, call: &mut CallRecord, violations: &[Violation]) -> Followed {
+        let mut out = Followed::default();
+        self.follow(call, violations, None, &mut HashSet::new(), &mut out);
+        out
+    }
 }
