@@ -574,6 +574,8 @@ impl LeaseBook {
         let direct = std::mem::take(&mut e.direct);
         let reported = std::mem::replace(&mut e.unreported, 0);
         e.hold = e.hold.saturating_sub(reported);
+        // Calls that waited on the last exchange need their share too.
+        let need = need.saturating_add(std::mem::take(&mut e.demand));
         // The lease to keep: about `horizon` of the local spend rate, at
         // most `max_share` of the limit, nothing once unused for `idle`.
         let active =
@@ -593,7 +595,6 @@ impl LeaseBook {
             _ => 0,
         };
         let idle = e.free_ignoring_deadline();
-        let need = need.saturating_add(std::mem::take(&mut e.demand));
         let (give_back, want) = if need > 0 {
             // Ask for what the call lacks plus the target idle slice.
             (0, need.saturating_sub(idle).saturating_add(target))
