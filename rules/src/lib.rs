@@ -11,6 +11,7 @@
 //!   region locks, custom CEL rules) with `admit` / `settle` / `observe`.
 
 pub mod blocks;
+pub mod clock;
 pub mod engine;
 mod event;
 #[doc(hidden)]

@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tollgate_gateway::{BudgetLeases, Leased};
+use tollgate_rules::clock::now_unix_nanos as wall_nanos;
 use tollgate_rules::engine::lease::{
     LeaseBook, LeasePolicy, LeaseReply, LeaseRequest, LeaseShort, monotonic_ms,
 };
@@ -116,12 +117,6 @@ impl std::fmt::Debug for SharedBudgets {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn wall_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// A name for this process start: `name` (the host's by default) and a

@@ -289,9 +289,7 @@ impl Default for Ledger {
 /// Wall-clock now, for eviction: spans may claim any time, so the time of
 /// the call that made the ledger full is not used to decide what ended.
 fn wall_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    crate::clock::now_unix_nanos()
 }
 
 impl Ledger {
