@@ -177,12 +177,17 @@ pub async fn run(
     let already_stored = restore.run(&engine, &killswitch, Some(&mut identity)).await;
     // Budgets shared with other instances: from here on (what was restored
     // is in the shared ledger already).
+    let (crossings_tx, crossings_rx) = mpsc::unbounded_channel();
     let shared = match &config.shared_ledger {
         Some(c) => {
             let shared = crate::ledger::connect(c)
                 .await
                 .map_err(ServeError::Ledger)?;
-            engine.share_budgets(shared.book());
+            // Crossings of shared budgets are followed once the queue is up.
+            let tx = crossings_tx.clone();
+            shared.attach(&engine, move |crossed| {
+                let _ = tx.send(crossed);
+            });
             let exported = Arc::clone(&shared);
             events.attach_shared_ledger(move || exported.snapshot());
             tracing::info!(
@@ -330,6 +335,10 @@ pub async fn run(
         _ => (queue, Recovered::default()),
     };
     let (resync_tx, resync_rx) = mpsc::unbounded_channel();
+    // Thresholds of shared budgets found crossed by exchanges with the
+    // shared ledger: stored and followed like a batch's.
+    drop(crossings_tx);
+    tokio::spawn(consequences.clone().follow_shared_budgets(crossings_rx, queue.clone()));
     let writer = Writer::new(
         rx,
         queue.clone(),
@@ -343,6 +352,7 @@ pub async fn run(
         consequences: consequences.clone(),
         already_stored,
         rebuilder: Some(rebuilder.clone()),
+        shared: shared.as_ref().map(|(s, _)| Arc::clone(s)),
     })
     .with_resync(resync_rx, restore)
     .spawn();

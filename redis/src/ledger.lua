@@ -13,7 +13,10 @@
 --          now_bucket, limit ('' = none), give_back, want,
 --          n, then n pairs (bucket, amount) spent from the hold,
 --          m, then m pairs (bucket, amount) spent directly.
--- Returns  {granted, hold, spent, held_elsewhere}.
+-- Returns  {granted, hold, spent, held_elsewhere, spent_before}:
+--          spent_before is the spend of the window before this exchange
+--          added to it (expired holds and reports), so that the exchanges
+--          of every instance cover each increase exactly once.
 --
 -- Lua numbers are doubles: amounts are exact up to 2^53, and sums saturate
 -- there (the client clamps larger amounts and limits to 2^53). Numbers are
@@ -113,6 +116,7 @@ end
 
 -- 3. Spend reported.
 local own = holds[instance] or 0
+local reported = 0
 local i = 12
 for _ = 1, tonumber(ARGV[11]) do
   local bucket, amount = ARGV[i], tonumber(ARGV[i + 1])
@@ -120,6 +124,7 @@ for _ = 1, tonumber(ARGV[11]) do
   spent[bucket] = add(spent[bucket] or 0, amount)
   dirty[bucket] = true
   own = sub(own, amount)
+  reported = add(reported, amount)
 end
 local direct = tonumber(ARGV[i])
 i = i + 1
@@ -128,6 +133,7 @@ for _ = 1, direct do
   i = i + 2
   spent[bucket] = add(spent[bucket] or 0, amount)
   dirty[bucket] = true
+  reported = add(reported, amount)
 end
 
 -- 4. Capacity returned.
@@ -177,4 +183,4 @@ end
 -- windows move it forward at every exchange.
 redis.call('PEXPIREAT', key, int(math.max(ends_ms, now + ttl) + grace))
 
-return {granted, own, total, elsewhere}
+return {granted, own, total, elsewhere, sub(total, add(expired, reported))}

@@ -210,7 +210,7 @@ impl RedisLedger {
                 .and_then(|n| u64::try_from(*n).ok())
                 .ok_or_else(|| self.reply_error(format!("ledger script answered {v:?}")))
         };
-        if v.len() != 4 {
+        if v.len() != 5 {
             return Err(self.reply_error(format!("ledger script answered {v:?}")));
         }
         Ok(LeaseReply {
@@ -218,6 +218,7 @@ impl RedisLedger {
             hold: field(1)?,
             spent: field(2)?,
             held_elsewhere: field(3)?,
+            spent_before: field(4)?,
         })
     }
 

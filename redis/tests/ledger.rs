@@ -231,7 +231,8 @@ async fn one_round_trip_for_any_number_of_requests() {
                     granted: want,
                     hold: want,
                     spent: 0,
-                    held_elsewhere: 0
+                    held_elsewhere: 0,
+                    spent_before: 0,
                 }
             );
         }
@@ -282,7 +283,8 @@ async fn the_counter_is_one_hash_that_expires_after_its_window() {
             granted: 300,
             hold: 300,
             spent: 25,
-            held_elsewhere: 0
+            held_elsewhere: 0,
+            spent_before: 0,
         }]
     );
     let name = ledger.key(&key);
@@ -362,7 +364,8 @@ async fn holds_expire_by_the_servers_clock() {
             granted: 0,
             hold: 0,
             spent: 1_000,
-            held_elsewhere: 0
+            held_elsewhere: 0,
+            spent_before: 0,
         }
     );
 }

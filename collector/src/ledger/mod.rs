@@ -10,11 +10,23 @@
 //!   whatever is due for every counter: spend to report, idle capacity to
 //!   give back, holds to extend; at shutdown, every hold is given back.
 //!
+//! - [`SharedBudgets::report_observed`]: the spend of calls counted after
+//!   the fact (spans) is reported before they are stored, so an instance
+//!   killed once they are stored has lost none of it.
+//!
+//! Every exchange tells how far it moved each counter's spend, every
+//! instance together; the engine turns that into the thresholds crossed
+//! ([`Engine::crossings`]), and [`SharedBudgets::on_crossings`] hands them
+//! on. Each increase is in exactly one exchange, so a crossing is
+//! reported once, by one instance.
+//!
 //! When the server cannot be reached, what was to be reported is kept and
 //! sent again; the outage is logged once (and its end), and counted.
+//!
+//! [`Engine::crossings`]: tollgate_rules::engine::Engine::crossings
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -23,8 +35,15 @@ use tokio_util::sync::CancellationToken;
 use tollgate_gateway::{BudgetLeases, Leased};
 use tollgate_rules::clock::now_unix_nanos as wall_nanos;
 use tollgate_rules::engine::lease::{
-    LeaseBook, LeasePolicy, LeaseReply, LeaseRequest, LeaseShort, monotonic_ms,
+    CallRef, LeaseBook, LeasePolicy, LeaseReply, LeaseRequest, LeaseShort, monotonic_ms,
 };
+use tollgate_rules::engine::{Engine, Violation};
+
+/// Thresholds of shared budgets crossed by an exchange, each with the last
+/// call of this instance counted on its counter.
+pub type Crossings = Vec<(Violation, CallRef)>;
+
+type CrossingHook = Box<dyn Fn(Crossings) + Send + Sync>;
 
 /// The shared ledger as this module needs it: one atomic exchange of any
 /// number of requests, in one round trip.
@@ -105,6 +124,8 @@ pub struct SharedBudgets {
     stats: LedgerStats,
     /// How long a call waits for an exchange on its way before giving up.
     wait: Duration,
+    /// The engine that judges crossings, and who follows them.
+    crossings: OnceLock<(Engine, CrossingHook)>,
 }
 
 impl std::fmt::Debug for SharedBudgets {
@@ -140,7 +161,17 @@ impl SharedBudgets {
             down: AtomicBool::new(false),
             stats: LedgerStats::default(),
             wait: Duration::from_millis(u64::try_from(policy.margin_ms).unwrap_or(1_000)),
+            crossings: OnceLock::new(),
         }
+    }
+
+    /// Shares `engine`'s budgets through this ledger: it admits against
+    /// this instance's leases and reports its spend here; the thresholds
+    /// that exchanges move its budgets past go to `follow`. Once; later
+    /// calls change nothing.
+    pub fn attach(&self, engine: &Engine, follow: impl Fn(Crossings) + Send + Sync + 'static) {
+        engine.share_budgets(self.book());
+        let _ = self.crossings.set((engine.clone(), Box::new(follow)));
     }
 
     /// The book the engine admits against (`Engine::share_budgets`).
@@ -199,12 +230,14 @@ impl SharedBudgets {
                     ))
                 }
             });
+        let mut moved = Vec::new();
         let result = {
             let mut book = lock(&self.book);
             match outcome {
                 Ok(replies) => {
                     for (req, reply) in requests.iter().zip(&replies) {
                         book.reply(&req.key, reply, sent_ms);
+                        moved.extend(book.moved(&req.key, reply));
                     }
                     self.stats.exchanges.fetch_add(1, Ordering::Relaxed);
                     self.stats
@@ -240,7 +273,47 @@ impl SharedBudgets {
             }
         }
         self.exchanged.notify_waiters();
+        if let Some((engine, follow)) = self.crossings.get().filter(|_| !moved.is_empty()) {
+            let crossed = engine.crossings(&moved);
+            if !crossed.is_empty() {
+                follow(crossed);
+            }
+        }
         result
+    }
+
+    /// Reports now the spend of calls counted after the fact (observed
+    /// spans), waiting for an exchange already on its way for one of their
+    /// counters: called before those calls are stored. Gives up after the
+    /// wait a short call gets (the spend stays to be reported).
+    pub async fn report_observed(&self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            let notified = self.exchanged.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = monotonic_ms();
+            let (requests, busy) = {
+                let mut book = lock(&self.book);
+                let mut busy = false;
+                let mut requests = Vec::new();
+                for key in book.observed() {
+                    if book.syncing(&key) {
+                        busy = true;
+                    } else if let Some(r) = book.request(&key, 0, now, wall_nanos()) {
+                        requests.push(r);
+                    }
+                }
+                (requests, busy)
+            };
+            self.send(requests, now).await?;
+            if !busy {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err("timed out waiting for the shared ledger".to_owned());
+            }
+        }
     }
 
     /// Asks for enough lease to cover `short`: one exchange for the

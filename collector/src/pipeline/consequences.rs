@@ -8,9 +8,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tollgate_rules::engine::Violation;
+use tollgate_rules::engine::lease::CallRef;
 use tollgate_rules::{CallRecord, RuleEvent};
 
+use super::queue::RowQueue;
 use super::restore::event_key;
 use crate::alerts::Alerts;
 use crate::internal_events::InternalEvents;
@@ -75,5 +78,47 @@ impl Consequences {
         let mut out = Followed::default();
         self.follow(call, violations, None, &mut HashSet::new(), &mut out);
         out
+    }
+
+    /// Follows the thresholds of shared budgets that exchanges with the
+    /// shared ledger found crossed (not a call's evaluation: the spend of
+    /// every instance crossed them): each event names the last call of
+    /// this instance counted on the budget.
+    pub fn follow_crossings(&self, crossings: Vec<(Violation, CallRef)>) -> Followed {
+        let mut out = Followed::default();
+        for (violation, call) in crossings {
+            let mut record = CallRecord {
+                trace_id: call.trace_id,
+                span_id: call.span_id,
+                start_unix_nanos: call.ended_at,
+                ..CallRecord::default()
+            };
+            self.follow(
+                &mut record,
+                std::slice::from_ref(&violation),
+                None,
+                &mut HashSet::new(),
+                &mut out,
+            );
+        }
+        out
+    }
+
+    /// Follows the crossings `rx` brings until it closes: their events and
+    /// alerts are queued for the store like a batch's (no rows: they take
+    /// no room in the queue, so only a shutdown refuses them).
+    pub async fn follow_shared_budgets(
+        self,
+        mut rx: mpsc::UnboundedReceiver<Vec<(Violation, CallRef)>>,
+        queue: RowQueue,
+    ) {
+        while let Some(crossings) = rx.recv().await {
+            let followed = self.follow_crossings(crossings);
+            if let Err(e) =
+                queue.try_push_with_events(Vec::new(), followed.events, followed.alerts, None)
+            {
+                tracing::warn!(error = %e, "a shared budget's rule events could not be queued for the store");
+            }
+        }
     }
 }

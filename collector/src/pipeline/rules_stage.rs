@@ -4,8 +4,12 @@
 
 use std::collections::HashSet;
 
+use std::sync::Arc;
+
 use tollgate_rules::CallRecord;
 use tollgate_rules::engine::Engine;
+
+use crate::ledger::SharedBudgets;
 
 use super::consequences::{Consequences, Followed};
 use super::identity::CallMerge;
@@ -22,6 +26,9 @@ pub struct RuleStage {
     pub already_stored: HashSet<String>,
     /// Reads counters the engine evicted back from the store.
     pub rebuilder: Option<CounterRebuilder>,
+    /// Budgets shared with other instances: the spend of observed calls is
+    /// reported there before they are stored.
+    pub shared: Option<Arc<SharedBudgets>>,
 }
 
 impl RuleStage {
@@ -63,6 +70,19 @@ impl RuleStage {
         }
     }
 
+    /// Reports the spend just counted to the shared ledger, when budgets
+    /// are shared, before the calls are stored: once they are, a Kafka
+    /// consumer commits their offsets and would not count them again after
+    /// a crash. When the ledger cannot be reached the calls are stored all
+    /// the same and their spend is reported once it is back.
+    pub async fn report(&self) {
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.report_observed().await
+        {
+            tracing::debug!(error = %e, "observed spend not reported to the shared ledger yet");
+        }
+    }
+
     /// Counts the usage that later descriptions of already-counted calls
     /// added (see [`CallMerge::correction`]); their events (given the
     /// stored row's span id) and alerts go to `out`.
@@ -89,8 +109,6 @@ mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use tollgate_rules::engine::{compile, parse_rules};
-
-    use std::sync::Arc;
 
     use super::*;
     use crate::alerts::Alerts;
@@ -132,6 +150,7 @@ action = "alert"
             },
             already_stored,
             rebuilder: None,
+            shared: None,
         }
     }
 

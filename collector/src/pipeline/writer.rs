@@ -215,6 +215,7 @@ impl Writer {
                 if evaluated.is_err() {
                     self.store.events.stage_panicked("rules", 0);
                 }
+                stage.report().await;
             }
             // One batch in flight at a time keeps batches in order.
             let spare = land(&mut in_flight).await;

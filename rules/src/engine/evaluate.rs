@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use super::call_view::CallView;
 use super::compile::{BudgetRule, CompiledRule, RuleKind, RuleSet};
 use super::config::{Action, Metric, OnLedgerError};
-use super::lease::{LeaseBook, LeaseShort, LeaseWindow, monotonic_ms};
+use super::lease::{
+    CallRef, CounterSubject, LeaseBook, LeaseShort, LeaseWindow, SpendMoved, monotonic_ms,
+};
 use super::ledger::{Ask, Counter, CounterKey, Ledger, LedgerStats};
 use super::scope::{
     CallFacts, CallIntent, ScopeDim, ScopeHashes, scope_hash, scope_label, scope_pairs,
@@ -869,14 +871,31 @@ impl Engine {
         if let Some(reserved) = reserved {
             ledger.release(&key, reserved);
         }
-        if let Some(book) = self.leases().filter(|_| counting != Counting::Replay) {
+        let shared = self.leases().filter(|_| counting != Counting::Replay);
+        if let Some(book) = shared {
             let mut book = lock(book);
             match reserved {
                 Some(reserved) => book.settle(&key, reserved, amount, at),
                 None => book.observe(key, LeaseWindow::of(&b.window, end), limit, amount, at),
             }
+            if amount > 0 {
+                let subject = || CounterSubject {
+                    rule_id: Arc::clone(&rule.id),
+                    scope: scope_label(&rule.scope, record),
+                    scope_dims: scope_pairs(&rule.scope, record),
+                    window_end: end,
+                    call: CallRef::default(),
+                };
+                book.note_call(&key, subject, &record.trace_id, &record.span_id, at);
+            }
         }
         let counter = ledger.settle(key, &b.window, at, amount, end);
+        if shared.is_some() {
+            // A shared budget's thresholds are crossed by the spend of every
+            // instance: the exchange that moves it past one says so
+            // (`Engine::crossings`), once for all of them.
+            return;
+        }
         let (Some(limit), false) = (limit, snoozed) else {
             return;
         };
@@ -920,6 +939,72 @@ impl Engine {
         } else if used <= ceiling && rolling {
             counter.crossed &= !EXCEEDED_BIT;
         }
+    }
+
+    /// The thresholds (and limits) of shared budgets that exchanges with
+    /// the shared ledger moved the spend past: each increase of a shared
+    /// counter is in exactly one exchange of one instance, so each
+    /// crossing is reported once, by that instance, whichever instances
+    /// counted the calls. A counter whose rule is gone reports nothing.
+    pub fn crossings(&self, moved: &[SpendMoved]) -> Vec<(Violation, CallRef)> {
+        let rules = self.rules();
+        let mut out = Vec::new();
+        for m in moved {
+            let Some((rule, b)) = rules.rules.iter().find_map(|r| match &r.kind {
+                RuleKind::Budget(b) if r.hash == m.key.rule => Some((r, b)),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let at = m.subject.call.ended_at;
+            let limit = match self.override_of(rule, m.key.scope, at) {
+                Some(Override::Snooze { .. }) => None,
+                Some(Override::Limit { limit, .. }) => limit,
+                None => Some(b.limit),
+            };
+            let Some(limit) = limit else {
+                continue;
+            };
+            let ceiling = {
+                let mut ledger = lock(&self.ledger);
+                match ledger.get_mut(&m.key) {
+                    Some(counter) => {
+                        if m.after > limit && counter.over_since.is_none() {
+                            counter.over_since = Some(at);
+                        }
+                        with_burst(b, limit, counter.over_since, at)
+                    }
+                    None => limit,
+                }
+            };
+            let base = |kind, threshold| Violation {
+                rule_id: Arc::clone(&rule.id),
+                kind,
+                scope: m.subject.scope.clone(),
+                scope_dims: m.subject.scope_dims.clone(),
+                metric: Some(b.metric),
+                limit: Some(display(b.metric, limit)),
+                used: Some(display(b.metric, m.after)),
+                threshold,
+                action: rule.action,
+                window_end: Some(m.subject.window_end),
+                alerts: rule.alerts.clone(),
+                notify: true,
+            };
+            for t in &b.thresholds {
+                let mark = t * limit as f64;
+                if (m.before as f64) < mark && m.after as f64 >= mark {
+                    out.push((base(ViolationKind::Threshold, Some(*t)), m.subject.call.clone()));
+                }
+            }
+            if m.before <= ceiling && m.after > ceiling {
+                let mut v = base(ViolationKind::LimitExceeded, None);
+                v.limit = Some(display(b.metric, ceiling));
+                v.notify = b.burst.is_some() || !b.thresholds.contains(&1.0);
+                out.push((v, m.subject.call.clone()));
+            }
+        }
+        out
     }
 
     /// Forgets all settled usage and crossed thresholds, keeping what admitted

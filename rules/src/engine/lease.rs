@@ -32,6 +32,7 @@
 //! hold it had (an idle slice plus its calls in flight), never an overrun.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::ledger::{BuildKeyHasher, CounterKey};
 use super::window::{ROLLING_BUCKETS, Window, WindowKind};
@@ -113,6 +114,12 @@ pub struct LeaseReply {
     pub spent: u64,
     /// What other instances hold.
     pub held_elsewhere: u64,
+    /// Spent within the window before this exchange added to it (expired
+    /// holds booked, spend reported): the exchanges of every instance,
+    /// applied one at a time, cover each increase of the spend exactly
+    /// once, so the one whose `spent_before..spent` contains a threshold
+    /// is the one that crossed it.
+    pub spent_before: u64,
 }
 
 /// One instance's hold on one counter, as the server keeps it.
@@ -172,14 +179,17 @@ impl LeasePool {
         }
         // 3. Spend reported.
         let mut own = c.holds.get(instance).map_or(0, |h| h.amount);
+        let mut reported = 0u64;
         for (bucket, amount) in &req.from_hold {
             let b = c.spent.entry(*bucket).or_default();
             *b = b.saturating_add(*amount);
             own = own.saturating_sub(*amount);
+            reported = reported.saturating_add(*amount);
         }
         for (bucket, amount) in &req.direct {
             let b = c.spent.entry(*bucket).or_default();
             *b = b.saturating_add(*amount);
+            reported = reported.saturating_add(*amount);
         }
         // 4. Capacity returned.
         own = own.saturating_sub(req.give_back);
@@ -211,6 +221,7 @@ impl LeasePool {
             hold: own,
             spent,
             held_elsewhere,
+            spent_before: spent.saturating_sub(expired.saturating_add(reported)),
         }
     }
 
@@ -280,6 +291,39 @@ impl Default for LeasePolicy {
     }
 }
 
+/// What a shared counter is about, for the events of the thresholds its
+/// spend crosses: which call of this instance counted on it last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CounterSubject {
+    pub rule_id: Arc<str>,
+    /// `project=search,user=alice`.
+    pub scope: String,
+    pub scope_dims: Vec<(String, String)>,
+    /// End of the counter's window (Unix nanoseconds).
+    pub window_end: i64,
+    /// The last call of this instance counted on the counter.
+    pub call: CallRef,
+}
+
+/// A call an event is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallRef {
+    pub trace_id: String,
+    pub span_id: String,
+    /// When it ended, Unix nanoseconds.
+    pub ended_at: i64,
+}
+
+/// The spend of a shared counter moved in an exchange: from `before` to
+/// `after`, every instance together (see [`LeaseReply::spent_before`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendMoved {
+    pub key: CounterKey,
+    pub before: u64,
+    pub after: u64,
+    pub subject: CounterSubject,
+}
+
 /// One counter as an instance sees it.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -310,6 +354,8 @@ struct Entry {
     /// The last reply's view of the whole budget.
     spent: u64,
     held_elsewhere: u64,
+    /// Set by the first call counted.
+    subject: Option<CounterSubject>,
 }
 
 impl Entry {
@@ -330,6 +376,7 @@ impl Entry {
             rate_at_ms: i64::MIN,
             spent: 0,
             held_elsewhere: 0,
+            subject: None,
         }
     }
 
@@ -496,6 +543,55 @@ impl LeaseBook {
         push_bucket(&mut e.direct, e.window.bucket(at), actual);
     }
 
+    /// Names `call` as the last counted on `key`; `subject` describes the
+    /// counter the first time.
+    pub fn note_call(
+        &mut self,
+        key: &CounterKey,
+        subject: impl FnOnce() -> CounterSubject,
+        trace_id: &str,
+        span_id: &str,
+        ended_at: i64,
+    ) {
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        match &mut e.subject {
+            Some(s) => {
+                // Reuses the strings' room: this runs for every call.
+                s.call.trace_id.clear();
+                s.call.trace_id.push_str(trace_id);
+                s.call.span_id.clear();
+                s.call.span_id.push_str(span_id);
+                s.call.ended_at = ended_at;
+            }
+            None => {
+                let mut s = subject();
+                s.call = CallRef {
+                    trace_id: trace_id.to_owned(),
+                    span_id: span_id.to_owned(),
+                    ended_at,
+                };
+                e.subject = Some(s);
+            }
+        }
+    }
+
+    /// How the reply to an exchange moved the spend of `key`, when it did
+    /// and a call of this instance was counted on it.
+    pub fn moved(&self, key: &CounterKey, reply: &LeaseReply) -> Option<SpendMoved> {
+        if reply.spent <= reply.spent_before {
+            return None;
+        }
+        let subject = self.entries.get(key)?.subject.clone()?;
+        Some(SpendMoved {
+            key: *key,
+            before: reply.spent_before,
+            after: reply.spent,
+            subject,
+        })
+    }
+
     /// Whether `key` has anything for the server at `now_ms` (spend to
     /// report, idle capacity to give back, a hold to extend), and is not
     /// already being exchanged.
@@ -516,6 +612,16 @@ impl LeaseBook {
         } else {
             SyncNeed::Nothing
         }
+    }
+
+    /// Counters with spend counted after the fact not reported yet
+    /// (whether an exchange is on its way or not).
+    pub fn observed(&self) -> Vec<CounterKey> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| !e.direct.is_empty())
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// Counters with something for the server at `now_ms`.

@@ -84,6 +84,8 @@ struct World {
     /// calls open on an instance that died.
     billed: u64,
     generation: usize,
+    /// Spent after the last exchange: the next one's `spent_before`.
+    spent: u64,
 }
 
 impl World {
@@ -103,7 +105,18 @@ impl World {
             limit,
             billed: 0,
             generation: 0,
+            spent: 0,
         }
+    }
+
+    /// Applies `req` of `name` on the server: every increase of the spend
+    /// is in exactly one exchange's `spent_before..spent`.
+    fn apply(&mut self, name: &str, req: &LeaseRequest) -> LeaseReply {
+        let reply = self.pool.apply(name, self.now_ms, policy().ttl_ms, req);
+        assert_eq!(reply.spent_before, self.spent, "{reply:?}");
+        assert!(reply.spent >= reply.spent_before);
+        self.spent = reply.spent;
+        reply
     }
 
     /// Usage providers may still bill: open calls of live instances.
@@ -119,9 +132,8 @@ impl World {
         let Some((req, sent)) = self.instances[i].in_flight.take() else {
             return;
         };
-        let reply = self
-            .pool
-            .apply(&self.instances[i].name, self.now_ms, policy().ttl_ms, &req);
+        let name = self.instances[i].name.clone();
+        let reply = self.apply(&name, &req);
         let x = &mut self.instances[i];
         if reply_lost {
             x.book.failed(&KEY, req);
@@ -195,7 +207,8 @@ impl World {
                 self.billed += open;
                 x.alive = false;
                 if let Some((req, _)) = x.in_flight.take() {
-                    self.pool.apply(&x.name, now, policy().ttl_ms, &req);
+                    let name = x.name.clone();
+                    self.apply(&name, &req);
                 }
                 // A new instance takes its place under a new name.
                 self.generation += 1;

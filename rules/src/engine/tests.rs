@@ -918,3 +918,84 @@ fn shared_budget_admits_no_more_than_the_limit_across_instances() {
         "most of the budget is usable: {admitted}"
     );
 }
+
+const ORG_ALERTS: &str = r#"
+[[rules]]
+id = "org-daily"
+type = "budget"
+metric = "tokens"
+limit = 1000
+scope = ["org"]
+window = "day"
+alert_at = [0.5, 0.8, 1.0]
+action = "block"
+"#;
+
+/// An org-wide budget counted by three instances, each seeing the calls
+/// of one project: each crossing is reported once, by the instance whose
+/// exchange moved the org's spend past it, at the org's spend.
+#[test]
+fn shared_budget_crossings_are_reported_once_across_instances() {
+    use super::lease::{LeaseBook, LeasePolicy, LeasePool, monotonic_ms};
+    use std::sync::Mutex;
+
+    let mut pool = LeasePool::new();
+    let engines: Vec<Engine> = (0..3)
+        .map(|_| {
+            let e = Engine::new(rules(ORG_ALERTS));
+            e.share_budgets(Arc::new(Mutex::new(LeaseBook::new(LeasePolicy::default()))));
+            e
+        })
+        .collect();
+    let mut fired = Vec::new();
+    let mut spent = 0u64;
+    for n in 0..30u64 {
+        let i = (n % 3) as usize;
+        let engine = &engines[i];
+        let mut record = call(&format!("p{i}"), 40, NOON);
+        record.org = Some("acme".into());
+        record.span_id = format!("s{n}");
+        // Counted locally: nothing fires before the exchange.
+        assert!(engine.observe(&record).is_empty());
+        spent += 40;
+        let book = engine.leases().unwrap();
+        let mut book = book.lock().unwrap();
+        let now = monotonic_ms();
+        let requests: Vec<_> = book
+            .due(now)
+            .into_iter()
+            .filter_map(|k| book.request(&k, 0, now, NOON))
+            .collect();
+        let mut moved = Vec::new();
+        for req in requests {
+            let reply = pool.apply(&format!("i{i}"), 0, 10_000, &req);
+            book.reply(&req.key, &reply, now);
+            moved.extend(book.moved(&req.key, &reply));
+        }
+        drop(book);
+        for (v, call) in engine.crossings(&moved) {
+            assert_eq!(call.span_id, format!("s{n}"));
+            assert_eq!(v.scope, "org=acme");
+            fired.push((v.kind, v.threshold, v.used.unwrap() as u64, spent));
+        }
+    }
+    assert_eq!(
+        fired,
+        vec![
+            (ViolationKind::Threshold, Some(0.5), 520, 520),
+            (ViolationKind::Threshold, Some(0.8), 800, 800),
+            (ViolationKind::Threshold, Some(1.0), 1000, 1000),
+            (ViolationKind::LimitExceeded, None, 1040, 1040),
+        ]
+    );
+    // Each instance alone saw a third of it: 400 of 1,000.
+    let alone = Engine::new(rules(ORG_ALERTS));
+    let mut alone_fired = Vec::new();
+    for n in 0..10 {
+        let mut record = call("p0", 40, NOON);
+        record.org = Some("acme".into());
+        record.span_id = format!("s{n}");
+        alone_fired.extend(alone.observe(&record));
+    }
+    assert!(alone_fired.is_empty(), "{alone_fired:?}");
+}
