@@ -88,7 +88,9 @@ async fn assigned(c: &Collector) -> bool {
 }
 
 async fn blocked(c: &Collector, org: &str) -> bool {
-    let (status, state) = c.get(&format!("/v1/enforcement?org={org}&project=p00")).await;
+    let (status, state) = c
+        .get(&format!("/v1/enforcement?org={org}&project=p00"))
+        .await;
     assert_eq!(status, 200, "{state}");
     state["blocked"].as_bool().unwrap()
 }

@@ -338,7 +338,11 @@ pub async fn run(
     // Thresholds of shared budgets found crossed by exchanges with the
     // shared ledger: stored and followed like a batch's.
     drop(crossings_tx);
-    tokio::spawn(consequences.clone().follow_shared_budgets(crossings_rx, queue.clone()));
+    tokio::spawn(
+        consequences
+            .clone()
+            .follow_shared_budgets(crossings_rx, queue.clone()),
+    );
     let writer = Writer::new(
         rx,
         queue.clone(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures::future::BoxFuture;
 use tollgate_rules::CallRecord;
 use tollgate_rules::engine::lease::LeaseShort;
-use tollgate_rules::engine::{Engine, RebuildPlan, Unstored, Violation};
+use tollgate_rules::engine::{CallFacts, Engine, RebuildPlan, Unstored, Violation};
 use tollgate_rules::pricing::PriceTable;
 
 use crate::keys::KeyStore;
@@ -135,30 +135,17 @@ pub trait RowSink: Send + Sync {
     );
 }
 
-/// Who is calling, as the kill-switch matches blocks: a block applies when
-/// every dimension it names has the caller's value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CallScope<'a> {
-    pub org: Option<&'a str>,
-    pub project: Option<&'a str>,
-    pub app: Option<&'a str>,
-    pub environment: Option<&'a str>,
-    pub user: Option<&'a str>,
-    pub session: Option<&'a str>,
-    /// The virtual key's id.
-    pub key: Option<&'a str>,
-    pub route: Option<&'a str>,
-}
-
 /// A kill-switch block: the rules crate's, as the collector's kill-switch
 /// holds it.
 pub use tollgate_rules::blocks::Block;
+use tollgate_rules::blocks::BlockTable;
 
 /// The kill-switch, asked before every call.
 pub trait BlockCheck: Send + Sync {
-    /// The block that applies to `scope`, if any. Called on every request:
-    /// answer from memory, never block on I/O.
-    fn blocked(&self, scope: &CallScope<'_>) -> Option<Block>;
+    /// The block that applies to the caller `who` (the call's row so far:
+    /// its org, project, user, key, route...), if any. Called on every
+    /// request: answer from memory, never block on I/O.
+    fn blocked(&self, who: &dyn CallFacts) -> Option<Block>;
 }
 
 /// A kill-switch that never blocks.
@@ -166,7 +153,7 @@ pub trait BlockCheck: Send + Sync {
 pub struct NoBlocks;
 
 impl BlockCheck for NoBlocks {
-    fn blocked(&self, _scope: &CallScope<'_>) -> Option<Block> {
+    fn blocked(&self, _who: &dyn CallFacts) -> Option<Block> {
         None
     }
 }
@@ -217,15 +204,12 @@ impl RowSink for MemoryRows {
     }
 }
 
-/// A [`BlockCheck`] over a list, for tests: a block applies when each of
-/// its `(dimension, value)` pairs matches the caller.
+/// A [`BlockCheck`] over a block table of its own, for tests: a block
+/// applies when each of its `(dimension, value)` pairs matches the caller.
 #[derive(Debug, Default)]
 pub struct StaticBlocks {
-    blocks: Mutex<Vec<ScopedBlock>>,
+    blocks: Mutex<BlockTable>,
 }
-
-/// `(dimension, value)` pairs and the block they get.
-type ScopedBlock = (Vec<(String, String)>, Block);
 
 impl StaticBlocks {
     pub fn new() -> Self {
@@ -233,49 +217,26 @@ impl StaticBlocks {
     }
 
     /// Blocks every caller whose `dims` have these values.
-    pub fn block(&self, dims: &[(&str, &str)], block: Block) {
-        let dims = dims
+    pub fn block(&self, dims: &[(&str, &str)], mut block: Block) {
+        block.dims = dims
             .iter()
             .map(|(d, v)| ((*d).to_owned(), (*v).to_owned()))
             .collect();
         self.blocks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((dims, block));
+            .insert(block);
     }
 
     /// Lifts every block.
     pub fn clear(&self) {
-        self.blocks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-}
-
-impl CallScope<'_> {
-    /// The caller's value of dimension `dim` (`project`, `user`, ...).
-    pub fn value(&self, dim: &str) -> Option<&str> {
-        match dim {
-            "org" => self.org,
-            "project" => self.project,
-            "app" => self.app,
-            "environment" => self.environment,
-            "user" => self.user,
-            "session" => self.session,
-            "key" => self.key,
-            "route" => self.route,
-            _ => None,
-        }
+        *self.blocks.lock().unwrap_or_else(PoisonError::into_inner) = BlockTable::default();
     }
 }
 
 impl BlockCheck for StaticBlocks {
-    fn blocked(&self, scope: &CallScope<'_>) -> Option<Block> {
+    fn blocked(&self, who: &dyn CallFacts) -> Option<Block> {
         let blocks = self.blocks.lock().unwrap_or_else(PoisonError::into_inner);
-        blocks
-            .iter()
-            .find(|(dims, _)| dims.iter().all(|(d, v)| scope.value(d) == Some(v.as_str())))
-            .map(|(_, b)| b.clone())
+        blocks.applying(who, i64::MIN).into_iter().next()
     }
 }

@@ -95,8 +95,8 @@ pub use config::{
     TargetConfig, ValidConfig,
 };
 pub use deps::{
-    Block, BlockCheck, BudgetLeases, CallScope, CounterRebuild, GatewayDeps, Leased, MemoryRows,
-    NoBlocks, RowRoom, RowSink, StaticBlocks,
+    Block, BlockCheck, BudgetLeases, CounterRebuild, GatewayDeps, Leased, MemoryRows, NoBlocks,
+    RowRoom, RowSink, StaticBlocks,
 };
 pub use error::GatewayError;
 pub use internal_events::GatewayStats;

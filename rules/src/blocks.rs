@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::config::{Action, Metric};
-use crate::engine::{Violation, ViolationKind};
+use crate::engine::{CallFacts, Scope, ScopeDim, Violation, ViolationKind};
 
 /// One blocked scope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,61 +27,52 @@ pub struct Block {
     pub dims: Vec<(String, String)>,
 }
 
-/// Who asks (`GET /v1/enforcement?project=..&user=..`): a block applies when
-/// every dimension it names has the asker's value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScopeQuery {
-    pub org: Option<String>,
-    pub project: Option<String>,
-    pub app: Option<String>,
-    pub environment: Option<String>,
-    pub user: Option<String>,
-    pub session: Option<String>,
-    pub key: Option<String>,
-    pub route: Option<String>,
-}
-
-impl ScopeQuery {
-    /// The value asked for dimension `dim` (`org`, `project`, ...).
-    pub fn value(&self, dim: &str) -> Option<&str> {
-        match dim {
-            "org" => self.org.as_deref(),
-            "project" => self.project.as_deref(),
-            "app" => self.app.as_deref(),
-            "environment" => self.environment.as_deref(),
-            "user" => self.user.as_deref(),
-            "session" => self.session.as_deref(),
-            "key" => self.key.as_deref(),
-            "route" => self.route.as_deref(),
-            _ => None,
+impl Block {
+    /// A block of `dims` (as (dimension, value) pairs) by `rule_id`, for
+    /// `reason`, until `until_unix_nanos` (0: until lifted).
+    pub fn new<D: Into<String>, V: Into<String>>(
+        rule_id: &str,
+        dims: impl IntoIterator<Item = (D, V)>,
+        reason: &str,
+        until_unix_nanos: i64,
+    ) -> Self {
+        let dims: Vec<(String, String)> = dims
+            .into_iter()
+            .map(|(d, v)| (d.into(), v.into()))
+            .collect();
+        Self {
+            rule_id: rule_id.to_owned(),
+            scope: dims
+                .iter()
+                .map(|(d, v)| format!("{d}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            reason: reason.to_owned(),
+            until_unix_nanos,
+            limit: 0.0,
+            used: 0.0,
+            metric: String::new(),
+            dims,
         }
     }
 
-    /// The (dimension, value) pairs given, for a block set by an admin.
-    pub fn dims(&self) -> Vec<(String, String)> {
-        [
-            "org",
-            "project",
-            "app",
-            "environment",
-            "user",
-            "session",
-            "key",
-            "route",
-        ]
-        .into_iter()
-        .filter_map(|d| self.value(d).map(|v| (d.to_owned(), v.to_owned())))
-        .collect()
+    /// A block an admin sets on `scope`.
+    pub fn by_admin(scope: &Scope, reason: &str, until_unix_nanos: i64) -> Self {
+        Self::new("admin", scope.dims(), reason, until_unix_nanos)
     }
 
-    /// Whether `block` applies to this asker (a scan; [`BlockTable`] indexes).
-    pub fn covers(&self, block: &Block) -> bool {
-        block
-            .dims
+    /// Whether the block applies to `who`: every dimension it names has
+    /// `who`'s value (a scan; [`BlockTable`] indexes).
+    pub fn covers(&self, who: &(impl CallFacts + ?Sized)) -> bool {
+        self.dims
             .iter()
-            .all(|(d, v)| self.value(d).is_some_and(|mine| mine == v))
+            .all(|(d, v)| value_of(who, d).is_some_and(|mine| mine == v))
     }
+}
+
+/// `who`'s value of the dimension a block names `name`.
+fn value_of<'a>(who: &'a (impl CallFacts + ?Sized), name: &str) -> Option<&'a str> {
+    who.dim(&ScopeDim::parse(name)?)
 }
 
 /// A block's identity: (rule, scope).
@@ -176,14 +167,14 @@ impl BlockTable {
         pruned
     }
 
-    /// The keys of the blocks that cover `query`.
-    pub fn covering(&self, query: &ScopeQuery) -> Vec<BlockKey> {
+    /// The keys of the blocks that cover `who`.
+    pub fn covering(&self, who: &(impl CallFacts + ?Sized)) -> Vec<BlockKey> {
         let mut found = Vec::new();
         for (shape, by_values) in &self.by_shape {
             let mut values = String::new();
             let mut complete = true;
             for (i, dim) in shape.iter().enumerate() {
-                let Some(v) = query.value(dim) else {
+                let Some(v) = value_of(who, dim) else {
                     complete = false;
                     break;
                 };
@@ -210,9 +201,9 @@ impl BlockTable {
         self.by_key.values()
     }
 
-    /// The blocks that apply to `query` at `now`, in key order.
-    pub fn applying(&self, query: &ScopeQuery, now: i64) -> Vec<Block> {
-        self.covering(query)
+    /// The blocks that apply to `who` at `now`, in key order.
+    pub fn applying(&self, who: &(impl CallFacts + ?Sized), now: i64) -> Vec<Block> {
+        self.covering(who)
             .iter()
             .filter_map(|k| self.by_key.get(k))
             .filter(|b| b.until_unix_nanos == 0 || b.until_unix_nanos > now)
@@ -251,23 +242,7 @@ mod tests {
     use super::*;
 
     fn block(rule: &str, dims: &[(&str, &str)], until: i64) -> Block {
-        Block {
-            rule_id: rule.into(),
-            scope: dims
-                .iter()
-                .map(|(d, v)| format!("{d}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            reason: "budget_exceeded".into(),
-            until_unix_nanos: until,
-            limit: 1.0,
-            used: 2.0,
-            metric: "tokens".into(),
-            dims: dims
-                .iter()
-                .map(|(d, v)| ((*d).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        Block::new(rule, dims.iter().copied(), "budget_exceeded", until)
     }
 
     #[test]
@@ -306,7 +281,7 @@ mod tests {
             let pick = |next: &mut dyn FnMut(usize) -> usize| {
                 (next(3) > 0).then(|| values[next(values.len())].to_owned())
             };
-            let q = ScopeQuery {
+            let q = Scope {
                 org: pick(&mut next),
                 project: pick(&mut next),
                 user: pick(&mut next),
@@ -315,7 +290,7 @@ mod tests {
             };
             let mut scanned: Vec<BlockKey> = all
                 .iter()
-                .filter(|b| q.covers(b))
+                .filter(|b| b.covers(&q))
                 .map(|b| (b.rule_id.clone(), b.scope.clone()))
                 .collect();
             scanned.sort();
@@ -332,7 +307,7 @@ mod tests {
         blocks.insert(block("manual", &[("user", "u1")], 0));
         assert_eq!(blocks.prune(599), 500);
         assert_eq!(blocks.by_key.len(), 501);
-        let q = |u: &str| ScopeQuery {
+        let q = |u: &str| Scope {
             user: Some(u.into()),
             ..Default::default()
         };

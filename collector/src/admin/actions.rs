@@ -4,9 +4,9 @@
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tollgate_gateway::VirtualKey;
-use tollgate_rules::engine::{CallIntent, Engine, Override};
+use tollgate_rules::engine::{Engine, Override};
 
-use crate::killswitch::{Block, KillSwitch, ScopeQuery};
+use crate::killswitch::{Block, KillSwitch, Scope};
 use crate::query::QueryError;
 
 /// One admin action, as stored.
@@ -16,7 +16,7 @@ pub enum AdminAction {
     /// Snooze a rule, or replace its limit, for a scope until a time.
     Override {
         rule_id: String,
-        scope: ScopeQuery,
+        scope: Scope,
         /// `None` with `snooze = false`: the limit is lifted.
         limit: Option<u64>,
         snooze: bool,
@@ -24,14 +24,14 @@ pub enum AdminAction {
     },
     /// Block a scope by hand.
     Block {
-        scope: ScopeQuery,
+        scope: Scope,
         reason: String,
         until_unix_nanos: i64,
     },
     /// Lift blocks (of one rule, or all) covering a scope. It matters until
     /// the lifted blocks would have ended (0: one of them had no end).
     Lift {
-        scope: ScopeQuery,
+        scope: Scope,
         rule_id: Option<String>,
         until_unix_nanos: i64,
     },
@@ -46,20 +46,6 @@ pub trait AdminLog: Send + Sync {
     fn record(&self, action: &AdminAction) -> BoxFuture<'_, Result<(), QueryError>>;
     /// Actions still in force at `now`, oldest first.
     fn load(&self, now_unix_nanos: i64) -> BoxFuture<'_, Result<Vec<AdminAction>, QueryError>>;
-}
-
-fn intent_of(scope: &ScopeQuery) -> CallIntent {
-    CallIntent {
-        org: scope.org.clone(),
-        project: scope.project.clone(),
-        app: scope.app.clone(),
-        environment: scope.environment.clone(),
-        user: scope.user.clone(),
-        session: scope.session.clone(),
-        key: scope.key.clone(),
-        route: scope.route.clone(),
-        ..Default::default()
-    }
 }
 
 impl AdminAction {
@@ -83,7 +69,7 @@ impl AdminAction {
                         until: *until_unix_nanos,
                     }
                 };
-                if !engine.set_override(rule_id, &intent_of(scope), o) {
+                if !engine.set_override(rule_id, scope, o) {
                     return false;
                 }
                 // An override that lets calls through also lifts the rule's block.
@@ -95,21 +81,7 @@ impl AdminAction {
                 reason,
                 until_unix_nanos,
             } => {
-                let dims = scope.dims();
-                killswitch.set(Block {
-                    rule_id: "admin".into(),
-                    scope: dims
-                        .iter()
-                        .map(|(d, v)| format!("{d}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    reason: reason.clone(),
-                    until_unix_nanos: *until_unix_nanos,
-                    limit: 0.0,
-                    used: 0.0,
-                    metric: String::new(),
-                    dims,
-                });
+                killswitch.set(Block::by_admin(scope, reason, *until_unix_nanos));
                 true
             }
             AdminAction::Lift { scope, rule_id, .. } => {

@@ -16,7 +16,7 @@ use tollgate_rules::engine::Engine;
 
 use crate::admin::{AdminAction, AdminLog, KeyCache, NewKey};
 use crate::config::Reloader;
-use crate::killswitch::{KillSwitch, ScopeQuery};
+use crate::killswitch::{KillSwitch, Scope};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -96,7 +96,7 @@ fn until(for_s: Option<u64>) -> i64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetBlock {
-    scope: ScopeQuery,
+    scope: Scope,
     #[serde(default)]
     reason: Option<String>,
     /// Seconds; none = until lifted.
@@ -125,7 +125,7 @@ async fn set_block(State(state): State<AdminState>, Json(body): Json<SetBlock>) 
 struct LiftQuery {
     rule: Option<String>,
     #[serde(flatten)]
-    scope: ScopeQuery,
+    scope: Scope,
 }
 
 async fn lift_block(State(state): State<AdminState>, Query(q): Query<LiftQuery>) -> Response {
@@ -155,7 +155,7 @@ async fn list_blocks(State(state): State<AdminState>) -> Response {
 #[serde(deny_unknown_fields)]
 struct SetOverride {
     rule_id: String,
-    scope: ScopeQuery,
+    scope: Scope,
     /// `snooze` or `limit`.
     kind: String,
     /// New limit in the rule's unit for `limit`; none = no limit.

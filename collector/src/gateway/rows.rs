@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use tollgate_gateway::{BlockCheck, CallScope, RowRoom, RowSink};
+use tollgate_gateway::{BlockCheck, RowRoom, RowSink};
 use tollgate_rules::CallRecord;
+use tollgate_rules::engine::CallFacts;
 use tollgate_rules::engine::{Unstored, Violation};
 
 use crate::internal_events::InternalEvents;
-use crate::killswitch::{Block, KillSwitch, ScopeQuery};
+use crate::killswitch::{Block, KillSwitch};
 use crate::pipeline::{Consequences, Followed, RoomForOne, RowQueue};
 
 /// Gateway calls into the row queue, their rule events with them.
@@ -59,18 +60,7 @@ impl RowSink for QueueRows {
 pub struct KillSwitchBlocks(pub KillSwitch);
 
 impl BlockCheck for KillSwitchBlocks {
-    fn blocked(&self, scope: &CallScope<'_>) -> Option<Block> {
-        let own = |v: Option<&str>| v.map(str::to_owned);
-        let query = ScopeQuery {
-            org: own(scope.org),
-            project: own(scope.project),
-            app: own(scope.app),
-            environment: own(scope.environment),
-            user: own(scope.user),
-            session: own(scope.session),
-            key: own(scope.key),
-            route: own(scope.route),
-        };
-        self.0.state_for(&query).blocks.into_iter().next()
+    fn blocked(&self, who: &dyn CallFacts) -> Option<Block> {
+        self.0.state_for(who).blocks.into_iter().next()
     }
 }

@@ -18,8 +18,6 @@ pub use gateway::GatewayMetrics;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::normalize::NonCallKind;
-
 type Labels = [(&'static str, &'static str); 2];
 
 /// Which receiver an event came from.
@@ -119,7 +117,8 @@ pub struct InternalEvents {
     merged_late: Counter,
     identity_calls: Gauge,
     identity_bytes: Gauge,
-    non_calls: [Counter; NonCallKind::ALL.len()],
+    /// By `kind` (the normaliser's names).
+    non_calls: Family<[(&'static str, &'static str); 1], Counter>,
     costs_replaced: Counter,
     kafka: Family<[(&'static str, &'static str); 1], Counter>,
     kafka_rebalances: Family<[(&'static str, &'static str); 1], Counter>,
@@ -247,8 +246,7 @@ impl InternalEvents {
             "Spans that are not model calls, by kind (agent runs, workflows, tools, chains, other)",
             non_call.clone(),
         );
-        let non_calls =
-            NonCallKind::ALL.map(|k| non_call.get_or_create(&[("kind", k.as_str())]).clone());
+        let non_calls = non_call;
         let costs_replaced = Counter::default();
         registry.register(
             "ingest_costs_replaced",
@@ -606,11 +604,16 @@ impl InternalEvents {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
-    /// Spans of one request that were not model calls, and reported costs not used.
-    pub fn spans_classified(&self, non_calls: &[u64; NonCallKind::ALL.len()], costs_replaced: u64) {
-        for (counter, n) in self.non_calls.iter().zip(non_calls) {
-            if *n > 0 {
-                counter.inc_by(*n);
+    /// Spans of one request that were not model calls, by kind, and
+    /// reported costs not used.
+    pub fn spans_classified(
+        &self,
+        non_calls: impl IntoIterator<Item = (&'static str, u64)>,
+        costs_replaced: u64,
+    ) {
+        for (kind, n) in non_calls {
+            if n > 0 {
+                self.non_calls.get_or_create(&[("kind", kind)]).inc_by(n);
             }
         }
         if costs_replaced > 0 {

@@ -7,7 +7,7 @@ use tollgate_proto::enforcement::v1 as pb;
 use tollgate_proto::enforcement::v1::enforcement_server::{Enforcement, EnforcementServer};
 use tonic::{Request, Response, Status};
 
-use super::state::{EnforcementState, KillSwitch, ScopeQuery};
+use super::state::{EnforcementState, KillSwitch, Scope};
 
 /// The gRPC face of the kill-switch.
 #[derive(Debug, Clone)]
@@ -25,8 +25,8 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// The asker of a gRPC watch.
-fn scope_of(s: pb::Scope) -> ScopeQuery {
-    ScopeQuery {
+fn scope_of(s: pb::Scope) -> Scope {
+    Scope {
         org: non_empty(s.org),
         project: non_empty(s.project),
         app: non_empty(s.app),

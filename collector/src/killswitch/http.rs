@@ -12,7 +12,7 @@ use axum::routing::get;
 use futures::{Stream, StreamExt};
 use http::StatusCode;
 
-use super::state::{EnforcementState, KillSwitch, ScopeQuery};
+use super::state::{EnforcementState, KillSwitch, Scope};
 use crate::query::Tenant;
 
 /// The enforcement routes (agents read them with `read` keys).
@@ -26,14 +26,14 @@ pub fn enforcement_router(killswitch: KillSwitch) -> Router {
 async fn current(
     State(ks): State<KillSwitch>,
     tenant: Option<Extension<Tenant>>,
-    Query(scope): Query<ScopeQuery>,
+    Query(scope): Query<Scope>,
 ) -> Result<Json<EnforcementState>, Forbidden> {
     let scope = within(scope, tenant)?;
     Ok(Json(ks.state_for(&scope)))
 }
 
 /// `scope` with the tenant's org, project and user; 403 when it asks for another.
-fn within(scope: ScopeQuery, tenant: Option<Extension<Tenant>>) -> Result<ScopeQuery, Forbidden> {
+fn within(scope: Scope, tenant: Option<Extension<Tenant>>) -> Result<Scope, Forbidden> {
     let tenant = tenant.map(|t| t.0).unwrap_or_default();
     super::within(scope, &tenant).map_err(Forbidden)
 }
@@ -55,7 +55,7 @@ impl IntoResponse for Forbidden {
 async fn stream(
     State(ks): State<KillSwitch>,
     tenant: Option<Extension<Tenant>>,
-    Query(scope): Query<ScopeQuery>,
+    Query(scope): Query<Scope>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Forbidden> {
     let scope = within(scope, tenant)?;
     let events = ks

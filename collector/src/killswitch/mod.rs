@@ -7,4 +7,4 @@ mod state;
 
 pub use grpc::{EnforcementService, enforcement_service};
 pub use http::enforcement_router;
-pub use state::{Block, Change, EnforcementState, KillSwitch, ScopeQuery, within};
+pub use state::{Block, Change, EnforcementState, KillSwitch, Scope, within};

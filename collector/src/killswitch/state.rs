@@ -8,12 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-pub use tollgate_rules::blocks::{Block, BlockKey, BlockTable, ScopeQuery};
+pub use tollgate_rules::blocks::{Block, BlockKey, BlockTable};
+use tollgate_rules::engine::CallFacts;
+pub use tollgate_rules::engine::Scope;
 use tollgate_rules::engine::Violation;
 
 /// `scope` narrowed to `tenant`: its org, project and user set to the
 /// tenant's; `Err` names one asked of another tenant.
-pub fn within(mut scope: ScopeQuery, tenant: &crate::query::Tenant) -> Result<ScopeQuery, String> {
+pub fn within(mut scope: Scope, tenant: &crate::query::Tenant) -> Result<Scope, String> {
     for (name, own, asked) in [
         ("org", &tenant.org, &mut scope.org),
         ("project", &tenant.project, &mut scope.project),
@@ -139,7 +141,7 @@ impl KillSwitch {
     /// expiring block is noticed.
     pub fn watch(
         &self,
-        scope: ScopeQuery,
+        scope: Scope,
     ) -> impl futures::Stream<Item = EnforcementState> + Send + use<> {
         let start = (
             self.clone(),
@@ -210,7 +212,7 @@ impl KillSwitch {
     }
 
     /// Lifts the blocks `query` covers (optionally of one rule); returns them.
-    pub fn lift(&self, query: &ScopeQuery, rule_id: Option<&str>) -> Vec<Block> {
+    pub fn lift(&self, query: &Scope, rule_id: Option<&str>) -> Vec<Block> {
         let mut lifted = Vec::new();
         self.change(|blocks| {
             let keys: Vec<BlockKey> = blocks
@@ -229,11 +231,12 @@ impl KillSwitch {
         lifted
     }
 
-    /// The blocks that apply to `query` now (expired ones are dropped).
-    pub fn state_for(&self, query: &ScopeQuery) -> EnforcementState {
+    /// The blocks that apply to `who` now (expired ones are dropped): an
+    /// asker's [`Scope`], or a call about to be made.
+    pub fn state_for(&self, who: &(impl CallFacts + ?Sized)) -> EnforcementState {
         let now = now_nanos();
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let blocks = state.blocks.applying(query, now);
+        let blocks = state.blocks.applying(who, now);
         EnforcementState {
             blocked: !blocks.is_empty(),
             blocks,
@@ -257,23 +260,7 @@ mod tests {
     use super::*;
 
     fn block(rule: &str, dims: &[(&str, &str)], until: i64) -> Block {
-        Block {
-            rule_id: rule.into(),
-            scope: dims
-                .iter()
-                .map(|(d, v)| format!("{d}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            reason: "budget_exceeded".into(),
-            until_unix_nanos: until,
-            limit: 1.0,
-            used: 2.0,
-            metric: "tokens".into(),
-            dims: dims
-                .iter()
-                .map(|(d, v)| ((*d).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        Block::new(rule, dims.iter().copied(), "budget_exceeded", until)
     }
 
     #[test]
@@ -282,7 +269,7 @@ mod tests {
         let rx = ks.subscribe();
         ks.set(block("daily", &[("project", "search")], 0));
         assert!(rx.has_changed().unwrap());
-        let asker = ScopeQuery {
+        let asker = Scope {
             project: Some("search".into()),
             user: Some("alice".into()),
             ..Default::default()
@@ -293,17 +280,17 @@ mod tests {
         assert_eq!(state.revision, 1);
         // Another project, or no project, is not covered.
         assert!(
-            !ks.state_for(&ScopeQuery {
+            !ks.state_for(&Scope {
                 project: Some("ops".into()),
                 ..Default::default()
             })
             .blocked
         );
-        assert!(!ks.state_for(&ScopeQuery::default()).blocked);
+        assert!(!ks.state_for(&Scope::default()).blocked);
         // A per-user block does not cover other users.
         ks.set(block("per-user", &[("project", "ops"), ("user", "bob")], 0));
         assert!(
-            !ks.state_for(&ScopeQuery {
+            !ks.state_for(&Scope {
                 project: Some("ops".into()),
                 user: Some("eve".into()),
                 ..Default::default()
@@ -320,7 +307,7 @@ mod tests {
         let ks = KillSwitch::new();
         ks.set(block("daily", &[("project", "p")], 1));
         assert!(
-            !ks.state_for(&ScopeQuery {
+            !ks.state_for(&Scope {
                 project: Some("p".into()),
                 ..Default::default()
             })

@@ -170,8 +170,12 @@ impl Ingest {
             outcome.skipped_spans,
             outcome.rejected_spans,
         );
+        let non_calls = crate::normalize::NonCallKind::ALL
+            .iter()
+            .zip(outcome.non_calls)
+            .map(|(kind, n)| (kind.as_str(), n));
         self.events
-            .spans_classified(&outcome.non_calls, outcome.costs_replaced);
+            .spans_classified(non_calls, outcome.costs_replaced);
         self.events
             .labels_dropped(self.normalizer.take_labels_dropped());
         // OTLP: a message with no rejected spans is a warning.

@@ -84,7 +84,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::killswitch::ScopeQuery;
+    use crate::killswitch::Scope;
 
     #[derive(Default)]
     struct Memory(Mutex<Vec<AdminAction>>);
@@ -104,7 +104,7 @@ mod tests {
     async fn stores_everything_and_shares_keys_and_overrides_only() {
         let store = Arc::new(Memory::default());
         let (log, mut rx) = SharingLog::new(store.clone());
-        let scope = ScopeQuery {
+        let scope = Scope {
             project: Some("p".into()),
             ..Default::default()
         };

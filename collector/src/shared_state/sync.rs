@@ -344,7 +344,7 @@ mod tests {
 
     use super::*;
     use crate::admin::NewKey;
-    use crate::killswitch::{Block, ScopeQuery};
+    use crate::killswitch::{Block, Scope};
     use crate::query::QueryError;
     use crate::shared_state::SharingLog;
 
@@ -392,20 +392,11 @@ mod tests {
     }
 
     fn block(project: &str) -> Block {
-        Block {
-            rule_id: "admin".into(),
-            scope: format!("project={project}"),
-            reason: "admin".into(),
-            until_unix_nanos: 0,
-            limit: 0.0,
-            used: 0.0,
-            metric: String::new(),
-            dims: vec![("project".into(), project.into())],
-        }
+        Block::new("admin", [("project", project)], "admin", 0)
     }
 
     fn blocked(ks: &KillSwitch, project: &str) -> bool {
-        ks.state_for(&ScopeQuery {
+        ks.state_for(&Scope {
             project: Some(project.into()),
             ..Default::default()
         })
@@ -482,7 +473,7 @@ mod tests {
 
         // A lift on C reaches A (C's own changes are shared too).
         c.killswitch.lift(
-            &ScopeQuery {
+            &Scope {
                 project: Some("p1".into()),
                 ..Default::default()
             },

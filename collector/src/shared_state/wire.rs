@@ -135,7 +135,7 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::killswitch::ScopeQuery;
+    use crate::killswitch::Scope;
     use tollgate_gateway::VirtualKey;
 
     fn block() -> Block {
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn only_keys_and_overrides_travel_as_admin_actions() {
-        let scope = ScopeQuery {
+        let scope = Scope {
             project: Some("p".into()),
             ..Default::default()
         };

@@ -24,7 +24,7 @@ use super::error::{ApiError, RefusalInfo, upstream_message};
 use super::relay::{Relay, RelayBody};
 use super::state::{Chain, Link, Shared};
 use crate::clock::now_unix_nanos;
-use crate::deps::{CallScope, Leased};
+use crate::deps::Leased;
 use crate::dialect::{Dialect, Operation};
 use crate::keys::VirtualKey;
 use crate::providers::Provider;
@@ -170,20 +170,9 @@ pub(crate) async fn handle(
         return refuse(&shared, &mut log, &request_id_str, info, dialect);
     }
 
-    let block = {
-        let r = &log.record;
-        let scope = CallScope {
-            org: r.org.as_deref(),
-            project: r.project.as_deref(),
-            app: r.app.as_deref(),
-            environment: r.environment.as_deref(),
-            user: r.user.as_deref(),
-            session: r.session.as_deref(),
-            key: Some(key.id.as_str()),
-            route: r.route.as_deref(),
-        };
-        shared.deps.blocks.blocked(&scope)
-    };
+    // The caller as the kill-switch knows it: org, project, user, key
+    // (a label of the row), route...
+    let block = shared.deps.blocks.blocked(&log.record);
     if let Some(b) = block {
         let info = RefusalInfo::from_block(&b, now_unix_nanos());
         return refuse(&shared, &mut log, &request_id_str, info, dialect);

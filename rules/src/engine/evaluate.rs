@@ -994,7 +994,10 @@ impl Engine {
             for t in &b.thresholds {
                 let mark = t * limit as f64;
                 if (m.before as f64) < mark && m.after as f64 >= mark {
-                    out.push((base(ViolationKind::Threshold, Some(*t)), m.subject.call.clone()));
+                    out.push((
+                        base(ViolationKind::Threshold, Some(*t)),
+                        m.subject.call.clone(),
+                    ));
                 }
             }
             if m.before <= ceiling && m.after > ceiling {

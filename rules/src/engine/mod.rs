@@ -23,7 +23,7 @@ pub use evaluate::{
     Decision, Engine, Override, RebuildPlan, Refusal, RefusalReason, Reservation, Unstored,
     Violation, ViolationKind,
 };
-pub use scope::{CallFacts, CallIntent, ScopeDim, scope_label, scope_pairs};
+pub use scope::{CallFacts, CallIntent, Scope, ScopeDim, scope_label, scope_pairs};
 
 #[cfg(test)]
 mod tests;

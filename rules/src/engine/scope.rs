@@ -1,8 +1,18 @@
-//! Scopes: which dimensions of a call a rule keys its counters on, and the
-//! facts of a call (before it runs, or once it ran) that rules read.
+//! Scopes: who is calling, in one vocabulary for every part of Tollgate.
+//!
+//! - [`ScopeDim`]: a dimension (`org`, `project`, `user`, `key`, ...);
+//! - [`CallFacts`]: anything that answers "what is your value of this
+//!   dimension": a call about to be made ([`CallIntent`]), a call made
+//!   ([`CallRecord`]), or an asker ([`Scope`]);
+//! - rules key counters on a list of dimensions ([`scope_hash`],
+//!   [`scope_label`], [`scope_pairs`]), and kill-switch blocks name
+//!   dimensions a caller must match (`crate::blocks`), both read through
+//!   `CallFacts`.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
 
 use crate::CallRecord;
 
@@ -137,6 +147,65 @@ impl CallFacts for CallRecord {
 
     fn upstream(&self) -> Option<&str> {
         self.upstream.as_deref()
+    }
+}
+
+/// Who asks, by the dimensions a caller identifies itself with: the query
+/// of `GET /v1/enforcement?project=..&user=..`, the scope of an admin's
+/// block, lift or override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    pub org: Option<String>,
+    pub project: Option<String>,
+    pub app: Option<String>,
+    pub environment: Option<String>,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    /// A virtual key's id.
+    pub key: Option<String>,
+    pub route: Option<String>,
+}
+
+impl Scope {
+    /// The dimensions a scope names, in this order.
+    pub const DIMS: [ScopeDim; 8] = [
+        ScopeDim::Org,
+        ScopeDim::Project,
+        ScopeDim::App,
+        ScopeDim::Environment,
+        ScopeDim::User,
+        ScopeDim::Session,
+        ScopeDim::Key,
+        ScopeDim::Route,
+    ];
+
+    /// The (dimension, value) pairs given, as a block names them.
+    pub fn dims(&self) -> Vec<(String, String)> {
+        Self::DIMS
+            .iter()
+            .filter_map(|d| self.dim(d).map(|v| (d.name().to_owned(), v.to_owned())))
+            .collect()
+    }
+}
+
+impl CallFacts for Scope {
+    fn dim(&self, dim: &ScopeDim) -> Option<&str> {
+        match dim {
+            ScopeDim::Org => self.org.as_deref(),
+            ScopeDim::Project => self.project.as_deref(),
+            ScopeDim::App => self.app.as_deref(),
+            ScopeDim::Environment => self.environment.as_deref(),
+            ScopeDim::User => self.user.as_deref(),
+            ScopeDim::Session => self.session.as_deref(),
+            ScopeDim::Key => self.key.as_deref(),
+            ScopeDim::Route => self.route.as_deref(),
+            ScopeDim::Provider | ScopeDim::Model | ScopeDim::Label(_) => None,
+        }
+    }
+
+    fn upstream(&self) -> Option<&str> {
+        None
     }
 }
 

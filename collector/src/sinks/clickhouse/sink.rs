@@ -255,6 +255,15 @@ pub(super) fn batch_token(calls: &[CallRecord], events: &[RuleEvent]) -> String 
             hasher.write(e.scope.as_bytes());
             hasher.write_u8(0xff);
             hasher.write(e.kind.as_bytes());
+            hasher.write_u8(0xff);
+            // Two thresholds of one budget crossed at the same instant (by
+            // calls of one request counted on two instances) are two events.
+            hasher.write_u64(e.threshold.map_or(u64::MAX, f64::to_bits));
+            hasher.write_i64(e.window_end_unix_nanos.unwrap_or(0));
+            hasher.write(e.trace_id.as_bytes());
+            hasher.write_u8(0xff);
+            hasher.write(e.span_id.as_bytes());
+            hasher.write_u8(0xff);
         }
     }
     format!(
@@ -415,6 +424,25 @@ mod tests {
         assert_eq!(batch_token(&a, &[]), batch_token(&a.clone(), &[]));
         assert_ne!(batch_token(&a, &[]), batch_token(&b, &[]));
         assert_ne!(batch_token(&a, &[]), batch_token(&a[..1], &[]));
+        // Events-only batches of two thresholds crossed at the same instant.
+        let event = |threshold: f64| RuleEvent {
+            time_unix_nanos: 7,
+            rule_id: "org-daily".into(),
+            kind: "threshold".into(),
+            scope: "org=acme".into(),
+            metric: Some("tokens".into()),
+            limit: Some(10_000.0),
+            used: Some(10_000.0),
+            threshold: Some(threshold),
+            action: "block".into(),
+            window_end_unix_nanos: Some(86_400),
+            trace_id: "t".into(),
+            span_id: "s".into(),
+        };
+        assert_ne!(
+            batch_token(&[], &[event(0.6)]),
+            batch_token(&[], &[event(0.9)])
+        );
     }
 
     /// A server with a certificate no public root vouches for, answering

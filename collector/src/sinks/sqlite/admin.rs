@@ -66,13 +66,13 @@ impl AdminLog for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::killswitch::ScopeQuery;
+    use crate::killswitch::Scope;
 
     #[tokio::test]
     async fn actions_in_force_come_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
-        let scope = ScopeQuery {
+        let scope = Scope {
             project: Some("p".into()),
             ..Default::default()
         };
