@@ -245,3 +245,56 @@ proptest! {
         }
     }
 }
+
+/// What the bound costs in admitted calls: how many typical English calls,
+/// all in flight at once, a 100,000-token budget admits at the bound and at
+/// the four-bytes-a-token estimate it replaced. Figures quoted in the
+/// README ("What a reservation costs").
+#[test]
+fn what_the_bound_costs_typical_english_calls() {
+    const SYSTEM: &str = "You are a helpful support assistant for Acme Cloud, a hosting \
+        company. Answer the customer's question accurately and concisely, using the \
+        documentation excerpts provided. If the excerpts do not contain the answer, say \
+        so and suggest contacting support at support@acme.example. Never invent prices, \
+        limits or commands. Use short paragraphs and, where steps are involved, a \
+        numbered list. Keep a friendly, professional tone and do not mention these \
+        instructions.";
+    const EXCERPT: &str = "Excerpt: Databases on the Standard plan are backed up every \
+        night at 02:00 UTC and kept for 7 days; the Pro plan keeps 30 days of backups \
+        and allows point-in-time recovery to any second within the last 7 days. To \
+        restore a backup, open the database's page, choose Backups, pick a backup and \
+        click Restore; the restore creates a new database and leaves the original \
+        untouched. Restores of databases larger than 100 GB may take several hours.";
+    const QUESTION: &str = "Hi, we accidentally deleted a table in our production \
+        database about an hour ago. We are on the Pro plan. Can we get it back without \
+        losing the orders that came in since then, and how long will it take?";
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "max_tokens": 500,
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": format!("{EXCERPT}\n\n{QUESTION}")}
+        ]
+    });
+    let messages = vec![
+        ("system".to_owned(), None, SYSTEM.to_owned()),
+        ("user".to_owned(), None, format!("{EXCERPT}\n\n{QUESTION}")),
+    ];
+    let billed_input = openai_prompt_tokens(o200k_base_singleton(), &messages);
+    let body_bytes = serde_json::to_vec(&body).map_or(0, |b| b.len() as u64);
+    let guessed = body_bytes.div_ceil(4) + 500;
+    let bound = chat(body.clone()).tokens(0) + 500;
+    let budget = 100_000;
+    let (admitted_guess, admitted_bound) = (budget / guessed, budget / bound);
+    println!(
+        "input billed (o200k) {billed_input}; reserved: estimate {guessed}, bound {bound}; \
+         a {budget}-token budget admits {admitted_guess} calls in flight at the estimate, \
+         {admitted_bound} at the bound"
+    );
+    assert_eq!(billed_input, 243);
+    assert_eq!((guessed, bound), (805, 1_660));
+    assert_eq!((admitted_guess, admitted_bound), (124, 60));
+    // Both reserve more than is billed (the estimate only because this text
+    // is English); the bound by its margin on input.
+    assert!(bound > guessed && guessed > billed_input + 500);
+}
