@@ -94,7 +94,7 @@ async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
         ("TEST_GATEWAY_OPENAI_KEY", PROVIDER_KEY),
         ("RUST_LOG", "debug"),
     ];
-    let mut c = Collector::start_full(&config(&mock, 400), &[], &envs);
+    let mut c = Collector::start_full(&config(&mock, 1500), &[], &envs);
     let gateway = format!("http://{}", c.gateway.expect("the gateway is listening"));
 
     // A key, shown once; the listing shows neither the secret nor its hash.
@@ -162,11 +162,13 @@ async fn gateway_calls_use_virtual_keys_and_the_collectors_budgets() {
     );
 
     // The key survives a restart (stored hashed), the budget's usage too:
-    // calls go on until the 400-token budget refuses one with 429.
+    // calls go on until the 1,500-token budget refuses one with 429. Each
+    // reserves 105 tokens (its input bound and max_tokens) and uses 28, so
+    // the budget's 80 % alert is crossed before the refusal.
     c.restart();
     let gateway = format!("http://{}", c.gateway.expect("the gateway is listening"));
     let mut refused = None;
-    for _ in 0..40 {
+    for _ in 0..80 {
         let (status, body) = chat(&gateway, &key, false).await;
         if status != 200 {
             refused = Some((status, body));
@@ -278,7 +280,7 @@ async fn canary_keys_leak_nowhere_in_the_binary() {
     let config = format!(
         "[admin]\ntoken = \"{ADMIN}\"\n\n[gateway]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\n{}{}{}{}\
          [[gateway.routes]]\nname = \"fallback\"\ntargets = [{{ provider = \"failing\", model = \"gpt-4o-mini\" }}, {{ provider = \"openai\", model = \"gpt-4o-mini\" }}]\n\n\
-         [[rules]]\nid = \"canary-budget\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimit = 300\n\
+         [[rules]]\nid = \"canary-budget\"\ntype = \"budget\"\nmetric = \"tokens\"\nlimit = 600\n\
          scope = [\"project\"]\nwindow = \"day\"\naction = \"block\"\n",
         provider("openai", &good.base_url(), ""),
         provider("failing", &failing.base_url(), ""),
@@ -355,9 +357,10 @@ async fn canary_keys_leak_nowhere_in_the_binary() {
         .await,
         401
     );
-    // Spend the project's budget until a call is refused.
+    // Spend the project's budget until a call is refused (each call
+    // reserves 45 tokens and uses 7: its 80 % alert fires first).
     let mut refused = false;
-    for _ in 0..60 {
+    for _ in 0..120 {
         if send("/v1/chat/completions", &key, chat("gpt-4o-mini", false)).await == 429 {
             refused = true;
             break;
@@ -439,4 +442,71 @@ async fn canary_keys_leak_nowhere_in_the_binary() {
         metrics.contains("tollgate_gateway_refused_total 1"),
         "{metrics}"
     );
+}
+
+/// The issue this bound was made for: 40 concurrent calls with Chinese
+/// prompts (the mock bills a token a CJK character, as real tokenizers
+/// about do) against a 3,000-token budget. At four bytes a token the
+/// gateway reserved too little and the provider billed 3,556 tokens; with
+/// the input bound it bills at most the limit, and the store agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_chinese_prompts_never_overrun_a_token_budget() {
+    let mock = MockProvider::start(MockConfig {
+        latency: std::time::Duration::from_millis(1500),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let limit = 3000;
+    let cfg = config(&mock, limit).replace(
+        "api_key_env = \"TEST_GATEWAY_OPENAI_KEY\"\n",
+        "api_key_env = \"TEST_GATEWAY_OPENAI_KEY\"\nheaders = { \"x-mock-wide-char-tokens\" = \"1\" }\n",
+    );
+    let c = Collector::start_full(&cfg, &[], &[("TEST_GATEWAY_OPENAI_KEY", PROVIDER_KEY)]);
+    let gateway = format!("http://{}", c.gateway.expect("the gateway is listening"));
+    let (status, created) = admin(
+        &c,
+        reqwest::Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"name": "cjk", "org": "acme", "project": "gw"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let prompt: String = "请总结这份季度报告的要点并给出建议"
+        .chars()
+        .cycle()
+        .take(150)
+        .collect();
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 20,
+                      "messages": [{"role": "user", "content": prompt}]});
+    let client = reqwest::Client::new();
+    let calls = (0..40).map(|_| {
+        let r = client
+            .post(format!("{gateway}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send();
+        async move { r.await.unwrap().status().as_u16() }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count() as u64,
+        40 - ok,
+        "{statuses:?}"
+    );
+    // Reserved per call: 16 + 4 + "role" "user" "content" + 450 bytes of
+    // prompt, and 20 of output.
+    let reserve = 16 + 4 + 4 + 4 + 7 + 450 + 20;
+    assert_eq!(ok, limit / reserve);
+    let billed = mock.stats().billed_tokens;
+    assert_eq!(billed, ok * (150 + 20));
+    assert!(billed <= limit, "the provider billed {billed} > {limit}");
+    let rows = c.wait_gateway_rows(40).await;
+    let stored: u64 = rows
+        .iter()
+        .map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(stored, billed, "the rows carry what the provider billed");
 }

@@ -1,4 +1,4 @@
-//! OpenAI <-> Anthropic request translation (and the input-token estimate
+//! OpenAI <-> Anthropic request translation (and the input-token bound
 //! admission uses). Byte 0 picks the caller's dialect; the rest is the body.
 
 #![no_main]

@@ -8,7 +8,7 @@ use serde_json::Value;
 pub use crate::dialect::{Dialect, Operation};
 use crate::sse::SseParser;
 use crate::translate::{self, RequestPeek, StreamTranslator};
-use crate::usage::estimate_input_tokens;
+use crate::worst_case::InputBound;
 
 /// What the gateway reads of a caller's body, and the body it would send
 /// to an upstream of the same dialect.
@@ -28,7 +28,7 @@ pub fn peek_and_rewrite(body: &[u8], caller: Dialect, model: &str) -> Option<Pee
     let peek: RequestPeek<'_> = serde_json::from_slice(body).ok()?;
     let ask_usage = caller == Dialect::OpenAi && peek.stream();
     let upstream_body =
-        translate::upstream_body(body, &peek, model, ask_usage).map_err(|e| e.to_string());
+        translate::upstream_body(body, &peek, model, ask_usage, None).map_err(|e| e.to_string());
     Some(Peeked {
         model: peek.model.as_deref().map(str::to_owned),
         stream: peek.stream(),
@@ -39,14 +39,20 @@ pub fn peek_and_rewrite(body: &[u8], caller: Dialect, model: &str) -> Option<Pee
 }
 
 /// A caller's body in the other dialect, for a link whose model is
-/// `model`, and the input tokens estimated from the caller's body; `None`
+/// `model`, and the input bound admission reserves for the caller's body; `None`
 /// when the body is not JSON.
 pub fn translate_request(body: &[u8], caller: Dialect, model: &str) -> Option<(Value, u64)> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    let estimate = estimate_input_tokens(caller, &v);
+    let op = match caller {
+        Dialect::OpenAi => Operation::Chat,
+        Dialect::Anthropic => Operation::Messages,
+    };
+    let estimate = InputBound::of(op, &v).tokens(4096);
     let out = match caller {
         Dialect::OpenAi => translate::request::openai_to_anthropic(&v, model, 4096),
-        Dialect::Anthropic => translate::request::anthropic_to_openai(&v, model, true),
+        Dialect::Anthropic => {
+            translate::request::anthropic_to_openai(&v, model, "max_completion_tokens", 4096)
+        }
     };
     Some((out, estimate))
 }

@@ -47,12 +47,18 @@
 //! # Enforcement and rows
 //!
 //! Each attempt is admitted for its link's provider, model and region, with
-//! the worst case: the body's size as input tokens, and `max_tokens` /
-//! `max_completion_tokens` (or `default_max_tokens`) as output, priced at
-//! the link's model. A refused link is skipped for the next one; when none
-//! is admitted the caller gets 429 (403 for model, region and custom rules)
-//! with `Retry-After` and the rule's figures in the dialect's error envelope.
-//! Kill-switch blocks and the key's `allowed_models` refuse before that.
+//! the worst case, an upper bound rather than a guess (see `worst_case`):
+//! the input's UTF-8 bytes plus per-message and tool overheads and a
+//! per-image worst case, and `max_tokens` / `max_completion_tokens` (or
+//! `default_max_tokens`, which is then sent to the provider) times `n` as
+//! output, priced at the link's model. A refused link is skipped for the
+//! next one; when none is admitted the caller gets 429 (403 for model,
+//! region and custom rules, and for a model without a price under a budget
+//! on cost: `model_unpriced`) with `Retry-After` and the rule's figures in
+//! the dialect's error envelope. Kill-switch blocks and the key's
+//! `allowed_models` refuse before that. An attempt that timed out after
+//! the provider may have taken it on is settled at its worst case, not
+//! released.
 //!
 //! Rows carry the virtual key id in `labels["key"]` (what `scope = ["key"]`
 //! reads) and the gateway's request id in `labels["request_id"]`; tokens
@@ -84,6 +90,7 @@ mod secret;
 mod sse;
 mod translate;
 mod usage;
+mod worst_case;
 
 use std::future::Future;
 use std::sync::Arc;

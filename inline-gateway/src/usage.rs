@@ -1,12 +1,9 @@
 //! Token usage as providers report it, in the row's terms (input includes
-//! cached tokens, output includes reasoning tokens), and the estimates used
-//! when a provider reported nothing (a cut stream): about four characters a
-//! token, the rule of thumb both providers document.
+//! cached tokens, output includes reasoning tokens). What a call may cost at
+//! most, and the estimates a cut stream is settled on, are in
+//! [`crate::worst_case`].
 
 use serde::Deserialize;
-use serde_json::Value;
-
-use crate::dialect::Dialect;
 
 /// Token counts of one call in the row's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,83 +111,6 @@ impl AnthropicUsage {
     }
 }
 
-/// Tokens of `chars` characters of text, rounded up.
-pub(crate) fn tokens_of_chars(chars: u64) -> u64 {
-    chars.div_ceil(4)
-}
-
-/// The input tokens of a request, estimated from its text: message contents,
-/// system prompts, tool results, embedding inputs, tool definitions.
-pub(crate) fn estimate_input_tokens(dialect: Dialect, request: &Value) -> u64 {
-    let mut chars = 0u64;
-    match dialect {
-        Dialect::OpenAi => {
-            for m in array(request.get("messages")) {
-                count_content(m.get("content"), &mut chars);
-                for call in array(m.get("tool_calls")) {
-                    count_str(
-                        call.pointer("/function/arguments").and_then(Value::as_str),
-                        &mut chars,
-                    );
-                }
-            }
-            count_embedding_input(request.get("input"), &mut chars);
-        }
-        Dialect::Anthropic => {
-            count_content(request.get("system"), &mut chars);
-            for m in array(request.get("messages")) {
-                count_content(m.get("content"), &mut chars);
-            }
-        }
-    }
-    if let Some(tools) = request.get("tools") {
-        chars = chars.saturating_add(tools.to_string().len() as u64);
-    }
-    tokens_of_chars(chars).max(1)
-}
-
-fn array(v: Option<&Value>) -> &[Value] {
-    v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
-}
-
-fn count_str(s: Option<&str>, chars: &mut u64) {
-    if let Some(s) = s {
-        *chars = chars.saturating_add(s.chars().count() as u64);
-    }
-}
-
-fn count_content(content: Option<&Value>, chars: &mut u64) {
-    match content {
-        Some(Value::String(s)) => count_str(Some(s), chars),
-        Some(Value::Array(parts)) => {
-            for p in parts {
-                count_str(p.get("text").and_then(Value::as_str), chars);
-                if p.get("type").and_then(Value::as_str) == Some("tool_result") {
-                    count_content(p.get("content"), chars);
-                }
-                if let Some(input) = p.get("input").filter(|v| v.is_object()) {
-                    *chars = chars.saturating_add(input.to_string().len() as u64);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-fn count_embedding_input(input: Option<&Value>, chars: &mut u64) {
-    match input {
-        Some(Value::String(s)) => count_str(Some(s), chars),
-        // Token ids: four "characters" each, so one token each.
-        Some(Value::Number(_)) => *chars = chars.saturating_add(4),
-        Some(Value::Array(items)) => {
-            for i in items {
-                count_embedding_input(Some(i), chars);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,16 +154,5 @@ mod tests {
                 reasoning: 0
             }
         );
-    }
-
-    #[test]
-    fn estimates_count_text_at_four_chars_a_token() {
-        let chat = json!({"messages": [{"role": "user", "content": "12345678"},
-                                       {"role": "user", "content": [{"type": "text", "text": "abcd"}]}]});
-        assert_eq!(estimate_input_tokens(Dialect::OpenAi, &chat), 3);
-        let msgs = json!({"system": "abcd", "messages": [{"role": "user", "content": "abcd"}]});
-        assert_eq!(estimate_input_tokens(Dialect::Anthropic, &msgs), 2);
-        assert_eq!(estimate_input_tokens(Dialect::OpenAi, &json!({})), 1);
-        assert_eq!(tokens_of_chars(9), 3);
     }
 }

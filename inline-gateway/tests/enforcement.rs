@@ -53,9 +53,8 @@ async fn fifty_concurrent_calls_against_a_budget_for_ten_never_overrun_it() {
         "max_tokens": 50,
         "messages": [{"role": "user", "content": "hello there"}]
     });
-    let body_len = serde_json::to_vec(&body).unwrap().len() as u64;
-    // What one call reserves: its body as input (4 bytes a token) + max_tokens.
-    let reserve = body_len.div_ceil(4) + 50;
+    // What one call reserves: its input bound + max_tokens.
+    let reserve = one_message_bound("hello there".len() as u64) + 50;
     let limit = reserve * 10 + reserve / 2;
     let gw = start(
         &openai_and_anthropic(&mock),
@@ -155,11 +154,16 @@ async fn a_call_settles_its_actual_usage_and_thresholds_reach_the_row_sink() {
     assert_eq!(reserved, 0.0);
     assert_eq!(settled, (row.input_tokens + row.output_tokens) as f64);
 
-    // Most of the body is the prompt: the actual usage is over 80 % of a
-    // limit that just fits the worst case.
-    let body = json!({"model": "gpt-4o-mini", "max_tokens": 5,
-                      "messages": [{"role": "user", "content": "x".repeat(400)}]});
-    let worst = (serde_json::to_vec(&body).unwrap().len() as u64).div_ceil(4) + 5;
+    // Most of the worst case is output the call then uses: the actual
+    // usage is over 80 % of a limit that just fits the worst case.
+    let mock = mock_with(MockConfig {
+        default_output_tokens: 500,
+        ..MockConfig::default()
+    })
+    .await;
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 500,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let worst = one_message_bound(2) + 500;
     let gw = start(
         &openai_and_anthropic(&mock),
         &BUDGET.replace("LIMIT", &(worst + 2).to_string()),
@@ -304,9 +308,9 @@ async fn key_limits_are_enforced_per_key() {
         ..KeyLimits::default()
     };
     gw.keys.insert(key);
-    let body: Value = json!({"model": "gpt-4o-mini", "max_tokens": 170,
+    let body: Value = json!({"model": "gpt-4o-mini", "max_tokens": 160,
                              "messages": [{"role": "user", "content": "hi"}]});
-    let worst = (serde_json::to_vec(&body).unwrap().len() as u64).div_ceil(4) + 170;
+    let worst = one_message_bound(2) + 160;
     assert!(worst <= 200 && worst + 21 > 200, "{worst}");
     let first = read(
         gw.request("/v1/chat/completions", Some("tg-small"))
@@ -393,4 +397,271 @@ async fn a_caller_leaving_before_the_answer_still_leaves_a_settled_row() {
     );
     assert!(row.input_tokens > 0);
     assert_eq!(row.output_tokens, 0);
+}
+
+/// The input bound of a one-message chat request whose content is
+/// `content_bytes` long: 16 per request, 4 per message, and the bytes of
+/// "role", "user", "content" and the content.
+fn one_message_bound(content_bytes: u64) -> u64 {
+    16 + 4 + 4 + 4 + 7 + content_bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_concurrent_chinese_prompts_never_overrun_a_token_budget() {
+    // The mock counts a token a CJK character, as real tokenizers about do;
+    // every call is admitted before the first one settles.
+    let mock = mock_with(MockConfig {
+        latency: Duration::from_millis(1500),
+        ..MockConfig::default()
+    })
+    .await;
+    let gateway = provider(
+        "openai",
+        "openai",
+        &format!("{}/v1", mock.base_url()),
+        "headers = { \"x-mock-wide-char-tokens\" = \"1\" }",
+    );
+    let limit = 3000u64;
+    let gw = start(&gateway, &BUDGET.replace("LIMIT", &limit.to_string())).await;
+    let prompt: String = "请用中文详细解释预算控制的原理"
+        .chars()
+        .cycle()
+        .take(200)
+        .collect();
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 20,
+                      "messages": [{"role": "user", "content": prompt}]});
+    let billed_per_call = 200 + 20;
+    let reserve = one_message_bound(prompt.len() as u64) + 20;
+
+    let calls = (0..40).map(|_| {
+        let r = gw
+            .request("/v1/chat/completions", Some(&gw.key))
+            .json(&body);
+        tokio::spawn(read(r))
+    });
+    let replies: Vec<Reply> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ok = replies.iter().filter(|r| r.status == 200).count() as u64;
+    assert_eq!(ok, limit / reserve, "what the budget holds at the bound");
+    assert_eq!(
+        replies.iter().filter(|r| r.status == 429).count() as u64,
+        40 - ok
+    );
+    let billed = mock.stats().billed_tokens;
+    assert_eq!(billed, ok * billed_per_call);
+    assert!(billed <= limit, "the provider billed {billed} > {limit}");
+    let rows = gw.wait_rows(40).await;
+    let (settled, reserved) = gw.engine.usage("project-tokens", &search(), now()).unwrap();
+    assert_eq!(reserved, 0.0);
+    assert_eq!(settled, billed as f64, "settled at the provider's figures");
+    assert_eq!(
+        rows.iter().filter(|r| r.status == CallStatus::Ok).count() as u64,
+        ok
+    );
+    // The same calls at four bytes a token, the estimate this replaced,
+    // would have let the provider bill past the limit.
+    let body_len = serde_json::to_vec(&body).unwrap().len() as u64;
+    let guessed = body_len.div_ceil(4) + 20;
+    assert!((limit / guessed) * billed_per_call > limit);
+}
+
+#[tokio::test]
+async fn n_choices_reserve_the_cap_n_times() {
+    let mock = mock().await;
+    let one = one_message_bound(2) + 10;
+    let limit = one + 15;
+    let gw = start(
+        &openai_and_anthropic(&mock),
+        &BUDGET.replace("LIMIT", &limit.to_string()),
+    )
+    .await;
+    let three = json!({"model": "gpt-4o-mini", "max_tokens": 10, "n": 3,
+                       "messages": [{"role": "user", "content": "hi"}]});
+    let reply = gw.post("/v1/chat/completions", &three).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["rule_id"], "project-tokens");
+    assert_eq!(mock.stats().requests_to(Endpoint::ChatCompletions), 0);
+    let mut single = three.clone();
+    single["n"] = json!(1);
+    let reply = gw.post("/v1/chat/completions", &single).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(mock.stats().requests_to(Endpoint::ChatCompletions), 1);
+}
+
+#[tokio::test]
+async fn a_call_without_a_cap_gets_the_default_in_the_providers_field() {
+    let mock = mock().await;
+    let cfg = format!(
+        "default_max_tokens = 77\n{}{}",
+        openai_and_anthropic(&mock),
+        provider(
+            "local",
+            "openai_compatible",
+            &format!("{}/v1", mock.base_url()),
+            "models = [\"llama-*\"]"
+        )
+    );
+    let gw = start(&cfg, "").await;
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (
+            "/v1/chat/completions",
+            "gpt-4o-mini",
+            "max_completion_tokens",
+        ),
+        ("/v1/chat/completions", "llama-3", "max_tokens"),
+        (
+            "/v1/chat/completions",
+            "claude-3-5-haiku-20241022",
+            "max_tokens",
+        ),
+        ("/v1/messages", "claude-3-5-haiku-20241022", "max_tokens"),
+        ("/v1/messages", "gpt-4o-mini", "max_completion_tokens"),
+        ("/v1/messages", "llama-3", "max_tokens"),
+    ];
+    for (path, model, field) in cases {
+        let reply = gw
+            .post(path, &json!({"model": model, "messages": user}))
+            .await;
+        assert_eq!(reply.status, 200, "{path} {model}: {}", reply.text());
+        let sent = mock.stats().last_body;
+        assert_eq!(sent[field], 77, "{path} {model}: {sent}");
+        let other = if field == "max_tokens" {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        assert!(sent.get(other).is_none(), "{path} {model}: {sent}");
+    }
+    // The caller's own cap goes as it was sent.
+    let reply = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": user}),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let sent = mock.stats().last_body;
+    assert_eq!(sent["max_tokens"], 5);
+    assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
+}
+
+const COST_BUDGET: &str = r#"
+[[rules]]
+type = "budget"
+id = "monthly-cost"
+scope = ["project"]
+metric = "cost_usd"
+limit = 5.0
+window = "month"
+action = "block"
+"#;
+
+fn local(mock: &tollgate_mock_provider::MockProvider, top: &str) -> String {
+    format!(
+        "{top}\n{}",
+        provider(
+            "local",
+            "openai_compatible",
+            &format!("{}/v1", mock.base_url()),
+            "models = [\"my-llm\"]"
+        )
+    )
+}
+
+#[tokio::test]
+async fn an_unpriced_model_under_a_cost_budget_is_refused() {
+    let mock = mock().await;
+    let body = json!({"model": "my-llm", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let gw = start(&local(&mock, ""), COST_BUDGET).await;
+    let reply = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let e = &reply.json()["error"];
+    assert_eq!(e["type"], "model_unpriced");
+    assert_eq!(e["code"], "model_unpriced");
+    assert_eq!(e["rule_id"], "monthly-cost");
+    assert_eq!(e["metric"], "cost_usd");
+    assert!(e["message"].as_str().unwrap().contains("`my-llm`"), "{e}");
+    assert_eq!(mock.stats().requests_to(Endpoint::ChatCompletions), 0);
+    let row = gw.one_row().await;
+    assert_eq!(row.decision.as_deref(), Some("block"));
+    assert_eq!(row.rules_fired, ["monthly-cost"]);
+    assert_eq!(row.error_type.as_deref(), Some("model_unpriced"));
+
+    // No budget on cost: nothing to escape, the call goes through unpriced.
+    let gw = start(&local(&mock, ""), &BUDGET.replace("LIMIT", "100000")).await;
+    let reply = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(gw.one_row().await.cost_usd, None);
+}
+
+#[tokio::test]
+async fn a_configured_unpriced_price_reserves_and_settles_the_call() {
+    let mock = mock().await;
+    let gw = start(
+        &local(&mock, "unpriced_cost_per_mtok = 1000.0"),
+        COST_BUDGET,
+    )
+    .await;
+    let body = json!({"model": "my-llm", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let reply = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let row = gw.one_row().await;
+    let tokens = row.input_tokens + row.output_tokens;
+    assert_eq!((row.input_tokens, row.output_tokens), (1, 10));
+    assert_close(row.cost_usd.unwrap(), tokens as f64 * 1000.0 / 1e6);
+    assert_eq!(
+        row.labels.get("unpriced_price").map(String::as_str),
+        Some("true")
+    );
+    let (settled, reserved) = gw.engine.usage("monthly-cost", &search(), now()).unwrap();
+    assert_eq!(reserved, 0.0);
+    assert_close(settled, row.cost_usd.unwrap());
+
+    // Reserved at the same price: a worst case over the budget is refused.
+    // (16 + 4 + 4 + 4 + 7 + 2) input + 5,000 output tokens at $1,000 a
+    // million is more than $5.
+    let mut big = body.clone();
+    big["max_tokens"] = json!(5_000);
+    let reply = gw.post("/v1/chat/completions", &big).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["rule_id"], "monthly-cost");
+}
+
+#[tokio::test]
+async fn a_call_that_timed_out_after_it_was_sent_stays_counted() {
+    let mock = mock().await;
+    let gw = start(
+        &provider(
+            "openai",
+            "openai",
+            &format!("{}/v1", mock.base_url()),
+            "timeout = \"300ms\"\nheaders = { \"x-mock-hang\" = \"1\" }",
+        ),
+        &BUDGET.replace("LIMIT", "100000"),
+    )
+    .await;
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 50,
+                      "messages": [{"role": "user", "content": "hello there"}]});
+    let reply = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    let row = gw.one_row().await;
+    assert_eq!(row.error_type.as_deref(), Some("upstream_timeout"));
+    assert_eq!(
+        row.labels.get("usage_estimated").map(String::as_str),
+        Some("true")
+    );
+    let worst = one_message_bound(11) + 50;
+    assert_eq!(row.input_tokens + row.output_tokens, worst);
+    let (settled, reserved) = gw.engine.usage("project-tokens", &search(), now()).unwrap();
+    assert_eq!(
+        (settled, reserved),
+        (worst as f64, 0.0),
+        "not released at 0"
+    );
 }

@@ -43,7 +43,13 @@ fn chain(bad: &MockProvider, good: &MockProvider, primary_extra: &str, second: &
 const TO_GPT4O: &str = "{ provider = \"secondary\", model = \"gpt-4o\" }";
 const TO_CLAUDE: &str = "{ provider = \"claude\", model = \"claude-3-5-haiku-20241022\" }";
 
-async fn falls_back(bad: MockProvider, primary_extra: &str) {
+/// The first link fails as `bad` does; the second serves. Returns the
+/// `rows` rows, the served call's last.
+async fn falls_back(
+    bad: MockProvider,
+    primary_extra: &str,
+    rows: usize,
+) -> Vec<tollgate_rules::CallRecord> {
     let good = mock().await;
     let gw = start(&chain(&bad, &good, primary_extra, TO_GPT4O), "").await;
     let started = Instant::now();
@@ -53,7 +59,8 @@ async fn falls_back(bad: MockProvider, primary_extra: &str) {
     assert_eq!(reply.json()["model"], "gpt-4o");
     assert_eq!(bad.stats().requests_to(Endpoint::ChatCompletions), 1);
     assert_eq!(good.stats().requests_to(Endpoint::ChatCompletions), 1);
-    let row = gw.one_row().await;
+    let rows = gw.wait_rows(rows).await;
+    let row = rows.last().unwrap().clone();
     assert_eq!(row.status, CallStatus::Ok);
     assert_eq!(row.attempt, 1);
     assert_eq!(row.route.as_deref(), Some("r"));
@@ -70,6 +77,7 @@ async fn falls_back(bad: MockProvider, primary_extra: &str) {
         "priced at the model that served, not the first link's"
     );
     assert_eq!(gw.gateway.stats().fallbacks, 1);
+    rows
 }
 
 #[tokio::test]
@@ -79,7 +87,8 @@ async fn a_500_falls_back_to_the_next_link() {
         ..MockConfig::default()
     })
     .await;
-    falls_back(bad, "").await;
+    let rows = falls_back(bad, "", 1).await;
+    assert_eq!(rows.len(), 1, "a refused attempt is not billed: {rows:#?}");
 }
 
 #[tokio::test]
@@ -89,13 +98,33 @@ async fn a_429_falls_back_to_the_next_link() {
         ..MockConfig::default()
     })
     .await;
-    falls_back(bad, "").await;
+    let rows = falls_back(bad, "", 1).await;
+    assert_eq!(rows.len(), 1, "a refused attempt is not billed: {rows:#?}");
 }
 
 #[tokio::test]
 async fn a_link_hanging_past_its_timeout_falls_back() {
     let bad = mock().await;
-    falls_back(bad, "headers = { \"x-mock-hang\" = \"1\" }").await;
+    let rows = falls_back(bad, "headers = { \"x-mock-hang\" = \"1\" }", 2).await;
+    // The provider had the request and may bill it: the attempt that timed
+    // out is a row of its own, settled at the worst case it reserved.
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let timed_out = &rows[0];
+    assert_eq!(timed_out.attempt, 0);
+    assert_eq!(timed_out.status, CallStatus::Error);
+    assert_eq!(timed_out.error_type.as_deref(), Some("upstream_timeout"));
+    assert_eq!(timed_out.http_status, Some(504));
+    assert_eq!(timed_out.request_model.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(
+        timed_out.labels.get("usage_estimated").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(timed_out.output_tokens, 4096, "the default cap it reserved");
+    // 16 + 4 per message, "role" "user" "content" and the 25-byte question.
+    assert_eq!(timed_out.input_tokens, 16 + 4 + 4 + 4 + 7 + 25);
+    assert_ne!(timed_out.span_id, rows[1].span_id);
+    assert_eq!(timed_out.trace_id, rows[1].trace_id);
+    assert!(timed_out.cost_usd.unwrap() > 0.0);
 }
 
 #[tokio::test]
@@ -163,7 +192,14 @@ async fn a_stream_that_stalls_before_its_first_event_falls_back() {
     assert_eq!(reply.status, 200);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(reply.data_json().iter().all(|c| c["model"] == "gpt-4o"));
-    assert_eq!(gw.one_row().await.attempt, 1);
+    let rows = gw.wait_rows(2).await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    // The stalled stream had the request: its attempt is settled apart.
+    assert_eq!(rows[0].attempt, 0);
+    assert_eq!(rows[0].error_type.as_deref(), Some("upstream_timeout"));
+    assert_eq!(rows[0].output_tokens, 4096);
+    assert_eq!(rows[1].attempt, 1);
+    assert_eq!(rows[1].status, CallStatus::Ok);
 }
 
 #[tokio::test]
@@ -334,9 +370,11 @@ async fn a_provider_cutting_a_stream_leaves_a_row_with_estimated_usage() {
         row.labels.get("usage_estimated").map(String::as_str),
         Some("true")
     );
-    // "w0 w1 w2 w3 w4" = 14 characters of text.
-    assert_eq!(row.output_tokens, 4);
-    assert_eq!(row.input_tokens, 4, "\"Tell me a story.\" is 16 characters");
+    // "w0 w1 w2 w3 w4": 14 bytes of text, at most 14 tokens.
+    assert_eq!(row.output_tokens, 14);
+    // The input bound: 16 + 4 per message, "role" "user" "content" and
+    // the 16 bytes of "Tell me a story.".
+    assert_eq!(row.input_tokens, 16 + 4 + 4 + 4 + 7 + 16);
     assert!(row.cost_usd.unwrap() > 0.0);
 }
 

@@ -35,7 +35,7 @@ use serde::Deserialize;
 ///   { provider = "anthropic", model = "claude-3-5-haiku-20241022" },
 /// ]
 /// ```
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Start the inline gateway inside `tollgate serve`. Default: false.
@@ -44,11 +44,28 @@ pub struct GatewayConfig {
     /// Address the gateway listens on. Default: 127.0.0.1:7071.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Output tokens assumed for a request that sets neither `max_tokens`
-    /// nor `max_completion_tokens`: the worst case budgets reserve, and the
-    /// `max_tokens` sent to Anthropic (which requires one). Default: 4096.
+    /// Output cap of a request that sets none (`max_tokens`,
+    /// `max_completion_tokens`): the gateway sends it to the provider in
+    /// the provider's own field (`max_completion_tokens` for openai and
+    /// azure, `max_tokens` for the others), so the provider stops where the
+    /// budgets' reservation does. Default: 4096.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u64,
+    /// Input tokens reserved for each image of a request (its tokens depend
+    /// on its pixels, which the gateway does not decode). The default
+    /// covers the documented worst cases: OpenAI high detail 1,445 (gpt-4o),
+    /// 3,779 (gpt-4.1-nano, 1,536 patches), Anthropic about 1,600;
+    /// gpt-4o-mini, which bills up to 48,169 for an image, is always
+    /// reserved at that. Default: 4096.
+    #[serde(default = "default_image_input_tokens")]
+    pub image_input_tokens: u64,
+    /// Price in USD per million tokens (input and output alike) of a model
+    /// missing from the price table, used to reserve and to settle it.
+    /// Without it, a call to such a model under a budget on `cost_usd`
+    /// (with `action = "block"`) is refused with 403 `model_unpriced`: its
+    /// cost could not be counted. Default: unset.
+    #[serde(default)]
+    pub unpriced_cost_per_mtok: Option<f64>,
     /// Largest request body accepted, in bytes. Default: 32 MiB.
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
@@ -72,6 +89,10 @@ fn default_max_tokens() -> u64 {
     4096
 }
 
+fn default_image_input_tokens() -> u64 {
+    4096
+}
+
 fn default_max_request_bytes() -> usize {
     32 * 1024 * 1024
 }
@@ -82,6 +103,8 @@ impl Default for GatewayConfig {
             enabled: false,
             listen: default_listen(),
             default_max_tokens: default_max_tokens(),
+            image_input_tokens: default_image_input_tokens(),
+            unpriced_cost_per_mtok: None,
             max_request_bytes: default_max_request_bytes(),
             circuit_breaker: CircuitBreakerConfig::default(),
             providers: Vec::new(),

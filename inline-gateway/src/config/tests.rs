@@ -80,6 +80,8 @@ fn gateway_is_off_by_default() {
     assert!(!c.enabled);
     assert_eq!(c.listen, "127.0.0.1:7071");
     assert_eq!(c.default_max_tokens, 4096);
+    assert_eq!(c.image_input_tokens, 4096);
+    assert_eq!(c.unpriced_cost_per_mtok, None);
     assert_eq!(c.circuit_breaker.failure_threshold, 5);
 }
 
@@ -90,6 +92,11 @@ fn a_full_config_validates_with_defaults_filled_in() {
     let v = c.validate_with(&env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v.listen().to_string(), "127.0.0.1:9999");
     assert_eq!(v.default_max_tokens, 1000);
+    assert_eq!(v.image_input_tokens, 4096);
+    assert_eq!(
+        v.unpriced_price, None,
+        "unpriced models are refused by default"
+    );
     let openai = &v.providers[0];
     assert_eq!(openai.base_url, "https://api.openai.com/v1");
     assert_eq!(openai.timeout, Duration::from_secs(20));
@@ -194,6 +201,18 @@ fn each_mistake_names_its_field() {
             "[gateway]\n[[gateway.providers]]\nname = \"o\"\nkind = \"openai\"\napi_key_env = \"OPENAI_API_KEY\"\nbase_url = \"https://user:pw@example.com/v1\"\n",
             "gateway.providers[0].base_url",
         ),
+        (
+            "[gateway]\nunpriced_cost_per_mtok = -1.0\n[[gateway.providers]]\nname = \"o\"\nkind = \"openai\"\napi_key_env = \"OPENAI_API_KEY\"\n",
+            "`gateway.unpriced_cost_per_mtok`: `-1` is not a price",
+        ),
+        (
+            "[gateway]\nunpriced_cost_per_mtok = nan\n[[gateway.providers]]\nname = \"o\"\nkind = \"openai\"\napi_key_env = \"OPENAI_API_KEY\"\n",
+            "`gateway.unpriced_cost_per_mtok`: `NaN` is not a price",
+        ),
+        (
+            "[gateway]\nimage_input_tokens = 0\n[[gateway.providers]]\nname = \"o\"\nkind = \"openai\"\napi_key_env = \"OPENAI_API_KEY\"\n",
+            "`gateway.image_input_tokens`: must be at least 1",
+        ),
         ("[gateway]\n", "gateway.providers"),
         ("[gateway]\nlisten = \"nowhere\"\n", "gateway.listen"),
     ];
@@ -238,4 +257,15 @@ fn a_key_file_is_read_and_trimmed() {
     let e = parse(&missing).validate_with(&env).map(|_| ()).unwrap_err();
     assert!(matches!(e, GatewayError::ProviderKey { .. }), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unpriced_price_is_one_rate_for_input_and_output() {
+    let text = "[gateway]\nunpriced_cost_per_mtok = 12.5\nimage_input_tokens = 2000\n[[gateway.providers]]\nname = \"o\"\nkind = \"openai\"\napi_key_env = \"OPENAI_API_KEY\"\n";
+    let v = parse(text).validate_with(&env).unwrap();
+    assert_eq!(
+        v.unpriced_price,
+        Some(tollgate_rules::pricing::ModelPrice::new(12.5, 12.5))
+    );
+    assert_eq!(v.image_input_tokens, 2000);
 }

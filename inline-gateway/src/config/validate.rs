@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use tollgate_rules::pricing::ModelPrice;
 
 use super::raw::{CircuitBreakerConfig, GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
 use crate::error::GatewayError;
@@ -32,6 +33,9 @@ const RESERVED_HEADERS: [&str; 9] = [
 pub struct ValidConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) default_max_tokens: u64,
+    pub(crate) image_input_tokens: u64,
+    /// `unpriced_cost_per_mtok` as a price (input and output alike).
+    pub(crate) unpriced_price: Option<ModelPrice>,
     pub(crate) max_request_bytes: usize,
     pub(crate) breaker: CircuitBreakerConfig,
     pub(crate) providers: Vec<ProviderSettings>,
@@ -130,6 +134,25 @@ impl GatewayConfig {
                 "must be at least 1, e.g. 4096",
             ));
         }
+        if self.image_input_tokens == 0 {
+            return Err(invalid(
+                "gateway.image_input_tokens",
+                "must be at least 1, e.g. 4096 (an image is never free)",
+            ));
+        }
+        let unpriced_price = match self.unpriced_cost_per_mtok {
+            None => None,
+            Some(p) if p.is_finite() && p > 0.0 => Some(ModelPrice::new(p, p)),
+            Some(p) => {
+                return Err(invalid(
+                    "gateway.unpriced_cost_per_mtok",
+                    format!(
+                        "`{p}` is not a price: give USD per million tokens above 0, e.g. 15.0 \
+                         (remove the key to refuse unpriced models under cost budgets)"
+                    ),
+                ));
+            }
+        };
         if self.max_request_bytes < 1024 {
             return Err(invalid(
                 "gateway.max_request_bytes",
@@ -180,6 +203,8 @@ impl GatewayConfig {
         Ok(ValidConfig {
             listen,
             default_max_tokens: self.default_max_tokens,
+            image_input_tokens: self.image_input_tokens,
+            unpriced_price,
             max_request_bytes: self.max_request_bytes,
             breaker: self.circuit_breaker.clone(),
             providers,

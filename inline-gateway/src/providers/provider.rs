@@ -164,11 +164,17 @@ impl Provider {
         self.models.iter().any(|p| crate::glob::matches(p, model))
     }
 
-    /// OpenAI's own APIs want `max_completion_tokens` (reasoning models
-    /// refuse `max_tokens`); other OpenAI-compatible servers may only know
-    /// `max_tokens`.
-    pub(crate) fn wants_max_completion_tokens(&self) -> bool {
-        matches!(self.kind, ProviderKind::Openai | ProviderKind::Azure)
+    /// The request field that caps a chat answer's output here: OpenAI's
+    /// own APIs want `max_completion_tokens` (reasoning models refuse
+    /// `max_tokens`); other OpenAI-compatible servers (Gemini's included)
+    /// may only know `max_tokens`, which is also Anthropic's.
+    pub(crate) fn output_cap_field(&self) -> &'static str {
+        match self.kind {
+            ProviderKind::Openai | ProviderKind::Azure => "max_completion_tokens",
+            ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::OpenaiCompatible => {
+                "max_tokens"
+            }
+        }
     }
 
     fn url(&self, op: UpstreamOp, model: &str) -> Result<Url, String> {

@@ -57,6 +57,19 @@ impl Failure {
         !matches!(self, Failure::Redirect)
     }
 
+    /// When the provider may have taken the request on without answering
+    /// (and so may bill it): the status and error type of such an attempt.
+    /// A timeout once the request may have gone out (a connection that
+    /// could not be made is [`Failure::Connect`]), or a success whose body
+    /// broke off or was not the answer.
+    pub(crate) fn unanswered(&self) -> Option<(u16, &'static str)> {
+        match self {
+            Failure::Timeout => Some((504, "upstream_timeout")),
+            Failure::Body => Some((502, "upstream_unreachable")),
+            Failure::Connect | Failure::Redirect | Failure::Status { .. } => None,
+        }
+    }
+
     /// For logs: never the body.
     pub(crate) fn label(&self) -> &'static str {
         match self {
@@ -85,6 +98,8 @@ pub(crate) async fn send(
 ) -> Result<reqwest::Response, Failure> {
     let resp = match timeout_at(deadline, req.send()).await {
         Err(_) => return Err(Failure::Timeout),
+        // Not connected (even if it timed out): nothing reached the provider.
+        Ok(Err(e)) if e.is_connect() => return Err(Failure::Connect),
         Ok(Err(e)) if e.is_timeout() => return Err(Failure::Timeout),
         Ok(Err(_)) => return Err(Failure::Connect),
         Ok(Ok(r)) => r,
@@ -194,6 +209,26 @@ mod tests {
         assert!(!status(404).is_retryable());
         assert!(Failure::Timeout.is_retryable());
         assert!(Failure::Connect.is_retryable());
+    }
+
+    #[test]
+    fn what_the_provider_may_bill_without_answering() {
+        assert_eq!(
+            Failure::Timeout.unanswered(),
+            Some((504, "upstream_timeout"))
+        );
+        assert_eq!(
+            Failure::Body.unanswered(),
+            Some((502, "upstream_unreachable"))
+        );
+        assert_eq!(Failure::Connect.unanswered(), None);
+        assert_eq!(Failure::Redirect.unanswered(), None);
+        let refused = Failure::Status {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::new(),
+            retry_after: None,
+        };
+        assert_eq!(refused.unanswered(), None, "a provider error is not billed");
     }
 
     #[test]

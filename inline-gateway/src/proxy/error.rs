@@ -18,7 +18,7 @@ use crate::dialect::Dialect;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RefusalInfo {
     /// `budget_exceeded`, `rate_limited`, `model_not_allowed`,
-    /// `region_not_allowed`, `rule_violation`, `blocked`.
+    /// `model_unpriced`, `region_not_allowed`, `rule_violation`, `blocked`.
     pub code: &'static str,
     pub status: StatusCode,
     pub rule_id: String,
@@ -119,6 +119,26 @@ impl RefusalInfo {
                 "blocked by the kill-switch (rule `{}`): {}",
                 b.rule_id, b.reason
             ),
+        }
+    }
+
+    /// `model` has no price and budget `rule_id` counts cost for `scope`:
+    /// the call could not be counted against it.
+    pub(crate) fn unpriced(model: &str, rule_id: &str, scope: String) -> Self {
+        Self {
+            code: "model_unpriced",
+            status: StatusCode::FORBIDDEN,
+            rule_id: rule_id.to_owned(),
+            metric: Some("cost_usd"),
+            limit: None,
+            used: None,
+            retry_after_s: None,
+            message: format!(
+                "model `{model}` has no price, and rule `{rule_id}` budgets cost for {scope}: \
+                 the call could not be counted against it; ask the gateway's operator to \
+                 price the model or set gateway.unpriced_cost_per_mtok"
+            ),
+            scope: Some(scope),
         }
     }
 
@@ -504,6 +524,24 @@ mod tests {
         assert_eq!(resp.status(), 403);
         assert!(resp.headers().get(header::RETRY_AFTER).is_none());
         assert_eq!(body_of(resp)["error"]["type"], "model_not_allowed");
+    }
+
+    #[test]
+    fn unpriced_refusals_are_forbidden_and_name_the_budget() {
+        let info = RefusalInfo::unpriced("my-llm", "monthly-cost", "project=search".into());
+        let resp = ApiError::Refused(info).into_response(Dialect::Anthropic);
+        assert_eq!(resp.status(), 403);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+        let b = body_of(resp);
+        assert_eq!(b["error"]["type"], "model_unpriced");
+        assert_eq!(b["error"]["rule_id"], "monthly-cost");
+        assert_eq!(b["error"]["metric"], "cost_usd");
+        assert_eq!(b["error"]["scope"], "project=search");
+        let m = b["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("`my-llm`") && m.contains("unpriced_cost_per_mtok"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -15,11 +15,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 use tollgate_rules::CallRecord;
+use tollgate_rules::engine::config::Metric;
 use tollgate_rules::engine::{CallIntent, Decision, Engine, Refusal, RefusalReason};
-use tollgate_rules::pricing::TokenUsage;
+use tollgate_rules::pricing::{CallCost, TokenUsage};
 
 use super::attempt::{self, Failure};
-use super::call::{CallLog, Held, KEY_LABEL, REQUEST_ID_LABEL, new_record};
+use super::call::{CallLog, Held, KEY_LABEL, REQUEST_ID_LABEL, new_record, random_hex};
 use super::error::{ApiError, RefusalInfo, upstream_message};
 use super::relay::{Relay, RelayBody};
 use super::state::{Chain, Link, Shared};
@@ -29,7 +30,8 @@ use crate::dialect::{Dialect, Operation};
 use crate::keys::VirtualKey;
 use crate::providers::Provider;
 use crate::translate::{self, RequestPeek, StreamTranslator};
-use crate::usage::{AnthropicUsage, OpenAiUsage, Usage, tokens_of_chars};
+use crate::usage::{AnthropicUsage, OpenAiUsage, Usage};
+use crate::worst_case::{self, InputBound};
 
 pub(crate) const USER_HEADER: &str = "x-tollgate-user";
 pub(crate) const SESSION_HEADER: &str = "x-tollgate-session";
@@ -60,14 +62,6 @@ fn trace_id(headers: &HeaderMap) -> Option<String> {
     let (_version, trace) = (parts.next()?, parts.next()?);
     (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32))
         .then(|| trace.to_ascii_lowercase())
-}
-
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    let b = &mut b[..bytes.min(16)];
-    rand::rng().fill_bytes(b);
-    hex::encode(b)
 }
 
 /// Longest `model` accepted.
@@ -116,6 +110,14 @@ pub(crate) async fn handle(
         ))
         .into_response(dialect);
     }
+    // The whole body, for the input bound and for translation.
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::BadRequest(format!("the request body is not a JSON object ({e})"))
+                .into_response(dialect);
+        }
+    };
     let stream = peek.stream() && op != Operation::Embeddings;
     let request_id_str = request_id.to_str().unwrap_or_default().to_owned();
 
@@ -149,7 +151,7 @@ pub(crate) async fn handle(
         }
         .into_response(dialect);
     };
-    let mut log = CallLog::new(Arc::clone(&shared), record, dialect, body.clone(), room);
+    let mut log = CallLog::new(Arc::clone(&shared), record, room);
 
     let Some(chain) = chain else {
         let err = ApiError::ModelNotFound(model.to_owned());
@@ -209,12 +211,17 @@ pub(crate) async fn handle(
         stream,
         key_id: &key.id,
         request_id: &request_id_str,
-        // The worst case: the whole body as input, the most output allowed.
-        input_tokens: tokens_of_chars(body.len() as u64).max(1),
+        input: InputBound::of(op, &request),
+        request: &request,
+        // The cap (the caller's, or the default the gateway then sends)
+        // for each of the `n` choices.
         max_output_tokens: if op == Operation::Embeddings {
             0
         } else {
-            peek.max_output().unwrap_or(shared.default_max_tokens)
+            worst_case::output_tokens(
+                peek.max_output().unwrap_or(shared.default_max_tokens),
+                peek.n,
+            )
         },
     };
     call.run(&chain, log).await
@@ -242,7 +249,11 @@ struct Call<'a> {
     stream: bool,
     key_id: &'a str,
     request_id: &'a str,
-    input_tokens: u64,
+    /// The parsed body.
+    request: &'a Value,
+    /// What the input can be billed at most (see `worst_case`).
+    input: InputBound,
+    /// What the output can be billed at most: the cap times `n`.
     max_output_tokens: u64,
 }
 
@@ -286,7 +297,7 @@ impl Call<'_> {
                     attempt += 1;
                     continue 'links;
                 }
-                let held = match self.admit(link, &log).await {
+                let (held, worst) = match self.admit(link, &log).await {
                     Ok(h) => h,
                     Err(info) => {
                         if first_refusal.is_none() {
@@ -299,7 +310,7 @@ impl Call<'_> {
                         continue 'links;
                     }
                 };
-                log.attempt(link, attempt, held);
+                log.attempt(link, attempt, held, worst);
                 let upstream_body = match self.upstream_body(link) {
                     Ok(b) => b,
                     Err(message) => {
@@ -354,7 +365,12 @@ impl Call<'_> {
                         if link.provider.breaker.failure() {
                             self.shared.events.breaker_opened(&link.provider.name);
                         }
-                        log.release();
+                        // A provider that may have taken the call on may
+                        // bill it: it stays counted at its worst case.
+                        match f.unanswered() {
+                            Some((status, kind)) => log.unanswered(status, kind),
+                            None => log.release(),
+                        }
                         let again = f.may_pass_on_retry();
                         last_failure = Some((f, Arc::clone(&link.provider)));
                         attempt += 1;
@@ -390,11 +406,21 @@ impl Call<'_> {
     }
 
     fn intent(&self, link: &Link, record: &CallRecord) -> CallIntent {
+        let image_tokens = worst_case::image_tokens(&link.model, self.shared.image_input_tokens);
+        let input_tokens = self.input.tokens(image_tokens);
         let worst = TokenUsage {
-            input: self.input_tokens,
+            input: input_tokens,
             output: self.max_output_tokens,
             cache_read: 0,
             cache_write: 0,
+        };
+        let cost = CallCost {
+            provider: Some(&link.provider.system),
+            response_model: None,
+            request_model: Some(&link.model),
+            usage: worst,
+            has_usage: true,
+            failed: false,
         };
         CallIntent {
             at_unix_nanos: now_unix_nanos(),
@@ -410,25 +436,56 @@ impl Call<'_> {
             route: record.route.clone(),
             upstream: Some(link.provider.upstream.to_string()),
             labels: BTreeMap::from([(KEY_LABEL.to_owned(), self.key_id.to_owned())]),
-            input_tokens: self.input_tokens,
+            input_tokens,
             max_output_tokens: self.max_output_tokens,
-            worst_case_cost_usd: self.shared.deps.prices.cost(
-                Some(&link.provider.system),
-                &link.model,
-                &worst,
-            ),
+            worst_case_cost_usd: self
+                .shared
+                .deps
+                .prices
+                .call_cost_or(&cost, self.shared.unpriced_price.as_ref()),
         }
+    }
+
+    /// A budget on cost that would refuse calls, met by `intent` whose
+    /// model has no price: such a call cannot be counted against it.
+    fn unpriced_under(&self, intent: &CallIntent, log: &CallLog) -> Option<RefusalInfo> {
+        if intent.worst_case_cost_usd.is_some() {
+            return None;
+        }
+        let engines = log
+            .key_engine()
+            .into_iter()
+            .chain([&self.shared.deps.engine]);
+        for engine in engines {
+            let rules = engine.rules();
+            if let Some(rule) = rules.blocking_budget(Metric::CostUsd, intent) {
+                return Some(RefusalInfo::unpriced(
+                    intent.model.as_deref().unwrap_or_default(),
+                    &rule.id,
+                    tollgate_rules::engine::scope_label(&rule.scope, intent),
+                ));
+            }
+        }
+        None
     }
 
     /// Reserves the worst case on the key's limits, then on the rules. The
     /// intent is built from the row's own scope, so `settle` meets the
     /// counters `admit` reserved on.
-    async fn admit(&self, link: &Link, log: &CallLog) -> Result<Held, Box<RefusalInfo>> {
+    async fn admit(&self, link: &Link, log: &CallLog) -> Result<(Held, Usage), Box<RefusalInfo>> {
         /// Rounds of leasing before a budget still short is judged
         /// exceeded: a call short on several counters can find one of them
         /// taken by concurrent calls while it waited for another.
         const LEASE_ROUNDS: usize = 3;
         let intent = self.intent(link, &log.record);
+        if let Some(info) = self.unpriced_under(&intent, log) {
+            return Err(Box::new(info));
+        }
+        let worst = Usage {
+            input: intent.input_tokens,
+            output: intent.max_output_tokens,
+            ..Usage::default()
+        };
         let refused = |r: Refusal| Box::new(RefusalInfo::from_refusal(&r));
         let mut lease = Lease::Held;
         let (mut rebuilds, mut rounds) = (0, 0);
@@ -458,7 +515,7 @@ impl Call<'_> {
                         }
                     }
                 }
-                other => return other.map_err(refused),
+                other => return other.map(|held| (held, worst)).map_err(refused),
             }
         }
     }
@@ -500,36 +557,37 @@ impl Call<'_> {
         }
     }
 
-    /// The request body for `link`, in its dialect, naming its model.
+    /// The request body for `link`, in its dialect, naming its model, its
+    /// output capped: a call without a cap of its own gets the gateway's
+    /// default in the link's field, so the provider stops where the
+    /// reservation does.
     fn upstream_body(&self, link: &Link) -> Result<Bytes, String> {
         let model = link.model.as_ref();
         let invalid = |e: serde_json::Error| format!("the request body is not valid JSON ({e})");
+        let default_cap = self.shared.default_max_tokens;
+        let uncapped = self.op != Operation::Embeddings && self.peek.max_output().is_none();
+        let cap = uncapped.then(|| (link.provider.output_cap_field(), default_cap));
         match (self.dialect, link.provider.dialect) {
             (Dialect::OpenAi, Dialect::OpenAi) => {
-                translate::upstream_body(self.body, self.peek, model, self.stream)
+                translate::upstream_body(self.body, self.peek, model, self.stream, cap)
                     .map(Bytes::from)
                     .map_err(invalid)
             }
             (Dialect::Anthropic, Dialect::Anthropic) => {
-                translate::upstream_body(self.body, self.peek, model, false)
+                translate::upstream_body(self.body, self.peek, model, false, cap)
                     .map(Bytes::from)
                     .map_err(invalid)
             }
             (Dialect::OpenAi, Dialect::Anthropic) => {
-                let v: Value = serde_json::from_slice(self.body).map_err(invalid)?;
-                let out = translate::request::openai_to_anthropic(
-                    &v,
-                    model,
-                    self.shared.default_max_tokens,
-                );
+                let out = translate::request::openai_to_anthropic(self.request, model, default_cap);
                 serde_json::to_vec(&out).map(Bytes::from).map_err(invalid)
             }
             (Dialect::Anthropic, Dialect::OpenAi) => {
-                let v: Value = serde_json::from_slice(self.body).map_err(invalid)?;
                 let out = translate::request::anthropic_to_openai(
-                    &v,
+                    self.request,
                     model,
-                    link.provider.wants_max_completion_tokens(),
+                    link.provider.output_cap_field(),
+                    default_cap,
                 );
                 serde_json::to_vec(&out).map(Bytes::from).map_err(invalid)
             }
@@ -613,12 +671,13 @@ impl Call<'_> {
                     };
                     Bytes::from(serde_json::to_vec(&translated).unwrap_or_default())
                 };
-                let chars = if read.usage.is_none() {
+                // Without usage, the answer's bytes bound its tokens.
+                let bytes = if read.usage.is_none() {
                     out.len() as u64
                 } else {
                     0
                 };
-                complete_after_answer(log, read.usage, chars);
+                complete_after_answer(log, read.usage, bytes);
                 let mut resp = Response::new(Body::from(out));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -737,21 +796,21 @@ pub(crate) fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Opti
 /// stays held: a limit reads high for those microseconds, never low. The row
 /// is not lost if the task never runs (the runtime shutting down): dropping
 /// it settles all the same.
-fn complete_after_answer(log: CallLog, usage: Option<Usage>, output_chars: u64) {
+fn complete_after_answer(log: CallLog, usage: Option<Usage>, output_bytes: u64) {
     struct Completion {
         log: CallLog,
         usage: Option<Usage>,
-        output_chars: u64,
+        output_bytes: u64,
     }
     impl Drop for Completion {
         fn drop(&mut self) {
-            self.log.complete(200, self.usage.take(), self.output_chars);
+            self.log.complete(200, self.usage.take(), self.output_bytes);
         }
     }
     let completion = Completion {
         log,
         usage,
-        output_chars,
+        output_bytes,
     };
     tokio::spawn(async move { drop(completion) });
 }
@@ -806,13 +865,7 @@ base_url = "http://127.0.0.1:9/v1"
         let mut record = new_record(now_unix_nanos(), "chat", false);
         record.provider = Some("openai".to_owned());
         record.request_model = Some("gpt-4o-mini".to_owned());
-        let log = CallLog::new(
-            shared(Arc::clone(&rows)),
-            record,
-            Dialect::OpenAi,
-            Bytes::from_static(b"{}"),
-            RowRoom::unbounded(),
-        );
+        let log = CallLog::new(shared(Arc::clone(&rows)), record, RowRoom::unbounded());
         let usage = Usage {
             input: 12,
             output: 7,

@@ -118,13 +118,13 @@ impl RelayBody {
         self.finished = true;
         self.fill_record();
         let acct = &self.relay.translator.acct;
-        let (usage, chars) = (acct.reported_usage(), acct.output_chars);
+        let (usage, bytes) = (acct.reported_usage(), acct.output_bytes);
         match acct.error.clone() {
             Some(kind) => {
                 self.log.record.labels.insert("upstream_error".into(), kind);
-                self.log.cut("upstream_stream_error", usage, chars);
+                self.log.cut("upstream_stream_error", usage, bytes);
             }
-            None => self.log.complete(200, usage, chars),
+            None => self.log.complete(200, usage, bytes),
         }
     }
 
@@ -135,8 +135,20 @@ impl RelayBody {
         self.finished = true;
         self.fill_record();
         let acct = &self.relay.translator.acct;
-        let (usage, chars) = (acct.reported_usage(), acct.output_chars);
-        self.log.cut(why, usage, chars);
+        let (usage, bytes) = (acct.reported_usage(), acct.output_bytes);
+        self.log.cut(why, usage, bytes);
+    }
+
+    /// The provider went quiet past the link's timeout: it may still be
+    /// generating, so the call is settled at its worst case.
+    fn stall(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.fill_record();
+        let usage = self.relay.translator.acct.reported_usage();
+        self.log.stalled(usage);
     }
 }
 
@@ -183,7 +195,7 @@ impl Stream for RelayBody {
                 }
                 Poll::Pending => {
                     if this.sleep.as_mut().poll(cx).is_ready() {
-                        this.cut("upstream_idle_timeout");
+                        this.stall();
                         return Poll::Ready(Some(Err(std::io::Error::other(
                             "the provider's stream stalled",
                         ))));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tollgate_rules::pricing::ModelPrice;
 
 use super::limits::KeyLimiter;
 use crate::GatewayDeps;
@@ -48,6 +49,10 @@ pub(crate) struct Shared {
     /// Route names in config order, for `/v1/models`.
     pub route_order: Vec<Arc<str>>,
     pub default_max_tokens: u64,
+    /// An image's worst case unless its model bills more (`worst_case`).
+    pub image_input_tokens: u64,
+    /// The price of models the table lacks, when one is configured.
+    pub unpriced_price: Option<ModelPrice>,
     pub max_request_bytes: usize,
     pub deps: GatewayDeps,
     pub key_limits: KeyLimiter,
@@ -96,6 +101,8 @@ impl Shared {
             routes,
             route_order,
             default_max_tokens: config.default_max_tokens,
+            image_input_tokens: config.image_input_tokens,
+            unpriced_price: config.unpriced_price.clone(),
             max_request_bytes: config.max_request_bytes,
             deps,
             key_limits: KeyLimiter::default(),

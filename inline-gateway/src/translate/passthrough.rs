@@ -20,6 +20,9 @@ pub(crate) struct RequestPeek<'a> {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub max_completion_tokens: Option<u64>,
+    /// OpenAI: how many choices to generate, each up to the cap.
+    #[serde(default)]
+    pub n: Option<u64>,
     /// Kept whole: the gateway adds `include_usage` and keeps the rest.
     #[serde(default)]
     pub stream_options: Option<serde_json::Map<String, serde_json::Value>>,
@@ -45,27 +48,35 @@ impl RequestPeek<'_> {
 }
 
 /// A same-dialect request for the upstream: `body` with `model` set to the
-/// link's model and, when `ask_usage` (an OpenAI stream), the caller's
-/// `stream_options` kept with `include_usage` turned on: the gateway needs
-/// the usage chunk, and passes it on only when the caller asked for it too.
+/// link's model; when `ask_usage` (an OpenAI stream), the caller's
+/// `stream_options` kept with `include_usage` turned on (the gateway needs
+/// the usage chunk, and passes it on only when the caller asked for it
+/// too); and when `cap` is given (the caller set no output cap), that
+/// field set to that many tokens, so the provider stops where the
+/// reservation does.
 pub(crate) fn upstream_body(
     body: &[u8],
     peek: &RequestPeek<'_>,
     model: &str,
     ask_usage: bool,
+    cap: Option<(&str, u64)>,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let model_json = serde_json::to_string(model)?;
-    if !ask_usage {
-        return rewrite_top_level(body, &[("model", &model_json)], &[]);
+    let mut set: Vec<(&str, &str)> = Vec::with_capacity(3);
+    set.push(("model", &model_json));
+    let options_json;
+    if ask_usage {
+        let mut options = peek.stream_options.clone().unwrap_or_default();
+        options.insert("include_usage".into(), serde_json::Value::Bool(true));
+        options_json = serde_json::to_string(&options)?;
+        set.push(("stream_options", &options_json));
     }
-    let mut options = peek.stream_options.clone().unwrap_or_default();
-    options.insert("include_usage".into(), serde_json::Value::Bool(true));
-    let options_json = serde_json::to_string(&options)?;
-    rewrite_top_level(
-        body,
-        &[("model", &model_json), ("stream_options", &options_json)],
-        &[],
-    )
+    let cap_json;
+    if let Some((field, tokens)) = cap {
+        cap_json = tokens.to_string();
+        set.push((field, &cap_json));
+    }
+    rewrite_top_level(body, &set, &[])
 }
 
 /// A key as it appears in the body: borrowed unless it had escapes.
@@ -192,5 +203,30 @@ mod tests {
         assert!(p.stream());
         assert_eq!(p.max_output(), Some(7));
         assert!(p.wants_usage());
+        assert_eq!(p.n, None);
+    }
+
+    #[test]
+    fn a_missing_cap_is_sent_in_the_field_given() {
+        let body = br#"{"model":"r","messages":[],"n":2}"#;
+        let p: RequestPeek<'_> = serde_json::from_slice(body).unwrap();
+        assert_eq!((p.max_output(), p.n), (None, Some(2)));
+        let out = upstream_body(
+            body,
+            &p,
+            "gpt-5",
+            false,
+            Some(("max_completion_tokens", 512)),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"model": "gpt-5", "messages": [], "n": 2, "max_completion_tokens": 512})
+        );
+        let out = upstream_body(body, &p, "m", true, None).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+        assert!(v.get("max_tokens").is_none() && v.get("max_completion_tokens").is_none());
     }
 }

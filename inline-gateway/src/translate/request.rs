@@ -303,9 +303,16 @@ fn anthropic_assistant_turn(content: Option<&Value>, out: &mut Vec<Value>) {
     out.push(Value::Object(m));
 }
 
-/// An Anthropic messages request as an OpenAI chat request for `model`.
+/// An Anthropic messages request as an OpenAI chat request for `model`,
+/// its output capped in `cap_field` (the link's own name for it) at the
+/// request's `max_tokens`, or `default_max_tokens` when it sets none.
 /// Streams always ask for the usage chunk.
-pub(crate) fn anthropic_to_openai(req: &Value, model: &str, max_completion_tokens: bool) -> Value {
+pub(crate) fn anthropic_to_openai(
+    req: &Value,
+    model: &str,
+    cap_field: &str,
+    default_max_tokens: u64,
+) -> Value {
     let mut out = Map::new();
     out.insert("model".into(), Value::from(model));
     let mut messages = Vec::new();
@@ -321,14 +328,11 @@ pub(crate) fn anthropic_to_openai(req: &Value, model: &str, max_completion_token
         }
     }
     out.insert("messages".into(), Value::from(messages));
-    if let Some(max) = req.get("max_tokens").and_then(Value::as_u64) {
-        let name = if max_completion_tokens {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
-        out.insert(name.into(), Value::from(max));
-    }
+    let max = req
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(default_max_tokens);
+    out.insert(cap_field.into(), Value::from(max));
     for key in ["temperature", "top_p"] {
         if let Some(v) = req.get(key).filter(|v| v.is_number()) {
             out.insert(key.into(), v.clone());
@@ -473,7 +477,7 @@ mod tests {
             "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true},
             "metadata": {"user_id": "alice"}
         });
-        let out = anthropic_to_openai(&req, "gpt-4o-mini", true);
+        let out = anthropic_to_openai(&req, "gpt-4o-mini", "max_completion_tokens", 4096);
         assert_eq!(
             out,
             json!({
@@ -497,8 +501,12 @@ mod tests {
             })
         );
         assert_eq!(
-            anthropic_to_openai(&json!({"max_tokens": 5}), "m", false)["max_tokens"],
+            anthropic_to_openai(&json!({"max_tokens": 5}), "m", "max_tokens", 4096)["max_tokens"],
             5
         );
+        // No cap from the caller: the gateway's default, in the link's field.
+        let capped = anthropic_to_openai(&json!({"messages": []}), "m", "max_tokens", 321);
+        assert_eq!(capped["max_tokens"], 321);
+        assert!(capped.get("max_completion_tokens").is_none());
     }
 }

@@ -25,8 +25,9 @@ pub(crate) struct StreamAcct {
     pub openai_usage: Option<Usage>,
     /// Usage as reported so far (Anthropic's `message_start` + `message_delta`).
     pub anthropic_usage: Option<AnthropicUsage>,
-    /// Characters of generated text and tool arguments passed on.
-    pub output_chars: u64,
+    /// UTF-8 bytes of generated text and tool arguments passed on (a
+    /// bound on their tokens).
+    pub output_bytes: u64,
     /// When the first token (text or tool arguments) was passed on.
     pub first_token: Option<Instant>,
     /// As the upstream spelled it.
@@ -53,11 +54,11 @@ impl StreamAcct {
             || self.finish_reason.is_some() && self.anthropic_usage.is_some()
     }
 
-    fn token(&mut self, chars: usize) {
-        if chars == 0 {
+    fn token(&mut self, bytes: usize) {
+        if bytes == 0 {
             return;
         }
-        self.output_chars = self.output_chars.saturating_add(chars as u64);
+        self.output_bytes = self.output_bytes.saturating_add(bytes as u64);
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
         }
@@ -172,8 +173,8 @@ struct AnthDeltaPeek<'a> {
     stop_reason: Option<Cow<'a, str>>,
 }
 
-fn chars(s: &Option<Cow<'_, str>>) -> usize {
-    s.as_deref().map_or(0, |s| s.chars().count())
+fn bytes(s: &Option<Cow<'_, str>>) -> usize {
+    s.as_deref().map_or(0, str::len)
 }
 
 /// A block open in the Anthropic stream we write for an OpenAI upstream.
@@ -362,10 +363,10 @@ fn read_openai_chunk(acct: &mut StreamAcct, chunk: &ChunkPeek<'_>) -> bool {
     let choices = chunk.choices.as_deref().unwrap_or_default();
     for c in choices {
         if let Some(d) = &c.delta {
-            let mut n = chars(&d.content) + chars(&d.reasoning_content);
+            let mut n = bytes(&d.content) + bytes(&d.reasoning_content);
             for t in d.tool_calls.as_deref().unwrap_or_default() {
                 if let Some(f) = &t.function {
-                    n += chars(&f.arguments);
+                    n += bytes(&f.arguments);
                 }
             }
             acct.token(n);
@@ -406,7 +407,7 @@ fn read_anthropic_event<'a>(acct: &mut StreamAcct, ev: &'a SseEvent) -> Option<A
         }
         "content_block_delta" => {
             if let Some(d) = &parsed.delta {
-                acct.token(chars(&d.text) + chars(&d.partial_json) + chars(&d.thinking));
+                acct.token(bytes(&d.text) + bytes(&d.partial_json) + bytes(&d.thinking));
             }
         }
         "message_delta" => {
@@ -708,7 +709,7 @@ mod tests {
             t.acct.reported_usage().map(|u| (u.input, u.output)),
             Some((5, 2))
         );
-        assert_eq!(t.acct.output_chars, 5);
+        assert_eq!(t.acct.output_bytes, 5);
         assert!(t.acct.done);
         assert_eq!(t.acct.finish_reason.as_deref(), Some("stop"));
         let (_, kept) = run(StreamTranslator::openai_pass(true), OPENAI);
@@ -801,7 +802,7 @@ mod tests {
         let (mut t, _) = run(StreamTranslator::openai_pass(false), &cut);
         let mut out = Vec::new();
         assert!(!t.on_eof(&mut out));
-        assert_eq!(t.acct.output_chars, 5);
+        assert_eq!(t.acct.output_bytes, 5);
         assert!(t.acct.reported_usage().is_none());
         assert!(t.acct.first_token.is_some());
     }

@@ -9,7 +9,7 @@ use globset::{Glob, GlobMatcher};
 
 use super::cel::CustomExpression;
 use super::config::{Action, Metric, OnLedgerError, RawBudget, RawRule};
-use super::scope::{ScopeDim, rule_hash};
+use super::scope::{CallFacts, ScopeDim, rule_hash};
 use super::window::{BoundsCache, Window, WindowKind, WindowUnit};
 
 /// Default alert thresholds: 80, 90 and 100 % of the limit.
@@ -109,6 +109,15 @@ pub struct CompiledRule {
     pub kind: RuleKind,
 }
 
+impl CompiledRule {
+    /// Whether a call with `facts` meets every filter of the rule.
+    pub fn applies_to(&self, facts: &impl CallFacts) -> bool {
+        self.filter
+            .iter()
+            .all(|(dim, m)| facts.dim(dim).is_some_and(|v| m.is_match(v)))
+    }
+}
+
 /// Every rule, compiled.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
@@ -153,6 +162,18 @@ impl RuleSet {
             unindexed,
             scope_lists,
         }
+    }
+
+    /// The first budget on `metric` that refuses calls (`action = "block"`)
+    /// and whose filter `facts` match, if any: what a call that cannot be
+    /// measured in `metric` (an unpriced model under a cost budget) would
+    /// escape.
+    pub fn blocking_budget(&self, metric: Metric, facts: &impl CallFacts) -> Option<&CompiledRule> {
+        self.candidates(facts.dim(&ScopeDim::Project)).find(|r| {
+            r.action == Action::Block
+                && matches!(&r.kind, RuleKind::Budget(b) if b.metric == metric)
+                && r.applies_to(facts)
+        })
     }
 
     /// The rules a call of `project` may meet, in rule order. Their

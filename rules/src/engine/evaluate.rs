@@ -209,12 +209,6 @@ pub struct Engine {
     leases: Arc<OnceLock<Arc<Mutex<LeaseBook>>>>,
 }
 
-fn applies(rule: &CompiledRule, facts: &impl CallFacts) -> bool {
-    rule.filter
-        .iter()
-        .all(|(dim, glob)| facts.dim(dim).is_some_and(|v| glob.is_match(v)))
-}
-
 fn nanos_to_secs_ceil(n: i64) -> u64 {
     u64::try_from(n.max(0)).unwrap_or(0).div_ceil(1_000_000_000)
 }
@@ -366,7 +360,7 @@ impl Engine {
             let RuleKind::Budget(b) = &rule.kind else {
                 continue;
             };
-            if !applies(rule, facts) {
+            if !rule.applies_to(facts) {
                 continue;
             }
             let scope = scopes.get(rule.scope_slot);
@@ -404,7 +398,7 @@ impl Engine {
             let RuleKind::Budget(b) = &rule.kind else {
                 continue;
             };
-            if !plan.rule_wanted(index) || !applies(rule, record) {
+            if !plan.rule_wanted(index) || !rule.applies_to(record) {
                 continue;
             }
             let scope = scopes.get(rule.scope_slot);
@@ -582,7 +576,7 @@ impl Engine {
         let mut names = None;
         let mut scopes = ScopeHashes::new(&rules.scope_lists, intent);
         let project = intent.dim(&ScopeDim::Project);
-        for rule in rules.candidates(project).filter(|r| applies(r, intent)) {
+        for rule in rules.candidates(project).filter(|r| r.applies_to(intent)) {
             let b = match &rule.kind {
                 RuleKind::Budget(b) => b,
                 _ if rule.action != Action::Block => continue,
@@ -803,7 +797,7 @@ impl Engine {
         // Taken at the first budget, then held for the rest of the call.
         let mut ledger = None;
         let project = record.dim(&ScopeDim::Project);
-        for rule in rules.candidates(project).filter(|r| applies(r, record)) {
+        for rule in rules.candidates(project).filter(|r| r.applies_to(record)) {
             let violation = |kind| Violation {
                 rule_id: Arc::clone(&rule.id),
                 kind,

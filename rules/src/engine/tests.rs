@@ -999,3 +999,52 @@ fn shared_budget_crossings_are_reported_once_across_instances() {
     }
     assert!(alone_fired.is_empty(), "{alone_fired:?}");
 }
+
+#[test]
+fn blocking_budget_finds_the_cost_budget_a_call_meets() {
+    let set = rules(
+        r#"
+[[rules]]
+id = "tokens"
+type = "budget"
+metric = "tokens"
+limit = 10
+scope = ["project"]
+window = "day"
+action = "block"
+
+[[rules]]
+id = "cost-alert"
+type = "budget"
+metric = "cost_usd"
+limit = 1.0
+scope = ["project"]
+window = "day"
+action = "alert"
+
+[[rules]]
+id = "search-cost"
+type = "budget"
+metric = "cost_usd"
+limit = 5.0
+scope = ["project"]
+window = "day"
+action = "block"
+match = { project = "search" }
+"#,
+    );
+    let search = intent("search", 1, NOON);
+    let other = intent("billing", 1, NOON);
+    let found = set.blocking_budget(config::Metric::CostUsd, &search);
+    assert_eq!(found.map(|r| &*r.id), Some("search-cost"));
+    assert!(
+        set.blocking_budget(config::Metric::CostUsd, &other)
+            .is_none(),
+        "an alerting budget does not refuse, and the blocking one is search's"
+    );
+    assert_eq!(
+        set.blocking_budget(config::Metric::Tokens, &other)
+            .map(|r| &*r.id),
+        Some("tokens")
+    );
+}

@@ -1,7 +1,7 @@
 //! The cost a row records for one model call: the one place where spans
 //! (observe mode) and gateway calls are priced.
 
-use super::{PriceTable, TokenUsage};
+use super::{ModelPrice, PriceTable, TokenUsage};
 use crate::CostSource;
 
 /// What pricing needs to know of a call.
@@ -28,6 +28,15 @@ impl PriceTable {
             .into_iter()
             .flatten()
             .find_map(|m| self.cost(call.provider, m, &call.usage))
+    }
+
+    /// [`PriceTable::call_cost`], or the call at `fallback` when the table
+    /// knows neither model: a deployment's price for models it has not
+    /// priced (the gateway's `unpriced_cost_per_mtok`), so that a budget on
+    /// cost still counts them, at admission and at settlement alike.
+    pub fn call_cost_or(&self, call: &CallCost<'_>, fallback: Option<&ModelPrice>) -> Option<f64> {
+        self.call_cost(call)
+            .or_else(|| fallback.map(|p| p.cost(&call.usage)))
     }
 
     /// The cost a row records, and where it came from: a cost the call
@@ -86,6 +95,18 @@ mod tests {
             .unwrap();
         assert_eq!(fallback, asked);
         assert_eq!(t.call_cost(&call(Some("no-such-model"), None)), None);
+    }
+
+    #[test]
+    fn a_fallback_prices_only_what_the_table_does_not() {
+        let t = PriceTable::builtin().unwrap();
+        let flat = ModelPrice::new(10.0, 10.0);
+        let known = call(None, Some("gpt-4o"));
+        assert_eq!(t.call_cost_or(&known, Some(&flat)), t.call_cost(&known));
+        let unknown = call(Some("no-such-model"), None);
+        assert_eq!(t.call_cost_or(&unknown, None), None);
+        // 1M input tokens at $10 per million.
+        assert_eq!(t.call_cost_or(&unknown, Some(&flat)), Some(10.0));
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub const CACHE_WRITE_TOKENS: &str = "x-mock-cache-write-tokens";
 pub const REASONING_TOKENS: &str = "x-mock-reasoning-tokens";
 /// Streaming: drop the connection after this many content chunks.
 pub const CUT_AFTER_CHUNKS: &str = "x-mock-cut-after-chunks";
+/// `1`/`true`: count each non-ASCII character of the request text as a
+/// token, as real tokenizers about do for CJK text (ASCII stays at four
+/// characters a token).
+pub const WIDE_CHAR_TOKENS: &str = "x-mock-wide-char-tokens";
 
 /// The knobs of one request; `None`/zero means "use the server default".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,6 +53,8 @@ pub struct Knobs {
     pub reasoning_tokens: u32,
     /// [`CUT_AFTER_CHUNKS`].
     pub cut_after_chunks: Option<u32>,
+    /// [`WIDE_CHAR_TOKENS`].
+    pub wide_char_tokens: bool,
 }
 
 /// A knob header whose value cannot be understood. Answered with a 400 so a
@@ -89,6 +95,7 @@ impl Knobs {
             cache_write_tokens: number(headers, CACHE_WRITE_TOKENS)?.unwrap_or(0),
             reasoning_tokens: number(headers, REASONING_TOKENS)?.unwrap_or(0),
             cut_after_chunks: number(headers, CUT_AFTER_CHUNKS)?,
+            wide_char_tokens: flag(headers, WIDE_CHAR_TOKENS)?,
         })
     }
 }
@@ -159,6 +166,7 @@ mod tests {
             (CACHE_WRITE_TOKENS, "50"),
             (REASONING_TOKENS, "9"),
             (CUT_AFTER_CHUNKS, "2"),
+            (WIDE_CHAR_TOKENS, "1"),
         ]));
         assert_eq!(
             knobs,
@@ -173,6 +181,7 @@ mod tests {
                 cache_write_tokens: 50,
                 reasoning_tokens: 9,
                 cut_after_chunks: Some(2),
+                wide_char_tokens: true,
             })
         );
     }

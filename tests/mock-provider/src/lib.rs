@@ -84,7 +84,9 @@
 //! (never answer until shutdown), `x-mock-output-tokens`,
 //! `x-mock-cache-read-tokens`, `x-mock-cache-write-tokens`,
 //! `x-mock-reasoning-tokens`, `x-mock-cut-after-chunks` (drop the connection
-//! after N content chunks: no finish chunk, no usage, no `[DONE]`). An
+//! after N content chunks: no finish chunk, no usage, no `[DONE]`),
+//! `x-mock-wide-char-tokens` (each non-ASCII character of the request text
+//! is one input token, as real tokenizers about count CJK text). An
 //! unreadable knob is a 400. The configured `error_rate` / `rate_limit_rate`
 //! are applied deterministically (see the `faults` module docs).
 //!

@@ -84,7 +84,8 @@ impl MockUsage {
 /// `api` with the given knobs.
 ///
 /// * input: `max(1, ceil(chars / 4) + token_ids)` over the request text
-///   (see [`request_text`]);
+///   (see [`request_text`]); with `knobs.wide_char_tokens`, non-ASCII
+///   characters count one token each and only the others four a token;
 /// * output: `knobs.output_tokens` if set, else
 ///   `min(max_completion_tokens | max_tokens, default_output_tokens)`
 ///   (`max_output_tokens` for the Responses API);
@@ -96,7 +97,12 @@ pub fn usage_for(
     default_output_tokens: u32,
 ) -> MockUsage {
     let text = request_text(api, request);
-    let text_input_tokens = input_tokens(text.chars, text.token_ids);
+    let text_input_tokens = if knobs.wide_char_tokens {
+        let narrow = text.chars.saturating_sub(text.wide_chars);
+        input_tokens(narrow, text.token_ids.saturating_add(text.wide_chars))
+    } else {
+        input_tokens(text.chars, text.token_ids)
+    };
     if api == Api::OpenAiEmbeddings {
         return MockUsage {
             text_input_tokens,
@@ -130,6 +136,8 @@ pub fn input_tokens(chars: usize, token_ids: usize) -> u32 {
 pub struct RequestText {
     /// Unicode scalar values (Python's `len(str)`) of every counted string.
     pub chars: usize,
+    /// Of those, the non-ASCII ones.
+    pub wide_chars: usize,
     /// Pre-tokenised inputs (embeddings given as token ids).
     pub token_ids: usize,
 }
@@ -221,6 +229,8 @@ fn array(value: Option<&Value>) -> &[Value] {
 
 fn count_str(s: &str, text: &mut RequestText) {
     text.chars = text.chars.saturating_add(s.chars().count());
+    let wide = s.chars().filter(|c| !c.is_ascii()).count();
+    text.wide_chars = text.wide_chars.saturating_add(wide);
 }
 
 /// A `content` (or Anthropic `system`) value: a string or an array of parts.
@@ -292,6 +302,30 @@ mod tests {
     }
 
     #[test]
+    fn wide_characters_can_count_a_token_each() {
+        let body = json!({"messages": [{"role": "user", "content": "你好, world"}]});
+        let wide = Knobs {
+            wide_char_tokens: true,
+            ..Knobs::default()
+        };
+        // "你好" two tokens; ", world" 7 characters, two tokens.
+        assert_eq!(
+            usage_for(Api::OpenAiChat, &body, &wide, 20).text_input_tokens,
+            4
+        );
+        let cjk = json!({"messages": [{"role": "user", "content": "你好"}]});
+        assert_eq!(
+            usage_for(Api::OpenAiChat, &cjk, &wide, 20).text_input_tokens,
+            2
+        );
+        // Otherwise 9 characters at four a token.
+        assert_eq!(
+            usage_for(Api::OpenAiChat, &body, &Knobs::default(), 20).text_input_tokens,
+            3
+        );
+    }
+
+    #[test]
     fn openai_chat_counts_string_and_part_contents() {
         let body = json!({
             "model": "gpt-4o-mini",
@@ -308,6 +342,7 @@ mod tests {
             request_text(Api::OpenAiChat, &body),
             RequestText {
                 chars: 19,
+                wide_chars: 1,
                 token_ids: 0
             }
         );
@@ -356,6 +391,7 @@ mod tests {
             request_text(Api::OpenAiResponses, &body),
             RequestText {
                 chars: 22,
+                wide_chars: 0,
                 token_ids: 0
             }
         );
