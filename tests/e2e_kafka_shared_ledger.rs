@@ -13,9 +13,8 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use prost::Message;
 use support::{ClickhouseServer, Collector, KafkaBroker, otlp};
 use tollgate_redis::testing::RedisServer;
 
@@ -53,28 +52,16 @@ fn ledger(redis: &RedisServer) -> String {
 /// Request `r`: calls `r*PER_REQUEST ..`, round-robin over the projects of
 /// one org.
 fn request(r: usize) -> Vec<u8> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let spans = (r * PER_REQUEST..(r + 1) * PER_REQUEST)
-        .map(|i| {
-            let mut span = otlp::span(
-                (i as u64 + 1).to_be_bytes().to_vec(),
-                vec![
-                    otlp::string("gen_ai.provider.name", "openai"),
-                    otlp::string("gen_ai.request.model", "gpt-4o-mini"),
-                    otlp::int("gen_ai.usage.input_tokens", TOKENS_PER_CALL as i64),
-                    otlp::string("tollgate.org", "acme"),
-                    otlp::string("tollgate.project", &format!("p{:02}", i % PROJECTS)),
-                ],
-            );
-            span.start_time_unix_nano = now - 1_000_000;
-            span.end_time_unix_nano = now;
-            span
-        })
-        .collect();
-    otlp::request(spans).encode_to_vec()
+    otlp::calls_now(
+        r * PER_REQUEST..(r + 1) * PER_REQUEST,
+        TOKENS_PER_CALL,
+        |i| {
+            vec![
+                otlp::string("tollgate.org", "acme"),
+                otlp::string("tollgate.project", &format!("p{:02}", i % PROJECTS)),
+            ]
+        },
+    )
 }
 
 async fn count(server: &ClickhouseServer, sql: &str) -> u64 {

@@ -13,7 +13,7 @@ use support::*;
 use tollgate_gateway::{Block, KeyLimits, VirtualKey};
 use tollgate_mock_provider::{Endpoint, MockConfig};
 use tollgate_rules::CallStatus;
-use tollgate_rules::engine::CallIntent;
+use tollgate_rules::engine::{CallIntent, Scope};
 
 const BUDGET: &str = r#"
 [[rules]]
@@ -35,7 +35,10 @@ fn now() -> i64 {
 
 fn search() -> CallIntent {
     CallIntent {
-        project: Some("search".into()),
+        scope: Scope {
+            project: Some("search".into()),
+            ..Scope::default()
+        },
         ..CallIntent::default()
     }
 }

@@ -624,6 +624,36 @@ pub mod otlp {
         }
     }
 
+    /// Model calls `ids` (span ids `i + 1`, big-endian), each of `tokens`
+    /// input tokens of `gpt-4o-mini` at openai, ended just now, with the
+    /// attributes `attrs(i)` (its project, org...), as one encoded request.
+    pub fn calls_now(
+        ids: std::ops::Range<usize>,
+        tokens: u64,
+        attrs: impl Fn(usize) -> Vec<KeyValue>,
+    ) -> Vec<u8> {
+        use prost::Message;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let spans = ids
+            .map(|i| {
+                let mut all = vec![
+                    string("gen_ai.provider.name", "openai"),
+                    string("gen_ai.request.model", "gpt-4o-mini"),
+                    int("gen_ai.usage.input_tokens", tokens as i64),
+                ];
+                all.extend(attrs(i));
+                let mut span = span((i as u64 + 1).to_be_bytes().to_vec(), all);
+                span.start_time_unix_nano = now - 1_000_000;
+                span.end_time_unix_nano = now;
+                span
+            })
+            .collect();
+        request(spans).encode_to_vec()
+    }
+
     /// One resource, one scope, these spans.
     pub fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {

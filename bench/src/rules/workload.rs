@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use tollgate_rules::CallRecord;
 use tollgate_rules::engine::config::RawRule;
-use tollgate_rules::engine::{CallIntent, RuleSet, compile, parse_rules};
+use tollgate_rules::engine::{CallIntent, RuleSet, Scope, compile, parse_rules};
 
 /// Rule counts benchmarked.
 pub const SIZES: [usize; 3] = [10, 100, 1_000];
@@ -279,16 +279,18 @@ fn call(k: usize) -> (CallIntent, CallRecord) {
         [("team".to_owned(), format!("team-{}", p % 8))].into();
     let intent = CallIntent {
         at_unix_nanos: START_UNIX_NANOS,
-        org: Some("acme".to_owned()),
-        project: Some(project.clone()),
-        app: Some(format!("app-{}", p % 5)),
-        environment: Some(environment.to_owned()),
-        user: Some(format!("user-{u:03}")),
-        session: Some(format!("s-{}", k % 1_000)),
-        key: Some(format!("key-{p:02}")),
+        scope: Scope {
+            org: Some("acme".to_owned()),
+            project: Some(project.clone()),
+            app: Some(format!("app-{}", p % 5)),
+            environment: Some(environment.to_owned()),
+            user: Some(format!("user-{u:03}")),
+            session: Some(format!("s-{}", k % 1_000)),
+            key: Some(format!("key-{p:02}")),
+            route: Some("/v1/chat/completions".to_owned()),
+        },
         provider: Some(provider.to_owned()),
         model: Some(model.to_owned()),
-        route: Some("/v1/chat/completions".to_owned()),
         upstream: Some(upstream.to_owned()),
         labels: labels.clone(),
         input_tokens,
@@ -298,13 +300,13 @@ fn call(k: usize) -> (CallIntent, CallRecord) {
     let record = CallRecord {
         start_unix_nanos: START_UNIX_NANOS,
         duration_nanos: 800_000_000,
-        org: intent.org.clone(),
+        org: intent.scope.org.clone(),
         project: Some(project),
-        app: intent.app.clone(),
-        environment: intent.environment.clone(),
-        route: intent.route.clone(),
-        user: intent.user.clone(),
-        session: intent.session.clone(),
+        app: intent.scope.app.clone(),
+        environment: intent.scope.environment.clone(),
+        route: intent.scope.route.clone(),
+        user: intent.scope.user.clone(),
+        session: intent.scope.session.clone(),
         provider: intent.provider.clone(),
         operation: Some("chat".to_owned()),
         request_model: intent.model.clone(),
@@ -386,7 +388,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..calls.len() {
             let (i, _) = calls.next_call();
-            seen.insert((i.project.clone(), i.user.clone()));
+            seen.insert((i.scope.project.clone(), i.scope.user.clone()));
         }
         assert_eq!(seen.len(), PROJECTS * USERS);
     }

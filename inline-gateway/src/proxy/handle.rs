@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tollgate_rules::CallRecord;
 use tollgate_rules::engine::config::Metric;
-use tollgate_rules::engine::{CallIntent, Decision, Engine, Refusal, RefusalReason};
+use tollgate_rules::engine::{CallIntent, Decision, Engine, Refusal, RefusalReason, Scope};
 use tollgate_rules::pricing::{CallCost, TokenUsage};
 
 use super::attempt::{self, Failure};
@@ -424,16 +424,12 @@ impl Call<'_> {
         };
         CallIntent {
             at_unix_nanos: now_unix_nanos(),
-            org: record.org.clone(),
-            project: record.project.clone(),
-            app: record.app.clone(),
-            environment: record.environment.clone(),
-            user: record.user.clone(),
-            session: record.session.clone(),
-            key: Some(self.key_id.to_owned()),
+            scope: Scope {
+                key: Some(self.key_id.to_owned()),
+                ..record.scope()
+            },
             provider: Some(link.provider.system.to_string()),
             model: Some(link.model.to_string()),
-            route: record.route.clone(),
             upstream: Some(link.provider.upstream.to_string()),
             labels: BTreeMap::from([(KEY_LABEL.to_owned(), self.key_id.to_owned())]),
             input_tokens,

@@ -86,19 +86,13 @@ pub trait CallFacts {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallIntent {
     pub at_unix_nanos: i64,
-    pub org: Option<String>,
-    pub project: Option<String>,
-    pub app: Option<String>,
-    pub environment: Option<String>,
-    pub user: Option<String>,
-    pub session: Option<String>,
-    pub key: Option<String>,
+    /// Who is calling.
+    pub scope: Scope,
     pub provider: Option<String>,
     pub model: Option<String>,
-    pub route: Option<String>,
     pub upstream: Option<String>,
     pub labels: BTreeMap<String, String>,
-    /// Input tokens of the request (estimated from its size).
+    /// Input tokens of the request: at least what the provider bills.
     pub input_tokens: u64,
     /// The most output the call may produce (`max_tokens`, or a default).
     pub max_output_tokens: u64,
@@ -109,22 +103,32 @@ pub struct CallIntent {
 impl CallFacts for CallIntent {
     fn dim(&self, dim: &ScopeDim) -> Option<&str> {
         match dim {
-            ScopeDim::Org => self.org.as_deref(),
-            ScopeDim::Project => self.project.as_deref(),
-            ScopeDim::App => self.app.as_deref(),
-            ScopeDim::Environment => self.environment.as_deref(),
-            ScopeDim::User => self.user.as_deref(),
-            ScopeDim::Session => self.session.as_deref(),
-            ScopeDim::Key => self.key.as_deref(),
             ScopeDim::Provider => self.provider.as_deref(),
             ScopeDim::Model => self.model.as_deref(),
-            ScopeDim::Route => self.route.as_deref(),
             ScopeDim::Label(n) => self.labels.get(n).map(String::as_str),
+            _ => self.scope.dim(dim),
         }
     }
 
     fn upstream(&self) -> Option<&str> {
         self.upstream.as_deref()
+    }
+}
+
+impl CallRecord {
+    /// Who made the call: its org, project, user... and the virtual key it
+    /// was made with (the `key` label).
+    pub fn scope(&self) -> Scope {
+        Scope {
+            org: self.org.clone(),
+            project: self.project.clone(),
+            app: self.app.clone(),
+            environment: self.environment.clone(),
+            user: self.user.clone(),
+            session: self.session.clone(),
+            key: self.labels.get("key").cloned(),
+            route: self.route.clone(),
+        }
     }
 }
 
@@ -307,27 +311,21 @@ mod tests {
     #[test]
     fn scope_keys_separate_values_and_rules() {
         let dims = [ScopeDim::Project, ScopeDim::User];
-        let a = CallIntent {
-            project: Some("p".into()),
-            user: Some("u1".into()),
+        let who = |p: &str, u: &str| CallIntent {
+            scope: Scope {
+                project: Some(p.into()),
+                user: Some(u.into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let b = CallIntent {
-            project: Some("p".into()),
-            user: Some("u2".into()),
-            ..Default::default()
-        };
+        let (a, b) = (who("p", "u1"), who("p", "u2"));
         assert_ne!(scope_hash(&dims, &a), scope_hash(&dims, &b));
         assert_eq!(scope_hash(&dims, &a), scope_hash(&dims, &a.clone()));
         // Values do not run into each other: ("ab", "") is not ("a", "b").
-        let split = |p: &str, u: &str| CallIntent {
-            project: Some(p.into()),
-            user: Some(u.into()),
-            ..Default::default()
-        };
         assert_ne!(
-            scope_hash(&dims, &split("ab", "")),
-            scope_hash(&dims, &split("a", "b"))
+            scope_hash(&dims, &who("ab", "")),
+            scope_hash(&dims, &who("a", "b"))
         );
         // Memoised keys are the keys, past the 64 remembered lists too.
         let lists: Vec<Vec<ScopeDim>> = (0..70)

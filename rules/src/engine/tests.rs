@@ -49,7 +49,10 @@ fn call(project: &str, tokens: u64, at: i64) -> CallRecord {
 fn intent(project: &str, max_output: u64, at: i64) -> CallIntent {
     CallIntent {
         at_unix_nanos: at,
-        project: Some(project.into()),
+        scope: Scope {
+            project: Some(project.into()),
+            ..Default::default()
+        },
         model: Some("gpt-4o-mini".into()),
         provider: Some("openai".into()),
         input_tokens: 0,
@@ -267,7 +270,10 @@ action = "block"
     ));
     let user = |at| CallIntent {
         at_unix_nanos: at,
-        user: Some("u".into()),
+        scope: Scope {
+            user: Some("u".into()),
+            ..Default::default()
+        },
         max_output_tokens: 10_000,
         ..Default::default()
     };
@@ -677,10 +683,9 @@ fn user_call(user: &str, tokens: u64, at: i64) -> CallRecord {
 }
 
 fn user_intent(user: &str, max_output: u64, at: i64) -> CallIntent {
-    CallIntent {
-        user: Some(user.into()),
-        ..intent("p", max_output, at)
-    }
+    let mut intent = intent("p", max_output, at);
+    intent.scope.user = Some(user.into());
+    intent
 }
 
 /// Rebuilds what `facts` needs from `stored`, as the collector does from its store.
