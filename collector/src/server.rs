@@ -30,7 +30,7 @@ use crate::memory::{MemoryLimiter, RETRY_AFTER_SECS, admit_grpc, admit_http};
 use crate::normalize::{Normalizer, NormalizerConfig};
 use crate::pipeline::wal::{Recovered, Wal, WalConfig, WalError};
 use crate::pipeline::{
-    CallIdentity, Consequences, CounterRebuilder, Restore, RowQueue, RuleStage, Writer, row_queue,
+    CallIdentity, CounterRebuilder, Enforcer, Restore, RowQueue, RuleStage, Writer, row_queue,
 };
 use crate::query::{CallKey, QueryStore};
 
@@ -226,8 +226,10 @@ pub async fn run(
         Arc::clone(&outbox),
         Arc::clone(&events),
     );
-    // What follows a violation, the same for observed spans and gateway calls.
-    let consequences = Consequences {
+    // The rules and what follows their violations, the same for observed
+    // spans and gateway calls.
+    let enforcer = Enforcer {
+        engine: engine.clone(),
         killswitch: killswitch.clone(),
         alerts,
         events: Arc::clone(&events),
@@ -339,7 +341,7 @@ pub async fn run(
     // shared ledger: stored and followed like a batch's.
     drop(crossings_tx);
     tokio::spawn(
-        consequences
+        enforcer
             .clone()
             .follow_shared_budgets(crossings_rx, queue.clone()),
     );
@@ -352,8 +354,7 @@ pub async fn run(
     )
     .with_identity(identity)
     .with_rules(RuleStage {
-        engine: engine.clone(),
-        consequences: consequences.clone(),
+        enforcer: enforcer.clone(),
         already_stored,
         rebuilder: Some(rebuilder.clone()),
         shared: shared.as_ref().map(|(s, _)| Arc::clone(s)),
@@ -508,7 +509,7 @@ pub async fn run(
                     p.clone(),
                     config.queue_capacity_rows,
                     queue.clone(),
-                    consequences.clone(),
+                    enforcer.clone(),
                     Arc::clone(&events),
                 );
                 gateway_deliveries = Some(deliveries);
@@ -516,7 +517,7 @@ pub async fn run(
             }
             None => Arc::new(QueueRows {
                 queue: queue.clone(),
-                consequences: consequences.clone(),
+                enforcer: enforcer.clone(),
                 events: Arc::clone(&events),
             }),
         };
@@ -556,7 +557,7 @@ pub async fn run(
             receivers_stop.clone(),
         ));
     }
-    drop(consequences);
+    drop(enforcer);
 
     let reloader = Arc::new(Reloader::new(config.source.clone(), engine.clone()));
     let mut api_app = api_router(ApiState {

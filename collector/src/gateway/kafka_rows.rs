@@ -37,7 +37,7 @@ use tollgate_rules::engine::{Unstored, Violation};
 
 use crate::internal_events::InternalEvents;
 use crate::kafka::{CallProducer, Delivery, SettledCall};
-use crate::pipeline::{Consequences, Followed, RowQueue};
+use crate::pipeline::{Enforcer, Followed, RowQueue};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -51,7 +51,7 @@ pub struct KafkaRows {
     /// This instance's row queue, for the rule events and alerts.
     queue: RowQueue,
     /// Events, alerts and blocks of violations, as for observed spans.
-    consequences: Consequences,
+    enforcer: Enforcer,
     events: Arc<InternalEvents>,
 }
 
@@ -93,7 +93,7 @@ impl KafkaRows {
         producer: CallProducer,
         capacity: usize,
         queue: RowQueue,
-        consequences: Consequences,
+        enforcer: Enforcer,
         events: Arc<InternalEvents>,
     ) -> (Arc<Self>, KafkaDeliveries) {
         let (handed, rx) = mpsc::unbounded_channel();
@@ -109,7 +109,7 @@ impl KafkaRows {
             room: Arc::new(Semaphore::new(capacity)),
             handed,
             queue,
-            consequences,
+            enforcer,
             events,
         });
         (rows, KafkaDeliveries { stop, task })
@@ -134,7 +134,7 @@ impl RowSink for KafkaRows {
         let Followed {
             events: rule_events,
             alerts,
-        } = self.consequences.follow_call(&mut record, &violations);
+        } = self.enforcer.follow_settled(&mut record, &violations);
         if !(rule_events.is_empty() && alerts.is_empty()) {
             let n = rule_events.len();
             if self
@@ -280,7 +280,8 @@ mod tests {
             Arc::new(store),
             Arc::clone(&events),
         );
-        let consequences = Consequences {
+        let enforcer = Enforcer {
+            engine: tollgate_rules::engine::Engine::new(Default::default()),
             killswitch: KillSwitch::new(),
             alerts,
             events: Arc::clone(&events),
@@ -290,7 +291,7 @@ mod tests {
             CallProducer::new(&config).unwrap(),
             capacity,
             queue,
-            consequences,
+            enforcer,
             Arc::clone(&events),
         );
         (rows, deliveries, events)

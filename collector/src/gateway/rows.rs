@@ -11,13 +11,13 @@ use tollgate_rules::engine::{Unstored, Violation};
 
 use crate::internal_events::InternalEvents;
 use crate::killswitch::{Block, KillSwitch};
-use crate::pipeline::{Consequences, Followed, RoomForOne, RowQueue};
+use crate::pipeline::{Enforcer, Followed, RoomForOne, RowQueue};
 
 /// Gateway calls into the row queue, their rule events with them.
 pub struct QueueRows {
     pub queue: RowQueue,
     /// Events, alerts and blocks of violations, as for observed spans.
-    pub consequences: Consequences,
+    pub enforcer: Enforcer,
     pub events: Arc<InternalEvents>,
 }
 
@@ -36,7 +36,7 @@ impl RowSink for QueueRows {
         let Followed {
             events: rule_events,
             alerts,
-        } = self.consequences.follow_call(&mut record, &violations);
+        } = self.enforcer.follow_settled(&mut record, &violations);
         let queued = match room.take::<RoomForOne>() {
             Some(room) => {
                 self.queue

@@ -2,7 +2,7 @@
 //! and the writer task that drains it in batches, making one call of the
 //! spans that describe one (`identity`) and running the rules on it.
 
-mod consequences;
+mod enforcer;
 mod identity;
 mod queue;
 mod restore;
@@ -10,7 +10,7 @@ mod rules_stage;
 pub mod wal;
 mod writer;
 
-pub use consequences::{Consequences, Followed};
+pub use enforcer::{Enforcer, Followed};
 pub use identity::{CallIdentity, Sorted};
 pub use queue::{Enqueued, QueueError, RoomForOne, RowQueue, RowReceiver, row_queue};
 pub use restore::{CounterRebuilder, Restore};

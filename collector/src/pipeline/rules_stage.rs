@@ -1,26 +1,23 @@
-//! The rules stage: every call goes through the engine's `observe` before it
-//! is stored; what its violations bring is [`Consequences::follow`], as for
-//! the gateway's calls.
+//! The rules stage: every call goes through [`Enforcer::observe`] before it
+//! is stored.
 
 use std::collections::HashSet;
 
 use std::sync::Arc;
 
 use tollgate_rules::CallRecord;
-use tollgate_rules::engine::Engine;
 
 use crate::ledger::SharedBudgets;
 
-use super::consequences::{Consequences, Followed};
+use super::enforcer::{Enforcer, Followed};
 use super::identity::CallMerge;
 use super::restore::CounterRebuilder;
 
 /// What the writer runs on each batch before writing it.
 #[derive(Clone)]
 pub struct RuleStage {
-    pub engine: Engine,
-    /// Events, alerts and blocks of violations.
-    pub consequences: Consequences,
+    /// The rules, and what follows their violations.
+    pub enforcer: Enforcer,
     /// Keys ([`event_key`]) of rule events already in the store, from the
     /// last rebuild: emitted again, they are neither stored nor alerted.
     pub already_stored: HashSet<String>,
@@ -38,20 +35,21 @@ impl RuleStage {
         let Some(rebuilder) = &self.rebuilder else {
             return;
         };
-        let mut plan = self.engine.rebuild_plan();
+        let mut plan = self.enforcer.engine.rebuild_plan();
         let ended = |c: &CallRecord| c.start_unix_nanos.saturating_add(c.duration_nanos);
         // Gateway calls were admitted (and rebuilt) by the gateway.
         for c in calls.iter().filter(|c| !c.settled) {
-            self.engine.plan_rebuild(&mut plan, c, ended(c));
+            self.enforcer.engine.plan_rebuild(&mut plan, c, ended(c));
         }
         for m in merges.iter().filter(|m| !m.correction.is_zero()) {
-            self.engine
+            self.enforcer
+                .engine
                 .plan_rebuild(&mut plan, &m.description, ended(&m.description));
         }
         if plan.is_empty() {
             return;
         }
-        if let Err(e) = rebuilder.rebuild(&self.engine, plan).await {
+        if let Err(e) = rebuilder.rebuild(&self.enforcer.engine, plan).await {
             tracing::warn!(error = %e, "could not read evicted counters back from the store; they are completed once it answers");
         }
     }
@@ -64,9 +62,7 @@ impl RuleStage {
             if call.settled {
                 continue;
             }
-            let violations = self.engine.observe(call);
-            self.consequences
-                .follow(call, &violations, None, &mut self.already_stored, out);
+            self.enforcer.observe(call, &mut self.already_stored, out);
         }
     }
 
@@ -92,14 +88,8 @@ impl RuleStage {
             extra.input_tokens = m.correction.tokens;
             extra.output_tokens = 0;
             extra.cost_usd = Some(m.correction.cost_usd);
-            let violations = self.engine.observe_extra(&extra);
-            self.consequences.follow(
-                &mut extra,
-                &violations,
-                Some(&m.span_id),
-                &mut self.already_stored,
-                out,
-            );
+            self.enforcer
+                .observe_extra(&mut extra, &m.span_id, &mut self.already_stored, out);
         }
     }
 }
@@ -108,7 +98,7 @@ impl RuleStage {
 mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    use tollgate_rules::engine::{compile, parse_rules};
+    use tollgate_rules::engine::{Engine, compile, parse_rules};
 
     use super::*;
     use crate::alerts::Alerts;
@@ -142,8 +132,8 @@ action = "alert"
             Arc::clone(&events),
         );
         RuleStage {
-            engine: Engine::new(compile(&parse_rules(tables).unwrap()).unwrap()),
-            consequences: Consequences {
+            enforcer: Enforcer {
+                engine: Engine::new(compile(&parse_rules(tables).unwrap()).unwrap()),
                 killswitch: crate::killswitch::KillSwitch::new(),
                 alerts,
                 events,

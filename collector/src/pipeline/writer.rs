@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tollgate_rules::engine::Unstored;
 use tollgate_rules::{CallRecord, RuleEvent};
 
-use super::consequences::Followed;
+use super::enforcer::Followed;
 use super::identity::{CallIdentity, CallMerge};
 use super::queue::{Enqueued, RowQueue, RowReceiver};
 use super::restore::Restore;
@@ -109,7 +109,7 @@ impl Writer {
 
     /// Runs `stage` on every batch before it is written.
     pub fn with_rules(mut self, stage: RuleStage) -> Self {
-        self.store.alerts = Some(stage.consequences.alerts.clone());
+        self.store.alerts = Some(stage.enforcer.alerts.clone());
         self.rules = Some(stage);
         self
     }
@@ -200,7 +200,7 @@ impl Writer {
             // write stores the same rows and events.
             if let Some(stage) = &mut self.rules {
                 // The batch's counters stay in memory until it is stored.
-                batch.unstored.push(stage.engine.unstored());
+                batch.unstored.push(stage.enforcer.engine.unstored());
                 stage.rebuild(&batch.calls, &batch.merges).await;
                 let mut followed = Followed {
                     events: std::mem::take(&mut batch.events),
@@ -221,7 +221,7 @@ impl Writer {
             let spare = land(&mut in_flight).await;
             if let Some(stage) = &self.rules {
                 // Counters the landed batch kept in memory may go now.
-                stage.engine.trim_ledger();
+                stage.enforcer.engine.trim_ledger();
             }
             let next = std::mem::replace(&mut batch, spare.unwrap_or_default());
             in_flight = Some(tokio::spawn(self.store.clone().write(next, stop.clone())));
@@ -245,14 +245,14 @@ impl Writer {
     /// gained partitions): counters, kill-switch blocks, the dedup window.
     async fn resync(&mut self, done: oneshot::Sender<()>) {
         if let (Some(rules), Some(restore)) = (&mut self.rules, &self.restore) {
-            rules.engine.forget_usage();
+            rules.enforcer.engine.forget_usage();
             if let Some(identity) = &mut self.identity {
                 identity.clear();
             }
             rules.already_stored = restore
                 .run(
-                    &rules.engine,
-                    &rules.consequences.killswitch,
+                    &rules.enforcer.engine,
+                    &rules.enforcer.killswitch,
                     self.identity.as_mut(),
                 )
                 .await;

@@ -1,16 +1,24 @@
-//! What follows the rules' violations of a call, in one place for both
-//! modes: spans observed by the writer (`RuleStage`) and calls settled by
-//! the gateway (`crate::gateway::QueueRows`). Each violation becomes a rule
-//! event (stored with the batch) and the alerts announcing it; `block`
-//! rules over their limit become kill-switch blocks; the row names the
-//! rules that fired.
+//! Enforcement: both modes run the same rules, and what follows their
+//! violations is decided here, once.
+//!
+//! | | admitted | counted | followed |
+//! |---|---|---|---|
+//! | gateway call | `Engine::admit` (`inline-gateway/src/proxy/handle.rs`), before the provider sees it | `Engine::settle` (`inline-gateway/src/proxy/call.rs`) | [`Enforcer::follow_settled`] (`crate::gateway`'s row sinks) |
+//! | observed span | (after the fact) | [`Enforcer::observe`] (the writer's `RuleStage`) | [`Enforcer::observe`] |
+//! | shared budget | leases (`collector/src/ledger`) | reported to the shared ledger | [`Enforcer::follow_crossings`] |
+//!
+//! One [`Engine`] (rules, ledger, overrides, leases) serves all three. What
+//! follows a violation, wherever it came from: a rule event (stored with
+//! the batch), the alerts announcing it (into the outbox with it), a
+//! kill-switch block for `block` rules over their limit, and the rule's id
+//! in the row's `rules_fired`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tollgate_rules::engine::Violation;
 use tollgate_rules::engine::lease::CallRef;
+use tollgate_rules::engine::{Engine, Violation};
 use tollgate_rules::{CallRecord, RuleEvent};
 
 use super::queue::RowQueue;
@@ -27,22 +35,50 @@ pub struct Followed {
     pub alerts: Vec<OutboxEntry>,
 }
 
-/// Turns violations into events, alerts, blocks and `rules_fired`.
+/// The rules engine and what follows its violations: events, alerts,
+/// blocks and `rules_fired`. Cheap to clone; clones share everything.
 #[derive(Clone)]
-pub struct Consequences {
+pub struct Enforcer {
+    pub engine: Engine,
     pub killswitch: KillSwitch,
     pub alerts: Alerts,
     pub events: Arc<InternalEvents>,
 }
 
-impl Consequences {
+impl Enforcer {
+    /// Counts an observed call against every rule and follows what fired
+    /// (see [`Enforcer::follow`]).
+    pub fn observe(
+        &self,
+        call: &mut CallRecord,
+        already_stored: &mut HashSet<String>,
+        out: &mut Followed,
+    ) {
+        let violations = self.engine.observe(call);
+        self.follow(call, &violations, None, already_stored, out);
+    }
+
+    /// Counts the usage a later description of a call already stored added
+    /// (`extra` carries only that usage) and follows what fired: the events
+    /// name the stored row's span, `span_id`.
+    pub fn observe_extra(
+        &self,
+        extra: &mut CallRecord,
+        span_id: &str,
+        already_stored: &mut HashSet<String>,
+        out: &mut Followed,
+    ) {
+        let violations = self.engine.observe_extra(extra);
+        self.follow(extra, &violations, Some(span_id), already_stored, out);
+    }
+
     /// Follows `violations` of `call`: names the rules on the row, appends
     /// an event per violation and its alerts to `out` (an event whose key
     /// is in `already_stored` was stored before a crash: it is taken out
     /// of the set and neither stored nor alerted again), and sets the
     /// blocks. `event_span` gives the events another row's span id (a
     /// correction counted for a row already stored).
-    pub fn follow(
+    fn follow(
         &self,
         call: &mut CallRecord,
         violations: &[Violation],
@@ -72,9 +108,10 @@ impl Consequences {
         self.events.rule_events(out.events.len() - before);
     }
 
-    /// [`Consequences::follow`] for one call the gateway settled: nothing
-    /// of it was stored before, and its events carry its own span.
-    pub fn follow_call(&self, call: &mut CallRecord, violations: &[Violation]) -> Followed {
+    /// Follows the `violations` of a call the gateway admitted and settled
+    /// (against [`Enforcer::engine`]): nothing of it was stored before, and
+    /// its events carry its own span.
+    pub fn follow_settled(&self, call: &mut CallRecord, violations: &[Violation]) -> Followed {
         let mut out = Followed::default();
         self.follow(call, violations, None, &mut HashSet::new(), &mut out);
         out
