@@ -1,0 +1,158 @@
+"""`tollgate.guard(client)`: the official `openai` and `anthropic` clients
+(sync and async) with their HTTP transport wrapped, so that every request
+they send, streaming ones included, is first checked against the
+kill-switch, and goes through the gateway when calls go there.
+
+Wrapping the transport, not the client's methods, covers every resource
+of the SDK, `with_options` copies (they share the HTTP client) and the
+frameworks built on the client (OpenAI Agents SDK, pydantic-ai,
+LangChain). The error raised is also the SDK's own base error class, so
+the SDK neither retries it nor wraps it as a connection error."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, TypeVar
+from urllib.parse import urlsplit
+
+from opentelemetry import propagate
+
+from . import _runtime
+from ._gateway import gateway_headers, gateway_path
+from ._killswitch import Blocked, CollectorUnreachable
+from ._scope import current_scope
+
+C = TypeVar("C")
+
+_ERRORS: Dict[str, _runtime.Errors] = {}
+
+
+def _errors_for(dialect: str) -> _runtime.Errors:
+    """`Blocked` and `CollectorUnreachable`, also subclasses of the SDK's
+    base error (`openai.OpenAIError`, `anthropic.AnthropicError`)."""
+    errors = _ERRORS.get(dialect)
+    if errors is None:
+        module = sys.modules.get(dialect)
+        base = getattr(module, "OpenAIError" if dialect == "openai" else "AnthropicError", None)
+        if base is None:
+            errors = _runtime.DEFAULT_ERRORS
+        else:
+            prefix = "OpenAI" if dialect == "openai" else "Anthropic"
+            blocked = type(f"{prefix}Blocked", (Blocked, base), {"__module__": "tollgate"})
+            unreachable = type(f"{prefix}CollectorUnreachable", (CollectorUnreachable, blocked), {"__module__": "tollgate"})
+            errors = (blocked, unreachable)
+        _ERRORS[dialect] = errors
+    return errors
+
+
+def _dialect(client: Any) -> str:
+    module = type(client).__module__.split(".")[0]
+    if module in ("openai", "anthropic"):
+        return module
+    raise TypeError(
+        f"tollgate.guard: {type(client).__name__} is not an openai or anthropic client; "
+        "call tollgate.check() before its requests instead"
+    )
+
+
+def _route(request: Any, dialect: str, rt: _runtime.Runtime) -> Any:
+    """`request` sent to the gateway when calls go there and it serves this path."""
+    gateway = rt.gateway.url()
+    key = rt.settings.gateway_key
+    if gateway is None or key is None:
+        return request
+    path = gateway_path(dialect, request.url.path)
+    if path is None:
+        return request
+    gw = urlsplit(gateway)
+    request.url = request.url.copy_with(
+        scheme=gw.scheme, host=gw.hostname, port=gw.port, path=gw.path.rstrip("/") + path
+    )
+    headers = gateway_headers(
+        dict(request.headers.items()), key, current_scope().headers(), rt.app, rt.settings.environment
+    )
+    headers["host"] = gw.netloc
+    if "traceparent" not in headers:
+        # The gateway's row joins the caller's trace.
+        propagate.inject(headers)
+    for name in list(request.headers.keys()):
+        del request.headers[name]
+    request.headers.update(headers)
+    if rt.scope_processor is not None:
+        rt.scope_processor.mark_gateway_call()
+    return request
+
+
+class _GuardedTransport:
+    """Delegates to the client's transport after the checks."""
+
+    def __init__(self, inner: Any, dialect: str):
+        self._inner = inner
+        self._dialect = dialect
+        self._errors = _errors_for(dialect)
+
+    def handle_request(self, request: Any) -> Any:
+        rt = _runtime.runtime()
+        if rt is not None:
+            rt.check(self._errors)
+            request = _route(request, self._dialect, rt)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> "_GuardedTransport":
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._inner.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _AsyncGuardedTransport(_GuardedTransport):
+    async def handle_async_request(self, request: Any) -> Any:
+        rt = _runtime.runtime()
+        if rt is not None:
+            await rt.acheck(self._errors)
+            request = _route(request, self._dialect, rt)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> "_AsyncGuardedTransport":
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._inner.__aexit__(*exc)
+
+
+def _wrap(transport: Any, dialect: str) -> Any:
+    if transport is None or isinstance(transport, _GuardedTransport):
+        return transport
+    if hasattr(transport, "handle_async_request"):
+        return _AsyncGuardedTransport(transport, dialect)
+    return _GuardedTransport(transport, dialect)
+
+
+def guard(client: C) -> C:
+    """Returns `client` (an `openai.OpenAI`, `openai.AsyncOpenAI`,
+    `anthropic.Anthropic` or `anthropic.AsyncAnthropic`, or a subclass such
+    as `AzureOpenAI`) with its HTTP transport wrapped: each request raises
+    `tollgate.Blocked` before it leaves while the current scope is
+    blocked, and goes to the gateway when calls go there. Guarding twice
+    is harmless."""
+    dialect = _dialect(client)
+    http = getattr(client, "_client", None)
+    if http is None or not hasattr(http, "_transport"):
+        raise TypeError(f"tollgate.guard: {type(client).__name__} has no httpx client to wrap")
+    http._transport = _wrap(http._transport, dialect)
+    mounts = getattr(http, "_mounts", None)
+    if isinstance(mounts, dict):
+        for pattern, transport in list(mounts.items()):
+            mounts[pattern] = _wrap(transport, dialect)
+    return client
