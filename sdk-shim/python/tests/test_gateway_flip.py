@@ -8,7 +8,7 @@ import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from agents import chat, openai_client
+from clients import chat, openai_client
 from servers import Collector, CountingProxy
 
 import tollgate
@@ -17,7 +17,8 @@ PROJECT = "flip"
 # What a row says about a call that both modes must agree on.
 COMPARED = (
     "org", "project", "app", "environment", "user", "session", "route", "provider", "operation",
-    "model", "input_tokens", "output_tokens", "cost_usd", "status", "stream",
+    "request_model", "response_model", "input_tokens", "output_tokens", "cost_usd", "cost_source", "status",
+    "stream", "finish_reason",
 )
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 import anthropic
 import openai
 import pytest
-from agents import (
+from clients import (
     achat,
     amessage,
     anthropic_client,

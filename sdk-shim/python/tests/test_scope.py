@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List
 
 import pytest
-from agents import achat, async_openai_client, chat, openai_client
+from clients import achat, async_openai_client, chat, openai_client
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor

@@ -37,9 +37,14 @@ def _errors_for(dialect: str) -> _runtime.Errors:
         if base is None:
             errors = _runtime.DEFAULT_ERRORS
         else:
-            prefix = "OpenAI" if dialect == "openai" else "Anthropic"
-            blocked = type(f"{prefix}Blocked", (Blocked, base), {"__module__": "tollgate"})
-            unreachable = type(f"{prefix}CollectorUnreachable", (CollectorUnreachable, blocked), {"__module__": "tollgate"})
+            # Named like the classes they extend: instrumentation libraries
+            # record the refusal's `error.type` as `tollgate.Blocked`.
+            blocked = type("Blocked", (Blocked, base), {"__module__": "tollgate", "__qualname__": "Blocked"})
+            unreachable = type(
+                "CollectorUnreachable",
+                (CollectorUnreachable, blocked),
+                {"__module__": "tollgate", "__qualname__": "CollectorUnreachable"},
+            )
             errors = (blocked, unreachable)
         _ERRORS[dialect] = errors
     return errors
