@@ -2,8 +2,9 @@
 # Runs the Python shim's tests against the real `tollgate` binary and the
 # mock provider: installs the pinned packages (tests/requirements.txt) into
 # a cached venv if missing or out of date, builds the wheel from this
-# checkout, installs it into the venv, and runs pytest. Exits non-zero on
-# any failure, a missing package or binary included (nothing is skipped).
+# checkout, installs it into the venv, checks the package's types with mypy
+# and runs pytest. Exits non-zero on any failure, a missing package or
+# binary included (nothing is skipped).
 #
 #   test.sh [PYTEST ARGS...]
 #
@@ -19,7 +20,7 @@ TOOLS="${TOLLGATE_TOOLS:-$HOME/.cache/tollgate/tools}"
 VENV="$TOOLS/venv-shim"
 REQUIREMENTS="$HERE/tests/requirements.txt"
 BASE_PYTHON="${TOLLGATE_PYTHON:-python3}"
-IMPORTS='import openai, anthropic, agents, pydantic_ai, openinference.instrumentation.openai, opentelemetry.instrumentation.openai, opentelemetry.sdk.trace, pytest, build, hatchling'
+IMPORTS='import openai, anthropic, agents, pydantic_ai, openinference.instrumentation.openai, opentelemetry.instrumentation.openai, opentelemetry.sdk.trace, pytest, build, hatchling, mypy'
 
 die() {
     echo "sdk-shim/python/test.sh: $*" >&2
@@ -56,6 +57,14 @@ ensure_venv() {
     exec 9>&-
 }
 
+# Paths given relative to the caller's directory stay valid after the cd below.
+for var in TOLLGATE_BIN TOLLGATE_MOCK_PROVIDER_BIN CARGO_TARGET_DIR; do
+    value="${!var:-}"
+    if [[ -n "$value" && "$value" != /* ]]; then
+        export "$var=$PWD/$value"
+    fi
+done
+
 ensure_venv
 # The package under test is the wheel built from this checkout, installed
 # like a user would (the tests never import the source tree).
@@ -65,4 +74,6 @@ WHEEL="$(PYTHON="$VENV/bin/python" TOLLGATE_BUILD_NO_ISOLATION=1 "$HERE/build-wh
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --force-reinstall "$WHEEL"
 "$VENV/bin/python" -c 'import tollgate, pathlib; print("tollgate", tollgate.__version__, "from", pathlib.Path(tollgate.__file__).parent)'
 cd "$HERE"
+# The package is typed (py.typed): its sources pass mypy's strict mode.
+"$VENV/bin/python" -m mypy --strict --cache-dir=/dev/null src/tollgate
 PYTHONDONTWRITEBYTECODE=1 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

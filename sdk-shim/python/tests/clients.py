@@ -9,7 +9,7 @@ import openai
 import tollgate
 
 MODEL = "gpt-4o-mini"
-CLAUDE = "claude-sonnet-4-5"
+CLAUDE = "claude-haiku-4-5"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 

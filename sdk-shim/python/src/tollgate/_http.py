@@ -10,7 +10,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from . import __about__
 
@@ -88,7 +88,7 @@ def sse_events(target: str, key: Optional[str], connect_timeout: float, read_tim
         sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
         if sock is not None:
             sock.settimeout(read_timeout)
-        data: list = []
+        data: List[str] = []
         while True:
             try:
                 raw = response.readline(1 << 20)

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 from . import _http, _wire
 from ._settings import Settings
@@ -61,10 +61,13 @@ class Blocked(Exception):
         super().__init__(f"model calls{where} are blocked by rule `{rule}` ({reason}) {lifts}")
 
     def __reduce__(self) -> Any:
-        return (_rebuild, (type(self), self.rule, self.reason, self.until, self.scope, self.limit, self.used))
+        # Pickled as the public class (`guard`'s SDK-specific subclasses are
+        # made at run time and cannot be found by name).
+        cls = CollectorUnreachable if isinstance(self, CollectorUnreachable) else Blocked
+        return (_rebuild, (cls, self.rule, self.reason, self.until, self.scope, self.limit, self.used))
 
 
-def _rebuild(cls: type, rule: str, reason: str, until: Any, scope: str, limit: Any, used: Any) -> "Blocked":
+def _rebuild(cls: Type[Blocked], rule: str, reason: str, until: Any, scope: str, limit: Any, used: Any) -> Blocked:
     return cls(rule, reason, until, scope=scope, limit=limit, used=used)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 DEFAULT_API = "http://127.0.0.1:7070"
 
@@ -74,7 +74,7 @@ class Settings:
         )
 
     @property
-    def base_scope(self) -> dict:
+    def base_scope(self) -> Dict[str, str]:
         """The process's fixed scope dimensions (without app)."""
         return {k: v for k, v in (("org", self.org), ("project", self.project), ("environment", self.environment)) if v}
 
