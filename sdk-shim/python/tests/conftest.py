@@ -45,3 +45,14 @@ def start_collector(tmp_path: Path, provider: CountingProxy) -> Iterator[Callabl
 @pytest.fixture
 def collector(start_collector: Callable[..., Collector]) -> Collector:
     return start_collector()
+
+
+@pytest.fixture
+def openllmetry() -> Iterator[None]:
+    """OpenLLMetry's instrumentation of the official openai client."""
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument()
+    yield
+    instrumentor.uninstrument()

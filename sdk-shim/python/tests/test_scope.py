@@ -1,6 +1,7 @@
 """`tollgate.scope` lands on the spans instrumentation libraries create
-(OpenInference, OpenLLMetry) for calls of the official openai client, as
-stored rows show; it never leaks between asyncio tasks or threads."""
+(OpenInference, OpenLLMetry) for calls of the official openai client, and
+on the Anthropic SDK's own spans, as stored rows show; it never leaks
+between asyncio tasks or threads."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List
 
 import pytest
-from clients import achat, async_openai_client, chat, openai_client
+from clients import achat, anthropic_client, async_openai_client, chat, message, openai_client
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -66,6 +67,22 @@ def test_scope_lands_on_the_instrumentation_spans_of_the_openai_client(
         assert row["mode"] == "observe", row
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0, row
     assert by_user["u-18"]["stream"] is True
+
+
+def test_scope_lands_on_the_anthropic_sdks_own_spans(collector: Collector, provider: CountingProxy) -> None:
+    project = "scope-anthropic"
+    init(collector, project)
+    client = anthropic_client(provider.url)
+    with tollgate.scope(user="u-5", session="s-5", route="billing"):
+        message(client)
+        message(client, stream=True)
+    assert tollgate.flush()
+    rows = collector.wait_calls(2, project=project)
+    assert len(rows) == 2, rows
+    assert {(r["user"], r["session"], r["route"], r["provider"], r["stream"]) for r in rows} == {
+        ("u-5", "s-5", "billing", "anthropic", False),
+        ("u-5", "s-5", "billing", "anthropic", True),
+    }, rows
 
 
 class Recorder:
