@@ -85,6 +85,19 @@ def test_scope_lands_on_the_anthropic_sdks_own_spans(collector: Collector, provi
     }, rows
 
 
+def test_spans_go_over_otlp_grpc_too(openllmetry: None, collector: Collector, provider: CountingProxy) -> None:
+    project = "scope-grpc"
+    tollgate.init(
+        endpoint=collector.otlp_grpc, protocol="grpc", api=collector.api, org="acme", project=project,
+        app="shim-test", gateway="off",
+    )
+    with tollgate.scope(user="u-grpc"):
+        chat(openai_client(provider.url))
+    assert tollgate.flush()
+    rows = collector.wait_calls(1, project=project)
+    assert [(r["user"], r["app"], r["provider"]) for r in rows] == [("u-grpc", "shim-test", "openai")]
+
+
 class Recorder:
     """An in-memory copy of every span the process ends."""
 

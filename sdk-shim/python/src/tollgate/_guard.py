@@ -5,8 +5,7 @@ kill-switch, and goes through the gateway when calls go there.
 
 Wrapping the transport, not the client's methods, covers every resource
 of the SDK, `with_options` copies (they share the HTTP client) and the
-frameworks built on the client (OpenAI Agents SDK, pydantic-ai,
-LangChain). The error raised is also the SDK's own base error class, so
+frameworks given the client (OpenAI Agents SDK, pydantic-ai). The error raised is also the SDK's own base error class, so
 the SDK neither retries it nor wraps it as a connection error."""
 
 from __future__ import annotations
