@@ -5,9 +5,12 @@ by OpenLLMetry's spans, the anthropic ones by the Anthropic SDK's own."""
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any, Dict, List
 
+import anthropic
+import openai
 import pytest
 from clients import anthropic_client, chat, message, openai_client
 from servers import Collector, CountingProxy
@@ -94,3 +97,33 @@ def test_rows_are_the_same_with_the_gateway_off_and_on(
     with pytest.raises(tollgate.Blocked):
         agent(provider.url)
     assert provider.count == before
+
+
+def test_a_gateway_refusal_is_raised_as_blocked(start_collector: Any, provider: CountingProxy) -> None:
+    """A refusal only the gateway makes (the key's own rate limit) reaches
+    the agent as `tollgate.Blocked`, not as the SDK's rate-limit error
+    (which it would retry)."""
+    c: Collector = start_collector(gateway=True)
+    key = c.create_key(name="limited", org="acme", project="limited", limits={"requests_per_minute": 2})
+    tollgate.init(
+        endpoint=c.otlp_http, api=c.api, org="acme", project="limited", app="limited-agent", gateway_key=key, gateway="auto"
+    )
+    client = openai_client(provider.url)
+    claude = anthropic_client(provider.url)
+    before = provider.count
+    chat(client)
+    message(claude)
+    for name, call in (
+        ("openai", lambda: chat(client)),
+        ("openai stream", lambda: chat(client, stream=True)),
+        ("anthropic", lambda: message(claude)),
+    ):
+        with pytest.raises(tollgate.Blocked) as refused:
+            call()
+        err = refused.value
+        assert (err.rule, err.reason, err.limit, err.used) == ("key.requests_per_minute", "rate_limited", 2, 2), name
+        assert err.scope.startswith("key=key_"), name
+        assert err.until is not None and err.until > datetime.datetime.now(datetime.timezone.utc), name
+        sdk_error = anthropic.AnthropicError if name == "anthropic" else openai.OpenAIError
+        assert isinstance(err, sdk_error), name
+    assert provider.count == before + 2, "refused calls never reached the provider"

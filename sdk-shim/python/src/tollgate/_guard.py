@@ -6,12 +6,16 @@ kill-switch, and goes through the gateway when calls go there.
 Wrapping the transport, not the client's methods, covers every resource
 of the SDK, `with_options` copies (they share the HTTP client) and the
 frameworks given the client (OpenAI Agents SDK, pydantic-ai). The error raised is also the SDK's own base error class, so
-the SDK neither retries it nor wraps it as a connection error."""
+the SDK neither retries it nor wraps it as a connection error. Through the
+gateway, its refusals of a scope (HTTP 429 `budget_exceeded`,
+`rate_limited`, `blocked`) are raised as the same error."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import sys
-from typing import Any, Dict, TypeVar
+from typing import Any, Dict, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry import propagate
@@ -59,15 +63,16 @@ def _dialect(client: Any) -> str:
     )
 
 
-def _route(request: Any, dialect: str, rt: _runtime.Runtime) -> Any:
-    """`request` sent to the gateway when calls go there and it serves this path."""
+def _route(request: Any, dialect: str, rt: _runtime.Runtime) -> Tuple[Any, bool]:
+    """`request` sent to the gateway when calls go there and it serves this
+    path, and whether it goes there."""
     gateway = rt.gateway.url()
     key = rt.settings.gateway_key
     if gateway is None or key is None:
-        return request
+        return request, False
     path = gateway_path(dialect, request.url.path)
     if path is None:
-        return request
+        return request, False
     gw = urlsplit(gateway)
     request.url = request.url.copy_with(
         scheme=gw.scheme, host=gw.hostname, port=gw.port, path=gw.path.rstrip("/") + path
@@ -84,7 +89,46 @@ def _route(request: Any, dialect: str, rt: _runtime.Runtime) -> Any:
     request.headers.update(headers)
     if rt.scope_processor is not None:
         rt.scope_processor.mark_gateway_call()
-    return request
+    return request, True
+
+
+# Codes of the gateway's refusals that mean "this scope may not spend now"
+# (inline-gateway/src/proxy/error.rs); they are raised as `Blocked`, as
+# the kill-switch would, so agent code handles one error in both modes.
+_REFUSALS = ("budget_exceeded", "rate_limited", "blocked")
+
+
+def _refusal(response: Any, body: bytes, errors: _runtime.Errors) -> Optional[Blocked]:
+    """The gateway's 429 refusal in `body`, as a `Blocked`; else `None`."""
+    if response.status_code != 429:
+        return None
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code") or error.get("type")
+    if code not in _REFUSALS:
+        return None
+    retry = error.get("retry_after_s")
+    until = (
+        datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=float(retry))
+        if isinstance(retry, (int, float))
+        else None
+    )
+    return errors[0](
+        str(error.get("rule_id") or ""), str(code), until,
+        scope=str(error.get("scope") or ""), limit=error.get("limit"), used=error.get("used"),
+    )
+
+
+def _replayed(response: Any, body: bytes) -> Any:
+    """`response` again, with its body (already read) still to be read."""
+    return type(response)(
+        response.status_code, headers=response.headers, content=body, request=response.request,
+        extensions=response.extensions,
+    )
 
 
 class _GuardedTransport:
@@ -97,10 +141,19 @@ class _GuardedTransport:
 
     def handle_request(self, request: Any) -> Any:
         rt = _runtime.runtime()
+        via_gateway = False
         if rt is not None:
             rt.check(self._errors)
-            request = _route(request, self._dialect, rt)
-        return self._inner.handle_request(request)
+            request, via_gateway = _route(request, self._dialect, rt)
+        response = self._inner.handle_request(request)
+        if via_gateway and response.status_code == 429:
+            body = response.read()
+            response.close()
+            refused = _refusal(response, body, self._errors)
+            if refused is not None:
+                raise refused
+            return _replayed(response, body)
+        return response
 
     def close(self) -> None:
         self._inner.close()
@@ -119,10 +172,19 @@ class _GuardedTransport:
 class _AsyncGuardedTransport(_GuardedTransport):
     async def handle_async_request(self, request: Any) -> Any:
         rt = _runtime.runtime()
+        via_gateway = False
         if rt is not None:
             await rt.acheck(self._errors)
-            request = _route(request, self._dialect, rt)
-        return await self._inner.handle_async_request(request)
+            request, via_gateway = _route(request, self._dialect, rt)
+        response = await self._inner.handle_async_request(request)
+        if via_gateway and response.status_code == 429:
+            body = await response.aread()
+            await response.aclose()
+            refused = _refusal(response, body, self._errors)
+            if refused is not None:
+                raise refused
+            return _replayed(response, body)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()
