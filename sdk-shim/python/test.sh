@@ -20,7 +20,7 @@ TOOLS="${TOLLGATE_TOOLS:-$HOME/.cache/tollgate/tools}"
 VENV="$TOOLS/venv-shim"
 REQUIREMENTS="$HERE/tests/requirements.txt"
 BASE_PYTHON="${TOLLGATE_PYTHON:-python3}"
-IMPORTS='import openai, anthropic, agents, pydantic_ai, openinference.instrumentation.openai, opentelemetry.instrumentation.openai, opentelemetry.sdk.trace, pytest, build, hatchling, mypy'
+IMPORTS='import openai, anthropic, agents, pydantic_ai, openinference.instrumentation.openai, opentelemetry.instrumentation.openai, opentelemetry.instrumentation.openai_v2, opentelemetry.sdk.trace, pytest, build, hatchling, mypy'
 
 die() {
     echo "sdk-shim/python/test.sh: $*" >&2

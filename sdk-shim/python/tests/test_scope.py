@@ -1,5 +1,5 @@
 """`tollgate.scope` lands on the spans instrumentation libraries create
-(OpenInference, OpenLLMetry) for calls of the official openai client, and
+(OpenInference, OpenLLMetry, the official openai-v2 one) for calls of the official openai client, and
 on the Anthropic SDK's own spans, as stored rows show; it never leaks
 between asyncio tasks or threads."""
 
@@ -29,13 +29,15 @@ def init(c: Collector, project: str) -> None:
     )
 
 
-@pytest.fixture(params=["openinference", "openllmetry"])
+@pytest.fixture(params=["openinference", "openllmetry", "openai-v2"])
 def instrumented(request: pytest.FixtureRequest) -> Iterator[str]:
     """The official openai client instrumented by one library at a time."""
     if request.param == "openinference":
         from openinference.instrumentation.openai import OpenAIInstrumentor
-    else:
+    elif request.param == "openllmetry":
         from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+    else:
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
     instrumentor = OpenAIInstrumentor()
     instrumentor.instrument()
     yield request.param
