@@ -66,6 +66,7 @@ class Runtime:
         self.settings = settings
         self.app = app
         self.scope_processor = scope_processor
+        self._waited_first = False
         self.gateway = GatewayRoute(settings)
         self.gateway.refresh(force=True)
         self.watcher = Watcher(settings, app, on_tick=self.gateway.refresh)
@@ -86,8 +87,10 @@ class Runtime:
     def check(self, errors: Errors = DEFAULT_ERRORS) -> None:
         """Raises `errors[0]` when the current scope is blocked, `errors[1]`
         when the collector cannot say and calls fail closed."""
-        if not self.watcher.wait_first_state(0):
+        if not self._waited_first and not self.watcher.wait_first_state(0):
+            # Once: a collector that never answers must not slow every call.
             self.watcher.wait_first_state(self.settings.first_state_timeout)
+            self._waited_first = True
         blocks, known = self.watcher.blocks_for(self._call_scope())
         if blocks:
             raise blocks[0].error(errors[0])
@@ -97,7 +100,8 @@ class Runtime:
     async def acheck(self, errors: Errors = DEFAULT_ERRORS) -> None:
         """`check` without blocking the event loop when it must wait for
         the collector (the first state, or a per-call scope seen first)."""
-        if self.watcher.wait_first_state(0) and not self.watcher.needs_fetch(self._call_scope()):
+        first = self._waited_first or self.watcher.wait_first_state(0)
+        if first and not self.watcher.needs_fetch(self._call_scope()):
             self.check(errors)
             return
         ctx = contextvars.copy_context()
