@@ -133,6 +133,8 @@ pub(crate) fn field_of(key: &str) -> Option<(Field, u8)> {
         "gen_ai.response.finish_reasons" => (FinishReason, 0),
         "llm.response.finish_reason" => (FinishReason, 1),
         "ai.response.finishReason" => (FinishReason, 2),
+        // The Anthropic SDK's own tracing.
+        "anthropic.message.stop_reason" => (FinishReason, 3),
         "tollgate.stream" => (Stream, 0),
         "gen_ai.request.stream" => (Stream, 1),
         "gen_ai.is_streaming" => (Stream, 2),
