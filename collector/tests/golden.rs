@@ -263,17 +263,20 @@ fn anthropic_sdk_native_tracing() {
     assert_eq!(rows.len(), 4);
     let streamed = rows.iter().find(|r| r.stream).unwrap();
     assert!(streamed.ttft_nanos.is_some_and(|t| t > 0));
-    // `anthropic.message.stop_reason`, as the gateway records Anthropic's
-    // (the SDK does not set it on its streamed span).
+    // `anthropic.message.stop_reason`, as the gateway records Anthropic's;
+    // none on the call the provider refused (429).
     let reasons: Vec<_> = rows
         .iter()
-        .map(|r| (r.stream, r.finish_reason.as_deref()))
+        .map(|r| (r.http_status, r.finish_reason.as_deref()))
         .collect();
-    assert!(
-        reasons
-            .iter()
-            .all(|(stream, f)| *stream || *f == Some("end_turn")),
-        "{reasons:?}"
+    assert_eq!(
+        reasons,
+        [
+            (Some(200), Some("end_turn")),
+            (Some(200), Some("end_turn")),
+            (Some(200), Some("end_turn")),
+            (Some(429), None)
+        ]
     );
 }
 
