@@ -1,4 +1,4 @@
-//! The two wire dialects the gateway speaks, and the operations callers ask for.
+//! The wire dialects the gateway speaks, and the operations callers ask for.
 
 use crate::config::ProviderKind;
 
@@ -10,9 +10,14 @@ pub enum Dialect {
     OpenAi,
     /// Anthropic messages.
     Anthropic,
+    /// OpenAI's Responses API: its own request, answer and SSE event
+    /// shapes, OpenAI's error envelope.
+    Responses,
 }
 
 impl Dialect {
+    /// The dialect of a provider's chat-style API (what it is sent unless
+    /// the call is a Responses call and the provider serves that API).
     pub(crate) fn of(kind: ProviderKind) -> Self {
         match kind {
             ProviderKind::Anthropic => Dialect::Anthropic,
@@ -20,6 +25,15 @@ impl Dialect {
             | ProviderKind::Azure
             | ProviderKind::Gemini
             | ProviderKind::OpenaiCompatible => Dialect::OpenAi,
+        }
+    }
+
+    /// The error envelope this dialect's SDKs read: the Responses API uses
+    /// OpenAI's.
+    pub(crate) fn envelope(self) -> Self {
+        match self {
+            Dialect::OpenAi | Dialect::Responses => Dialect::OpenAi,
+            Dialect::Anthropic => Dialect::Anthropic,
         }
     }
 }
@@ -33,6 +47,8 @@ pub enum Operation {
     Embeddings,
     /// `POST /v1/messages`.
     Messages,
+    /// `POST /v1/responses`.
+    Responses,
 }
 
 impl Operation {
@@ -41,26 +57,37 @@ impl Operation {
         match self {
             Operation::Chat | Operation::Embeddings => Dialect::OpenAi,
             Operation::Messages => Dialect::Anthropic,
+            Operation::Responses => Dialect::Responses,
         }
     }
 
     /// The GenAI operation name rows carry.
     pub(crate) fn genai_name(self) -> &'static str {
         match self {
-            Operation::Chat | Operation::Messages => "chat",
+            Operation::Chat | Operation::Messages | Operation::Responses => "chat",
             Operation::Embeddings => "embeddings",
         }
     }
 
-    /// What an upstream of `dialect` is asked for; `None` when it cannot
-    /// serve this operation (Anthropic has no embeddings).
-    pub(crate) fn upstream(self, dialect: Dialect) -> Option<UpstreamOp> {
+    /// What an upstream whose chat-style API speaks `dialect` is asked
+    /// for (`responses_api`: whether it also serves the Responses API);
+    /// `None` when it cannot serve this operation (Anthropic has no
+    /// embeddings). A Responses call goes to the Responses API where there
+    /// is one, else to chat completions or messages, translated.
+    pub(crate) fn upstream(self, dialect: Dialect, responses_api: bool) -> Option<UpstreamOp> {
         match (self, dialect) {
-            (Operation::Chat | Operation::Messages, Dialect::OpenAi) => Some(UpstreamOp::Chat),
+            (Operation::Responses, _) if responses_api => Some(UpstreamOp::Responses),
+            (Operation::Responses, Dialect::OpenAi | Dialect::Responses) => Some(UpstreamOp::Chat),
+            (Operation::Responses, Dialect::Anthropic) => Some(UpstreamOp::Messages),
+            (Operation::Chat | Operation::Messages, Dialect::OpenAi | Dialect::Responses) => {
+                Some(UpstreamOp::Chat)
+            }
             (Operation::Chat | Operation::Messages, Dialect::Anthropic) => {
                 Some(UpstreamOp::Messages)
             }
-            (Operation::Embeddings, Dialect::OpenAi) => Some(UpstreamOp::Embeddings),
+            (Operation::Embeddings, Dialect::OpenAi | Dialect::Responses) => {
+                Some(UpstreamOp::Embeddings)
+            }
             (Operation::Embeddings, Dialect::Anthropic) => None,
         }
     }
@@ -72,4 +99,16 @@ pub(crate) enum UpstreamOp {
     Chat,
     Embeddings,
     Messages,
+    Responses,
+}
+
+impl UpstreamOp {
+    /// The dialect this endpoint's bodies and streams are written in.
+    pub(crate) fn dialect(self) -> Dialect {
+        match self {
+            UpstreamOp::Chat | UpstreamOp::Embeddings => Dialect::OpenAi,
+            UpstreamOp::Messages => Dialect::Anthropic,
+            UpstreamOp::Responses => Dialect::Responses,
+        }
+    }
 }

@@ -46,12 +46,18 @@ pub fn translate_request(body: &[u8], caller: Dialect, model: &str) -> Option<(V
     let op = match caller {
         Dialect::OpenAi => Operation::Chat,
         Dialect::Anthropic => Operation::Messages,
+        Dialect::Responses => Operation::Responses,
     };
     let estimate = InputBound::of(op, &v).tokens(4096);
     let out = match caller {
         Dialect::OpenAi => translate::request::openai_to_anthropic(&v, model, 4096),
         Dialect::Anthropic => {
             translate::request::anthropic_to_openai(&v, model, "max_completion_tokens", 4096)
+        }
+        // What cannot be translated is answered as a 400 naming it.
+        Dialect::Responses => {
+            translate::responses::responses_to_chat(&v, model, "max_completion_tokens", 4096)
+                .unwrap_or_else(Value::String)
         }
     };
     Some((out, estimate))

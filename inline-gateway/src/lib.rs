@@ -33,6 +33,8 @@
 //! | `POST /v1/embeddings` | OpenAI embeddings |
 //! | `GET /v1/models` | what the key may use (Anthropic's format with `anthropic-version`) |
 //! | `POST /v1/messages` | Anthropic messages (JSON, SSE) |
+//! | `POST /v1/responses` | OpenAI Responses API (JSON, SSE); translated for upstreams without it |
+//! | `GET`/`DELETE /v1/responses/{id}`, `POST …/cancel`, `GET …/input_items`, `POST /v1/responses/input_tokens` | calls on stored responses, passed to a Responses API provider; no rows |
 //! | `GET /healthz` | unauthenticated liveness |
 //!
 //! Callers authenticate with a virtual key in `Authorization: Bearer` or
@@ -51,7 +53,10 @@
 //! the input's UTF-8 bytes plus per-message and tool overheads and a
 //! per-image worst case, and `max_tokens` / `max_completion_tokens` (or
 //! `default_max_tokens`, which is then sent to the provider) times `n` as
-//! output, priced at the link's model. A refused link is skipped for the
+//! output, priced at the link's model. A Responses call whose input is
+//! partly kept by the provider (`previous_response_id`, `conversation`,
+//! stored prompts, item references, hosted tools) reserves
+//! `unseen_input_tokens` more, and is settled with the billed usage. A refused link is skipped for the
 //! next one; when none is admitted the caller gets 429 (403 for model,
 //! region and custom rules, and for a model without a price under a budget
 //! on cost: `model_unpriced`) with `Retry-After` and the rule's figures in

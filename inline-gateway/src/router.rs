@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Extension, Request, State};
+use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::dialect::{Dialect, Operation};
 use crate::keys::{KeyRefusal, Role, VirtualKey, bearer, hash_key};
-use crate::proxy::{self, ApiError, Shared};
+use crate::proxy::{self, ApiError, Shared, StoredCall};
 
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 const ANTHROPIC_REQUEST_ID: &str = "request-id";
@@ -71,6 +71,11 @@ pub(crate) fn build(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
+        .route("/v1/responses", post(responses))
+        .route("/v1/responses/input_tokens", post(input_tokens))
+        .route("/v1/responses/{id}", get(retrieve).delete(delete))
+        .route("/v1/responses/{id}/cancel", post(cancel))
+        .route("/v1/responses/{id}/input_items", get(input_items))
         .route("/v1/models", get(models))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/healthz", get(|| async { "ok" }))
@@ -100,6 +105,8 @@ async fn request_id(State(state): State<AppState>, mut req: Request, next: Next)
 fn dialect_of(path: &str) -> Dialect {
     if path.starts_with("/v1/messages") {
         Dialect::Anthropic
+    } else if path.starts_with("/v1/responses") {
+        Dialect::Responses
     } else {
         Dialect::OpenAi
     }
@@ -214,6 +221,68 @@ async fn messages(
         body,
     )
     .await
+}
+
+async fn responses(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    proxy::handle(
+        state.shared,
+        Operation::Responses,
+        caller.0,
+        rid.0,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn input_tokens(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
+    proxy::count_input_tokens(state.shared, caller.0, body).await
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let q = query.as_deref();
+    proxy::stored_response(state.shared, StoredCall::Retrieve, &id, q, &headers).await
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    proxy::stored_response(state.shared, StoredCall::Delete, &id, None, &headers).await
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    proxy::stored_response(state.shared, StoredCall::Cancel, &id, None, &headers).await
+}
+
+async fn input_items(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let q = query.as_deref();
+    proxy::stored_response(state.shared, StoredCall::InputItems, &id, q, &headers).await
 }
 
 async fn models(

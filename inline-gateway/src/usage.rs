@@ -41,7 +41,7 @@ pub(crate) struct PromptDetails {
     pub cached_tokens: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
 pub(crate) struct CompletionDetails {
     #[serde(default)]
     pub reasoning_tokens: Option<u64>,
@@ -61,6 +61,46 @@ impl OpenAiUsage {
             reasoning: self
                 .completion_tokens_details
                 .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// The Responses API's usage object (`response.usage`, in JSON answers and
+/// in the final `response.completed` / `response.incomplete` event).
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+pub(crate) struct ResponsesUsage {
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub input_tokens_details: Option<ResponsesInputDetails>,
+    #[serde(default)]
+    pub output_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+pub(crate) struct ResponsesInputDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_write_tokens: Option<u64>,
+}
+
+impl ResponsesUsage {
+    /// In row terms: `input_tokens` already counts cached and cache-written
+    /// tokens, `output_tokens` the reasoning tokens.
+    pub(crate) fn to_usage(self) -> Usage {
+        let details = self.input_tokens_details.unwrap_or_default();
+        Usage {
+            input: self.input_tokens.unwrap_or(0),
+            output: self.output_tokens.unwrap_or(0),
+            cache_read: details.cached_tokens.unwrap_or(0),
+            cache_write: details.cache_write_tokens.unwrap_or(0),
+            reasoning: self
+                .output_tokens_details
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
         }
@@ -134,6 +174,29 @@ mod tests {
                 reasoning: 6
             }
         );
+    }
+
+    #[test]
+    fn responses_usage_reads_cache_and_reasoning_details() {
+        let u: ResponsesUsage = serde_json::from_value(json!({
+            "input_tokens": 140, "output_tokens": 10, "total_tokens": 150,
+            "input_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 30},
+            "output_tokens_details": {"reasoning_tokens": 6}
+        }))
+        .unwrap();
+        assert_eq!(
+            u.to_usage(),
+            Usage {
+                input: 140,
+                output: 10,
+                cache_read: 100,
+                cache_write: 30,
+                reasoning: 6
+            }
+        );
+        let bare: ResponsesUsage =
+            serde_json::from_value(json!({"input_tokens": 3, "output_tokens": 2})).unwrap();
+        assert_eq!((bare.to_usage().input, bare.to_usage().output), (3, 2));
     }
 
     #[test]

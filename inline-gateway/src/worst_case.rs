@@ -37,6 +37,18 @@
 //! Not bounded by this count: documents the request only points at (a file
 //! id, a PDF by URL), whose pages the gateway never sees. Inline documents
 //! count their bytes plus one image.
+//!
+//! # Responses API
+//!
+//! `instructions` and `input` (a string, or items: messages, function calls
+//! and their outputs, reasoning items with their encrypted content, images,
+//! files) count like messages, one [`MESSAGE_OVERHEAD`] per item. What the
+//! provider keeps and the gateway never sees — the conversation behind
+//! `previous_response_id` or `conversation`, a stored `prompt`,
+//! `item_reference` items, what hosted tools (`web_search`, `file_search`,
+//! `mcp`...) feed the model — is reserved at
+//! `gateway.unseen_input_tokens` on top ([`InputBound::unseen`]), and the
+//! call is settled with the tokens the provider bills.
 
 use serde_json::Value;
 
@@ -91,7 +103,18 @@ pub(crate) const NOT_PROMPT: &[&str] = &[
     "safety_identifier",
     "prompt_cache_key",
     "verbosity",
+    "previous_response_id",
+    "background",
+    "include",
+    "truncation",
+    "max_tool_calls",
+    "reasoning",
 ];
+
+/// Tool types whose calls the caller runs and answers in its next request
+/// (what they return is sent, and counted, then); any other tool type is
+/// hosted by the provider and feeds the model what the gateway never sees.
+const CLIENT_TOOLS: &[&str] = &["function", "custom"];
 
 /// The input side of a request's worst case, before the link's per-image
 /// cost is known: text tokens and images.
@@ -101,6 +124,10 @@ pub(crate) struct InputBound {
     pub text: u64,
     /// Image parts, each billed at the link's per-image worst case.
     pub images: u64,
+    /// A Responses request whose input is partly kept by the provider
+    /// (stored conversation, prompt, item references, hosted tools' results):
+    /// `gateway.unseen_input_tokens` more are reserved.
+    pub unseen: bool,
 }
 
 impl InputBound {
@@ -111,6 +138,13 @@ impl InputBound {
             .max(1)
     }
 
+    /// [`InputBound::tokens`] plus `unseen_tokens` when part of the input
+    /// is kept where the gateway cannot count it.
+    pub(crate) fn tokens_with_unseen(&self, image_tokens: u64, unseen_tokens: u64) -> u64 {
+        let unseen = if self.unseen { unseen_tokens } else { 0 };
+        self.tokens(image_tokens).saturating_add(unseen)
+    }
+
     /// The bound of a parsed request body asking for `op`.
     pub(crate) fn of(op: Operation, request: &Value) -> Self {
         let mut b = Bound::default();
@@ -118,6 +152,7 @@ impl InputBound {
             return InputBound {
                 text: REQUEST_OVERHEAD,
                 images: 0,
+                unseen: false,
             };
         };
         if op != Operation::Embeddings {
@@ -147,15 +182,53 @@ impl InputBound {
                     for t in tools {
                         b.add(TOOL_OVERHEAD);
                         b.walk(t);
+                        if op == Operation::Responses
+                            && t.get("type")
+                                .and_then(Value::as_str)
+                                .is_some_and(|k| !CLIENT_TOOLS.contains(&k))
+                        {
+                            b.unseen = true;
+                        }
                     }
                 }
                 "input" if op == Operation::Embeddings => b.embedding_input(value),
+                "input" | "instructions" if op == Operation::Responses => match value {
+                    Value::Array(items) => {
+                        for item in items {
+                            b.add(MESSAGE_OVERHEAD);
+                            if item.get("type").and_then(Value::as_str) == Some("item_reference") {
+                                b.unseen = true;
+                            }
+                            b.walk(item);
+                        }
+                    }
+                    other => {
+                        b.add(MESSAGE_OVERHEAD);
+                        b.walk(other);
+                    }
+                },
+                // State the provider keeps: the conversation so far, a
+                // stored prompt template.
+                "conversation" | "prompt" if op == Operation::Responses => {
+                    if !value.is_null() {
+                        b.unseen = true;
+                    }
+                    b.walk(value);
+                }
                 _ => b.walk(value),
             }
+        }
+        if op == Operation::Responses
+            && fields
+                .get("previous_response_id")
+                .is_some_and(|v| !v.is_null())
+        {
+            b.unseen = true;
         }
         InputBound {
             text: b.text,
             images: b.images,
+            unseen: b.unseen,
         }
     }
 }
@@ -180,6 +253,7 @@ pub(crate) fn output_tokens(cap: u64, n: Option<u64>) -> u64 {
 struct Bound {
     text: u64,
     images: u64,
+    unseen: bool,
 }
 
 impl Bound {

@@ -59,6 +59,16 @@ pub struct GatewayConfig {
     /// reserved at that. Default: 4096.
     #[serde(default = "default_image_input_tokens")]
     pub image_input_tokens: u64,
+    /// Input tokens reserved, on top of what a Responses API request sends,
+    /// when its input is partly kept by the provider where the gateway
+    /// cannot see it: `previous_response_id`, `conversation`, a stored
+    /// `prompt`, `item_reference` items, or hosted tools (`web_search`,
+    /// `file_search`, `mcp`...) whose results the model reads. The call is
+    /// settled with the tokens the provider bills. Set it to the context
+    /// window of the largest model served for a bound that always holds.
+    /// Default: 128000.
+    #[serde(default = "default_unseen_input_tokens")]
+    pub unseen_input_tokens: u64,
     /// Price in USD per million tokens (input and output alike) of a model
     /// missing from the price table, used to reserve and to settle it.
     /// Without it, a call to such a model under a budget on `cost_usd`
@@ -93,6 +103,10 @@ fn default_image_input_tokens() -> u64 {
     4096
 }
 
+fn default_unseen_input_tokens() -> u64 {
+    128_000
+}
+
 fn default_max_request_bytes() -> usize {
     32 * 1024 * 1024
 }
@@ -104,6 +118,7 @@ impl Default for GatewayConfig {
             listen: default_listen(),
             default_max_tokens: default_max_tokens(),
             image_input_tokens: default_image_input_tokens(),
+            unseen_input_tokens: default_unseen_input_tokens(),
             unpriced_cost_per_mtok: None,
             max_request_bytes: default_max_request_bytes(),
             circuit_breaker: CircuitBreakerConfig::default(),
@@ -237,6 +252,15 @@ pub struct ProviderConfig {
     /// `{ "OpenAI-Organization" = "org-..." }`. Not for auth headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Whether this provider serves OpenAI's Responses API at
+    /// `{base_url}/responses` (and `/responses/{id}`...). When it does not,
+    /// `POST /v1/responses` calls are translated to chat completions for
+    /// it, and calls that build on stored state (`previous_response_id`,
+    /// `conversation`...) cannot go to it. Only openai and
+    /// openai_compatible providers may set it. Defaults: true for openai,
+    /// false for the others.
+    #[serde(default)]
+    pub responses_api: Option<bool>,
 }
 
 /// Header values may be sensitive: `Debug` lists their names only.
@@ -257,6 +281,7 @@ impl fmt::Debug for ProviderConfig {
             .field("models", &self.models)
             .field("provider_name", &self.provider_name)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("responses_api", &self.responses_api)
             .finish()
     }
 }

@@ -269,3 +269,29 @@ fn an_unpriced_price_is_one_rate_for_input_and_output() {
     );
     assert_eq!(v.image_input_tokens, 2000);
 }
+
+#[test]
+fn the_responses_api_is_on_for_openai_and_only_openai_kinds_may_claim_it() {
+    let text = |kind: &str, extra: &str| {
+        format!(
+            "[gateway]\n[[gateway.providers]]\nname = \"p\"\nkind = \"{kind}\"\n\
+             base_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"OPENAI_API_KEY\"\n{extra}\n"
+        )
+    };
+    let served = |kind: &str, extra: &str| {
+        parse(&text(kind, extra))
+            .validate_with(&env)
+            .unwrap()
+            .providers[0]
+            .responses_api
+    };
+    assert!(served("openai", ""));
+    assert!(!served("openai", "responses_api = false"));
+    assert!(!served("openai_compatible", ""));
+    assert!(served("openai_compatible", "responses_api = true"));
+    assert!(!served("anthropic", ""));
+    let e = error_of(&text("anthropic", "responses_api = true"));
+    assert!(e.contains("gateway.providers[0].responses_api"), "{e}");
+    let config = parse("[gateway]\n");
+    assert_eq!(config.unseen_input_tokens, 128_000);
+}

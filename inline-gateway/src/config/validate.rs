@@ -34,6 +34,7 @@ pub struct ValidConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) default_max_tokens: u64,
     pub(crate) image_input_tokens: u64,
+    pub(crate) unseen_input_tokens: u64,
     /// `unpriced_cost_per_mtok` as a price (input and output alike).
     pub(crate) unpriced_price: Option<ModelPrice>,
     pub(crate) max_request_bytes: usize,
@@ -82,6 +83,8 @@ pub(crate) struct ProviderSettings {
     pub models: Vec<String>,
     pub provider_name: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Serves the Responses API.
+    pub responses_api: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +207,7 @@ impl GatewayConfig {
             listen,
             default_max_tokens: self.default_max_tokens,
             image_input_tokens: self.image_input_tokens,
+            unseen_input_tokens: self.unseen_input_tokens,
             unpriced_price,
             max_request_bytes: self.max_request_bytes,
             breaker: self.circuit_breaker.clone(),
@@ -394,7 +398,20 @@ fn provider(
         Some(r) => r.clone(),
         None => upstream_default,
     };
+    let responses_api = match (p.responses_api, p.kind) {
+        (Some(true), ProviderKind::Openai | ProviderKind::OpenaiCompatible) => true,
+        (Some(true), _) => {
+            return Err(invalid(
+                format!("{at}.responses_api"),
+                "only openai and openai_compatible providers serve the Responses API; \
+                 remove it (Responses calls are translated for this provider)",
+            ));
+        }
+        (Some(false), _) => false,
+        (None, kind) => kind == ProviderKind::Openai,
+    };
     Ok(ProviderSettings {
+        responses_api,
         name: p.name.clone(),
         kind: p.kind,
         base_url: base.trim_end_matches('/').to_owned(),

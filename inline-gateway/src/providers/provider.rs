@@ -25,6 +25,8 @@ enum Urls {
         chat: Box<Url>,
         embeddings: Box<Url>,
         messages: Box<Url>,
+        /// The Responses API's `/responses` (when the provider serves it).
+        responses: Box<Url>,
     },
     /// Azure without a fixed deployment: the model names the deployment.
     AzurePerModel { base: String, api_version: String },
@@ -41,6 +43,8 @@ pub(crate) struct Provider {
     pub timeout: Duration,
     /// Globs of the bare model names this provider serves.
     pub models: Vec<String>,
+    /// Serves OpenAI's Responses API.
+    pub responses_api: bool,
     pub breaker: Breaker,
     client: reqwest::Client,
     urls: Urls,
@@ -111,6 +115,7 @@ impl Provider {
                         &s.name,
                     )?,
                     messages: url(&format!("{base}/v1/messages"), &s.name)?,
+                    responses: url(&format!("{base}/openai/v1/responses"), &s.name)?,
                 }
             }
             (ProviderKind::Azure, None) => Urls::AzurePerModel {
@@ -121,6 +126,7 @@ impl Provider {
                 chat: url(&format!("{base}/chat/completions"), &s.name)?,
                 embeddings: url(&format!("{base}/embeddings"), &s.name)?,
                 messages: url(&format!("{base}/v1/messages"), &s.name)?,
+                responses: url(&format!("{base}/responses"), &s.name)?,
             },
         };
         let mut headers = Vec::with_capacity(s.headers.len() + 2);
@@ -151,6 +157,7 @@ impl Provider {
             upstream: Arc::from(s.upstream.as_str()),
             timeout: s.timeout,
             models: s.models.clone(),
+            responses_api: s.responses_api,
             breaker: Breaker::new(breaker.failure_threshold, breaker.cooldown),
             client,
             urls,
@@ -183,16 +190,21 @@ impl Provider {
                 chat,
                 embeddings,
                 messages,
+                responses,
             } => Ok(match op {
                 UpstreamOp::Chat => Url::clone(chat),
                 UpstreamOp::Embeddings => Url::clone(embeddings),
                 UpstreamOp::Messages => Url::clone(messages),
+                UpstreamOp::Responses => Url::clone(responses),
             }),
             Urls::AzurePerModel { base, api_version } => {
                 let path = match op {
                     UpstreamOp::Chat => "chat/completions",
                     UpstreamOp::Embeddings => "embeddings",
                     UpstreamOp::Messages => return Err("azure serves no messages API".into()),
+                    UpstreamOp::Responses => {
+                        return Err("this azure provider serves no Responses API".into());
+                    }
                 };
                 let mut u = Url::parse(base).map_err(|e| e.to_string())?;
                 u.path_segments_mut()
@@ -239,6 +251,38 @@ impl Provider {
             req = req.header(name, value);
         }
         Ok(req.body(body))
+    }
+
+    /// A request to the Responses API's `/responses` followed by the path
+    /// segments `tail` (each escaped) and the caller's `query`, for the
+    /// calls on stored responses: retrieve, delete, cancel, input items,
+    /// input token counts. Only for a provider that serves the API.
+    pub(crate) fn responses_resource(
+        &self,
+        method: http::Method,
+        tail: &[&str],
+        query: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let base = match &self.urls {
+            Urls::Fixed { responses, .. } if self.responses_api => Url::clone(responses),
+            _ => return Err(format!("provider `{}` serves no Responses API", self.name)),
+        };
+        let mut url = base;
+        url.path_segments_mut()
+            .map_err(|()| "base URL cannot take a path".to_owned())?
+            .extend(tail);
+        url.set_query(query.filter(|q| !q.is_empty()));
+        let mut req = self.client.request(method, url);
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
+        if let Some(body) = body {
+            req = req
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        Ok(req)
     }
 
     /// `text` with this provider's key replaced, for anything read from the

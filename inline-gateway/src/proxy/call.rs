@@ -24,6 +24,9 @@ use crate::usage::Usage;
 
 /// Label set on rows whose tokens are (partly) estimated.
 pub(crate) const USAGE_ESTIMATED: &str = "usage_estimated";
+/// Label set on rows of Responses API background runs, settled at their
+/// worst case.
+pub(crate) const BACKGROUND: &str = "background";
 /// Label set on rows priced at `gateway.unpriced_cost_per_mtok`.
 pub(crate) const UNPRICED_PRICE: &str = "unpriced_price";
 /// Label carrying the virtual key id (what `scope = ["key"]` reads on rows).
@@ -193,6 +196,22 @@ impl CallLog {
             None => self.estimate(None, output_bytes),
         };
         self.finish(usage);
+    }
+
+    /// The provider took on a background run (Responses API,
+    /// `background: true`) that it bills later, out of the gateway's
+    /// sight: settled at the worst case the attempt reserved, labelled
+    /// `usage_estimated` and `background`.
+    pub(crate) fn complete_pending(&mut self, http_status: u16) {
+        self.record.status = CallStatus::Ok;
+        self.record.http_status = Some(http_status);
+        for label in [USAGE_ESTIMATED, BACKGROUND] {
+            self.record
+                .labels
+                .insert(label.to_owned(), "true".to_owned());
+        }
+        let worst = self.worst;
+        self.finish(worst);
     }
 
     /// The call ended without an answer (or with a provider error). When

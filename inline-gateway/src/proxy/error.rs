@@ -336,7 +336,7 @@ impl ApiError {
                 ..
             } => (message, retry_after, None),
         };
-        let body = envelope(dialect, status, kind, message, extra);
+        let body = envelope(dialect.envelope(), status, kind, message, extra);
         let mut r = (status, axum::Json(body)).into_response();
         if let Some(v) = retry_after {
             r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -381,7 +381,7 @@ fn dialect_type(
     kind: &'static str,
 ) -> (&'static str, Option<&'static str>) {
     match dialect {
-        Dialect::OpenAi => match status.as_u16() {
+        Dialect::OpenAi | Dialect::Responses => match status.as_u16() {
             401 => ("invalid_request_error", Some("invalid_api_key")),
             404 if kind == "model_not_found" => ("invalid_request_error", Some("model_not_found")),
             400..=428 | 430..=499 => ("invalid_request_error", Some(kind)),
@@ -416,7 +416,7 @@ fn envelope(
 ) -> Value {
     let mut error = Map::new();
     match (&extra, dialect) {
-        (Some(_), Dialect::OpenAi) => {
+        (Some(_), Dialect::OpenAi | Dialect::Responses) => {
             error.insert("type".into(), Value::from(kind));
             error.insert("code".into(), Value::from(kind));
         }
@@ -426,7 +426,7 @@ fn envelope(
         (None, d) => {
             let (t, code) = dialect_type(d, status, kind);
             error.insert("type".into(), Value::from(t));
-            if d == Dialect::OpenAi {
+            if d.envelope() == Dialect::OpenAi {
                 error.insert("code".into(), code.map_or(Value::Null, Value::from));
                 error.insert("param".into(), Value::Null);
             }
@@ -437,7 +437,7 @@ fn envelope(
         error.extend(extra);
     }
     match dialect {
-        Dialect::OpenAi => json!({ "error": Value::Object(error) }),
+        Dialect::OpenAi | Dialect::Responses => json!({ "error": Value::Object(error) }),
         Dialect::Anthropic => json!({ "type": "error", "error": Value::Object(error) }),
     }
 }

@@ -29,8 +29,9 @@ use crate::deps::Leased;
 use crate::dialect::{Dialect, Operation};
 use crate::keys::VirtualKey;
 use crate::providers::Provider;
-use crate::translate::{self, RequestPeek, StreamTranslator};
-use crate::usage::{AnthropicUsage, OpenAiUsage, Usage};
+use crate::translate::responses::ResponseFrame;
+use crate::translate::{self, RequestPeek, ResponsePeek, StreamTranslator};
+use crate::usage::{AnthropicUsage, OpenAiUsage, ResponsesUsage, Usage};
 use crate::worst_case::{self, InputBound};
 
 pub(crate) const USER_HEADER: &str = "x-tollgate-user";
@@ -159,15 +160,7 @@ pub(crate) async fn handle(
         return err.into_response(dialect);
     };
 
-    let allowed = match (&chain.route, chain.links.first()) {
-        (Some(route), _) => key.allows_model([route.as_ref()]),
-        (None, Some(link)) => {
-            let qualified = format!("{}/{}", link.provider.name, link.model);
-            key.allows_model([model, qualified.as_str(), link.model.as_ref()])
-        }
-        (None, None) => false,
-    };
-    if !allowed {
+    if !key_allows(&key, &chain, model) {
         let info = RefusalInfo::key_model(model);
         return refuse(&shared, &mut log, &request_id_str, info, dialect);
     }
@@ -201,7 +194,12 @@ pub(crate) async fn handle(
         }
     }
     log.set_key_engine(key_engine.map(|k| k.engine));
+    let responses = (op == Operation::Responses).then(|| ResponsesCall {
+        stateful: translate::responses::stateful_field(&request),
+        id: format!("resp_{}", random_hex(16)),
+    });
     let call = Call {
+        responses,
         shared: &shared,
         op,
         dialect,
@@ -218,13 +216,22 @@ pub(crate) async fn handle(
         max_output_tokens: if op == Operation::Embeddings {
             0
         } else {
-            worst_case::output_tokens(
-                peek.max_output().unwrap_or(shared.default_max_tokens),
-                peek.n,
-            )
+            worst_case::output_tokens(peek.cap(op).unwrap_or(shared.default_max_tokens), peek.n)
         },
     };
     call.run(&chain, log).await
+}
+
+/// Whether `key`'s model list lets it ask for `model`, resolved to `chain`.
+pub(crate) fn key_allows(key: &VirtualKey, chain: &Chain, model: &str) -> bool {
+    match (&chain.route, chain.links.first()) {
+        (Some(route), _) => key.allows_model([route.as_ref()]),
+        (None, Some(link)) => {
+            let qualified = format!("{}/{}", link.provider.name, link.model);
+            key.allows_model([model, qualified.as_str(), link.model.as_ref()])
+        }
+        (None, None) => false,
+    }
 }
 
 fn refuse(
@@ -239,7 +246,16 @@ fn refuse(
     ApiError::Refused(info).into_response(dialect)
 }
 
+/// What a Responses call needs beyond the others.
+struct ResponsesCall {
+    /// The field that needs the provider's own Responses API, if any.
+    stateful: Option<&'static str>,
+    /// The id of the response when the gateway writes it (translated).
+    id: String,
+}
+
 struct Call<'a> {
+    responses: Option<ResponsesCall>,
     shared: &'a Arc<Shared>,
     op: Operation,
     dialect: Dialect,
@@ -277,15 +293,25 @@ enum Served {
 impl Call<'_> {
     async fn run(&self, chain: &Chain, mut log: CallLog) -> Response {
         let mut attempt: u32 = 0;
-        let mut last_failure: Option<(Failure, Arc<Provider>)> = None;
+        let mut last_failure: Option<(Failure, Arc<Provider>, Dialect)> = None;
         let mut first_refusal: Option<RefusalInfo> = None;
         let mut breaker_wait: Option<Duration> = None;
         let mut unsupported = false;
+        let mut stateless: Option<&'static str> = None;
         'links: for link in &chain.links {
-            let Some(up_op) = self.op.upstream(link.provider.dialect) else {
+            let provider = &link.provider;
+            let Some(up_op) = self.op.upstream(provider.dialect, provider.responses_api) else {
                 unsupported = true;
                 continue;
             };
+            // The dialect this link is spoken to in.
+            let wire = up_op.dialect();
+            if let Some(field) = self.responses.as_ref().and_then(|r| r.stateful)
+                && wire != Dialect::Responses
+            {
+                stateless = Some(field);
+                continue;
+            }
             for retry in 0..=chain.retries {
                 if retry > 0 {
                     tokio::time::sleep(attempt::backoff(chain.backoff, retry)).await;
@@ -311,7 +337,7 @@ impl Call<'_> {
                     }
                 };
                 log.attempt(link, attempt, held, worst);
-                let upstream_body = match self.upstream_body(link) {
+                let upstream_body = match self.upstream_body(link, wire) {
                     Ok(b) => b,
                     Err(message) => {
                         let err = ApiError::BadRequest(message);
@@ -335,7 +361,7 @@ impl Call<'_> {
                     }
                 };
                 let deadline = Instant::now() + link.timeout;
-                match self.try_link(link, req, deadline).await {
+                match self.try_link(wire, req, deadline).await {
                     Ok(served) => {
                         link.provider.breaker.success();
                         if attempt > 0 {
@@ -345,7 +371,7 @@ impl Call<'_> {
                                 attempt,
                             );
                         }
-                        return self.answer(link, served, log);
+                        return self.answer(wire, link, served, log);
                     }
                     Err(f) => {
                         self.shared.events.attempt_failed(
@@ -358,7 +384,7 @@ impl Call<'_> {
                         if !f.is_retryable() {
                             // The provider is up; the request is the problem.
                             link.provider.breaker.success();
-                            let err = self.error_of(f, &link.provider);
+                            let err = self.error_of(f, &link.provider, wire);
                             log.fail(err.status().as_u16(), err.error_type());
                             return err.into_response(self.dialect);
                         }
@@ -372,7 +398,7 @@ impl Call<'_> {
                             None => log.release(),
                         }
                         let again = f.may_pass_on_retry();
-                        last_failure = Some((f, Arc::clone(&link.provider)));
+                        last_failure = Some((f, Arc::clone(&link.provider), wire));
                         attempt += 1;
                         if !again {
                             continue 'links;
@@ -382,7 +408,7 @@ impl Call<'_> {
             }
         }
         let err = match (last_failure, first_refusal) {
-            (Some((f, provider)), _) => self.error_of(f, &provider),
+            (Some((f, provider, wire)), _) => self.error_of(f, &provider, wire),
             (None, Some(info)) => {
                 self.shared
                     .events
@@ -394,11 +420,16 @@ impl Call<'_> {
                 Some(wait) => ApiError::NoHealthyUpstream {
                     retry_after_s: wait.as_secs().max(1),
                 },
-                None if unsupported => ApiError::Unsupported(format!(
-                    "no provider of `{}` serves this endpoint",
-                    self.peek.model.as_deref().unwrap_or_default()
-                )),
-                None => ApiError::UpstreamUnreachable,
+                None => match stateless {
+                    Some(field) => {
+                        ApiError::BadRequest(translate::responses::stateless_message(field))
+                    }
+                    None if unsupported => ApiError::Unsupported(format!(
+                        "no provider of `{}` serves this endpoint",
+                        self.peek.model.as_deref().unwrap_or_default()
+                    )),
+                    None => ApiError::UpstreamUnreachable,
+                },
             },
         };
         log.fail(err.status().as_u16(), err.error_type());
@@ -407,7 +438,9 @@ impl Call<'_> {
 
     fn intent(&self, link: &Link, record: &CallRecord) -> CallIntent {
         let image_tokens = worst_case::image_tokens(&link.model, self.shared.image_input_tokens);
-        let input_tokens = self.input.tokens(image_tokens);
+        let input_tokens = self
+            .input
+            .tokens_with_unseen(image_tokens, self.shared.unseen_input_tokens);
         let worst = TokenUsage {
             input: input_tokens,
             output: self.max_output_tokens,
@@ -557,13 +590,45 @@ impl Call<'_> {
     /// output capped: a call without a cap of its own gets the gateway's
     /// default in the link's field, so the provider stops where the
     /// reservation does.
-    fn upstream_body(&self, link: &Link) -> Result<Bytes, String> {
+    fn upstream_body(&self, link: &Link, wire: Dialect) -> Result<Bytes, String> {
         let model = link.model.as_ref();
         let invalid = |e: serde_json::Error| format!("the request body is not valid JSON ({e})");
         let default_cap = self.shared.default_max_tokens;
-        let uncapped = self.op != Operation::Embeddings && self.peek.max_output().is_none();
-        let cap = uncapped.then(|| (link.provider.output_cap_field(), default_cap));
-        match (self.dialect, link.provider.dialect) {
+        let uncapped = self.op != Operation::Embeddings && self.peek.cap(self.op).is_none();
+        let cap_field = match wire {
+            Dialect::Responses => "max_output_tokens",
+            Dialect::OpenAi | Dialect::Anthropic => link.provider.output_cap_field(),
+        };
+        let cap = uncapped.then_some((cap_field, default_cap));
+        match (self.dialect, wire) {
+            (Dialect::Responses, Dialect::Responses) => {
+                translate::upstream_body(self.body, self.peek, model, false, cap)
+                    .map(Bytes::from)
+                    .map_err(invalid)
+            }
+            (Dialect::Responses, Dialect::OpenAi) => {
+                let out = translate::responses::responses_to_chat(
+                    self.request,
+                    model,
+                    link.provider.output_cap_field(),
+                    default_cap,
+                )?;
+                serde_json::to_vec(&out).map(Bytes::from).map_err(invalid)
+            }
+            (Dialect::Responses, Dialect::Anthropic) => {
+                let chat = translate::responses::responses_to_chat(
+                    self.request,
+                    model,
+                    "max_tokens",
+                    default_cap,
+                )?;
+                let out = translate::request::openai_to_anthropic(&chat, model, default_cap);
+                serde_json::to_vec(&out).map(Bytes::from).map_err(invalid)
+            }
+            // Only Responses calls are sent to the Responses API.
+            (Dialect::OpenAi | Dialect::Anthropic, Dialect::Responses) => {
+                Err("this endpoint cannot be served by the Responses API".to_owned())
+            }
             (Dialect::OpenAi, Dialect::OpenAi) => {
                 translate::upstream_body(self.body, self.peek, model, self.stream, cap)
                     .map(Bytes::from)
@@ -607,14 +672,14 @@ impl Call<'_> {
 
     async fn try_link(
         &self,
-        link: &Link,
+        wire: Dialect,
         req: reqwest::RequestBuilder,
         deadline: Instant,
     ) -> Result<Served, Failure> {
         let resp = attempt::send(req, deadline).await?;
         if !self.stream {
             let bytes = attempt::read_json(resp, deadline).await?;
-            let answer = match read_answer(self.op, link.provider.dialect, &bytes) {
+            let answer = match read_answer(self.op, wire, &bytes) {
                 Some(a) => a,
                 // A success that is not JSON is a broken provider: try the next.
                 None if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() => {
@@ -627,14 +692,19 @@ impl Call<'_> {
         }
         let created = u64::try_from(now_unix_nanos() / 1_000_000_000).unwrap_or(0);
         let wants_usage = self.peek.wants_usage();
-        let translator =
-            StreamTranslator::between(self.dialect, link.provider.dialect, wants_usage, created);
+        let translator = match &self.responses {
+            Some(r) if wire != Dialect::Responses => StreamTranslator::to_responses(
+                wire,
+                ResponseFrame::new(self.request, r.id.clone(), created),
+            ),
+            _ => StreamTranslator::between(self.dialect, wire, wants_usage, created),
+        };
         let mut relay = Relay::new(resp, translator);
         attempt::prime(&mut relay, deadline).await?;
         Ok(Served::Stream(Box::new(relay)))
     }
 
-    fn answer(&self, link: &Link, served: Served, mut log: CallLog) -> Response {
+    fn answer(&self, wire: Dialect, link: &Link, served: Served, mut log: CallLog) -> Response {
         match served {
             Served::Stream(relay) => {
                 let body = RelayBody::new(*relay, log, link.timeout);
@@ -652,18 +722,31 @@ impl Call<'_> {
                 r.response_model = read.model;
                 r.request_id = read.id;
                 r.finish_reason = read.finish_reason;
-                let out = if self.dialect == link.provider.dialect {
+                let out = if self.dialect == wire {
                     bytes
                 } else {
                     let usage = read.usage.unwrap_or_default();
                     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                    let translated = match self.dialect {
-                        Dialect::OpenAi => translate::response::anthropic_to_openai(
-                            &v,
-                            &usage,
-                            u64::try_from(now_unix_nanos() / 1_000_000_000).unwrap_or(0),
-                        ),
-                        Dialect::Anthropic => translate::response::openai_to_anthropic(&v, &usage),
+                    let created = u64::try_from(now_unix_nanos() / 1_000_000_000).unwrap_or(0);
+                    let frame = || {
+                        let id = self.responses.as_ref().map(|r| r.id.clone());
+                        ResponseFrame::new(self.request, id.unwrap_or_default(), created)
+                    };
+                    let translated = match (self.dialect, wire) {
+                        (Dialect::OpenAi, _) => {
+                            translate::response::anthropic_to_openai(&v, &usage, created)
+                        }
+                        (Dialect::Anthropic, _) => {
+                            translate::response::openai_to_anthropic(&v, &usage)
+                        }
+                        (Dialect::Responses, Dialect::Anthropic) => {
+                            let chat =
+                                translate::response::anthropic_to_openai(&v, &usage, created);
+                            translate::responses::chat_to_responses(&chat, &usage, &frame())
+                        }
+                        (Dialect::Responses, _) => {
+                            translate::responses::chat_to_responses(&v, &usage, &frame())
+                        }
                     };
                     Bytes::from(serde_json::to_vec(&translated).unwrap_or_default())
                 };
@@ -673,7 +756,7 @@ impl Call<'_> {
                 } else {
                     0
                 };
-                complete_after_answer(log, read.usage, bytes);
+                complete_after_answer(log, read.usage, bytes, read.pending);
                 let mut resp = Response::new(Body::from(out));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -685,7 +768,7 @@ impl Call<'_> {
     }
 
     /// What the caller gets when `f` was the last word.
-    fn error_of(&self, f: Failure, provider: &Provider) -> ApiError {
+    fn error_of(&self, f: Failure, provider: &Provider, wire: Dialect) -> ApiError {
         match f {
             Failure::Timeout => ApiError::UpstreamTimeout,
             Failure::Connect | Failure::Body => ApiError::UpstreamUnreachable,
@@ -700,7 +783,7 @@ impl Call<'_> {
             } => {
                 let text = String::from_utf8_lossy(&body);
                 let scrubbed = provider.scrub(&text);
-                if provider.dialect == self.dialect && !scrubbed.trim().is_empty() {
+                if wire.envelope() == self.dialect.envelope() && !scrubbed.trim().is_empty() {
                     ApiError::UpstreamRaw {
                         status,
                         body: Bytes::from(scrubbed.into_owned()),
@@ -727,6 +810,9 @@ pub(crate) struct Answer {
     pub(crate) model: Option<String>,
     pub(crate) finish_reason: Option<String>,
     pub(crate) usage: Option<Usage>,
+    /// A Responses API background run, queued or in progress: the
+    /// provider bills it later, out of the gateway's sight.
+    pub(crate) pending: bool,
 }
 
 #[derive(Deserialize)]
@@ -773,6 +859,7 @@ pub(crate) fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Opti
                     .and_then(|c| c.into_iter().next())
                     .and_then(|c| c.finish_reason),
                 usage: a.usage.map(|u| u.to_usage()),
+                pending: false,
             }
         }
         Dialect::Anthropic => {
@@ -782,6 +869,17 @@ pub(crate) fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Opti
                 model: a.model,
                 finish_reason: a.stop_reason,
                 usage: a.usage.map(AnthropicUsage::to_usage),
+                pending: false,
+            }
+        }
+        Dialect::Responses => {
+            let a = serde_json::from_slice::<ResponsePeek>(bytes).ok()?;
+            Answer {
+                pending: matches!(a.status.as_deref(), Some("queued" | "in_progress")),
+                finish_reason: a.finish_reason(),
+                usage: a.usage.map(ResponsesUsage::to_usage),
+                id: a.id,
+                model: a.model,
             }
         }
     })
@@ -792,21 +890,27 @@ pub(crate) fn read_answer(op: Operation, dialect: Dialect, bytes: &[u8]) -> Opti
 /// stays held: a limit reads high for those microseconds, never low. The row
 /// is not lost if the task never runs (the runtime shutting down): dropping
 /// it settles all the same.
-fn complete_after_answer(log: CallLog, usage: Option<Usage>, output_bytes: u64) {
+fn complete_after_answer(log: CallLog, usage: Option<Usage>, output_bytes: u64, pending: bool) {
     struct Completion {
         log: CallLog,
         usage: Option<Usage>,
         output_bytes: u64,
+        pending: bool,
     }
     impl Drop for Completion {
         fn drop(&mut self) {
-            self.log.complete(200, self.usage.take(), self.output_bytes);
+            if self.pending {
+                self.log.complete_pending(200);
+            } else {
+                self.log.complete(200, self.usage.take(), self.output_bytes);
+            }
         }
     }
     let completion = Completion {
         log,
         usage,
         output_bytes,
+        pending,
     };
     tokio::spawn(async move { drop(completion) });
 }
@@ -870,7 +974,7 @@ base_url = "http://127.0.0.1:9/v1"
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(async { complete_after_answer(log, Some(usage), 0) });
+        rt.block_on(async { complete_after_answer(log, Some(usage), 0, false) });
         assert_eq!(rows.len(), 0, "settled before the answer was written");
         drop(rt);
         let stored = rows.records();

@@ -8,7 +8,8 @@
 //! - [`call`]: the row and reservations of a call, settled exactly once;
 //! - [`limits`]: per-key limits;
 //! - [`error`]: every non-provider answer, in the caller's dialect;
-//! - [`models`]: `GET /v1/models`.
+//! - [`models`]: `GET /v1/models`;
+//! - [`stored`]: calls on responses a Responses API provider stores.
 
 mod attempt;
 mod call;
@@ -18,6 +19,7 @@ mod limits;
 mod models;
 mod relay;
 mod state;
+mod stored;
 
 pub(crate) use call::{KEY_LABEL, REQUEST_ID_LABEL, USAGE_ESTIMATED};
 pub(crate) use error::ApiError;
@@ -25,3 +27,4 @@ pub use error::overloaded;
 pub(crate) use handle::{Answer, handle, read_answer};
 pub(crate) use models::list_models;
 pub(crate) use state::Shared;
+pub(crate) use stored::{StoredCall, count_input_tokens, stored_response};

@@ -1,5 +1,6 @@
 //! Streams: the upstream's SSE bytes, parsed and passed on (or translated)
-//! chunk by chunk as the response body. The body owns the call's
+//! chunk by chunk as the response body; a Responses stream to a Responses
+//! caller goes on exactly as the upstream wrote it. The body owns the call's
 //! [`CallLog`]: the call is settled when the terminal event passes (before
 //! the caller reads it), when either side cuts the stream, or when the body
 //! is dropped because the caller went away.
@@ -50,6 +51,10 @@ impl Relay {
     }
 
     pub(crate) fn feed(&mut self, chunk: &[u8]) {
+        if self.translator.passes_bytes() {
+            // Passed on byte for byte; the events are parsed only to be read.
+            self.out.extend_from_slice(chunk);
+        }
         self.parser.feed(chunk, &mut self.events);
         self.process();
     }

@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub default_max_tokens: u64,
     /// An image's worst case unless its model bills more (`worst_case`).
     pub image_input_tokens: u64,
+    /// Input reserved for what a Responses call's stored state may add.
+    pub unseen_input_tokens: u64,
     /// The price of models the table lacks, when one is configured.
     pub unpriced_price: Option<ModelPrice>,
     pub max_request_bytes: usize,
@@ -102,6 +104,7 @@ impl Shared {
             route_order,
             default_max_tokens: config.default_max_tokens,
             image_input_tokens: config.image_input_tokens,
+            unseen_input_tokens: config.unseen_input_tokens,
             unpriced_price: config.unpriced_price.clone(),
             max_request_bytes: config.max_request_bytes,
             deps,

@@ -1,13 +1,17 @@
 //! Bodies and streams between the caller's dialect and a link's: pass-through
-//! with the few top-level fields the gateway sets, or OpenAI <-> Anthropic
-//! translation of requests, answers and SSE events.
+//! with the few top-level fields the gateway sets, or translation of
+//! requests, answers and SSE events between OpenAI chat, Anthropic
+//! messages and the Responses API (Responses -> chat -> Anthropic).
 
 mod passthrough;
 pub(crate) mod request;
 pub(crate) mod response;
+pub(crate) mod responses;
+mod responses_stream;
 mod stream;
 
-pub(crate) use passthrough::{RequestPeek, upstream_body};
+pub(crate) use passthrough::{RequestPeek, rewrite_top_level, upstream_body};
+pub(crate) use responses_stream::ResponsePeek;
 pub(crate) use stream::StreamTranslator;
 
 use serde_json::{Value, json};

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::dialect::Operation;
+
 /// The few request fields the gateway reads; everything else is skipped.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RequestPeek<'a> {
@@ -20,6 +22,9 @@ pub(crate) struct RequestPeek<'a> {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub max_completion_tokens: Option<u64>,
+    /// The Responses API's output cap (reasoning included).
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
     /// OpenAI: how many choices to generate, each up to the cap.
     #[serde(default)]
     pub n: Option<u64>,
@@ -36,6 +41,14 @@ impl RequestPeek<'_> {
     /// The output limit the request sets (OpenAI's newer name wins).
     pub(crate) fn max_output(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// The output limit a request for `op` sets, in that endpoint's field.
+    pub(crate) fn cap(&self, op: Operation) -> Option<u64> {
+        match op {
+            Operation::Responses => self.max_output_tokens,
+            Operation::Chat | Operation::Messages | Operation::Embeddings => self.max_output(),
+        }
     }
 
     pub(crate) fn wants_usage(&self) -> bool {
@@ -204,6 +217,13 @@ mod tests {
         assert_eq!(p.max_output(), Some(7));
         assert!(p.wants_usage());
         assert_eq!(p.n, None);
+        assert_eq!(p.cap(Operation::Chat), Some(7));
+        assert_eq!(p.cap(Operation::Responses), None);
+        let r: RequestPeek<'_> = serde_json::from_str(
+            r#"{"model":"m","input":"hi","max_output_tokens":9,"max_tokens":1}"#,
+        )
+        .unwrap();
+        assert_eq!(r.cap(Operation::Responses), Some(9));
     }
 
     #[test]

@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 use super::response::{
     anthropic_usage_json, finish_reason_to_anthropic, finish_reason_to_openai, openai_usage_json,
 };
+use super::responses::ResponseFrame;
+use super::responses_stream::{ResponsesWriter, read_responses_event};
 use crate::dialect::Dialect;
-use crate::sse::{SseEvent, write_event};
+use crate::sse::{SseEvent, SseParser, write_event};
 use crate::usage::{AnthropicUsage, OpenAiUsage, Usage};
 
 /// What a stream told us so far.
@@ -54,7 +56,7 @@ impl StreamAcct {
             || self.finish_reason.is_some() && self.anthropic_usage.is_some()
     }
 
-    fn token(&mut self, bytes: usize) {
+    pub(super) fn token(&mut self, bytes: usize) {
         if bytes == 0 {
             return;
         }
@@ -66,61 +68,61 @@ impl StreamAcct {
 }
 
 #[derive(Deserialize)]
-struct ChunkPeek<'a> {
+pub(super) struct ChunkPeek<'a> {
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    pub(super) id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    pub(super) model: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    choices: Option<Vec<ChoicePeek<'a>>>,
+    pub(super) choices: Option<Vec<ChoicePeek<'a>>>,
     #[serde(default)]
-    usage: Option<OpenAiUsage>,
+    pub(super) usage: Option<OpenAiUsage>,
     #[serde(borrow, default)]
-    error: Option<ErrorPeek<'a>>,
+    pub(super) error: Option<ErrorPeek<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ChoicePeek<'a> {
+pub(super) struct ChoicePeek<'a> {
     #[serde(borrow, default)]
-    delta: Option<DeltaPeek<'a>>,
+    pub(super) delta: Option<DeltaPeek<'a>>,
     #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
+    pub(super) finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct DeltaPeek<'a> {
+pub(super) struct DeltaPeek<'a> {
     #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
+    pub(super) content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    reasoning_content: Option<Cow<'a, str>>,
+    pub(super) reasoning_content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    tool_calls: Option<Vec<ToolDeltaPeek<'a>>>,
+    pub(super) tool_calls: Option<Vec<ToolDeltaPeek<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolDeltaPeek<'a> {
+pub(super) struct ToolDeltaPeek<'a> {
     #[serde(default)]
-    index: Option<u64>,
+    pub(super) index: Option<u64>,
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    pub(super) id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    function: Option<FnPeek<'a>>,
+    pub(super) function: Option<FnPeek<'a>>,
 }
 
 #[derive(Deserialize)]
-struct FnPeek<'a> {
+pub(super) struct FnPeek<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    pub(super) name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
+    pub(super) arguments: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct ErrorPeek<'a> {
+pub(super) struct ErrorPeek<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
+    pub(super) kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
+    pub(super) message: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +213,24 @@ enum Mode {
         open: Option<OpenBlock>,
         next_index: u32,
     },
+    /// Responses upstream, Responses caller: events are only read; the
+    /// relay passes the upstream's bytes on as they came.
+    ResponsesPass,
+    /// OpenAI chat upstream, Responses caller.
+    OpenAiToResponses { writer: Box<ResponsesWriter> },
+    /// Anthropic upstream, Responses caller: each event becomes chat chunks
+    /// (as for an OpenAI caller), which become Responses events.
+    AnthropicToResponses(Box<AnthropicToResponses>),
+}
+
+#[derive(Debug)]
+struct AnthropicToResponses {
+    tools: Vec<(u64, u32)>,
+    writer: ResponsesWriter,
+    /// The chat chunks of the current event, and their parser.
+    chat: Vec<u8>,
+    parser: SseParser,
+    events: Vec<SseEvent>,
 }
 
 /// Reads (and rewrites) one stream.
@@ -236,7 +256,45 @@ impl StreamTranslator {
                 Self::anthropic_to_openai(client_wants_usage, created)
             }
             (Dialect::Anthropic, Dialect::OpenAi) => Self::openai_to_anthropic(),
+            (Dialect::Responses, Dialect::Responses) => Self::responses_pass(),
+            (Dialect::Responses, upstream) => {
+                let frame = ResponseFrame::new(&Value::Null, format!("resp_{created}"), created);
+                Self::to_responses(upstream, frame)
+            }
+            // Only Responses calls go to a Responses upstream.
+            (Dialect::OpenAi | Dialect::Anthropic, Dialect::Responses) => Self::responses_pass(),
         }
+    }
+
+    pub(crate) fn responses_pass() -> Self {
+        Self::new(Mode::ResponsesPass)
+    }
+
+    /// A Responses caller served by a chat (`OpenAi`) or Anthropic
+    /// upstream; `frame` is the response's id and echoed parameters.
+    pub(crate) fn to_responses(upstream: Dialect, frame: ResponseFrame) -> Self {
+        let writer = ResponsesWriter::new(frame);
+        match upstream {
+            Dialect::Anthropic => {
+                Self::new(Mode::AnthropicToResponses(Box::new(AnthropicToResponses {
+                    tools: Vec::new(),
+                    writer,
+                    chat: Vec::new(),
+                    parser: SseParser::default(),
+                    events: Vec::new(),
+                })))
+            }
+            Dialect::OpenAi => Self::new(Mode::OpenAiToResponses {
+                writer: Box::new(writer),
+            }),
+            Dialect::Responses => Self::responses_pass(),
+        }
+    }
+
+    /// Whether the caller gets the upstream's bytes as they came (the
+    /// events are only read).
+    pub(crate) fn passes_bytes(&self) -> bool {
+        matches!(self.mode, Mode::ResponsesPass)
     }
 
     pub(crate) fn openai_pass(client_wants_usage: bool) -> Self {
@@ -295,6 +353,27 @@ impl StreamTranslator {
                 open,
                 next_index,
             } => openai_to_anthropic(&mut self.acct, started, open, next_index, ev, out),
+            Mode::ResponsesPass => read_responses_event(&mut self.acct, ev),
+            Mode::OpenAiToResponses { writer } => {
+                openai_to_responses(&mut self.acct, writer, ev, out)
+            }
+            Mode::AnthropicToResponses(state) => {
+                let AnthropicToResponses {
+                    tools,
+                    writer,
+                    chat,
+                    parser,
+                    events,
+                } = &mut **state;
+                // The usage chunk is always asked for: the response's
+                // final event carries the usage.
+                anthropic_to_openai(&mut self.acct, true, 0, tools, ev, chat);
+                parser.feed(chat, events);
+                chat.clear();
+                for chat_event in events.drain(..) {
+                    write_responses_from_chat(writer, &chat_event, &self.acct, out);
+                }
+            }
         }
     }
 
@@ -318,8 +397,14 @@ impl StreamTranslator {
             data: "{\"type\":\"message_stop\"}".to_owned(),
         };
         match &self.mode {
-            Mode::OpenAiPass { .. } | Mode::OpenAiToAnthropic { .. } => self.on_event(&done, out),
-            Mode::AnthropicPass | Mode::AnthropicToOpenAi { .. } => self.on_event(&stop, out),
+            Mode::OpenAiPass { .. }
+            | Mode::OpenAiToAnthropic { .. }
+            | Mode::OpenAiToResponses { .. } => self.on_event(&done, out),
+            Mode::AnthropicPass
+            | Mode::AnthropicToOpenAi { .. }
+            | Mode::AnthropicToResponses(_) => self.on_event(&stop, out),
+            // Its final usage only comes with its terminal event.
+            Mode::ResponsesPass => {}
         }
         self.acct.done = true;
         true
@@ -381,6 +466,41 @@ fn read_openai_chunk(acct: &mut StreamAcct, chunk: &ChunkPeek<'_>) -> bool {
             choices.is_empty()
         }
         None => false,
+    }
+}
+
+fn openai_to_responses(
+    acct: &mut StreamAcct,
+    writer: &mut ResponsesWriter,
+    ev: &SseEvent,
+    out: &mut Vec<u8>,
+) {
+    if ev.data.trim() == "[DONE]" {
+        writer.finish(acct.reported_usage(), out);
+        acct.done = true;
+        return;
+    }
+    let Ok(chunk) = serde_json::from_str::<ChunkPeek<'_>>(&ev.data) else {
+        return;
+    };
+    read_openai_chunk(acct, &chunk);
+    writer.chunk(&chunk, out);
+}
+
+/// One chat event written by the Anthropic translation, as Responses
+/// events (the Anthropic events were accounted already).
+fn write_responses_from_chat(
+    writer: &mut ResponsesWriter,
+    ev: &SseEvent,
+    acct: &StreamAcct,
+    out: &mut Vec<u8>,
+) {
+    if ev.data.trim() == "[DONE]" {
+        writer.finish(acct.reported_usage(), out);
+        return;
+    }
+    if let Ok(chunk) = serde_json::from_str::<ChunkPeek<'_>>(&ev.data) {
+        writer.chunk(&chunk, out);
     }
 }
 

@@ -20,7 +20,8 @@ fn text_counts_its_utf8_bytes_plus_framing() {
         b,
         InputBound {
             text: REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 4 + 4 + 7 + 6,
-            images: 0
+            images: 0,
+            unseen: false
         }
     );
     assert_eq!(b.tokens(1_000), b.text);
@@ -297,4 +298,72 @@ fn what_the_bound_costs_typical_english_calls() {
     // Both reserve more than is billed (the estimate only because this text
     // is English); the bound by its margin on input.
     assert!(bound > guessed && guessed > billed_input + 500);
+}
+
+fn responses(request: Value) -> InputBound {
+    InputBound::of(Operation::Responses, &request)
+}
+
+#[test]
+fn responses_input_counts_instructions_items_and_images() {
+    // "instructions" and "input" are not part of the count themselves:
+    // a string input is one message of its bytes.
+    let plain = responses(json!({"model": "gpt-4o", "input": "你好"}));
+    assert_eq!(
+        plain,
+        InputBound {
+            text: REQUEST_OVERHEAD + MESSAGE_OVERHEAD + 6,
+            images: 0,
+            unseen: false
+        }
+    );
+    let with_instructions =
+        responses(json!({"model": "gpt-4o", "input": "你好", "instructions": "Be brief."}));
+    assert_eq!(
+        with_instructions.text - plain.text,
+        MESSAGE_OVERHEAD + "Be brief.".len() as u64
+    );
+    let encrypted = "Z".repeat(3_000);
+    let items = responses(json!({"input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "what is this?"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "high"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": encrypted},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"city\":\"巴黎\"}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "晴"}
+    ]}));
+    assert_eq!(items.images, 1);
+    assert!(!items.unseen);
+    // Reasoning items are read back by the model: their bytes count.
+    assert!(items.text > REQUEST_OVERHEAD + 4 * MESSAGE_OVERHEAD + 3_000 + 13 + 15 + 3);
+}
+
+#[test]
+fn responses_state_the_gateway_cannot_see_is_marked_unseen() {
+    let unseen = |v: Value| responses(v).unseen;
+    assert!(unseen(
+        json!({"input": "go on", "previous_response_id": "resp_1"})
+    ));
+    assert!(!unseen(
+        json!({"input": "go on", "previous_response_id": null})
+    ));
+    assert!(unseen(json!({"input": "go on", "conversation": "conv_1"})));
+    assert!(unseen(json!({"prompt": {"id": "pmpt_1"}, "input": "x"})));
+    assert!(unseen(
+        json!({"input": [{"type": "item_reference", "id": "msg_1"}]})
+    ));
+    assert!(unseen(
+        json!({"input": "x", "tools": [{"type": "web_search"}]})
+    ));
+    assert!(!unseen(
+        json!({"input": "x", "tools": [{"type": "function", "name": "f"}]})
+    ));
+    // The same fields mean nothing to chat completions.
+    assert!(!chat(json!({"messages": [], "previous_response_id": "resp_1"})).unseen);
+    let b = responses(json!({"input": "go on", "previous_response_id": "resp_1"}));
+    assert_eq!(
+        b.tokens_with_unseen(1_000, 50_000),
+        b.tokens(1_000) + 50_000
+    );
+    let seen = responses(json!({"input": "go on"}));
+    assert_eq!(seen.tokens_with_unseen(1_000, 50_000), seen.tokens(1_000));
 }

@@ -32,6 +32,9 @@ pub enum ApiError {
         /// The request path.
         path: String,
     },
+    /// No stored response has this id (never stored, or deleted).
+    #[error("No response found with id '{0}'.")]
+    ResponseNotFound(String),
     /// The mock is shutting down (ends hung requests).
     #[error("the mock provider is shutting down")]
     ShuttingDown,
@@ -46,7 +49,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::Forced(status) => *status,
-            Self::UnknownPath { .. } => StatusCode::NOT_FOUND,
+            Self::UnknownPath { .. } | Self::ResponseNotFound(_) => StatusCode::NOT_FOUND,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

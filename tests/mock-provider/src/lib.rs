@@ -20,6 +20,7 @@
 //! |---|---|
 //! | `POST /v1/chat/completions`, `/chat/completions`, `/openai/v1/chat/completions`, `/openai/deployments/{d}/chat/completions` | OpenAI chat (JSON, SSE) |
 //! | `POST /v1/responses`, `/responses`, `/openai/v1/responses` | OpenAI Responses API (JSON, SSE with named, numbered events) |
+//! | `GET`/`DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`, `POST /v1/responses/input_tokens` | stored responses (kept unless `store: false`), their input items, input token counts |
 //! | `POST /v1/embeddings`, `/embeddings`, `/openai/v1/embeddings`, `/openai/deployments/{d}/embeddings` | OpenAI embeddings (`float` or `base64`) |
 //! | `GET /v1/models`, `/models` | OpenAI or Anthropic list (Anthropic when `anthropic-version` is sent) |
 //! | `POST /v1/messages` | Anthropic messages (JSON, SSE) |

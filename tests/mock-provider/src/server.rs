@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) stats: StatsRecorder,
     faults: FaultSequence,
     sequence: AtomicU64,
+    /// Responses API answers kept for retrieval (`store` not false), by id.
+    pub(crate) stored: openai::responses::Store,
     /// Kept here (not only in [`MockProvider`]) so a router embedded without
     /// a handle never sees the channel close and end its hung requests.
     shutdown: watch::Sender<bool>,
@@ -72,6 +74,7 @@ impl Shared {
             stats: StatsRecorder::default(),
             faults: FaultSequence::default(),
             sequence: AtomicU64::new(1),
+            stored: openai::responses::Store::default(),
             shutdown: watch::Sender::new(false),
         }
     }
@@ -218,6 +221,18 @@ fn build_router(shared: Arc<Shared>) -> Router {
         .route("/v1/responses", post(openai::responses::handle))
         .route("/responses", post(openai::responses::handle))
         .route("/openai/v1/responses", post(openai::responses::handle))
+        .route(
+            "/v1/responses/input_tokens",
+            post(openai::responses::input_tokens),
+        )
+        .route(
+            "/v1/responses/{id}",
+            get(openai::responses::retrieve).delete(openai::responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(openai::responses::input_items),
+        )
         .route("/v1/embeddings", post(openai::embeddings::handle))
         .route("/embeddings", post(openai::embeddings::handle))
         .route("/openai/v1/embeddings", post(openai::embeddings::handle))

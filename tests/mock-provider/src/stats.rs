@@ -22,6 +22,9 @@ pub enum Endpoint {
     Messages,
     /// Anthropic token counting (`/v1/messages/count_tokens`).
     CountTokens,
+    /// Calls on stored responses and the Responses API's token count
+    /// (`/v1/responses/{id}`, `…/input_items`, `/v1/responses/input_tokens`).
+    StoredResponses,
     /// Any path the mock does not serve (answered 404).
     Unknown,
 }
@@ -36,6 +39,7 @@ impl Endpoint {
             Self::Models => "models",
             Self::Messages => "messages",
             Self::CountTokens => "count_tokens",
+            Self::StoredResponses => "stored_responses",
             Self::Unknown => "unknown",
         }
     }

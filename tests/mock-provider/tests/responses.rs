@@ -568,7 +568,7 @@ async fn errors_use_the_openai_envelope() {
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert_eq!(reply.json()["error"]["code"], "rate_limit_exceeded");
 
-    // Nothing is stored: retrieving a response is a 404 in the same envelope.
+    // Failed calls store nothing: retrieving one is a 404 in the same envelope.
     let reply = send(
         reqwest::Method::GET,
         &format!("{}/v1/responses/resp_mock0000000000000001", mock.base_url()),
@@ -579,8 +579,13 @@ async fn errors_use_the_openai_envelope() {
     .await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        reply.json()["error"]["message"],
+        "No response found with id 'resp_mock0000000000000001'."
+    );
     let stats = mock.stats();
     assert_eq!(stats.requests_to(Endpoint::Responses), 4);
-    assert_eq!(stats.requests_to(Endpoint::Unknown), 1);
+    assert_eq!(stats.requests_to(Endpoint::StoredResponses), 1);
+    assert_eq!(stats.requests_to(Endpoint::Unknown), 0);
     mock.shutdown().await;
 }

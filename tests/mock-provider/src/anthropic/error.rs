@@ -41,6 +41,7 @@ fn describe(err: &ApiError, status: StatusCode) -> (&'static str, String) {
             "x-api-key header is required".into(),
         ),
         ApiError::UnknownPath { .. } => ("not_found_error", "Not Found".into()),
+        ApiError::ResponseNotFound(_) => ("not_found_error", err.to_string()),
         ApiError::InvalidJson(_) | ApiError::InvalidRequest(_) | ApiError::BadKnob(_) => {
             ("invalid_request_error", err.to_string())
         }

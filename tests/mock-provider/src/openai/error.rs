@@ -45,6 +45,7 @@ fn describe(err: &ApiError, status: StatusCode) -> (&'static str, Option<&'stati
         ApiError::InvalidJson(_) | ApiError::InvalidRequest(_) | ApiError::BadKnob(_) => {
             ("invalid_request_error", None, err.to_string())
         }
+        ApiError::ResponseNotFound(_) => ("invalid_request_error", None, err.to_string()),
         ApiError::Forced(_) | ApiError::ShuttingDown => forced(status),
     }
 }

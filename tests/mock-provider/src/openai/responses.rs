@@ -8,13 +8,19 @@
 //! Fields the clients send and the mock has no use for (`store`,
 //! `previous_response_id`, `include`, `truncation`, unknown ones …) are
 //! accepted; the ones the real API echoes are echoed on the response, with
-//! the real API's defaults when absent. Nothing is stored, so retrieving a
-//! response by id is a 404.
+//! the real API's defaults when absent. A finished response is kept unless
+//! the request says `store: false`: `GET /v1/responses/{id}` returns it,
+//! `DELETE` forgets it (`{"id", "object": "response.deleted", "deleted":
+//! true}`), `GET …/input_items` lists its input as items with ids
+//! (`{"object": "list", "data", "first_id", "last_id", "has_more"}`); an
+//! unknown id is a 404. `POST /v1/responses/input_tokens` answers
+//! `{"object": "response.input_tokens", "input_tokens": T}`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -335,6 +341,13 @@ fn complete(shared: &Arc<Shared>, admitted: Admitted, sequence: u64) -> Result<R
         shared.config.default_output_tokens,
     );
     let answer = Answer::new(&request, &usage, sequence);
+    if admitted.body.get("store").and_then(Value::as_bool) != Some(false) {
+        shared.stored.keep(
+            answer.id.clone(),
+            response_json(&request, &answer, Some(&usage)),
+            items_of_input(&admitted.body, sequence),
+        );
+    }
     if request.stream {
         let pacing = Pacing {
             ttft: admitted.knobs.ttft.unwrap_or(shared.config.ttft),
@@ -477,4 +490,159 @@ fn stream_frames(request: &ResponsesRequest, answer: &Answer, usage: &MockUsage)
         false,
     );
     events.frames
+}
+
+/// Finished responses kept for retrieval, with their input items.
+#[derive(Default)]
+pub(crate) struct Store {
+    responses: Mutex<HashMap<String, (Value, Vec<Value>)>>,
+}
+
+impl Store {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Value, Vec<Value>)>> {
+        // A poisoned map is still a map of finished responses.
+        self.responses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn keep(&self, id: String, response: Value, input: Vec<Value>) {
+        self.lock().insert(id, (response, input));
+    }
+}
+
+/// The request's `input` as the API lists it back: a string is one user
+/// message; every item gets an id; message text becomes `input_text` parts.
+fn items_of_input(body: &Value, sequence: u64) -> Vec<Value> {
+    let message = |n: usize, role: &Value, content: &Value| {
+        let content = match content {
+            Value::String(text) => json!([{"type": "input_text", "text": text}]),
+            other => other.clone(),
+        };
+        json!({"id": format!("msg_mockin{sequence:08x}{n:04x}"), "type": "message",
+               "role": role, "status": "completed", "content": content})
+    };
+    match body.get("input") {
+        Some(Value::String(text)) => vec![message(0, &json!("user"), &Value::from(text.as_str()))],
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(n, item)| match item.get("role") {
+                Some(role) if item.get("type").is_none_or(|t| t == "message") => {
+                    message(n, role, item.get("content").unwrap_or(&Value::Null))
+                }
+                _ => {
+                    let mut item = item.clone();
+                    if let Some(object) = item.as_object_mut() {
+                        object.entry("id").or_insert_with(|| {
+                            Value::from(format!("item_mockin{sequence:08x}{n:04x}"))
+                        });
+                    }
+                    item
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn stored_incoming<'a>(uri: &'a Uri, headers: &'a HeaderMap, body: &'a [u8]) -> Incoming<'a> {
+    Incoming {
+        endpoint: Endpoint::StoredResponses,
+        dialect: Dialect::OpenAi,
+        path: uri.path(),
+        headers,
+        body,
+    }
+}
+
+/// `GET /v1/responses/{id}`.
+pub(crate) async fn retrieve(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let incoming = stored_incoming(&uri, &headers, &[]);
+    shared
+        .serve(incoming, |_, _| match shared.stored.lock().get(&id) {
+            Some((response, _)) => Ok(Json(response.clone()).into_response()),
+            None => Err(ApiError::ResponseNotFound(id.clone())),
+        })
+        .await
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub(crate) async fn delete(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let incoming = stored_incoming(&uri, &headers, &[]);
+    shared
+        .serve(incoming, |_, _| match shared.stored.lock().remove(&id) {
+            Some(_) => Ok(
+                Json(json!({"id": id, "object": "response.deleted", "deleted": true}))
+                    .into_response(),
+            ),
+            None => Err(ApiError::ResponseNotFound(id.clone())),
+        })
+        .await
+}
+
+/// `GET /v1/responses/{id}/input_items` (one page holds them all).
+fn input_items_list(shared: &Shared, id: &str) -> Result<Response, ApiError> {
+    let Some((_, items)) = shared.stored.lock().get(id).cloned() else {
+        return Err(ApiError::ResponseNotFound(id.to_owned()));
+    };
+    let id_of = |item: Option<&Value>| {
+        item.and_then(|i| i.get("id"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    Ok(Json(json!({
+        "object": "list",
+        "first_id": id_of(items.first()),
+        "last_id": id_of(items.last()),
+        "has_more": false,
+        "data": items
+    }))
+    .into_response())
+}
+
+pub(crate) async fn input_items(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let incoming = stored_incoming(&uri, &headers, &[]);
+    shared
+        .serve(incoming, |_, _| input_items_list(&shared, &id))
+        .await
+}
+
+/// `POST /v1/responses/input_tokens`: the text input tokens `T` of the
+/// usage rule.
+pub(crate) async fn input_tokens(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let incoming = stored_incoming(&uri, &headers, &body);
+    shared
+        .serve(incoming, |admitted, _| {
+            let usage = usage_for(
+                Api::OpenAiResponses,
+                &admitted.body,
+                &admitted.knobs,
+                shared.config.default_output_tokens,
+            );
+            Ok(Json(json!({"object": "response.input_tokens",
+                           "input_tokens": usage.text_input_tokens}))
+            .into_response())
+        })
+        .await
 }
