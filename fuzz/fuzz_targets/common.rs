@@ -39,7 +39,9 @@ pub fn sample_calls() -> Vec<CallRecord> {
 
 /// Events of an SSE body the gateway wrote: each `data` is JSON or
 /// `[DONE]`, and a stream that completed without an upstream error ends
-/// with the caller's terminal event.
+/// with the caller's terminal event (chat: `[DONE]`; Anthropic:
+/// `message_stop`; Responses: `response.completed` or, cut by the output
+/// cap, `response.incomplete`).
 pub fn assert_sse_is_well_formed(
     events: &[(Option<String>, String)],
     complete_without_error: bool,
@@ -55,7 +57,9 @@ pub fn assert_sse_is_well_formed(
         assert!(
             matches!(
                 last,
-                Some((None, "[DONE]")) | Some((Some("message_stop"), _))
+                Some((None, "[DONE]"))
+                    | Some((Some("message_stop"), _))
+                    | Some((Some("response.completed" | "response.incomplete"), _))
             ),
             "a complete stream ends with {last:?}"
         );
