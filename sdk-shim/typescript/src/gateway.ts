@@ -44,6 +44,8 @@ export class GatewayRoute {
         api.url(this.settings.api, wire.GATEWAY),
         this.settings.key ?? this.settings.gatewayKey,
         this.settings.requestTimeoutMs,
+        // The first answer is waited for by the first call.
+        force,
       );
     } catch {
       // Unknown: keep the last answer (a collector restarting keeps its flag).

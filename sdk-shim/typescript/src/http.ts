@@ -44,7 +44,9 @@ function withoutQuery(target: string): string {
   return target.split("?")[0] ?? target;
 }
 
-function open(target: string, key: string | undefined, accept: string, timeoutMs: number): Promise<http.IncomingMessage> {
+/** `held`: a caller waits for this answer, so its socket keeps the process
+ * alive (the watcher's own requests never do). */
+function open(target: string, key: string | undefined, accept: string, timeoutMs: number, held = false): Promise<http.IncomingMessage> {
   const headers: Record<string, string> = { accept, "user-agent": `tollgate-node/${VERSION}` };
   if (key) headers.authorization = `Bearer ${key}`;
   const u = new URL(target);
@@ -64,7 +66,7 @@ function open(target: string, key: string | undefined, accept: string, timeoutMs
         () => reject(refusal(status, "")),
       );
     });
-    req.on("socket", (socket) => socket.unref());
+    if (!held) req.on("socket", (socket) => socket.unref());
     req.on("timeout", () => req.destroy(new CollectorError(`no answer from ${withoutQuery(target)} within ${timeoutMs} ms`)));
     req.on("error", (err) =>
       reject(err instanceof CollectorError ? err : new CollectorError(`cannot open ${withoutQuery(target)}: ${err.message}`)),
@@ -106,8 +108,8 @@ function readBody(res: http.IncomingMessage, limit: number): Promise<string> {
 }
 
 /** GETs `target` and decodes its JSON object. */
-export async function getJson(target: string, key: string | undefined, timeoutMs: number): Promise<Record<string, unknown>> {
-  const res = await open(target, key, "application/json", timeoutMs);
+export async function getJson(target: string, key: string | undefined, timeoutMs: number, held = false): Promise<Record<string, unknown>> {
+  const res = await open(target, key, "application/json", timeoutMs, held);
   let answer: unknown;
   try {
     answer = JSON.parse(await readBody(res, 1 << 20));

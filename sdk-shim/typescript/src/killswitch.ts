@@ -155,8 +155,8 @@ class Entry {
   waitAnswered(ms: number): Promise<boolean> {
     if (this.answered) return Promise.resolve(true);
     return new Promise((resolve) => {
+      // Held: the first call waits here, and the process must not end meanwhile.
       const timer = setTimeout(() => resolve(this.answered), ms);
-      timer.unref();
       this.waiters.push(() => {
         clearTimeout(timer);
         resolve(true);
@@ -263,7 +263,7 @@ export class Watcher {
       }
       if (oldest !== undefined) this.scopes.delete(oldest);
     }
-    entry.first = this.poll(query, entry).then(() => {
+    entry.first = this.poll(query, entry, true).then(() => {
       entry.first = undefined;
     });
     return entry;
@@ -281,10 +281,10 @@ export class Watcher {
     }
   }
 
-  private async poll(query: Record<string, string>, entry: Entry): Promise<boolean> {
+  private async poll(query: Record<string, string>, entry: Entry, held = false): Promise<boolean> {
     const target = api.url(this.settings.api, wire.ENFORCEMENT, query);
     try {
-      const state = parseState(await api.getJson(target, this.settings.key, this.settings.requestTimeoutMs));
+      const state = parseState(await api.getJson(target, this.settings.key, this.settings.requestTimeoutMs, held));
       this.set(entry, state);
       return true;
     } catch (err) {
