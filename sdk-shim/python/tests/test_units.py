@@ -54,7 +54,9 @@ def test_a_wrong_setting_names_itself(kw: Dict[str, Any], names: str) -> None:
 def test_gateway_paths_cover_what_the_gateway_serves_only() -> None:
     assert _gateway.gateway_path("openai", "/v1/chat/completions") == "/v1/chat/completions"
     assert _gateway.gateway_path("openai", "/openai/v1/embeddings") == "/v1/embeddings"
-    assert _gateway.gateway_path("openai", "/v1/responses") is None
+    assert _gateway.gateway_path("openai", "/v1/responses") == "/v1/responses"
+    # Stored responses stay with the provider that stored them.
+    assert _gateway.gateway_path("openai", "/v1/responses/resp_1") is None
     assert _gateway.gateway_path("anthropic", "/v1/messages") == "/v1/messages"
     assert _gateway.gateway_path("anthropic", "/v1/messages/count_tokens") is None
 

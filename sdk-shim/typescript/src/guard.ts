@@ -44,7 +44,7 @@ export function urlOf(input: string | URL | Request): string {
 /** `fetch` (default: the global one at call time) with the kill-switch check
  * and the gateway route. A refused call throws `Blocked` from the fetch.
  * `dialect` names the wire format; by default it follows from the path
- * (`/chat/completions`, `/embeddings`, `/models`: OpenAI; `/v1/messages`:
+ * (`/chat/completions`, `/responses`, `/embeddings`, `/models`: OpenAI; `/v1/messages`:
  * Anthropic). */
 export function guardedFetch(inner?: Fetch, dialect?: Dialect): Fetch {
   if (inner !== undefined && (inner as { [GUARDED]?: true })[GUARDED]) return inner;

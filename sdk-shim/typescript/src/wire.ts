@@ -41,6 +41,7 @@ export type Dialect = "openai" | "anthropic";
 export const GATEWAY_PATHS: Record<Dialect, ReadonlyArray<readonly [string, string]>> = {
   openai: [
     ["/chat/completions", "/v1/chat/completions"],
+    ["/responses", "/v1/responses"],
     ["/embeddings", "/v1/embeddings"],
     ["/models", "/v1/models"],
   ],

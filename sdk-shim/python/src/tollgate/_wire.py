@@ -33,7 +33,7 @@ ENFORCEMENT = "/v1/enforcement"
 ENFORCEMENT_STREAM = "/v1/enforcement/stream"
 GATEWAY = "/v1/gateway"
 
-# Scope dimensions `/v1/enforcement` accepts (rules/src/blocks.rs, ScopeQuery).
+# Scope dimensions `/v1/enforcement` accepts (rules/src/engine/scope.rs, Scope).
 ENFORCEMENT_DIMENSIONS = ("org", "project", "app", "environment", "user", "session", "key", "route")
 
 # Paths the gateway serves, by the dialect of the client that calls them:
@@ -42,6 +42,7 @@ ENFORCEMENT_DIMENSIONS = ("org", "project", "app", "environment", "user", "sessi
 GATEWAY_PATHS = {
     "openai": (
         ("/chat/completions", "/v1/chat/completions"),
+        ("/responses", "/v1/responses"),
         ("/embeddings", "/v1/embeddings"),
         ("/models", "/v1/models"),
     ),
