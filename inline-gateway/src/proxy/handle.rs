@@ -78,30 +78,16 @@ pub(crate) async fn handle(
 ) -> Response {
     let dialect = op.dialect();
     shared.events.request();
-    let limit = shared.max_request_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match read_body(&shared, body).await {
         Ok(b) => b,
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let err = if too_large {
-                ApiError::TooLarge(limit)
-            } else {
-                ApiError::BadRequest("the request body could not be read".to_owned())
-            };
-            return err.into_response(dialect);
-        }
+        Err(e) => return (*e).into_response(dialect),
     };
-    let peek: RequestPeek<'_> = match serde_json::from_slice(&body) {
+    let peek = match peek_request(&body) {
         Ok(p) => p,
-        Err(e) => {
-            return ApiError::BadRequest(format!("the request body is not a JSON object ({e})"))
-                .into_response(dialect);
-        }
+        Err(e) => return (*e).into_response(dialect),
     };
-    let Some(model) = peek.model.as_deref().filter(|m| !m.is_empty()) else {
-        return ApiError::BadRequest("`model` is required".to_owned()).into_response(dialect);
-    };
+    // Not empty: `peek_request` checked.
+    let model = peek.model.as_deref().unwrap_or_default();
     // Model names are short (the longest, Bedrock inference-profile ARNs,
     // are about 120 bytes); matching model lists costs time per byte.
     if model.len() > MAX_MODEL_BYTES {
@@ -913,6 +899,36 @@ fn complete_after_answer(log: CallLog, usage: Option<Usage>, output_bytes: u64, 
         pending,
     };
     tokio::spawn(async move { drop(completion) });
+}
+
+/// The request body, at most `max_request_bytes` of it.
+pub(crate) async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, Box<ApiError>> {
+    let limit = shared.max_request_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        Box::new(if too_large {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::BadRequest("the request body could not be read".to_owned())
+        })
+    })
+}
+
+/// What the gateway reads of a request body before routing it; its
+/// `model` is required and not empty.
+pub(crate) fn peek_request(body: &[u8]) -> Result<RequestPeek<'_>, Box<ApiError>> {
+    let peek: RequestPeek<'_> = serde_json::from_slice(body).map_err(|e| {
+        Box::new(ApiError::BadRequest(format!(
+            "the request body is not a JSON object ({e})"
+        )))
+    })?;
+    if peek.model.as_deref().is_none_or(str::is_empty) {
+        return Err(Box::new(ApiError::BadRequest(
+            "`model` is required".to_owned(),
+        )));
+    }
+    Ok(peek)
 }
 
 #[cfg(test)]

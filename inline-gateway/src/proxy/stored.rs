@@ -22,12 +22,12 @@ use tokio::time::Instant;
 
 use super::attempt::{self, Failure};
 use super::error::{ApiError, RefusalInfo};
-use super::handle::key_allows;
+use super::handle::{key_allows, peek_request, read_body};
 use super::state::Shared;
 use crate::dialect::Dialect;
 use crate::keys::VirtualKey;
 use crate::providers::Provider;
-use crate::translate::{RequestPeek, rewrite_top_level};
+use crate::translate::rewrite_top_level;
 
 /// The header naming the provider that stores a response.
 pub(crate) const PROVIDER_HEADER: &str = "x-tollgate-provider";
@@ -133,30 +133,16 @@ pub(crate) async fn count_input_tokens(
 ) -> Response {
     let dialect = Dialect::Responses;
     shared.events.request();
-    let limit = shared.max_request_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match read_body(&shared, body).await {
         Ok(b) => b,
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let err = if too_large {
-                ApiError::TooLarge(limit)
-            } else {
-                ApiError::BadRequest("the request body could not be read".to_owned())
-            };
-            return err.into_response(dialect);
-        }
+        Err(e) => return (*e).into_response(dialect),
     };
-    let peek: RequestPeek<'_> = match serde_json::from_slice(&body) {
+    let peek = match peek_request(&body) {
         Ok(p) => p,
-        Err(e) => {
-            return ApiError::BadRequest(format!("the request body is not a JSON object ({e})"))
-                .into_response(dialect);
-        }
+        Err(e) => return (*e).into_response(dialect),
     };
-    let Some(model) = peek.model.as_deref().filter(|m| !m.is_empty()) else {
-        return ApiError::BadRequest("`model` is required".to_owned()).into_response(dialect);
-    };
+    // Not empty: `peek_request` checked.
+    let model = peek.model.as_deref().unwrap_or_default();
     let Some(chain) = shared.resolve(model) else {
         return ApiError::ModelNotFound(model.to_owned()).into_response(dialect);
     };
