@@ -129,6 +129,8 @@ pub struct RuleSet {
     unindexed: Vec<usize>,
     /// The distinct `scope` lists of the rules, so that a call hashes each once.
     pub(crate) scope_lists: Vec<Vec<ScopeDim>>,
+    /// Rules by the hash of their id (what counter keys carry).
+    by_hash: HashMap<u64, usize>,
 }
 
 impl RuleSet {
@@ -156,12 +158,19 @@ impl RuleSet {
                 None => unindexed.push(i),
             }
         }
+        let by_hash = rules.iter().enumerate().map(|(i, r)| (r.hash, i)).collect();
         Self {
             rules,
             by_project,
             unindexed,
             scope_lists,
+            by_hash,
         }
+    }
+
+    /// The rule whose id hashes to `hash` (a counter key's `rule`).
+    pub fn by_hash(&self, hash: u64) -> Option<&CompiledRule> {
+        self.by_hash.get(&hash).and_then(|i| self.rules.get(*i))
     }
 
     /// The first budget on `metric` that refuses calls (`action = "block"`)

@@ -944,8 +944,8 @@ impl Engine {
         let rules = self.rules();
         let mut out = Vec::new();
         for m in moved {
-            let Some((rule, b)) = rules.rules.iter().find_map(|r| match &r.kind {
-                RuleKind::Budget(b) if r.hash == m.key.rule => Some((r, b)),
+            let Some((rule, b)) = rules.by_hash(m.key.rule).and_then(|r| match &r.kind {
+                RuleKind::Budget(b) => Some((r, b)),
                 _ => None,
             }) else {
                 continue;
