@@ -370,7 +370,11 @@ impl Call<'_> {
                         if !f.is_retryable() {
                             // The provider is up; the request is the problem.
                             link.provider.breaker.success();
-                            let err = self.error_of(f, &link.provider, wire);
+                            let err = upstream_error(
+                                f,
+                                &link.provider,
+                                wire.envelope() == self.dialect.envelope(),
+                            );
                             log.fail(err.status().as_u16(), err.error_type());
                             return err.into_response(self.dialect);
                         }
@@ -394,7 +398,9 @@ impl Call<'_> {
             }
         }
         let err = match (last_failure, first_refusal) {
-            (Some((f, provider, wire)), _) => self.error_of(f, &provider, wire),
+            (Some((f, provider, wire)), _) => {
+                upstream_error(f, &provider, wire.envelope() == self.dialect.envelope())
+            }
             (None, Some(info)) => {
                 self.shared
                     .events
@@ -752,37 +758,39 @@ impl Call<'_> {
             }
         }
     }
+}
 
-    /// What the caller gets when `f` was the last word.
-    fn error_of(&self, f: Failure, provider: &Provider, wire: Dialect) -> ApiError {
-        match f {
-            Failure::Timeout => ApiError::UpstreamTimeout,
-            Failure::Connect | Failure::Body => ApiError::UpstreamUnreachable,
-            Failure::Redirect => ApiError::UpstreamRedirect,
-            Failure::Status { status, .. } if status == StatusCode::UNAUTHORIZED => {
-                ApiError::UpstreamAuth
-            }
-            Failure::Status {
-                status,
-                body,
-                retry_after,
-            } => {
-                let text = String::from_utf8_lossy(&body);
-                let scrubbed = provider.scrub(&text);
-                if wire.envelope() == self.dialect.envelope() && !scrubbed.trim().is_empty() {
-                    ApiError::UpstreamRaw {
-                        status,
-                        body: Bytes::from(scrubbed.into_owned()),
-                        retry_after,
-                    }
-                } else {
-                    let message = upstream_message(scrubbed.as_bytes())
-                        .unwrap_or_else(|| format!("the provider answered {status}"));
-                    ApiError::Upstream {
-                        status,
-                        message: format!("{}: {message}", provider.name),
-                        retry_after,
-                    }
+/// What the caller gets when `f` was the provider's last word: its own
+/// error body, scrubbed, when the caller speaks the provider's envelope
+/// (`same_envelope`), else a message in the caller's.
+pub(crate) fn upstream_error(f: Failure, provider: &Provider, same_envelope: bool) -> ApiError {
+    match f {
+        Failure::Timeout => ApiError::UpstreamTimeout,
+        Failure::Connect | Failure::Body => ApiError::UpstreamUnreachable,
+        Failure::Redirect => ApiError::UpstreamRedirect,
+        Failure::Status { status, .. } if status == StatusCode::UNAUTHORIZED => {
+            ApiError::UpstreamAuth
+        }
+        Failure::Status {
+            status,
+            body,
+            retry_after,
+        } => {
+            let text = String::from_utf8_lossy(&body);
+            let scrubbed = provider.scrub(&text);
+            if same_envelope && !scrubbed.trim().is_empty() {
+                ApiError::UpstreamRaw {
+                    status,
+                    body: Bytes::from(scrubbed.into_owned()),
+                    retry_after,
+                }
+            } else {
+                let message = upstream_message(scrubbed.as_bytes())
+                    .unwrap_or_else(|| format!("the provider answered {status}"));
+                ApiError::Upstream {
+                    status,
+                    message: format!("{}: {message}", provider.name),
+                    retry_after,
                 }
             }
         }

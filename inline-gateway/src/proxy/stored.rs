@@ -17,12 +17,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use tokio::time::Instant;
 
-use super::attempt::{self, Failure};
+use super::attempt;
 use super::error::{ApiError, RefusalInfo};
-use super::handle::{key_allows, peek_request, read_body};
+use super::handle::{key_allows, peek_request, read_body, upstream_error};
 use super::state::Shared;
 use crate::dialect::Dialect;
 use crate::keys::VirtualKey;
@@ -186,7 +186,8 @@ async fn relay(provider: &Provider, req: reqwest::RequestBuilder) -> Response {
     let deadline = Instant::now() + provider.timeout;
     let resp = match attempt::send(req, deadline).await {
         Ok(r) => r,
-        Err(f) => return failure(provider, f).into_response(dialect),
+        // The caller speaks the Responses API, as the provider does.
+        Err(f) => return upstream_error(f, provider, true).into_response(dialect),
     };
     let status = resp.status();
     let content_type = resp
@@ -198,37 +199,6 @@ async fn relay(provider: &Provider, req: reqwest::RequestBuilder) -> Response {
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, content_type);
     r
-}
-
-fn failure(provider: &Provider, f: Failure) -> ApiError {
-    match f {
-        Failure::Timeout => ApiError::UpstreamTimeout,
-        Failure::Connect | Failure::Body => ApiError::UpstreamUnreachable,
-        Failure::Redirect => ApiError::UpstreamRedirect,
-        Failure::Status { status, .. } if status == StatusCode::UNAUTHORIZED => {
-            ApiError::UpstreamAuth
-        }
-        Failure::Status {
-            status,
-            body,
-            retry_after,
-        } => {
-            let scrubbed = provider.scrub(&String::from_utf8_lossy(&body)).into_owned();
-            if scrubbed.trim().is_empty() {
-                ApiError::Upstream {
-                    status,
-                    message: format!("{}: the provider answered {status}", provider.name),
-                    retry_after,
-                }
-            } else {
-                ApiError::UpstreamRaw {
-                    status,
-                    body: Bytes::from(scrubbed),
-                    retry_after,
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
